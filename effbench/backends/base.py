@@ -1,0 +1,81 @@
+"""The backend interface: everything the measurement loop may ask of an inference engine.
+
+A backend loads one model under one quantization scheme on one device, prepares a batch of
+equal-length prompts, and runs either the prefill alone (prompt forward + first token) or a full
+greedy generation of exactly ``new_tokens`` tokens. Timing, repeats and energy belong to the loop.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from effbench.models import ModelSpec, PromptSet
+from effbench.quant import Scheme
+
+
+@dataclass
+class LoadedModel:
+    """Facts about the loaded model that records carry."""
+
+    params: Optional[int]
+    weights_bytes: Optional[int]
+    kv_bytes_per_token: Optional[int]  # KV cache bytes per token per sequence
+    device: str
+    load_s: float
+
+
+@dataclass
+class OutputSize:
+    tokens: int  # generated tokens over the whole batch
+    chars: int  # characters of the decoded output over the whole batch
+
+
+class Backend(ABC):
+    name: str = "backend"
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @abstractmethod
+    def resolve_device(self, requested: str) -> str:
+        """'auto' -> the best device here; raise ``UnsupportedError`` for one that is not present."""
+
+    @abstractmethod
+    def load(self, model: ModelSpec, scheme: Scheme, device: str, threads: Optional[int], seed: int) -> LoadedModel: ...
+
+    @abstractmethod
+    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int) -> Any:
+        """An opaque, device-resident batch of ``batch_size`` prompts of exactly ``prompt_tokens`` tokens."""
+
+    @abstractmethod
+    def prefill(self, batch: Any) -> Any:
+        """Prompt forward pass and the first generated token (what TTFT measures)."""
+
+    @abstractmethod
+    def generate(self, batch: Any, new_tokens: int) -> Any:
+        """Greedy generation of exactly ``new_tokens`` tokens per row (no early stop on EOS)."""
+
+    @abstractmethod
+    def output_size(self, output: Any, batch: Any) -> OutputSize:
+        """Tokens and decoded characters of a ``generate`` output (called outside timed regions)."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so a timestamp or counter read covers it (rule 6)."""
+
+    def reset_peak_device_memory(self) -> None:
+        """Start a new peak-memory period on the device (no-op on CPU)."""
+
+    def peak_device_memory(self) -> tuple[Optional[int], Optional[int]]:
+        """(allocated, reserved) peak bytes on the device since the last reset; (None, None) on CPU."""
+        return None, None
+
+    def perplexity(self, text: str, max_tokens: int = 512) -> tuple[float, int]:
+        """Perplexity of ``text`` (first ``max_tokens`` tokens) and how many tokens were scored."""
+        raise NotImplementedError
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return isinstance(exc, MemoryError)
+
+    def unload(self) -> None:
+        """Free the model (between configurations)."""

@@ -1,0 +1,192 @@
+"""PyTorch / Hugging Face transformers backend: eager ``generate``, CPU or CUDA, any scheme in the registry."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from effbench.backends.base import Backend, LoadedModel, OutputSize
+from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
+from effbench.models import ModelSpec, PromptSet, build_token_rows
+from effbench.models.gguf_cache import cached_checkpoint
+from effbench.quant import Scheme
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@dataclass
+class _Batch:
+    input_ids: Any
+    attention_mask: Any
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(self) -> None:
+        import torch
+
+        _quiet_transformers()
+        self.torch = torch
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device = "cpu"
+        self.notify = None  # optional callable for one-line status messages
+
+    def version(self) -> str:
+        import transformers
+
+        return f"transformers {transformers.__version__}, torch {self.torch.__version__}"
+
+    def resolve_device(self, requested: str) -> str:
+        cuda = self.torch.cuda.is_available()
+        if requested == "auto":
+            return "cuda" if cuda else "cpu"
+        if requested == "cpu":
+            return "cpu"
+        if requested.startswith("cuda"):
+            if not cuda:
+                raise UnsupportedError(f"no CUDA GPU is visible (torch {self.torch.__version__} sees none); use --device cpu")
+            idx = requested.partition(":")[2]
+            if idx and (not idx.isdigit() or int(idx) >= self.torch.cuda.device_count()):
+                raise UnsupportedError(f"device '{requested}' does not exist; {self.torch.cuda.device_count()} CUDA device(s) visible")
+            return requested
+        raise UnsupportedError(f"unknown device '{requested}'; use auto, cpu, cuda or cuda:N")
+
+    # -- loading ---------------------------------------------------------------------------
+    def _checkpoint(self, spec: ModelSpec) -> str:
+        if spec.kind == "gguf":
+            from pathlib import Path
+
+            return str(cached_checkpoint(Path(spec.location), notify=self.notify))
+        return spec.location
+
+    def load(self, model: ModelSpec, scheme: Scheme, device: str, threads: Optional[int], seed: int) -> LoadedModel:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch = self.torch
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        path = self._checkpoint(model)
+        dtype = getattr(torch, scheme.compute_dtype)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        except OSError as e:
+            where = "from the Hugging Face Hub (is it reachable from here?)" if model.kind == "hub" else f"from '{path}'"
+            raise EffbenchError(f"cannot load model '{model.source}' {where}: {str(e).splitlines()[0]}") from None
+        except torch.OutOfMemoryError:
+            raise OutOfMemory(f"model '{model.id}' in {scheme.name} does not fit on {device}") from None
+        self.model.eval()
+        if scheme.apply is not None:
+            self.model = scheme.apply(self.model)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = device
+        return LoadedModel(
+            params=sum(p.numel() for p in self.model.parameters()),
+            weights_bytes=self._weights_bytes(),
+            kv_bytes_per_token=self._kv_bytes_per_token(dtype),
+            device=device,
+            load_s=time.perf_counter() - t0,
+        )
+
+    def _weights_bytes(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for t in list(self.model.parameters()) + list(self.model.buffers()):
+            if id(t) not in seen:  # tied embeddings count once
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+        # Dynamically quantized Linear layers keep packed weights outside parameters().
+        for m in self.model.modules():
+            packed = getattr(m, "_packed_params", None)
+            if packed is not None and hasattr(packed, "_weight_bias"):
+                w, b = packed._weight_bias()
+                total += w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
+        return total
+
+    def _kv_bytes_per_token(self, dtype: Any) -> Optional[int]:
+        cfg = getattr(self.model, "config", None)
+        cfg = getattr(cfg, "text_config", cfg)
+        try:
+            layers = cfg.num_hidden_layers
+            heads = cfg.num_attention_heads
+            kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        except AttributeError:
+            return None
+        return int(2 * layers * kv_heads * head_dim * self.torch.tensor([], dtype=dtype).element_size())
+
+    # -- running ---------------------------------------------------------------------------
+    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int) -> _Batch:
+        rows = build_token_rows(
+            lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], prompts, batch_size, prompt_tokens
+        )
+        ids = self.torch.tensor(rows, dtype=self.torch.long, device=self.device)
+        return _Batch(ids, self.torch.ones_like(ids))
+
+    def _generate(self, batch: _Batch, n: int) -> Any:
+        with self.torch.no_grad():  # not inference_mode: some quantized layers refuse it
+            return self.model.generate(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                max_new_tokens=n,
+                min_new_tokens=n,  # suppress EOS: every configuration does the same work
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+
+    def prefill(self, batch: _Batch) -> Any:
+        return self._generate(batch, 1)
+
+    def generate(self, batch: _Batch, new_tokens: int) -> Any:
+        return self._generate(batch, new_tokens)
+
+    def output_size(self, output: Any, batch: _Batch) -> OutputSize:
+        new = output[:, batch.input_ids.shape[1]:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return OutputSize(tokens=int(new.numel()), chars=sum(len(t) for t in texts))
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize(self.device)
+
+    def reset_peak_device_memory(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_device_memory(self) -> tuple[Optional[int], Optional[int]]:
+        if not self.device.startswith("cuda"):
+            return None, None
+        return (int(self.torch.cuda.max_memory_allocated(self.device)), int(self.torch.cuda.max_memory_reserved(self.device)))
+
+    def perplexity(self, text: str, max_tokens: int = 512) -> tuple[float, int]:
+        ids = self.tokenizer(text, return_tensors="pt")["input_ids"][:, :max_tokens].to(self.device)
+        with self.torch.no_grad():
+            loss = self.model(input_ids=ids, labels=ids).loss
+        return float(math.exp(float(loss))), int(ids.shape[1])
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return isinstance(exc, (MemoryError, self.torch.OutOfMemoryError, OutOfMemory))
+
+    def unload(self) -> None:
+        self.model = None
+        self.tokenizer = None
+        import gc
+
+        gc.collect()
+        if self.torch.cuda.is_available():
+            self.torch.cuda.empty_cache()

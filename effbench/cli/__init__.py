@@ -1,0 +1,98 @@
+"""The ``effbench`` command. One module per verb; this module only wires them and turns every
+error into one line on stderr (a traceback only with ``--debug``)."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+try:  # typer >= 0.20 vendors its own click; older versions use the click package
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
+
+from effbench.errors import EffbenchError
+
+app = typer.Typer(
+    name="effbench",
+    help=(
+        "Measure LLM inference efficiency: prefill and decode tokens/s, tokens per joule and memory, "
+        "under quantization and batching, per hardware profile. Run 'effbench run' with no options "
+        "to benchmark the bundled SmolLM2-135M on this machine."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", help="Print the effbench version and exit.", is_eager=True),
+) -> None:
+    if version:
+        import effbench
+
+        typer.echo(f"effbench {effbench.__version__}")
+        raise typer.Exit()
+
+
+def _register() -> None:
+    from effbench.cli import run as _run
+    from effbench.cli import sensors as _sensors
+
+    _run.register(app)
+    _sensors.register(app)
+    for optional in ("hardware", "report", "compare", "plan", "models"):
+        try:
+            module = __import__(f"effbench.cli.{optional}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"effbench.cli.{optional}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    sys.stderr.write(f"effbench: error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("EFFBENCH_DEBUG") == "1"
+    try:
+        rv = app(args=args, prog_name="effbench", standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except click_exc.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "effbench"
+        _fail(f"{e.format_message()} (see '{where} --help')", 2)
+    except click_exc.ClickException as e:
+        _fail(e.format_message(), e.exit_code or 1)
+    except EffbenchError as e:
+        if debug:
+            raise
+        _fail(str(e), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; every finished configuration is kept: rerun with --resume and the same --out to continue", 130)
+    except Exception as e:  # noqa: BLE001 - never a traceback for users
+        if debug:
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback, and please report it)", 1)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

@@ -1,0 +1,33 @@
+"""Shared terminal output: rich consoles (stdout for results, stderr for progress) and formatting."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from rich.console import Console
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fmt(value: Optional[float], digits: int = 1, scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value * scale:,.{digits}f}"
+
+
+def fmt_bytes(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cell(value: object) -> "Text":
+    """A table cell that shows user strings literally (no rich markup interpretation)."""
+    from rich.text import Text
+
+    return Text(str(value))

@@ -1,0 +1,127 @@
+"""``effbench run``: parse options into a ``SweepConfig``, run the sweep with a progress bar,
+print a summary table. No measurement logic lives here."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from effbench.cli._console import cell, err, fmt, fmt_bytes, out
+from effbench.results.schema import Record
+from effbench.sweep import ConfigPoint, SweepObserver
+
+LIST_HELP = "comma-separated"
+
+
+class _ProgressObserver(SweepObserver):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("sweep", total=1)
+        self.current = ""
+
+    def start(self, total: int, done_before: int) -> None:
+        self.progress.update(self.task, total=total, completed=done_before)
+        if done_before:
+            self.message(f"resuming: {done_before} of {total} configurations already done")
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(cell(text), style="dim")
+
+    def config_started(self, point: ConfigPoint) -> None:
+        self.current = point.label()
+        self.progress.update(self.task, description=cell(f"{self.current}  (warm-up)").plain)
+
+    def repeat_done(self, point: ConfigPoint, repeats: int) -> None:
+        self.progress.update(self.task, description=cell(f"{self.current}  repeat {repeats}").plain)
+
+    def config_done(self, point: ConfigPoint, record: Record) -> None:
+        self.progress.advance(self.task)
+        if record.error:
+            self.progress.console.print(cell(f"{point.label()}: {record.error}"), style="yellow")
+
+
+def _energy_cell(r: Record) -> str:
+    e = r.energy
+    if e.tokens_per_joule is None:
+        return "-"
+    mark = {"measured": "", "estimated": "~"}.get(e.status, "?")
+    return f"{mark}{e.tokens_per_joule:,.1f}"
+
+
+def summary_table(records: list[Record], title: str) -> Table:
+    table = Table(title=title)
+    cols = ["model", "scheme", "batch", "prefill tok/s", "decode tok/s", "TTFT ms", "TPOT ms",
+            "tok/J", "peak RSS", "CI95", "n", "ppl", "note"]
+    for c in cols:
+        table.add_column(c, justify="right" if c not in ("model", "scheme", "note") else "left")
+    for r in records:
+        t = r.throughput
+        note = r.error or ("busy machine" if r.stats.interference else "")
+        table.add_row(
+            cell(r.model.id), cell(r.quantization.scheme), str(r.workload.batch_size),
+            fmt(t.prefill_tokens_per_s), fmt(t.decode_tokens_per_s), fmt(t.ttft_s, 1, 1000), fmt(t.tpot_s, 1, 1000),
+            _energy_cell(r), fmt_bytes(r.memory.peak_host_bytes),
+            f"±{r.stats.ci95_rel:.1%}" if r.stats.ci95_rel is not None else "-",
+            str(r.stats.repeats), fmt(r.quality.perplexity, 2), cell(note),
+        )
+    return table
+
+
+def run_command(
+    config: Optional[Path] = typer.Argument(None, help="YAML sweep file; its keys are these options' names with underscores.", show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model: 'smollm2-135m' (bundled), a checkpoint dir, a .gguf file or a hub id; {LIST_HELP}. (default: smollm2-135m)", show_default=False),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Inference backend: transformers. (default: transformers)", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N. (default: auto)", show_default=False),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help=f"Quantization schemes, {LIST_HELP} (fp32, fp16, bf16, int8-dynamic, ...). (default: fp32)", show_default=False),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "-b", help=f"Batch sizes, {LIST_HELP}. (default: 1,4,16)", show_default=False),
+    prompt_tokens: Optional[str] = typer.Option(None, "--prompt-tokens", help=f"Prompt length(s) in tokens, {LIST_HELP}. (default: 64)", show_default=False),
+    new_tokens: Optional[str] = typer.Option(None, "--new-tokens", help=f"Generated tokens per sequence (forced, greedy), {LIST_HELP}. (default: 32)", show_default=False),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help=f"Prompt sets: en, ko, ja or a text/JSONL file; {LIST_HELP}. (default: en)", show_default=False),
+    repeats: Optional[int] = typer.Option(None, "--repeats", "-r", help="Exactly this many repeats per configuration. (default: adaptive, until CI95 <= --ci-target)", show_default=False),
+    sensor: Optional[str] = typer.Option(None, "--sensor", help="Energy sensor: auto, nvml, rapl, estimate or none. (default: auto)", show_default=False),
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="Hardware profile id or profile YAML path. (default: detected)", show_default=False),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory. (default: effbench-runs/run-<time>)", show_default=False),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run in --out, skipping finished configurations.", show_default=False),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up generations per configuration. (default: 1)", show_default=False),
+    min_repeats: Optional[int] = typer.Option(None, "--min-repeats", help="Adaptive mode: fewest repeats. (default: 3)", show_default=False),
+    max_repeats: Optional[int] = typer.Option(None, "--max-repeats", help="Adaptive mode: most repeats. (default: 20)", show_default=False),
+    ci_target: Optional[float] = typer.Option(None, "--ci-target", help="Stop when the CI95 of decode tok/s is within this relative width. (default: 0.05)", show_default=False),
+    max_time_s: Optional[float] = typer.Option(None, "--max-time-s", help="Time cap per configuration in seconds. (default: 45)", show_default=False),
+    idle_s: Optional[float] = typer.Option(None, "--idle-s", help="Seconds of idle-power baseline before the sweep (measuring sensors only). (default: 5)", show_default=False),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend. (default: the library's)", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed. (default: 0)", show_default=False),
+    perplexity: Optional[bool] = typer.Option(None, "--perplexity/--no-perplexity", help="Score perplexity on the shipped texts. (default: on)", show_default=False),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Run a sweep (models x schemes x batch sizes x lengths) and write run.json + results.jsonl.
+
+    With no options it benchmarks the bundled SmolLM2-135M on this machine at batch sizes 1, 4 and 16.
+    """
+    from effbench.config import load_config
+    from effbench.sweep import Sweep
+
+    overrides = dict(
+        model=model, backend=backend, device=device, quant=quant, batch_sizes=batch_sizes,
+        prompt_tokens=prompt_tokens, new_tokens=new_tokens, prompts=prompts, repeats=repeats, sensor=sensor,
+        hardware=hardware, out=out_dir, resume=resume, warmup=warmup, min_repeats=min_repeats,
+        max_repeats=max_repeats, ci_target=ci_target, max_time_s=max_time_s, idle_s=idle_s, threads=threads,
+        seed=seed, perplexity=perplexity,
+    )
+    sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=quiet) as progress:
+        result = sweep.run(_ProgressObserver(progress))
+    out.print(summary_table(result.records, f"effbench run {result.run_id}"))
+    estimated = any(r.energy.status == "estimated" for r in result.records)
+    if estimated:
+        out.print("~ tok/J is estimated (TDP x utilisation), not measured; see energy.basis in the records.", style="dim")
+    out.print(cell(f"results: {result.path / 'results.jsonl'}"))
+    if result.records and all(r.error for r in result.records):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

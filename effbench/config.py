@@ -1,0 +1,164 @@
+"""Sweep configuration: one pydantic model that YAML files, CLI options and the Python API resolve to.
+
+Keys are the CLI option names with underscores. List keys accept a list, a scalar or a
+comma-separated string ("1,4,16"). Unknown keys, wrong types and empty files are errors naming the key.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from effbench.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def _split(value: Any) -> Any:
+    """'1,4,16' -> ['1','4','16']; 4 -> [4]; lists pass through."""
+    if value is None:
+        return value
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        return [p for p in parts if p != ""] or [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+class SweepConfig(BaseModel):
+    """Everything that defines a sweep. Its JSON form is written to ``run.json``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    model: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1)
+    backend: list[str] = Field(default_factory=lambda: ["transformers"], min_length=1)
+    device: str = "auto"
+    quant: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 4, 16], min_length=1)
+    prompt_tokens: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    new_tokens: list[int] = Field(default_factory=lambda: [32], min_length=1)
+    prompts: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    repeats: Optional[int] = Field(default=None, ge=1, description="fixed number of repeats (default: adaptive)")
+    sensor: str = "auto"
+    hardware: Optional[str] = None
+    out: Optional[str] = None
+    resume: bool = False
+    # Method knobs (brief, section 3): warm-up, adaptive repeats, time cap, idle baseline.
+    warmup: int = Field(default=1, ge=0)
+    min_repeats: int = Field(default=3, ge=1)
+    max_repeats: int = Field(default=20, ge=1)
+    ci_target: float = Field(default=0.05, gt=0, lt=1)
+    max_time_s: float = Field(default=45.0, gt=0)
+    idle_s: float = Field(default=5.0, ge=0)
+    threads: Optional[int] = Field(default=None, ge=1)
+    seed: int = 0
+    perplexity: bool = True
+
+    @field_validator("model", "backend", "quant", "batch_sizes", "prompt_tokens", "new_tokens", "prompts", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return _split(v)
+
+    @field_validator("batch_sizes", "prompt_tokens", "new_tokens")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        bad = [x for x in v if x < 1]
+        if bad:
+            raise ValueError(f"{bad[0]} is not a positive integer (every value must be >= 1)")
+        return list(dict.fromkeys(v))  # drop duplicates, keep order
+
+    @field_validator("model", "backend", "quant", "prompts")
+    @classmethod
+    def _non_empty_names(cls, v: list[str]) -> list[str]:
+        v = [str(x).strip() for x in v]
+        if any(not x for x in v):
+            raise ValueError("empty name in list")
+        return list(dict.fromkeys(v))
+
+    @field_validator("quant")
+    @classmethod
+    def _known_schemes(cls, v: list[str]) -> list[str]:
+        from effbench.quant import check_scheme_names
+
+        return check_scheme_names(v)
+
+    @field_validator("sensor")
+    @classmethod
+    def _known_sensor(cls, v: str) -> str:
+        from effbench.sensors import SENSOR_NAMES
+
+        if v not in SENSOR_NAMES:
+            raise ValueError(f"unknown sensor '{v}'; choose one of: {', '.join(SENSOR_NAMES)}")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backends(cls, v: list[str]) -> list[str]:
+        from effbench.backends import canonical_backend_name
+
+        return [canonical_backend_name(b) for b in v]
+
+
+FIELDS = tuple(SweepConfig.model_fields)
+
+
+def _format_validation_error(err: ValidationError, origin: str, cli_keys: set[str]) -> str:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"] if not isinstance(p, int)]
+    key = loc[0] if loc else "?"
+    if key in cli_keys:
+        origin = f"option --{key.replace('_', '-')}"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key.replace("-", "_"), FIELDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(FIELDS)}"
+        return f"{origin}: unknown key '{key}'{hint}"
+    value = first.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, (dict, list)) else ""
+    return f"{origin}: key '{key}': {msg}{shown}"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep file '{path}' does not exist; pass the path of a YAML sweep file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"sweep file '{path}' is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep file '{path}' is not UTF-8 text") from None
+    if data is None:
+        raise ConfigError(f"sweep file '{path}' is empty; give at least one key, e.g. 'batch_sizes: [1, 4]'")
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep file '{path}' must be a mapping of keys to values, not a {type(data).__name__}")
+    return {str(k): v for k, v in data.items()}
+
+
+def load_config(source: Any = None, overrides: dict[str, Any] | None = None) -> SweepConfig:
+    """Resolve a config from a ``SweepConfig``, dict or YAML path, then apply ``overrides`` (CLI wins)."""
+    origin = "config"
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, SweepConfig):
+        data = source.model_dump(exclude_unset=True)
+    elif isinstance(source, dict):
+        data = dict(source)
+    elif isinstance(source, (str, Path)):
+        origin = f"sweep file '{source}'"
+        data = read_yaml(source)
+    else:
+        raise ConfigError(f"cannot build a sweep config from a {type(source).__name__}")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data.update(given)
+    try:
+        return SweepConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, origin, set(given))) from None

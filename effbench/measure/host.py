@@ -1,0 +1,89 @@
+"""Host-side trackers: peak resident memory per configuration and interference from other work."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import psutil
+
+_PROC_STATUS = "/proc/self/status"
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so the next peak belongs to this configuration.
+    Linux only; returns False where it cannot (then the peak is the process's lifetime peak)."""
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    try:
+        with open(_PROC_STATUS) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+# Share of the whole machine's CPU time used by *other* processes above which a record is flagged.
+INTERFERENCE_CPU_FRAC = 0.15
+
+
+@dataclass
+class LoadSnapshot:
+    wall: float
+    busy_s: float  # machine-wide non-idle CPU seconds
+    own_s: float  # this process's CPU seconds
+    load1: Optional[float]
+
+
+def _snapshot() -> LoadSnapshot:
+    t = psutil.cpu_times()
+    busy = sum(getattr(t, f) for f in t._fields if f not in ("idle", "iowait", "guest", "guest_nice"))
+    own = psutil.Process(os.getpid()).cpu_times()
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = None
+    return LoadSnapshot(time.monotonic(), busy, own.user + own.system + own.children_user + own.children_system, load1)
+
+
+@dataclass
+class Interference:
+    other_cpu_frac: Optional[float]
+    load_avg_before: Optional[float]
+    load_avg_after: Optional[float]
+
+    @property
+    def flagged(self) -> bool:
+        return self.other_cpu_frac is not None and self.other_cpu_frac > INTERFERENCE_CPU_FRAC
+
+
+class InterferenceProbe:
+    """Brackets a configuration: how much CPU did other processes take meanwhile (rule 12)."""
+
+    def __init__(self) -> None:
+        self.start = _snapshot()
+
+    def stop(self) -> Interference:
+        end = _snapshot()
+        wall = end.wall - self.start.wall
+        ncpu = psutil.cpu_count(logical=True) or 1
+        other = None
+        if wall > 0:
+            other_s = (end.busy_s - self.start.busy_s) - (end.own_s - self.start.own_s)
+            other = max(0.0, min(1.0, other_s / (wall * ncpu)))
+        return Interference(other, self.start.load1, end.load1)

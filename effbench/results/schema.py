@@ -1,0 +1,133 @@
+"""The result record, ``results.jsonl`` schema_version 1.
+
+Field names are a contract shared with every other lab's results: add fields, never rename one
+without bumping ``SCHEMA_VERSION``. Sections that a configuration could not fill stay ``None``.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Section(BaseModel):
+    # Readers accept records from newer effbench versions that added fields.
+    model_config = ConfigDict(extra="allow")
+
+
+class ModelInfo(_Section):
+    id: str
+    source: Optional[str] = None
+    params: Optional[int] = None
+    weights_bytes: Optional[int] = None
+    weights: Literal["pretrained", "random"] = "pretrained"
+
+
+class BackendInfo(_Section):
+    name: str
+    version: Optional[str] = None
+    device: Optional[str] = None
+    threads: Optional[int] = None
+
+
+class QuantizationInfo(_Section):
+    scheme: str
+    weight_bits: Optional[float] = None
+
+
+class WorkloadInfo(_Section):
+    batch_size: int
+    prompt_tokens: int
+    new_tokens: int
+    prompt_set: str
+
+
+class Throughput(_Section):
+    prefill_tokens_per_s: Optional[float] = None
+    decode_tokens_per_s: Optional[float] = None
+    e2e_tokens_per_s: Optional[float] = None
+    ttft_s: Optional[float] = None
+    tpot_s: Optional[float] = None
+    e2e_latency_s: Optional[float] = None
+    output_chars_per_s: Optional[float] = None
+
+
+class Energy(_Section):
+    status: Literal["measured", "estimated", "unavailable"] = "unavailable"
+    sensor: Optional[str] = None
+    sampling_interval_s: Optional[float] = None
+    coverage: Optional[float] = None
+    idle_power_w: Optional[float] = None
+    joules_total: Optional[float] = None  # one full generate call (prefill + decode), whole batch
+    joules_dynamic: Optional[float] = None  # joules_total minus idle power x duration
+    joules_prefill: Optional[float] = None
+    joules_decode: Optional[float] = None
+    joules_per_token: Optional[float] = None  # joules_total / generated tokens
+    decode_joules_per_token: Optional[float] = None  # joules_decode / decoded tokens
+    tokens_per_joule: Optional[float] = None
+    joules_per_kchar: Optional[float] = None  # per 1,000 output characters (language-fair)
+    uncertainty_rel: Optional[float] = None
+    basis: Optional[str] = None  # what an estimate is computed from / why unavailable
+    window_s: Optional[float] = None  # length of one energy window
+    flags: list[str] = Field(default_factory=list)  # e.g. "short-window", "sensor-failed"
+
+
+class Memory(_Section):
+    peak_host_bytes: Optional[int] = None
+    peak_device_bytes: Optional[int] = None
+    peak_device_reserved_bytes: Optional[int] = None
+    weights_bytes: Optional[int] = None
+    kv_bytes_per_token: Optional[int] = None
+
+
+class Quality(_Section):
+    perplexity: Optional[float] = None
+    text: Optional[str] = None
+    tokens: Optional[int] = None
+    note: Optional[str] = None
+
+
+class Stats(_Section):
+    repeats: int = 0
+    ci95_rel: Optional[float] = None  # relative half-width of the CI95 of decode tokens/s
+    stop_reason: Optional[str] = None  # "ci-target", "time-cap", "max-repeats", "fixed-repeats"
+    warmup: Optional[int] = None
+    duration_s: Optional[float] = None
+    interference: bool = False
+    other_cpu_frac: Optional[float] = None  # share of the machine's CPU used by other processes
+    load_avg_before: Optional[float] = None
+    load_avg_after: Optional[float] = None
+    samples: dict[str, list[float]] = Field(default_factory=dict)  # per-repeat values, for compare
+
+
+class HardwareInfo(_Section):
+    profile: Optional[str] = None
+    detected_name: Optional[str] = None
+
+
+class Record(_Section):
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    config_id: str
+    created_at: Optional[str] = None
+    model: ModelInfo
+    backend: BackendInfo
+    quantization: QuantizationInfo
+    workload: WorkloadInfo
+    throughput: Throughput = Field(default_factory=Throughput)
+    energy: Energy = Field(default_factory=Energy)
+    memory: Memory = Field(default_factory=Memory)
+    quality: Quality = Field(default_factory=Quality)
+    stats: Stats = Field(default_factory=Stats)
+    hardware: HardwareInfo = Field(default_factory=HardwareInfo)
+    error: Optional[str] = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a record, for other tools."""
+    return Record.model_json_schema()

@@ -1,0 +1,121 @@
+"""The sensor interface: measurement windows that return joules per domain, honestly labelled.
+
+A sensor opens any number of (possibly overlapping) windows. Closing a window returns an
+``EnergyReading`` that says whether its joules were *measured* (which sensor, how often it was
+sampled, what fraction of the window the samples cover) or *estimated* (and from what), or are
+*unavailable*, together with a relative uncertainty. The measurement loop only sees this interface.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+EnergyStatus = Literal["measured", "estimated", "unavailable"]
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    """What ``effbench sensors`` prints for one sensor."""
+
+    name: str  # "nvml", "rapl", "estimate", "none", ...
+    kind: str  # "energy-counter", "power-polling", "estimate", "trace", "none"
+    available: bool
+    reason: str  # why it is unavailable, or what it measures / is based on
+    domains: tuple[str, ...] = ()  # e.g. ("gpu:0", "cpu:package-0", "dram:0")
+    update_period_s: float | None = None  # how often the underlying value changes
+    accuracy_rel: float | None = None  # the sensor's stated accuracy (relative, 1 sigma-ish)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EnergyReading:
+    """Energy of one window. ``joules_by_domain`` is empty when the status is ``unavailable``."""
+
+    status: EnergyStatus
+    sensor: str
+    duration_s: float
+    joules_by_domain: dict[str, float] = field(default_factory=dict)
+    sampling_interval_s: float | None = None
+    coverage: float | None = None  # fraction of the window actually observed by samples (0..1)
+    uncertainty_rel: float | None = None  # sensor-side relative uncertainty of this window's joules
+    basis: str | None = None  # estimates: what the figure was computed from
+    error: str | None = None  # set when the sensor failed during the window
+
+    @property
+    def joules(self) -> float | None:
+        if self.status == "unavailable" or not self.joules_by_domain:
+            return None
+        return float(sum(self.joules_by_domain.values()))
+
+    @property
+    def mean_power_w(self) -> float | None:
+        j = self.joules
+        return None if j is None or self.duration_s <= 0 else j / self.duration_s
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["joules"] = self.joules
+        d["mean_power_w"] = self.mean_power_w
+        return d
+
+
+class Window(ABC):
+    """An open measurement window. ``stop()`` may be called once."""
+
+    @abstractmethod
+    def stop(self) -> EnergyReading: ...
+
+
+class EnergySensor(ABC):
+    """One source of energy figures (a GPU's NVML counter, RAPL, an estimate, ...)."""
+
+    name: str = "sensor"
+
+    @abstractmethod
+    def info(self) -> SensorInfo: ...
+
+    @abstractmethod
+    def start_window(self) -> Window: ...
+
+    def close(self) -> None:
+        """Stop background threads and release handles."""
+
+    # Context-manager sugar so a sensor can be used with ``with``.
+    def __enter__(self) -> "EnergySensor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _NullWindow(Window):
+    def __init__(self, reason: str) -> None:
+        self._t0 = time.perf_counter()
+        self._reason = reason
+
+    def stop(self) -> EnergyReading:
+        return EnergyReading(
+            status="unavailable",
+            sensor="none",
+            duration_s=time.perf_counter() - self._t0,
+            basis=self._reason,
+        )
+
+
+class NullSensor(EnergySensor):
+    """No energy at all: every window is ``unavailable``, with the reason."""
+
+    name = "none"
+
+    def __init__(self, reason: str = "energy measurement disabled (--sensor none)") -> None:
+        self.reason = reason
+
+    def info(self) -> SensorInfo:
+        return SensorInfo(name="none", kind="none", available=True, reason=self.reason)
+
+    def start_window(self) -> Window:
+        return _NullWindow(self.reason)

@@ -1,0 +1,314 @@
+"""A sweep: expand the config into configurations, skip finished ones (--resume), run each through
+the measurement loop and append its record. A configuration that fails becomes a record with
+``error`` and the sweep goes on; after an out-of-memory the larger batch sizes are skipped."""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+from effbench.backends import Backend, create_backend
+from effbench.config import SweepConfig
+from effbench.environment import collect, now_iso
+from effbench.errors import EffbenchError
+from effbench.hardware import Detected, detect, resolve_profile_id
+from effbench.measure.host import InterferenceProbe
+from effbench.measure.loop import RepeatPolicy, Workload, run_loop
+from effbench.measure.summary import energy_section, stats_section, throughput_section
+from effbench.models import ModelSpec, load_prompt_set, load_quality_text, resolve_model
+from effbench.quant import Scheme, get_scheme
+from effbench.results.schema import (BackendInfo, HardwareInfo, Memory, ModelInfo, Quality,
+                                     QuantizationInfo, Record, WorkloadInfo)
+from effbench.results.store import RunStore
+from effbench.sensors import EnergySensor, create as create_sensor
+
+
+@dataclass(frozen=True)
+class ConfigPoint:
+    """One configuration: what a record describes."""
+
+    model: str  # ModelSpec.id
+    backend: str
+    device: str
+    scheme: str
+    prompt_set: str
+    prompt_tokens: int
+    new_tokens: int
+    batch_size: int
+
+    @property
+    def config_id(self) -> str:
+        key = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        return (f"{self.model} {self.backend} {self.scheme} bs={self.batch_size} "
+                f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}")
+
+
+class SweepObserver:
+    """Progress hooks (the CLI draws a progress bar with them); all no-ops by default."""
+
+    def start(self, total: int, done_before: int) -> None: ...
+    def message(self, text: str) -> None: ...
+    def config_started(self, point: ConfigPoint) -> None: ...
+    def repeat_done(self, point: ConfigPoint, repeats: int) -> None: ...
+    def config_done(self, point: ConfigPoint, record: Record) -> None: ...
+
+
+@dataclass
+class Run:
+    path: Path
+    run_id: str
+    records: list[Record] = field(default_factory=list)  # every record in the directory
+
+
+def default_out_dir() -> Path:
+    return Path("effbench-runs") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
+@dataclass
+class _Group:
+    """Configurations sharing one loaded model (model x backend x scheme)."""
+
+    spec: ModelSpec
+    backend: str
+    scheme: Scheme
+    points: list[ConfigPoint]
+
+
+def _plan(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, str]) -> list[_Group]:
+    groups = []
+    for model in config.model:
+        spec = specs[model]
+        for backend in config.backend:
+            for scheme_name in config.quant:
+                scheme = get_scheme(scheme_name)
+                points = [
+                    ConfigPoint(spec.id, backend, devices[backend], scheme.name, ps, pt, nt, bs)
+                    for ps in config.prompts
+                    for pt in config.prompt_tokens
+                    for nt in config.new_tokens
+                    for bs in sorted(config.batch_sizes)
+                ]
+                groups.append(_Group(spec, backend, scheme, points))
+    return groups
+
+
+def _measure_idle(sensor: EnergySensor, seconds: float, observer: SweepObserver) -> Optional[dict[str, Any]]:
+    """Idle power before the sweep (rule 4). Skipped for estimates: TDP x ~0% says nothing."""
+    info = sensor.info()
+    if seconds <= 0 or info.kind in ("estimate", "none"):
+        return None
+    import time
+
+    observer.message(f"measuring idle power for {seconds:.0f} s ({info.name})")
+    window = sensor.start_window()
+    time.sleep(seconds)
+    reading = window.stop()
+    if reading.joules is None:
+        return {"status": reading.status, "error": reading.error}
+    return {"power_w": reading.mean_power_w, "duration_s": reading.duration_s, "sensor": reading.sensor,
+            "status": reading.status, "coverage": reading.coverage, "uncertainty_rel": reading.uncertainty_rel}
+
+
+class Sweep:
+    """A prepared sweep: constructing it checks every input (models, prompts, backends, device,
+    sensor) so errors surface before anything is loaded; ``run()`` measures."""
+
+    def __init__(self, config: SweepConfig) -> None:
+        self.config = config
+        self.observer = SweepObserver()
+        self.store = RunStore(config.out or default_out_dir())
+        # Preflight: every input error surfaces here, before any model is loaded.
+        self.specs = {m: resolve_model(m) for m in config.model}
+        self.prompt_sets = {p: load_prompt_set(p) for p in config.prompts}
+        self.backends: dict[str, Backend] = {b: create_backend(b) for b in config.backend}
+        self.devices = {b: be.resolve_device(config.device) for b, be in self.backends.items()}
+        first_device = next(iter(self.devices.values()))
+        self.sensor = create_sensor(config.sensor, first_device)
+        self.detected: Detected = detect(first_device)
+        self.profile = resolve_profile_id(config.hardware, self.detected)
+        self.groups = _plan(config, self.specs, self.devices)
+        self.run_id = ""
+        self.idle_power_w: Optional[float] = None
+
+    # -- run directory -----------------------------------------------------------------------
+    def _open_store(self) -> set[str]:
+        if self.store.exists() and not self.config.resume:
+            raise EffbenchError(f"'{self.store.path}' already holds a run; pass --resume to continue it or choose another --out")
+        previous = self.store.read_run() if self.config.resume else {}
+        self.run_id = previous.get("run_id") or uuid.uuid4().hex[:12]
+        done = self.store.completed_config_ids() if self.config.resume else set()
+        sessions = previous.get("sessions", []) + [{"started_at": now_iso(), "resumed": bool(previous)}]
+        idle = _measure_idle(self.sensor, self.config.idle_s, self.observer)
+        self.idle_power_w = idle.get("power_w") if idle else None
+        self.store.write_run({
+            "schema_version": 1,
+            "run_id": self.run_id,
+            "created_at": previous.get("created_at", now_iso()),
+            "config": self.config.model_dump(mode="json"),
+            "environment": collect({"seed": self.config.seed}),
+            "sensor": self.sensor.info().to_dict(),
+            "idle_baseline": idle,
+            "hardware": {"profile": self.profile, "detected_name": self.detected.name, "kind": self.detected.kind},
+            "sessions": sessions,
+        })
+        return done
+
+    def _close_store(self, status: str) -> None:
+        data = self.store.read_run()
+        if data.get("sessions"):
+            data["sessions"][-1].update({"finished_at": now_iso(), "status": status})
+            self.store.write_run(data)
+
+    # -- records -----------------------------------------------------------------------------
+    def _record(self, point: ConfigPoint, group: _Group, **sections: Any) -> Record:
+        backend = self.backends[group.backend]
+        return Record(
+            run_id=self.run_id,
+            config_id=point.config_id,
+            created_at=now_iso(),
+            model=sections.pop("model", ModelInfo(id=group.spec.id, source=group.spec.source)),
+            backend=BackendInfo(name=group.backend, version=backend.version(), device=point.device,
+                                threads=self.config.threads or _torch_threads()),
+            quantization=QuantizationInfo(scheme=group.scheme.name, weight_bits=group.scheme.weight_bits),
+            workload=WorkloadInfo(batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,
+                                  new_tokens=point.new_tokens, prompt_set=point.prompt_set),
+            hardware=HardwareInfo(profile=self.profile, detected_name=self.detected.name),
+            **sections,
+        )
+
+    def _finish(self, point: ConfigPoint, record: Record) -> None:
+        self.store.append(record)
+        self.observer.config_done(point, record)
+
+    # -- the sweep ---------------------------------------------------------------------------
+    def run(self, observer: Optional[SweepObserver] = None) -> Run:
+        self.observer = observer or self.observer
+        done = self._open_store()
+        total = sum(len(g.points) for g in self.groups)
+        self.observer.start(total, sum(p.config_id in done for g in self.groups for p in g.points))
+        status = "interrupted"
+        try:
+            for group in self.groups:
+                todo = [p for p in group.points if p.config_id not in done]
+                if todo:
+                    self._run_group(group, todo)
+            status = "complete"
+        finally:
+            self._close_store(status)
+            self.sensor.close()
+        return Run(self.store.path, self.run_id, [Record.model_validate(d) for d in self.store.record_dicts()])
+
+    def _run_group(self, group: _Group, todo: list[ConfigPoint]) -> None:
+        backend = self.backends[group.backend]
+        device = self.devices[group.backend]
+        reason = group.scheme.support(group.backend, device.partition(":")[0])
+        if reason:
+            for p in todo:
+                self._finish(p, self._record(p, group, error=f"unsupported: {reason}"))
+            return
+        self.observer.message(f"loading {group.spec.id} ({group.scheme.name}) on {device}")
+        if hasattr(backend, "notify"):
+            backend.notify = self.observer.message
+        try:
+            loaded = backend.load(group.spec, group.scheme, device, self.config.threads, self.config.seed)
+        except EffbenchError as e:
+            if not _is_group_error(e):
+                raise
+            for p in todo:
+                self._finish(p, self._record(p, group, error=f"load failed: {e}"))
+            return
+        except Exception as e:  # noqa: BLE001 - a scheme that breaks on this model must not end the sweep
+            kind = "out of memory" if backend.is_out_of_memory(e) else "load failed"
+            for p in todo:
+                self._finish(p, self._record(p, group, error=f"{kind}: {type(e).__name__}: {_first_line(e)}"))
+            return
+        model_info = ModelInfo(id=group.spec.id, source=group.spec.source, params=loaded.params,
+                               weights_bytes=loaded.weights_bytes)
+        quality = self._quality(backend) if self.config.perplexity else Quality(note="disabled (perplexity: false)")
+        oom_at: dict[tuple, int] = {}
+        try:
+            for p in todo:
+                key = (p.prompt_set, p.prompt_tokens, p.new_tokens)
+                if key in oom_at and p.batch_size > oom_at[key]:
+                    self._finish(p, self._record(p, group, model=model_info, quality=quality,
+                                                 error=f"skipped: batch size {oom_at[key]} ran out of memory"))
+                    continue
+                record = self._run_point(backend, group, p, model_info, quality, loaded.kv_bytes_per_token)
+                if record.error and record.error.startswith("out of memory"):
+                    oom_at[key] = p.batch_size
+                self._finish(p, record)
+        finally:
+            backend.unload()
+
+    def _quality(self, backend: Backend) -> Quality:
+        try:
+            ppl, n = backend.perplexity(load_quality_text("en"))
+            ppl_ko, _ = backend.perplexity(load_quality_text("ko"))
+        except NotImplementedError:
+            return Quality(note="this backend cannot score perplexity")
+        except Exception as e:  # noqa: BLE001
+            return Quality(note=f"perplexity failed: {type(e).__name__}: {_first_line(e)}")
+        return Quality(perplexity=ppl, text="effbench/quality/en", tokens=n, perplexity_ko=ppl_ko)
+
+    def _run_point(self, backend: Backend, group: _Group, p: ConfigPoint, model_info: ModelInfo,
+                   quality: Quality, kv_bytes_per_token: Optional[int]) -> Record:
+        self.observer.config_started(p)
+        policy = RepeatPolicy(
+            warmup=self.config.warmup, min_repeats=self.config.min_repeats, max_repeats=self.config.max_repeats,
+            ci_target=self.config.ci_target, max_time_s=self.config.max_time_s, fixed_repeats=self.config.repeats,
+        )
+        workload = Workload(p.batch_size, p.prompt_tokens, p.new_tokens)
+        probe = InterferenceProbe()
+        try:
+            batch = backend.prepare(self.prompt_sets[p.prompt_set], p.batch_size, p.prompt_tokens)
+            result = run_loop(backend, batch, workload, self.sensor, policy,
+                              on_repeat=lambda r: self.observer.repeat_done(p, r.repeats))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001
+            kind = "out of memory" if backend.is_out_of_memory(e) else "failed"
+            return self._record(p, group, model=model_info, quality=quality,
+                                error=f"{kind}: {type(e).__name__}: {_first_line(e)}")
+        finally:
+            batch = None  # free activations before the next configuration
+        return self._record(
+            p, group, model=model_info, quality=quality,
+            throughput=throughput_section(result),
+            energy=energy_section(result, self.idle_power_w),
+            memory=Memory(peak_host_bytes=result.peak_host_bytes, peak_device_bytes=result.peak_device_bytes,
+                          peak_device_reserved_bytes=result.peak_device_reserved_bytes,
+                          weights_bytes=model_info.weights_bytes, kv_bytes_per_token=kv_bytes_per_token),
+            stats=stats_section(result, policy.warmup, probe.stop()),
+        )
+
+
+def _is_group_error(e: EffbenchError) -> bool:
+    """Errors that belong to one model/scheme (record and go on) rather than to the user's input."""
+    from effbench.errors import OutOfMemory, UnsupportedError
+
+    return isinstance(e, (UnsupportedError, OutOfMemory))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _torch_threads() -> Optional[int]:
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except ImportError:
+        return None
+
+
+def run_sweep(config: SweepConfig, observer: Optional[SweepObserver] = None) -> Run:
+    return Sweep(config).run(observer)
