@@ -18,7 +18,8 @@ from effbench.errors import EffbenchError
 from effbench.hardware import Detected, detect, resolve_profile_id
 from effbench.measure.host import InterferenceProbe
 from effbench.measure.loop import RepeatPolicy, Workload, run_loop
-from effbench.measure.summary import energy_section, stats_section, throughput_section
+from effbench.measure.energy import energy_section
+from effbench.measure.summary import stats_section, throughput_section
 from effbench.models import ModelSpec, load_prompt_set, load_quality_text, resolve_model
 from effbench.quant import Scheme, get_scheme
 from effbench.results.schema import (BackendInfo, HardwareInfo, Memory, ModelInfo, Quality,
