@@ -153,7 +153,7 @@ class Sweep:
             "run_id": self.run_id,
             "created_at": previous.get("created_at", now_iso()),
             "config": self.config.model_dump(mode="json"),
-            "environment": collect({"seed": self.config.seed}),
+            "environment": collect({"seed": self.config.seed, "sensor_device": self.sensor.environment()}),
             "sensor": self.sensor.info().to_dict(),
             "idle_baseline": idle,
             "hardware": {"profile": self.profile, "detected_name": self.detected.name, "kind": self.detected.kind},

@@ -6,8 +6,15 @@ from typing import Optional
 
 from rich.console import Console
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+def _console(stderr: bool) -> Console:
+    c = Console(stderr=stderr, highlight=False)
+    if not c.is_terminal:  # pipes and CI logs: do not squeeze tables into 80 columns
+        c = Console(stderr=stderr, highlight=False, width=180)
+    return c
+
+
+out = _console(False)
+err = _console(True)
 
 
 def fmt(value: Optional[float], digits: int = 1, scale: float = 1.0) -> str:

@@ -44,6 +44,8 @@ class WindowResult:
     calls: int
     energy: EnergyReading
     short: bool = False  # shorter than the sensor needs even after repeating the call
+    start_unix: float = 0.0  # wall-clock bounds of the window, to line it up with external power traces
+    end_unix: float = 0.0
 
     @property
     def joules_per_call(self) -> Optional[float]:
@@ -98,6 +100,7 @@ def timed_window(
     sensor. Returns the mean seconds per call, the window's reading and the last output."""
     sync()
     window = sensor.start_window()
+    start_unix = time.time()
     t0 = time.perf_counter()
     calls = 0
     while True:
@@ -107,8 +110,9 @@ def timed_window(
         elapsed = time.perf_counter() - t0
         if elapsed >= min_window_s or calls >= MAX_CALLS_PER_WINDOW:
             break
+    end_unix = time.time()
     reading = window.stop()
-    return WindowResult(elapsed / calls, calls, reading, short=elapsed < min_window_s), out
+    return WindowResult(elapsed / calls, calls, reading, elapsed < min_window_s, start_unix, end_unix), out
 
 
 def _done(result: LoopResult, policy: RepeatPolicy, started: float) -> Optional[str]:

@@ -59,6 +59,7 @@ def _convert(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    os.environ["TQDM_DISABLE"] = "1"  # transformers' GGUF conversion draws its own progress bar
     kwargs: dict = {}
     try:  # a plain GGUF load is not serializable; dequantize=True makes a normal model
         from transformers import GgufConfig

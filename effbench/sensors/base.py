@@ -81,6 +81,10 @@ class EnergySensor(ABC):
     @abstractmethod
     def start_window(self) -> Window: ...
 
+    def environment(self) -> dict:
+        """Device facts for ``run.json`` (power limit, clocks, temperature, ...); empty by default."""
+        return {}
+
     def close(self) -> None:
         """Stop background threads and release handles."""
 
