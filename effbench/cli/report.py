@@ -1,0 +1,29 @@
+"""``effbench report DIR... [--out DIR]``: parse options, write the report, print where it is."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from effbench.cli._console import cell, out
+
+
+def report_command(
+    dirs: list[Path] = typer.Argument(..., help="Run directories (each with run.json and results.jsonl); several merge into one report comparing hardware.", show_default=False),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory. (default: DIR/report for one run, ./effbench-report for several)", show_default=False),
+) -> None:
+    """Write report.md, a self-contained report.html, PNG plots, results.csv and results.tex."""
+    from effbench.report import write_report
+
+    files = write_report(dirs, out_dir)
+    out.print(cell(f"report: {files.html}"))
+    out.print(cell(f"        {files.markdown}"))
+    out.print(cell(f"tables: {files.csv}, {files.latex}"))
+    out.print(cell(f"plots:  {len(files.plots)} in {files.out / 'plots'}"))
+    for note in files.skipped:
+        out.print(cell(f"not drawn: {note}"), style="dim")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)

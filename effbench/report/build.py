@@ -1,0 +1,265 @@
+"""Assemble the report: tidy rows -> document (sections per hardware and model, hardware comparison,
+failures, methodology) -> report.md, report.html, plots, results.csv and results.tex."""
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from effbench.errors import EffbenchError
+from effbench.report import export, html, markdown, plots
+from effbench.report.document import (Cell, Document, Image, Note, Paragraph, Section, Table, num, pct, size,
+                                      slug)
+from effbench.report.methodology import methodology_section
+from effbench.report.model import (METRICS, Group, Row, RunSource, best, error_rows, group_rows, hardware_names,
+                                   load_sources, ok_rows, tidy)
+
+PLOT_DIR = "plots"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    out: Path
+    markdown: Path
+    html: Path
+    csv: Path
+    latex: Path
+    plots: list[Path]
+    skipped: list[str]  # "title: why" for each plot left out
+
+
+# -- results tables ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    cell: Callable[[Row], Cell]
+    optional: bool = True  # dropped when no row has a value
+
+
+def _n(value: Optional[float], scale: float = 1.0, digits: Optional[int] = None) -> Cell:
+    return Cell(num(None if value is None else value * scale, digits), numeric=True)
+
+
+def _energy_cell(get: Callable[[Row], Optional[float]]) -> Callable[[Row], Cell]:
+    return lambda r: Cell(num(get(r)), estimated=r.estimated, numeric=True)
+
+
+def _flags(r: Row) -> Cell:
+    flags = (["interference"] if r.interference else []) + [f for f in r.energy_flags.split(";") if f]
+    return Cell(", ".join(flags))
+
+
+RESULT_COLUMNS = [
+    Column("hardware", lambda r: Cell(r.hardware)),
+    Column("scheme", lambda r: Cell(r.scheme), optional=False),
+    Column("backend", lambda r: Cell(r.backend)),
+    Column("prompt set", lambda r: Cell(r.prompt_set)),
+    Column("prompt tok", lambda r: Cell(str(r.prompt_tokens), numeric=True)),
+    Column("new tok", lambda r: Cell(str(r.new_tokens), numeric=True)),
+    Column("batch", lambda r: Cell(str(r.batch_size), numeric=True), optional=False),
+    Column("prefill tok/s", lambda r: _n(r.prefill_tokens_per_s)),
+    Column("decode tok/s", lambda r: _n(r.decode_tokens_per_s)),
+    Column("CI95", lambda r: Cell(f"±{pct(r.ci95_rel)}" if r.ci95_rel is not None else "-", numeric=True)),
+    Column("TTFT ms", lambda r: _n(r.ttft_s, 1000)),
+    Column("TPOT ms", lambda r: _n(r.tpot_s, 1000)),
+    Column("tok/J", _energy_cell(lambda r: r.tokens_per_joule)),
+    Column("energy ±", lambda r: Cell(f"±{pct(r.energy_uncertainty_rel, 0)}" if r.energy_uncertainty_rel is not None
+                                      else "-", estimated=r.estimated, numeric=True)),
+    Column("J/1k chars", _energy_cell(lambda r: r.joules_per_kchar)),
+    Column("peak mem", lambda r: Cell(size(r.peak_memory_bytes), numeric=True)),
+    Column("roofline", lambda r: Cell(pct(r.roofline_fraction), numeric=True)),
+    Column("ppl", lambda r: _n(r.perplexity, digits=2)),
+    Column("n", lambda r: Cell(str(r.repeats), numeric=True), optional=False),
+    Column("flags", _flags),
+    Column("run", lambda r: Cell(r.source)),
+]
+# Shown only when they differ between rows; otherwise the section's workload line states them.
+_VARYING_ONLY = {"hardware", "backend", "prompt set", "prompt tok", "new tok", "run"}
+
+
+def results_table(rows: Sequence[Row], caption: str = "") -> Table:
+    cols = []
+    for c in RESULT_COLUMNS:
+        texts = [c.cell(r).text for r in rows]
+        if c.optional and all(t in ("-", "") for t in texts):
+            continue
+        if c.header in _VARYING_ONLY and len(set(texts)) <= 1:
+            continue
+        cols.append(c)
+    return Table([c.header for c in cols], [[c.cell(r) for c in cols] for r in rows], caption)
+
+
+def _images(found: Sequence[plots.Plot]) -> list:
+    blocks: list = []
+    for p in found:
+        if p.file:
+            blocks.append(Image(p.file, p.title, p.caption + (f" ({p.note})" if p.note else "")))
+        else:
+            blocks.append(Note(f"{p.title}: not drawn, {p.note}."))
+    return blocks
+
+
+def _workload_line(rows: Sequence[Row]) -> str:
+    def vals(fn: Callable[[Row], object]) -> str:
+        return ", ".join(sorted({str(fn(r)) for r in rows}))
+
+    return (f"Backend {vals(lambda r: r.backend_version or r.backend)} on {vals(lambda r: r.device or '?')}; "
+            f"prompt set {vals(lambda r: r.prompt_set)}; {vals(lambda r: r.prompt_tokens)} prompt tokens; "
+            f"{vals(lambda r: r.new_tokens)} generated tokens per sequence; run(s) {vals(lambda r: r.source)}.")
+
+
+def _estimated_note(rows: Sequence[Row]) -> list:
+    est = [r for r in rows if r.estimated]
+    if not est:
+        return []
+    bases = sorted({r.energy_basis or "no basis recorded" for r in est})
+    return [Note(f"Energy of {len(est)} of {len(rows)} configuration(s) is ESTIMATED, not measured (marked ~): "
+                 + "; ".join(bases), "estimated")]
+
+
+def group_section(g: Group, out: Path, skipped: list[str]) -> Section:
+    key = slug(f"{g.hardware}|{g.model}")
+    rows = ok_rows(g.rows)
+    s = Section(g.model, f"g-{key}")
+    s.add(Paragraph(_workload_line(g.rows)))
+    s.add(*_estimated_note(rows))
+    if any(r.interference for r in rows):
+        s.add(Note(f"{sum(r.interference for r in rows)} configuration(s) ran while other work competed for the "
+                   "machine (flag 'interference'): their figures understate this hardware.", "warning"))
+    if not rows:
+        return s.add(Paragraph("Every configuration failed; see Failed configurations."))
+    s.add(results_table(rows, "± is the CI95 half-width of decode tokens/s over n repeats; ~ marks estimated energy."))
+    found = plots.group_plots(rows, f"{g.model} on {g.hardware}", out / PLOT_DIR, key)
+    skipped += [f"{p.title}: {p.note}" for p in found if not p.file]
+    return s.add(*_images(found))
+
+
+def hardware_section(hw: str, groups: Sequence[Group], out: Path, skipped: list[str]) -> Section:
+    s = Section(f"Hardware: {hw}", f"hw-{slug(hw)}")
+    names = sorted({r.detected_name or "?" for g in groups for r in g.rows})
+    hosts = sorted({r.hostname for g in groups for r in g.rows if r.hostname})
+    s.add(Paragraph(f"Detected device: {', '.join(names)}; host(s): {', '.join(hosts) or '?'}."))
+    return s.add(*(group_section(g, out, skipped) for g in groups))
+
+
+def comparison_section(rows: Sequence[Row], out: Path, skipped: list[str]) -> Optional[Section]:
+    """Models measured on more than one hardware: best configuration per hardware and scheme."""
+    ok = ok_rows(rows)
+    models = [m for m in sorted({r.model for r in ok}) if len({r.hardware for r in ok if r.model == m}) > 1]
+    if not models:
+        return None
+    s = Section("Hardware comparison", "hardware-comparison")
+    s.add(Paragraph("The best configuration of each scheme on each hardware (highest decode tokens/s and highest "
+                    "tokens/J over the batch sizes measured)."))
+    statuses = {r.energy_status for r in ok if r.tokens_per_joule is not None}
+    if {"measured", "estimated"} <= statuses:
+        s.add(Note("Measured and estimated energy are mixed here: tokens/J of estimated rows (marked ~) is not "
+                   "comparable with measured rows.", "estimated"))
+    for m in models:
+        sub = Section(m, f"cmp-{slug(m)}")
+        cells = []
+        for hw in hardware_names(r for r in ok if r.model == m):
+            for scheme in sorted({r.scheme for r in ok if r.model == m and r.hardware == hw}):
+                these = [r for r in ok if r.model == m and r.hardware == hw and r.scheme == scheme]
+                fast, eff = best(these, METRICS["decode"]), best(these, METRICS["tokens_per_joule"])
+                cells.append([
+                    Cell(hw), Cell(scheme),
+                    Cell(num(fast.decode_tokens_per_s) if fast else "-", numeric=True),
+                    Cell(str(fast.batch_size) if fast else "-", numeric=True),
+                    Cell(num(eff.tokens_per_joule) if eff else "-", estimated=bool(eff and eff.estimated), numeric=True),
+                    Cell(str(eff.batch_size) if eff else "-", numeric=True),
+                    Cell(size(max((r.peak_memory_bytes or 0) for r in these) or None), numeric=True),
+                ])
+        sub.add(Table(["hardware", "scheme", "best decode tok/s", "at batch", "best tok/J", "at batch", "peak mem"], cells))
+        found = plots.hardware_plots([r for r in ok if r.model == m], m, out / PLOT_DIR, slug(m))
+        skipped += [f"{p.title}: {p.note}" for p in found if not p.file]
+        s.add(sub.add(*_images(found)))
+    return s
+
+
+def errors_section(rows: Sequence[Row]) -> Section:
+    s = Section("Failed configurations", "failed")
+    failed = error_rows(rows)
+    if not failed:
+        return s.add(Paragraph("No configuration failed."))
+    return s.add(Table(["hardware", "model", "scheme", "batch", "prompt tok", "new tok", "run", "error"], [
+        [Cell(r.hardware), Cell(r.model), Cell(r.scheme), Cell(str(r.batch_size), numeric=True),
+         Cell(str(r.prompt_tokens), numeric=True), Cell(str(r.new_tokens), numeric=True), Cell(r.source),
+         Cell(r.error or "")] for r in failed]))
+
+
+def overview_section(sources: Sequence[RunSource], rows: Sequence[Row]) -> Section:
+    s = Section("Overview", "overview")
+    ok = ok_rows(rows)
+    status = Counter(r.energy_status for r in ok)
+    s.add(Paragraph(
+        f"{len(rows)} configuration(s) from {len(sources)} run(s) ({', '.join(src.label for src in sources)}); "
+        f"{len(rows) - len(ok)} failed. Hardware: {', '.join(hardware_names(rows)) or '-'}. Models: "
+        f"{', '.join(sorted({r.model for r in rows})) or '-'}. Energy: "
+        f"{', '.join(f'{v} {k}' for k, v in sorted(status.items())) or '-'}."))
+    s.add(*_estimated_note(ok))
+    highlights = []
+    for g in group_rows(ok):
+        fast, eff = best(g.rows, METRICS["decode"]), best(g.rows, METRICS["tokens_per_joule"])
+        highlights.append([
+            Cell(g.hardware), Cell(g.model),
+            Cell(f"{num(fast.decode_tokens_per_s)} ({fast.scheme}, batch {fast.batch_size})" if fast else "-"),
+            Cell(f"{num(eff.tokens_per_joule)} ({eff.scheme}, batch {eff.batch_size})" if eff else "-",
+                 estimated=bool(eff and eff.estimated)),
+        ])
+    if highlights:
+        s.add(Table(["hardware", "model", "best decode tok/s", "best tok/J"], highlights))
+    s.add(Paragraph("Tables for publication: results.csv (every field of every configuration) and results.tex "
+                    "(booktabs LaTeX)."))
+    return s
+
+
+def build_document(sources: Sequence[RunSource], rows: Sequence[Row], out: Path) -> tuple[Document, list[str]]:
+    skipped: list[str] = []
+    groups = group_rows(rows)
+    doc = Document("effbench efficiency report",
+                   f"{len(sources)} run(s), {len(hardware_names(rows))} hardware, {len(rows)} configuration(s)")
+    doc.sections.append(overview_section(sources, rows))
+    for hw in hardware_names(rows):
+        doc.sections.append(hardware_section(hw, [g for g in groups if g.hardware == hw], out, skipped))
+    comparison = comparison_section(rows, out, skipped)
+    if comparison:
+        doc.sections.append(comparison)
+    doc.sections.append(errors_section(rows))
+    doc.sections.append(methodology_section(sources, rows))
+    return doc, skipped
+
+
+def default_out(dirs: Sequence[str | Path]) -> Path:
+    return Path(dirs[0]) / "report" if len(dirs) == 1 else Path("effbench-report")
+
+
+def write_report(dirs: Sequence[str | Path], out: Optional[str | Path] = None) -> ReportFiles:
+    """Read run directories and write the report files into ``out``."""
+    if not dirs:
+        raise EffbenchError("no run directory given; pass one or more directories written by 'effbench run'")
+    sources = load_sources(dirs)
+    rows = tidy(sources)
+    if not rows:
+        raise EffbenchError(f"no records in {', '.join(str(d) for d in dirs)}; the run wrote no configurations yet")
+    out_dir = Path(out) if out is not None else default_out(dirs)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EffbenchError(f"--out '{out_dir}' is a file; pass a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / PLOT_DIR).glob("*.png"):  # a rerun must not leave plots of removed groups
+        stale.unlink()
+    doc, skipped = build_document(sources, rows, out_dir)
+
+    import effbench
+
+    generated = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    files = ReportFiles(out_dir, out_dir / "report.md", out_dir / "report.html", out_dir / "results.csv",
+                        out_dir / "results.tex", sorted((out_dir / PLOT_DIR).glob("*.png")), skipped)
+    files.markdown.write_text(markdown.render(doc, effbench.__version__, generated), encoding="utf-8")
+    files.html.write_text(html.render(doc, out_dir, effbench.__version__, generated), encoding="utf-8")
+    files.csv.write_text(export.to_csv(rows), encoding="utf-8")
+    files.latex.write_text(export.to_latex(rows), encoding="utf-8")
+    return files
