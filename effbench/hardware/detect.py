@@ -1,0 +1,123 @@
+"""Which machine this is, and which profile a name or a record belongs to."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from effbench.errors import EffbenchError
+from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
+from effbench.hardware.profiles import (
+    HardwareProfile, PriceOverride, apply_prices, load_price_file, load_profile_file, looks_like_path,
+    profiles, register, suggest,
+)
+
+
+@dataclass(frozen=True)
+class Detected:
+    name: str  # e.g. "NVIDIA H100 80GB HBM3" or "AMD EPYC 7B13"
+    kind: str  # "gpu" or "cpu"
+    profile: Optional[str]  # id of the matching profile, if any
+
+
+def match_profile(name: str, kind: Optional[str] = None, pool: Optional[list[HardwareProfile]] = None) -> Optional[HardwareProfile]:
+    """The profile whose ``match`` patterns fit a device name. Several matches are ambiguous: the
+    longest matching pattern wins, so a user profile can be more specific than a shipped one."""
+    best: tuple[int, Optional[HardwareProfile]] = (-1, None)
+    for p in profiles() if pool is None else pool:
+        if kind and p.kind != kind:
+            continue
+        for pattern in p.match:
+            m = re.search(pattern, name, re.IGNORECASE)
+            if m and len(pattern) > best[0]:
+                best = (len(pattern), p)
+    return best[1]
+
+
+def _nvml_gpu_names() -> list[str]:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no library: simply no NVIDIA GPU
+        return []
+    try:
+        names = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            n = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+            names.append(n.decode() if isinstance(n, bytes) else n)
+        return names
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _gpu_name(device: str) -> str:
+    if device == "auto":
+        return _nvml_gpu_names()[0]
+    import torch
+
+    return torch.cuda.get_device_name(int(device.partition(":")[2] or 0))
+
+
+def detect(device: str = "cpu") -> Detected:
+    """What this machine is, for ``device`` ('cpu', 'cuda', 'cuda:N', or 'auto': the first NVIDIA GPU
+    NVML sees, else the CPU). Never measures anything (the sweep calls it before every run)."""
+    if device.startswith("cuda") or (device == "auto" and _nvml_gpu_names()):
+        name = _gpu_name(device)
+        p = match_profile(name, "gpu")
+        return Detected(name, "gpu", p.id if p else None)
+    name = cpu_name()
+    p = match_profile(name, "cpu")  # a user profile for this CPU wins over the detected one
+    return Detected(name, "cpu", p.id if p else cpu_profile_id(name))
+
+
+def known_ids() -> list[str]:
+    return sorted({p.id for p in profiles()} | {cpu_profile_id(cpu_name())})
+
+
+def get_profile(id_or_path: str, prices: Optional[dict[str, PriceOverride]] = None, measure: bool = True) -> HardwareProfile:
+    """A profile by id (shipped, user, or this machine's ``cpu-...``) or from a YAML file; unknown
+    ids are an error with a did-you-mean."""
+    if looks_like_path(id_or_path):
+        return apply_prices([load_profile_file(id_or_path)], {**load_price_file(), **(prices or {})})[0]
+    for p in profiles(prices):
+        if p.id == id_or_path:
+            return p
+    if id_or_path == cpu_profile_id(cpu_name()):
+        local = local_cpu_profile(measure)
+        if local is not None:
+            return apply_prices([local], {**load_price_file(), **(prices or {})})[0]
+    raise EffbenchError(f"unknown hardware profile '{id_or_path}'; {suggest(id_or_path, known_ids())}"
+                        "'effbench hardware list' shows the ids, or pass the path of a profile YAML file")
+
+
+def resolve_profile_id(id_or_path: Optional[str], detected: Detected) -> Optional[str]:
+    """The profile a run is filed under: the one asked for (checked), else the detected one."""
+    if not id_or_path:
+        return detected.profile
+    if looks_like_path(id_or_path):
+        profile = load_profile_file(id_or_path)
+        register(profile)  # later look-ups by id in this process find it
+        return profile.id
+    if id_or_path not in known_ids():
+        raise EffbenchError(f"unknown hardware profile '{id_or_path}'; {suggest(id_or_path, known_ids())}"
+                            "'effbench hardware list' shows the ids, or pass the path of a profile YAML file")
+    return id_or_path
+
+
+def profile_for(profile_id: Optional[str], detected_name: Optional[str],
+                prices: Optional[dict[str, PriceOverride]] = None, measure: bool = True) -> Optional[HardwareProfile]:
+    """The profile a record was taken on: its ``hardware.profile`` id, else the profile matching its
+    detected name (this machine's CPU included). ``None`` when neither is known here."""
+    if profile_id:
+        try:
+            return get_profile(profile_id, prices, measure)
+        except EffbenchError:
+            pass  # a profile from another machine's user dir: fall back to the name
+    if detected_name:
+        p = match_profile(detected_name, pool=profiles(prices))
+        if p is not None:
+            return p
+        if detected_name == cpu_name():
+            return get_profile(cpu_profile_id(detected_name), prices, measure)
+    return None
