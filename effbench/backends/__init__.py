@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import importlib
+from typing import Callable, Union
 
 from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import UnsupportedError
 
-# name -> "module:Class"
-_BACKENDS = {
+# name -> "module:Class" (imported lazily) or a factory registered at run time
+_BACKENDS: dict[str, Union[str, Callable[[], Backend]]] = {
     "transformers": "effbench.backends.transformers:TransformersBackend",
 }
 _ALIASES = {"pytorch": "transformers", "torch": "transformers", "hf": "transformers"}
@@ -24,9 +25,17 @@ def canonical_backend_name(name: str) -> str:
     return key
 
 
+def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+    """Add a backend (plugins, tests). ``factory()`` returns a fresh ``Backend``."""
+    _BACKENDS[name.lower()] = factory
+
+
 def create_backend(name: str) -> Backend:
     key = canonical_backend_name(name)
-    module_name, cls_name = _BACKENDS[key].split(":")
+    target = _BACKENDS[key]
+    if callable(target):
+        return target()
+    module_name, cls_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
@@ -34,4 +43,5 @@ def create_backend(name: str) -> Backend:
     return getattr(module, cls_name)()
 
 
-__all__ = ["Backend", "LoadedModel", "OutputSize", "backend_names", "canonical_backend_name", "create_backend"]
+__all__ = ["Backend", "LoadedModel", "OutputSize", "backend_names", "canonical_backend_name", "create_backend",
+           "register_backend"]

@@ -29,16 +29,22 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", help="Print the effbench version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         import effbench
 
         typer.echo(f"effbench {effbench.__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", help="Print the effbench version and exit.",
+                                 is_eager=True, callback=_print_version),
+) -> None:
+    # --debug is read by main() before parsing; declared here so it shows in --help.
+    return None
 
 
 def _register() -> None:

@@ -93,21 +93,25 @@ def _min_window_s(sensor: EnergySensor) -> float:
     return WINDOW_PERIODS * period if period else 0.0
 
 
+Clock = Callable[[], float]
+
+
 def timed_window(
-    call: Callable[[], Any], sync: Callable[[], None], sensor: EnergySensor, min_window_s: float
+    call: Callable[[], Any], sync: Callable[[], None], sensor: EnergySensor, min_window_s: float,
+    clock: Clock = time.perf_counter,
 ) -> tuple[WindowResult, Any]:
     """Run ``call`` inside one energy window, repeating it until the window is long enough for the
     sensor. Returns the mean seconds per call, the window's reading and the last output."""
     sync()
     window = sensor.start_window()
     start_unix = time.time()
-    t0 = time.perf_counter()
+    t0 = clock()
     calls = 0
     while True:
         out = call()
         sync()
         calls += 1
-        elapsed = time.perf_counter() - t0
+        elapsed = clock() - t0
         if elapsed >= min_window_s or calls >= MAX_CALLS_PER_WINDOW:
             break
     end_unix = time.time()
@@ -115,7 +119,7 @@ def timed_window(
     return WindowResult(elapsed / calls, calls, reading, elapsed < min_window_s, start_unix, end_unix), out
 
 
-def _done(result: LoopResult, policy: RepeatPolicy, started: float) -> Optional[str]:
+def _done(result: LoopResult, policy: RepeatPolicy, elapsed_s: float) -> Optional[str]:
     n = result.repeats
     if policy.fixed_repeats is not None:
         return "fixed-repeats" if n >= policy.fixed_repeats else None
@@ -126,7 +130,7 @@ def _done(result: LoopResult, policy: RepeatPolicy, started: float) -> Optional[
             return "ci-target"
     if n >= policy.max_repeats:
         return "max-repeats"
-    if n >= 2 and time.perf_counter() - started >= policy.max_time_s:
+    if n >= 2 and elapsed_s >= policy.max_time_s:
         return "time-cap"
     return None
 
@@ -138,13 +142,15 @@ def run_loop(
     sensor: EnergySensor,
     policy: RepeatPolicy,
     on_repeat: Optional[Callable[[LoopResult], None]] = None,
+    clock: Clock = time.perf_counter,
 ) -> LoopResult:
-    """Measure one configuration. ``batch`` comes from ``backend.prepare``."""
+    """Measure one configuration. ``batch`` comes from ``backend.prepare``; ``clock`` is
+    injectable so tests can drive the loop with a simulated backend and exact timings."""
     result = LoopResult(workload)
     min_window = _min_window_s(sensor)
     reset_peak_rss()
     backend.reset_peak_device_memory()
-    started = time.perf_counter()
+    started = clock()
 
     for _ in range(policy.warmup):
         backend.prefill(batch)
@@ -153,20 +159,20 @@ def run_loop(
 
     last_output = None
     while True:
-        pre, _ = timed_window(lambda: backend.prefill(batch), backend.synchronize, sensor, min_window)
+        pre, _ = timed_window(lambda: backend.prefill(batch), backend.synchronize, sensor, min_window, clock)
         full, last_output = timed_window(
-            lambda: backend.generate(batch, workload.new_tokens), backend.synchronize, sensor, min_window
+            lambda: backend.generate(batch, workload.new_tokens), backend.synchronize, sensor, min_window, clock
         )
         result.prefill.append(pre)
         result.full.append(full)
         if on_repeat:
             on_repeat(result)
-        reason = _done(result, policy, started)
+        reason = _done(result, policy, clock() - started)
         if reason:
             result.stop_reason = reason
             break
 
-    result.duration_s = time.perf_counter() - started
+    result.duration_s = clock() - started
     result.output = backend.output_size(last_output, batch)
     result.peak_host_bytes = peak_rss_bytes()
     result.peak_device_bytes, result.peak_device_reserved_bytes = backend.peak_device_memory()

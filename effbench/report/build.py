@@ -13,8 +13,8 @@ from effbench.report import export, html, markdown, plots
 from effbench.report.document import (Cell, Document, Image, Note, Paragraph, Section, Table, num, pct, size,
                                       slug)
 from effbench.report.methodology import methodology_section
-from effbench.report.model import (METRICS, Group, Row, RunSource, best, error_rows, group_rows, hardware_names,
-                                   load_sources, ok_rows, tidy)
+from effbench.report.model import (METRICS, Group, Row, RunSource, best, collapse_texts, error_rows, group_rows, hardware_names,
+                                   load_sources, ok_rows, profile_lookup, tidy)
 
 PLOT_DIR = "plots"
 
@@ -115,7 +115,7 @@ def _estimated_note(rows: Sequence[Row]) -> list:
     est = [r for r in rows if r.estimated]
     if not est:
         return []
-    bases = sorted({r.energy_basis or "no basis recorded" for r in est})
+    bases = collapse_texts(r.energy_basis or "no basis recorded" for r in est)
     return [Note(f"Energy of {len(est)} of {len(rows)} configuration(s) is ESTIMATED, not measured (marked ~): "
                  + "; ".join(bases), "estimated")]
 
@@ -142,7 +142,20 @@ def hardware_section(hw: str, groups: Sequence[Group], out: Path, skipped: list[
     names = sorted({r.detected_name or "?" for g in groups for r in g.rows})
     hosts = sorted({r.hostname for g in groups for r in g.rows if r.hostname})
     s.add(Paragraph(f"Detected device: {', '.join(names)}; host(s): {', '.join(hosts) or '?'}."))
+    first = groups[0].rows[0]
+    s.add(Paragraph(_profile_line(profile_lookup()(first.hardware_profile, first.detected_name))))
     return s.add(*(group_section(g, out, skipped) for g in groups))
+
+
+def _profile_line(p: object) -> str:
+    if p is None:
+        return ("No hardware profile is known for it here, so the decode roofline is not drawn "
+                "(run with --hardware ID, or add a profile: see 'effbench hardware list').")
+    bw_source = getattr(p, "bandwidth_source", None) or "spec sheet"
+    tdp = getattr(p, "tdp_w", None)
+    return (f"Profile {getattr(p, 'id', '?')} ({getattr(p, 'name', '?')}): memory bandwidth "
+            f"{num(getattr(p, 'memory_bandwidth_gbps', None))} GB/s ({bw_source})"
+            + (f", TDP {num(tdp)} W" if tdp else "") + "; the roofline bound uses this bandwidth.")
 
 
 def comparison_section(rows: Sequence[Row], out: Path, skipped: list[str]) -> Optional[Section]:

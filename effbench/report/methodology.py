@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 from effbench.report.document import Bullets, Facts, Note, Paragraph, Section, num, pct, size
-from effbench.report.model import Row, RunSource, value_range
+from effbench.report.model import Row, RunSource, collapse_texts, value_range
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,8 @@ def _idle(run: dict, sensor: dict, cfg: dict) -> tuple[str, Optional[float]]:
 def _energy_status(rows: Sequence[Row]) -> str:
     counts = Counter(r.energy_status for r in rows)
     text = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    bases = _join(r.energy_basis for r in rows if r.estimated)
-    if bases != "-":
+    bases = "; ".join(collapse_texts(r.energy_basis for r in rows if r.estimated))
+    if bases:
         text += f". ESTIMATED basis: {bases}"
     return text
 
@@ -228,7 +228,7 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
     )
     statuses = {r.energy_status for r in rows}
     if "estimated" in statuses:
-        text += (f"Energy was ESTIMATED, not measured ({_join(r.energy_basis for r in rows if r.estimated)}), with a relative "
+        text += (f"Energy was ESTIMATED, not measured ({'; '.join(collapse_texts(r.energy_basis for r in rows if r.estimated))}), with a relative "
                  f"uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
     if "measured" in statuses:
         text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}; "

@@ -6,6 +6,7 @@ number means the same thing in every output.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -134,20 +135,38 @@ def _no_roofline(record: Record) -> tuple[Optional[float], Optional[float]]:
     return None, None
 
 
+def profile_lookup() -> Callable[[Optional[str], Optional[str]], Any]:
+    """(profile id, detected name) -> hardware profile or None, cached. Never measures anything
+    (``measure=False``): a report must not start a CPU bandwidth benchmark. ``None`` everywhere while
+    ``effbench.hardware`` lacks ``profile_for``."""
+    try:
+        from effbench.hardware import profile_for
+    except ImportError:
+        return lambda pid, name: None
+    cache: dict[tuple[Optional[str], Optional[str]], Any] = {}
+
+    def lookup(pid: Optional[str], name: Optional[str]) -> Any:
+        if (pid, name) not in cache:
+            try:
+                cache[(pid, name)] = profile_for(pid, name, measure=False)
+            except Exception:  # noqa: BLE001 - a broken user profile must not sink the report
+                cache[(pid, name)] = None
+        return cache[(pid, name)]
+
+    return lookup
+
+
 def roofline_function() -> RooflineFn:
     """(bound tokens/s, achieved fraction) per record, or (None, None) while the roofline module or
     the record's hardware profile is missing: the report then skips the roofline plot with a note."""
     try:
         from effbench.analysis import roofline
-        from effbench import hardware
     except ImportError:
         return _no_roofline
-    lookup = _profile_lookup(hardware)
-    if lookup is None or not hasattr(roofline, "achieved_fraction"):
-        return _no_roofline
+    lookup = profile_lookup()
 
     def compute(record: Record) -> tuple[Optional[float], Optional[float]]:
-        profile = lookup(record)
+        profile = lookup(record.hardware.profile, record.hardware.detected_name)
         if profile is None:
             return None, None
         try:
@@ -158,28 +177,6 @@ def roofline_function() -> RooflineFn:
         return _finite(bound), _finite(frac)
 
     return compute
-
-
-def _profile_lookup(hardware: Any) -> Optional[Callable[[Record], Any]]:
-    """A record -> profile function over whatever profile API ``effbench.hardware`` offers."""
-    getter = next((getattr(hardware, n) for n in ("get_profile", "load_profile", "profile") if hasattr(hardware, n)), None)
-    listing = getattr(hardware, "profiles", None)
-
-    def by_id(pid: str) -> Any:
-        if getter is not None:
-            try:
-                return getter(pid)
-            except Exception:  # noqa: BLE001 - unknown id: no roofline for this record
-                return None
-        if listing is not None:
-            found = listing()
-            items = found.values() if isinstance(found, dict) else found
-            return next((p for p in items if getattr(p, "id", None) == pid), None)
-        return None
-
-    if getter is None and listing is None:
-        return None
-    return lambda record: by_id(record.hardware.profile) if record.hardware.profile else None
 
 
 def _finite(x: Any) -> Optional[float]:
@@ -342,6 +339,27 @@ def pareto_front(rows: Sequence[Row], x: Metric, y: Metric) -> list[Row]:
 def value_range(values: Iterable[Optional[float]]) -> Optional[tuple[float, float]]:
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return (min(xs), max(xs)) if xs else None
+
+
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+def collapse_texts(texts: Iterable[Optional[str]]) -> list[str]:
+    """Distinct texts, with texts that differ only in their numbers merged into one whose varying
+    numbers become ranges ("utilisation 97% ..." and "... 100% ..." -> "utilisation 97-100% ...")."""
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    for t in texts:
+        if t:
+            parts = _NUMBER.split(t)
+            groups.setdefault(tuple(parts[0::2]), []).append(parts[1::2])
+    out = []
+    for words, numbers in groups.items():
+        merged = []
+        for column in zip(*numbers):
+            lo, hi = min(column, key=float), max(column, key=float)
+            merged.append(lo if float(lo) == float(hi) else f"{lo}-{hi}")
+        out.append("".join(w + (merged[i] if i < len(merged) else "") for i, w in enumerate(words)))
+    return out
 
 
 def best(rows: Iterable[Row], metric: Metric) -> Optional[Row]:

@@ -117,6 +117,8 @@ def _caption(metrics: Sequence[Metric]) -> str:
         parts.append("energy error bars: combined repeat spread and sensor accuracy")
     if any(m.energy for m in metrics):
         parts.append("dashed lines with hollow markers are estimated energy")
+    if any(m.key == "roofline_fraction" for m in metrics):
+        parts.append("bound = batch x memory bandwidth / (weight bytes + KV-cache bytes read per decode step)")
     return "; ".join(parts)
 
 
@@ -141,9 +143,12 @@ def scatter(rows: Sequence[Row], x: Metric, y: Metric, title: str, out_dir: Path
     caption = ""
     if front:
         best = pareto_front(usable, x, y)
-        ax.step([x.value(r) for r in best], [y.value(r) for r in best], where="post", color="black",
-                linewidth=1, alpha=0.6, label="Pareto front")
+        xs, ys = [x.value(r) for r in best], [y.value(r) for r in best]
+        # Staircase between front points; rings mark them (a one-point front has no line to see).
+        ax.step(xs, ys, where="pre", color="black", linewidth=1, alpha=0.6)
+        ax.scatter(xs, ys, s=160, facecolors="none", edgecolors="black", linewidths=1, label="Pareto front")
         caption = "Pareto front: configurations no other configuration beats on both axes"
+    ax.margins(0.12)  # room for the batch-size labels
     ax.set_xlabel(_axis_label(x, usable))
     ax.set_ylabel(_axis_label(y, usable))
     ax.grid(True, alpha=0.3)

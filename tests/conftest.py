@@ -1,0 +1,127 @@
+"""Shared test doubles: a simulated clock and a fake backend with known, exact timings."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import pytest
+
+from effbench.backends.base import Backend, LoadedModel, OutputSize
+from effbench.sensors.base import EnergyReading, EnergySensor, SensorInfo, Window
+
+
+class FakeClock:
+    """A clock that only moves when the fake backend 'computes'."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+@dataclass
+class Timing:
+    """Known cost model: prefill = base + per_token x B x P; each decode step = step + per_seq x B."""
+
+    prefill_base: float = 0.020
+    prefill_per_token: float = 0.0001
+    step_base: float = 0.005
+    step_per_seq: float = 0.0002
+
+    def prefill_s(self, b: int, p: int) -> float:
+        return self.prefill_base + self.prefill_per_token * b * p
+
+    def step_s(self, b: int) -> float:
+        return self.step_base + self.step_per_seq * b
+
+    def full_s(self, b: int, p: int, n: int) -> float:
+        return self.prefill_s(b, p) + (n - 1) * self.step_s(b)
+
+
+class FakeBackend(Backend):
+    """Spends known time (on a fake clock, or really sleeping) instead of running a model."""
+
+    name = "fake"
+
+    def __init__(self, spend: Callable[[float], None] = time.sleep, timing: Optional[Timing] = None,
+                 oom_at_batch: Optional[int] = None, jitter: Optional[list[float]] = None) -> None:
+        self.spend = spend
+        self.timing = timing or Timing()
+        self.oom_at_batch = oom_at_batch
+        self.jitter = list(jitter or [])  # multiplicative factors applied to successive generate calls
+        self.calls = {"prefill": 0, "generate": 0}
+
+    def version(self) -> str:
+        return "fake 1.0"
+
+    def resolve_device(self, requested: str) -> str:
+        return "cpu"
+
+    def load(self, model, scheme, device, threads, seed) -> LoadedModel:
+        return LoadedModel(params=1000, weights_bytes=4000, kv_bytes_per_token=64, device="cpu", load_s=0.0)
+
+    def prepare(self, prompts, batch_size: int, prompt_tokens: int) -> Any:
+        if self.oom_at_batch is not None and batch_size >= self.oom_at_batch:
+            raise MemoryError(f"fake OOM at batch {batch_size}")
+        return {"b": batch_size, "p": prompt_tokens}
+
+    def prefill(self, batch: Any) -> Any:
+        self.calls["prefill"] += 1
+        self.spend(self.timing.prefill_s(batch["b"], batch["p"]))
+
+    def generate(self, batch: Any, new_tokens: int) -> Any:
+        self.calls["generate"] += 1
+        factor = self.jitter.pop(0) if self.jitter else 1.0
+        self.spend(self.timing.full_s(batch["b"], batch["p"], new_tokens) * factor)
+        return new_tokens
+
+    def output_size(self, output: Any, batch: Any) -> OutputSize:
+        return OutputSize(tokens=batch["b"] * output, chars=batch["b"] * output * 4)
+
+    def perplexity(self, text: str, max_tokens: int = 512) -> tuple[float, int]:
+        return 12.5, 100
+
+
+class _ConstantPowerWindow(Window):
+    def __init__(self, sensor: "ConstantPowerSensor") -> None:
+        self.sensor = sensor
+        self.t0 = sensor.clock()
+
+    def stop(self) -> EnergyReading:
+        d = self.sensor.clock() - self.t0
+        return EnergyReading(status="measured", sensor="const", duration_s=d,
+                             joules_by_domain={"gpu:0": self.sensor.watts * d},
+                             sampling_interval_s=self.sensor.period, coverage=1.0, uncertainty_rel=0.0)
+
+
+class ConstantPowerSensor(EnergySensor):
+    """A perfect sensor on the fake clock: power is constant, so joules = watts x duration."""
+
+    name = "const"
+
+    def __init__(self, clock: Callable[[], float], watts: float = 100.0, period: Optional[float] = None) -> None:
+        self.clock = clock
+        self.watts = watts
+        self.period = period
+
+    def info(self) -> SensorInfo:
+        return SensorInfo("const", "energy-counter", True, "test sensor", ("gpu:0",), self.period, 0.0)
+
+    def start_window(self) -> Window:
+        return _ConstantPowerWindow(self)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Keep user config out of tests; keep the model cache shared across tests (it is slow to build)."""
+    monkeypatch.setenv("EFFBENCH_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))

@@ -1,0 +1,87 @@
+"""What a user sees on mistyped input: one line on stderr naming the problem, non-zero exit, no traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def effbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("effbench: error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["run", "--model", "/no/such/model"], ["/no/such/model", "not found"]),
+    (["run", "--model", "./missing.gguf"], ["./missing.gguf"]),
+    (["run", "--quant", "int3-magic"], ["unknown quantization scheme 'int3-magic'", "--quant"]),
+    (["run", "--batch-sizes", "0"], ["--batch-sizes", "0 is not a positive integer"]),
+    (["run", "--batch-sizes", "1,x"], ["--batch-sizes"]),
+    (["run", "--new-tokens", "-3"], ["--new-tokens"]),
+    (["run", "--repeats", "lots"], ["--repeats"]),
+    (["run", "--sensor", "wattmeter"], ["unknown sensor 'wattmeter'"]),
+    (["run", "--backend", "tensorflow"], ["unknown backend 'tensorflow'"]),
+    (["run", "--device", "tpu"], ["unknown device 'tpu'"]),
+    (["run", "--prompts", "klingon"], ["prompt set 'klingon' not found"]),
+    (["run", "--bogus-option"], ["No such option"]),
+    (["frobnicate"], ["No such command"]),
+])
+def test_bad_run_input_gives_one_line(args, needles):
+    assert_one_line_error(effbench(*args), *needles)
+
+
+def test_cuda_device_without_gpu_is_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    assert_one_line_error(effbench("run", "--device", "cuda"), "no CUDA GPU", "--device cpu")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("", "is empty"),
+    ("batch_sizes: [1, 4\n", "not valid YAML"),
+    ("batch_size: 4\n", "unknown key 'batch_size'"),
+    ("batch_sizes: [0]\n", "key 'batch_sizes'"),
+    ("quant: 7\n", "key 'quant'"),
+])
+def test_bad_sweep_files_give_one_line(tmp_path, text, needle):
+    p = tmp_path / "sweep.yaml"
+    p.write_text(text)
+    assert_one_line_error(effbench("run", str(p)), needle)
+
+
+def test_missing_sweep_file():
+    assert_one_line_error(effbench("run", "no-such-sweep.yaml"), "does not exist")
+
+
+def test_existing_out_dir_without_resume(tmp_path):
+    (tmp_path / "results.jsonl").write_text("")
+    assert_one_line_error(effbench("run", "--out", str(tmp_path), "--model", str(tmp_path)), "config.json")
+
+
+@pytest.mark.parametrize("verb", [[], ["run"], ["sensors"]])
+def test_help_is_complete(verb):
+    p = effbench(*verb, "--help")
+    assert p.returncode == 0
+    assert "Usage" in p.stdout
+    if verb == ["run"]:
+        for opt in ("--model", "--backend", "--device", "--quant", "--batch-sizes", "--prompt-tokens",
+                    "--new-tokens", "--prompts", "--repeats", "--sensor", "--hardware", "--out", "--resume"):
+            assert opt in p.stdout, opt
+
+
+def test_version():
+    p = effbench("--version")
+    assert p.returncode == 0 and p.stdout.startswith("effbench ")

@@ -1,0 +1,72 @@
+"""The run directory survives interruption at any byte: torn lines are ignored and repaired."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from effbench.errors import EffbenchError
+from effbench.results.schema import Record
+from effbench.results.store import RunStore, read_run_dir
+
+
+def make_record(config_id: str, **extra) -> Record:
+    return Record(run_id="r1", config_id=config_id, model={"id": "m"}, backend={"name": "fake"},
+                  quantization={"scheme": "fp32"},
+                  workload={"batch_size": 1, "prompt_tokens": 8, "new_tokens": 4, "prompt_set": "en"}, **extra)
+
+
+def test_append_and_read_back(tmp_path):
+    s = RunStore(tmp_path / "run")
+    s.append(make_record("a"))
+    s.append(make_record("b", error="out of memory: x"))
+    assert s.completed_config_ids() == {"a", "b"}
+    _, records = read_run_dir(s.path)
+    assert [r.config_id for r in records] == ["a", "b"]
+    assert records[1].error.startswith("out of memory")
+
+
+def test_torn_last_line_is_ignored_then_cut_before_the_next_append(tmp_path):
+    s = RunStore(tmp_path / "run")
+    s.append(make_record("a"))
+    full = json.dumps(make_record("b").to_json_dict())
+    with s.results_file.open("a") as f:
+        f.write(full[: len(full) // 2])  # killed mid-write
+    assert s.completed_config_ids() == {"a"}
+    s.append(make_record("c"))
+    lines = s.results_file.read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line) for line in lines)
+    assert s.completed_config_ids() == {"a", "c"}
+
+
+def test_schema_version_mismatch_and_missing_dir(tmp_path):
+    s = RunStore(tmp_path / "run")
+    d = make_record("a").to_json_dict()
+    d["schema_version"] = 99
+    s.path.mkdir()
+    s.results_file.write_text(json.dumps(d) + "\n")
+    with pytest.raises(EffbenchError, match="schema_version 99"):
+        read_run_dir(s.path)
+    with pytest.raises(EffbenchError, match="does not exist"):
+        read_run_dir(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EffbenchError, match="not a run directory"):
+        read_run_dir(tmp_path / "empty")
+
+
+def test_record_has_every_contract_field():
+    """The brief's field list (section 4) is a contract: every dotted name exists in a record."""
+    contract = """schema_version run_id config_id model.id model.params model.weights_bytes backend.name
+    backend.version quantization.scheme quantization.weight_bits workload.batch_size workload.prompt_tokens
+    workload.new_tokens workload.prompt_set throughput.prefill_tokens_per_s throughput.decode_tokens_per_s
+    throughput.e2e_tokens_per_s throughput.ttft_s throughput.tpot_s energy.status energy.sensor
+    energy.sampling_interval_s energy.coverage energy.idle_power_w energy.joules_total energy.joules_prefill
+    energy.joules_decode energy.joules_per_token energy.tokens_per_joule energy.joules_per_kchar
+    energy.uncertainty_rel memory.peak_host_bytes memory.peak_device_bytes memory.weights_bytes
+    quality.perplexity stats.repeats stats.ci95_rel hardware.profile hardware.detected_name error""".split()
+    d = make_record("a").to_json_dict()
+    for name in contract:
+        node = d
+        for part in name.split("."):
+            assert part in node, name
+            node = node[part]
