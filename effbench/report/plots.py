@@ -90,10 +90,11 @@ def vs_batch(rows: Sequence[Row], metrics: Sequence[Metric], title: str, out_dir
         ax.set_xticks(sorted({r.batch_size for r in rows}))
         ax.get_xaxis().set_major_formatter(_int_formatter())
         ax.set_xlabel("batch size")
+        ax.set_ylim(bottom=0)  # ratios between batch sizes read true from a zero baseline
         ax.set_ylabel(_axis_label(metric, rows))
         ax.grid(True, alpha=0.3)
         _estimated_badge(ax, rows, [metric])
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=8, loc="best")
     fig.suptitle(text(title, 90), fontsize=10)
     note = "not shown: " + "; ".join(_why(m) for m in metrics if m not in panels) if missing else ""
     return Plot(title, _save(fig, out_dir, name), caption=_caption(metrics), note=note)
@@ -153,7 +154,7 @@ def scatter(rows: Sequence[Row], x: Metric, y: Metric, title: str, out_dir: Path
     ax.set_ylabel(_axis_label(y, usable))
     ax.grid(True, alpha=0.3)
     _estimated_badge(ax, usable, [x, y])
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(text(title, 70), fontsize=10)
     skipped = len(rows) - len(usable)
     note = f"{skipped} configuration(s) without both values not shown" if skipped else ""
