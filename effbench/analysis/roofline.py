@@ -29,7 +29,8 @@ def _profile(record: Record, profile: ProfileArg) -> Optional[HardwareProfile]:
     try:
         if isinstance(profile, str):
             return get_profile(profile)
-        return profile_for(record.hardware.profile, record.hardware.detected_name)
+        # Never starts a CPU bandwidth measurement: analysis has no side effects ('effbench hardware detect' does that).
+        return profile_for(record.hardware.profile, record.hardware.detected_name, measure=False)
     except EffbenchError:
         return None
 

@@ -119,5 +119,8 @@ def profile_for(profile_id: Optional[str], detected_name: Optional[str],
         if p is not None:
             return p
         if detected_name == cpu_name():
-            return get_profile(cpu_profile_id(detected_name), prices, measure)
+            try:
+                return get_profile(cpu_profile_id(detected_name), prices, measure)
+            except EffbenchError:
+                return None  # bandwidth not measured yet and measuring not allowed
     return None
