@@ -54,7 +54,8 @@ def _machine(env: dict, hw: dict, rows: Sequence[Row]) -> str:
         extra = ", ".join(f"{k} {v}" for k, v in g.items() if k != "name" and isinstance(v, (str, int, float)))
         parts.append(f"GPU {g.get('name', '?')}" + (f" ({extra})" if extra else ""))
     profile = hw.get("profile") or _join(r.hardware_profile for r in rows)
-    parts.append(f"hardware profile {profile if profile not in (None, '-') else 'none (detected: ' + str(hw.get('detected_name') or '?') + ')'}")
+    recorded = profile if profile not in (None, "-") else "none recorded"
+    parts.append(f"hardware profile {recorded} (detected {hw.get('detected_name') or '?'})")
     return "; ".join(parts)
 
 

@@ -268,12 +268,19 @@ _SERIES_DIMENSIONS: list[tuple[str, Callable[[Row], str]]] = [
 
 
 def series(rows: Sequence[Row], always: Sequence[str] = ("scheme",)) -> dict[str, list[Row]]:
-    """Rows split into lines (label -> rows sorted by batch size)."""
-    varying = [(name, fn) for name, fn in _SERIES_DIMENSIONS
-               if name in always or len({fn(r) for r in rows}) > 1]
+    """Rows split into lines (label -> rows sorted by batch size). Besides ``always``, a dimension
+    joins the label only where it separates rows that agree on every other dimension."""
+    def needed(name: str, fn: Callable[[Row], str]) -> bool:
+        others = [f for n, f in _SERIES_DIMENSIONS if n != name]
+        seen: dict[tuple[str, ...], set[str]] = {}
+        for r in rows:
+            seen.setdefault(tuple(f(r) for f in others), set()).add(fn(r))
+        return any(len(v) > 1 for v in seen.values())
+
+    used = [(name, fn) for name, fn in _SERIES_DIMENSIONS if name in always or needed(name, fn)]
     out: dict[str, list[Row]] = {}
     for r in rows:
-        out.setdefault(" / ".join(fn(r) for _, fn in varying), []).append(r)
+        out.setdefault(" / ".join(fn(r) for _, fn in used), []).append(r)
     return {k: sorted(v, key=lambda r: r.batch_size) for k, v in sorted(out.items())}
 
 

@@ -35,16 +35,21 @@ def _pyplot():
     return plt
 
 
-def text(s: str, limit: int = 60) -> str:
-    """A user string safe for a matplotlib label: '$' would start mathtext (and can raise)."""
+def text(s: str, limit: int = 60, wrap: int = 0) -> str:
+    """A user string safe for a matplotlib label: '$' would start mathtext (and can raise).
+    ``wrap`` > 0 breaks it into lines of at most that many characters."""
+    import textwrap
+
     s = " ".join(str(s).split())
     s = s if len(s) <= limit else s[: limit - 1] + "…"
-    return s.replace("\\", "\\\\").replace("$", r"\$")
+    s = "\n".join(textwrap.wrap(s, wrap)) if wrap else s
+    return s.replace("$", r"\$")
 
 
 def _axis_label(metric: Metric, rows: Sequence[Row]) -> str:
-    if metric.energy and any(r.estimated for r in rows if metric.value(r) is not None):
-        return f"{metric.label} (ESTIMATED)"
+    shown = [r for r in rows if metric.value(r) is not None]
+    if metric.energy and any(r.estimated for r in shown):
+        return f"{metric.label} ({'ESTIMATED' if all(r.estimated for r in shown) else 'partly ESTIMATED'})"
     return metric.label
 
 
@@ -90,12 +95,14 @@ def vs_batch(rows: Sequence[Row], metrics: Sequence[Metric], title: str, out_dir
         ax.set_xticks(sorted({r.batch_size for r in rows}))
         ax.get_xaxis().set_major_formatter(_int_formatter())
         ax.set_xlabel("batch size")
-        ax.set_ylim(bottom=0)  # ratios between batch sizes read true from a zero baseline
+        top = max((metric.value(r) or 0) + (metric.error(r) or 0) for r in rows)
+        if top > 0:  # zero baseline so ratios between batch sizes read true; headroom above the top point
+            ax.set_ylim(0, top * 1.15)
         ax.set_ylabel(_axis_label(metric, rows))
         ax.grid(True, alpha=0.3)
         _estimated_badge(ax, rows, [metric])
     axes[0][-1].legend(fontsize=8, loc="best")
-    fig.suptitle(text(title, 90), fontsize=10)
+    fig.suptitle(text(title, 120, wrap=60 * len(panels)), fontsize=10)
     note = "not shown: " + "; ".join(_why(m) for m in metrics if m not in panels) if missing else ""
     return Plot(title, _save(fig, out_dir, name), caption=_caption(metrics), note=note)
 
@@ -155,7 +162,7 @@ def scatter(rows: Sequence[Row], x: Metric, y: Metric, title: str, out_dir: Path
     ax.grid(True, alpha=0.3)
     _estimated_badge(ax, usable, [x, y])
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(text(title, 70), fontsize=10)
+    ax.set_title(text(title, 120, wrap=60), fontsize=10)
     skipped = len(rows) - len(usable)
     note = f"{skipped} configuration(s) without both values not shown" if skipped else ""
     return Plot(title, _save(fig, out_dir, name), caption=caption, note=note)
