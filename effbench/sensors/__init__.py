@@ -13,13 +13,26 @@ SENSOR_NAMES = ("auto", "nvml", "rapl", "estimate", "none")
 
 
 def _candidates(device: str) -> list[EnergySensor]:
-    """Every sensor this build knows, in the order ``auto`` prefers them for ``device``."""
-    return [EstimateSensor()]
+    """Every sensor this build knows, in the order ``auto`` prefers them for ``device``: a GPU's own
+    counter for a CUDA device, RAPL for the CPU, and an estimate only when nothing can measure."""
+    from effbench.sensors.nvml import NvmlSensor
+    from effbench.sensors.rapl import RaplSensor
+
+    if device.startswith("cuda"):
+        return [NvmlSensor(device), RaplSensor(), EstimateSensor(device=device)]
+    # On a CPU run a GPU's power is not the workload's: NVML is there only when asked for by name.
+    return [RaplSensor(), EstimateSensor(), NvmlSensor("cuda")]
 
 
 def available(device: str = "cpu") -> list[SensorInfo]:
     """What ``effbench sensors`` shows: each sensor, available or not, with the reason."""
-    return [s.info() for s in _candidates(device)] + [NullSensor().info()]
+    sensors = _candidates(device)
+    try:
+        infos = [s.info() for s in sensors] + [NullSensor().info()]
+    finally:
+        for s in sensors:
+            s.close()
+    return sorted(infos, key=lambda i: SENSOR_NAMES.index(i.name) if i.name in SENSOR_NAMES else len(SENSOR_NAMES))
 
 
 def create(name: str = "auto", device: str = "cpu") -> EnergySensor:
@@ -28,16 +41,25 @@ def create(name: str = "auto", device: str = "cpu") -> EnergySensor:
         raise UnsupportedError(f"unknown sensor '{name}'; choose one of: {', '.join(SENSOR_NAMES)}")
     if name == "none":
         return NullSensor()
-    for sensor in _candidates(device):
-        info = sensor.info()
-        if name == "auto" and info.available:
-            return sensor
-        if info.name == name:
-            if not info.available:
-                raise UnsupportedError(
-                    f"sensor '{name}' is unavailable here: {info.reason}; use --sensor auto, estimate or none"
-                )
-            return sensor
+    sensors = _candidates(device)
+    chosen: EnergySensor | None = None
+    try:
+        for sensor in sensors:
+            info = sensor.info()
+            if name == "auto" and info.available:
+                chosen = sensor
+                return sensor
+            if info.name == name:
+                if not info.available:
+                    raise UnsupportedError(
+                        f"sensor '{name}' is unavailable here: {info.reason}; use --sensor auto, estimate or none"
+                    )
+                chosen = sensor
+                return sensor
+    finally:
+        for sensor in sensors:
+            if sensor is not chosen:
+                sensor.close()
     raise UnsupportedError(
         f"sensor '{name}' is unavailable here (not supported by this build); use --sensor auto, estimate or none"
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, Optional
+
+from effbench.measure.stats import combine_rel
 
 EnergyStatus = Literal["measured", "estimated", "unavailable"]
 
@@ -61,6 +63,43 @@ class EnergyReading:
         d["joules"] = self.joules
         d["mean_power_w"] = self.mean_power_w
         return d
+
+
+# Below this fraction of the window observed, a polled figure is not called a measurement.
+MIN_COVERAGE = 0.5
+
+
+def sensor_uncertainty(accuracy_rel: Optional[float], coverage: Optional[float],
+                       resolution_s: Optional[float], duration_s: float) -> Optional[float]:
+    """A window's relative uncertainty: the sensor's stated accuracy, the unobserved share of the
+    window (its power could be anything near the observed), and the time resolution at the edges
+    (a sample interval or counter update period, relative to the window)."""
+    unobserved = None if coverage is None else 1.0 - coverage
+    edges = resolution_s / duration_s if resolution_s and duration_s > 0 else None
+    return combine_rel(accuracy_rel, unobserved, edges)
+
+
+def observed_reading(
+    sensor: str, duration_s: float, joules_by_domain: dict[str, float], *, accuracy_rel: Optional[float],
+    status: EnergyStatus = "measured",
+    coverage: Optional[float] = 1.0, sampling_interval_s: Optional[float] = None,
+    resolution_s: Optional[float] = None, error: Optional[str] = None, basis: Optional[str] = None,
+) -> EnergyReading:
+    """A reading from a sensor that observed the window (``measured``, or ``estimated`` for the
+    utilisation-based estimate); ``unavailable`` when its samples cover too little of it."""
+    if coverage is not None and coverage < MIN_COVERAGE:
+        status = "unavailable"
+        error = (f"{error}; " if error else "") + f"samples cover only {coverage:.0%} of the window"
+    return EnergyReading(
+        status=status, sensor=sensor, duration_s=duration_s, joules_by_domain=dict(joules_by_domain),
+        sampling_interval_s=sampling_interval_s, coverage=coverage,
+        uncertainty_rel=sensor_uncertainty(accuracy_rel, coverage, resolution_s or sampling_interval_s, duration_s),
+        basis=basis, error=error,
+    )
+
+
+def unavailable_reading(sensor: str, duration_s: float, error: str) -> EnergyReading:
+    return EnergyReading(status="unavailable", sensor=sensor, duration_s=duration_s, error=error)
 
 
 class Window(ABC):

@@ -1,0 +1,206 @@
+"""Recorded power traces: the CSV ``nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms N``
+writes, and a plain ``timestamp,watts`` CSV as wall-power meter loggers give. A trace is integrated
+over any window by trapezoid (``integrate.integrate``), with the coverage and sampling interval.
+
+Timestamps may be epoch seconds, ISO-8601, or nvidia-smi's ``2026/11/23 21:05:01.123``; those
+without a time zone are read in this machine's local time (as nvidia-smi writes them).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from effbench.errors import EffbenchError
+from effbench.sensors.base import EnergyReading, observed_reading, unavailable_reading
+from effbench.sensors.integrate import Integral, integrate, median_interval
+
+# nvidia-smi's power.draw: NVIDIA states about +-5%. A meter's own accuracy is the user's to give.
+NVIDIA_SMI_ACCURACY_REL = 0.05
+_MISSING = {"", "n/a", "[n/a]", "[not supported]", "not supported", "[unknown error]", "nan"}
+_UNIT = re.compile(r"\s*(w|watts?)\s*$", re.IGNORECASE)
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds from epoch seconds, ISO-8601 or nvidia-smi's ``YYYY/MM/DD HH:MM:SS.fff``."""
+    s = text.strip()
+    try:
+        value = float(s)
+        if math.isfinite(value):
+            return value
+    except ValueError:
+        pass
+    iso = s.replace("/", "-", 2) if re.match(r"^\d{4}/\d{2}/\d{2}", s) else s
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ValueError(f"'{text}' is not a time (epoch seconds, ISO-8601 or YYYY/MM/DD HH:MM:SS.fff)") from None
+
+
+def _watts(text: str) -> Optional[float]:
+    """Watts from ``71.23 W`` or ``71.23``; None for nvidia-smi's ``[N/A]`` and empty cells."""
+    s = _UNIT.sub("", text.strip())
+    if s.lower() in _MISSING:
+        return None
+    value = float(s)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"'{text}' is not a power in watts")
+    return value
+
+
+@dataclass(frozen=True)
+class _Columns:
+    time: int
+    power: int
+    index: Optional[int]
+
+
+def _columns_from_header(cells: list[str]) -> Optional[_Columns]:
+    names = [c.strip().lower() for c in cells]
+    time_col = next((i for i, n in enumerate(names) if n.split(" ")[0] in ("timestamp", "time", "t", "epoch", "unix", "datetime")), None)
+    power_col = next((i for i, n in enumerate(names) if "power" in n or "watt" in n or n in ("w", "[w]")), None)
+    index_col = next((i for i, n in enumerate(names) if n in ("index", "gpu", "gpu_index")), None)
+    if time_col is None or power_col is None:
+        return None
+    return _Columns(time_col, power_col, index_col)
+
+
+@dataclass
+class Trace:
+    path: str
+    kind: str  # "nvidia-smi" or "plain"
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # domain -> (epoch s, W)
+
+    @property
+    def start(self) -> float:
+        return min(float(t[0]) for t, _ in self.series.values())
+
+    @property
+    def end(self) -> float:
+        return max(float(t[-1]) for t, _ in self.series.values())
+
+    @property
+    def accuracy_rel(self) -> Optional[float]:
+        return NVIDIA_SMI_ACCURACY_REL if self.kind == "nvidia-smi" else None
+
+    def domains(self, gpu: Optional[int] = None) -> list[str]:
+        if gpu is None:
+            return sorted(self.series)
+        domain = f"gpu:{gpu}"
+        if domain not in self.series:
+            raise EffbenchError(f"{self.path} has no GPU {gpu} (it has: {', '.join(sorted(self.series))})")
+        return [domain]
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read a trace; a malformed file raises ``EffbenchError`` naming the line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise EffbenchError(f"trace '{path}' not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EffbenchError(f"cannot read trace '{path}' ({type(e).__name__}: {e})") from None
+    rows = [(n, r) for n, r in enumerate(csv.reader(text.splitlines(), skipinitialspace=True), 1)
+            if r and not r[0].lstrip().startswith("#") and any(c.strip() for c in r)]
+    if not rows:
+        raise EffbenchError(f"trace '{path}' is empty")
+    header_cells = rows[0][1]
+    cols = _columns_from_header(header_cells)
+    if cols is not None:
+        rows = rows[1:]
+    elif len(header_cells) in (2, 3):  # no header: timestamp,[index,]watts
+        cols = _Columns(0, len(header_cells) - 1, 1 if len(header_cells) == 3 else None)
+    else:
+        raise EffbenchError(f"{path}:{rows[0][0]}: expected a header with a timestamp and a power column "
+                            "(nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv) or 'timestamp,watts'")
+    kind = "nvidia-smi" if cols.index is not None or any("power.draw" in c for c in header_cells) else "plain"
+    points: dict[str, list[tuple[float, float]]] = {}
+    width = max(cols.time, cols.power, cols.index or 0) + 1
+    for n, row in rows:
+        if [c.strip() for c in row] == [c.strip() for c in header_cells]:
+            continue  # a repeated header (a restarted logger appending to the same file)
+        if len(row) < width:
+            raise EffbenchError(f"{path}:{n}: expected {width} columns, got {len(row)}: {','.join(row)!r}")
+        try:
+            t = parse_time(row[cols.time])
+            w = _watts(row[cols.power])
+            domain = f"gpu:{int(row[cols.index])}" if cols.index is not None else "meter"
+        except ValueError as e:
+            raise EffbenchError(f"{path}:{n}: {e}") from None
+        if w is not None:
+            points.setdefault(domain, []).append((t, w))
+    if not points:
+        raise EffbenchError(f"trace '{path}' has no power samples")
+    trace = Trace(str(path), kind)
+    for domain, pts in points.items():
+        arr = np.asarray(sorted(pts), dtype=float)
+        trace.series[domain] = (arr[:, 0], arr[:, 1])
+    return trace
+
+
+@dataclass(frozen=True)
+class TraceEnergy:
+    """A trace integrated over one window."""
+
+    start: float
+    end: float
+    integrals: dict[str, Integral]
+
+    @property
+    def joules(self) -> float:
+        return sum(i.joules for i in self.integrals.values())
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+    @property
+    def mean_power_w(self) -> Optional[float]:
+        return self.joules / self.duration_s if self.duration_s > 0 else None
+
+    @property
+    def coverage(self) -> float:
+        return min(i.coverage for i in self.integrals.values())
+
+    @property
+    def sampling_interval_s(self) -> Optional[float]:
+        known = [i.sampling_interval_s for i in self.integrals.values() if i.sampling_interval_s]
+        return max(known) if known else None
+
+
+def integrate_trace(trace: Trace, start: Optional[float] = None, end: Optional[float] = None,
+                    gpu: Optional[int] = None) -> TraceEnergy:
+    """Joules of the trace's domains (or one GPU) over [start, end] (default: the whole trace)."""
+    start = trace.start if start is None else start
+    end = trace.end if end is None else end
+    if end <= start:
+        raise EffbenchError(f"the window ends before it starts ({start:.3f} >= {end:.3f})")
+    integrals = {}
+    for d in trace.domains(gpu):
+        t, w = trace.series[d]
+        # The trace's own median spacing: a logger that paused leaves an uncovered gap.
+        integral = integrate(t, w, start, end, median_interval(t))
+        assert integral is not None  # every stored series has samples
+        integrals[d] = integral
+    return TraceEnergy(start, end, integrals)
+
+
+def trace_reading(trace: Trace, start: float, end: float, gpu: Optional[int] = None,
+                  accuracy_rel: Optional[float] = None) -> EnergyReading:
+    """An ``EnergyReading`` for one window of a finished run, from a trace recorded beside it."""
+    te = integrate_trace(trace, start, end, gpu)
+    if te.coverage == 0.0:
+        return unavailable_reading("trace", te.duration_s, f"{trace.path} has no samples in this window")
+    return observed_reading(
+        "trace", te.duration_s, {d: i.joules for d, i in te.integrals.items()},
+        accuracy_rel=accuracy_rel if accuracy_rel is not None else trace.accuracy_rel,
+        coverage=te.coverage, sampling_interval_s=te.sampling_interval_s,
+        basis=f"{trace.kind} power trace {Path(trace.path).name}, trapezoid",
+    )
