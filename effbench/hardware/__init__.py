@@ -8,7 +8,7 @@ Public API: ``profiles()`` (what ``effbench hardware list`` shows), ``get_profil
 from __future__ import annotations
 
 from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
-from effbench.hardware.detect import (
+from effbench.hardware.detection import (
     Detected, detect, get_profile, known_ids, match_profile, profile_for, resolve_profile_id,
 )
 from effbench.hardware.profiles import (
