@@ -47,7 +47,11 @@ def latex_escape(text: str) -> str:
 def _pm(value: float | None, rel: float | None) -> str:
     if value is None:
         return "--"
-    return num(value) if rel is None else f"{num(value)} $\\pm$ {num(value * rel)}"
+    text = num(value)
+    if rel is None:
+        return text
+    decimals = len(text.split(".")[1]) if "." in text else 0  # the error to the value's precision
+    return f"{text} $\\pm$ {abs(value * rel):,.{decimals}f}"
 
 
 def _energy(r: Row) -> str:
