@@ -35,9 +35,9 @@ from effbench.results.schema import Record, Throughput
 from effbench.results.store import read_run_dir
 
 HOURS_PER_MONTH = 730.0
-# Ember, "Global Electricity Review 2024": world average carbon intensity of electricity generation in 2023.
-WORLD_GRID_G_PER_KWH = 480.0
-WORLD_GRID_SOURCE = "world average 480 gCO2/kWh (Ember, Global Electricity Review 2024, year 2023)"
+# Used only where effbench.analysis.carbon is missing; the same IEA figure that module (and codecarbon) uses.
+WORLD_GRID_G_PER_KWH = 475.0
+WORLD_GRID_SOURCE = "world average 475 gCO2e/kWh (IEA Global Energy & CO2 Status Report 2019)"
 
 # The dtype whose peak TFLOPs governs prefill for a scheme (weight-only schemes compute in 16 bit).
 SCHEME_DTYPE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8-dynamic": "int8", "torchao-int8da8w": "int8"}
@@ -97,18 +97,19 @@ class PlanRequest:
 
 
 def grid_intensity(region: Optional[str], explicit: Optional[float]) -> tuple[float, str]:
-    """(g CO2e per kWh, source): an explicit figure, else the region's (from ``effbench.analysis.carbon``
-    when installed), else the world average."""
+    """(g CO2e per kWh, source): an explicit figure, else the region's, else the world average (where
+    the deployment runs is not where the benchmark ran, so this machine's country is not assumed).
+    Uses ``effbench.analysis.carbon`` where installed, so every effbench output cites the same figures."""
     if explicit is not None:
         return explicit, "command line (--grid-intensity)"
-    if region:
-        try:
-            from effbench.analysis.carbon import grid_intensity as by_region
-        except ImportError:
+    try:
+        from effbench.analysis.carbon import grid_intensity as by_region
+    except ImportError:
+        if region:
             raise EffbenchError("--region needs effbench.analysis.carbon, which this install lacks; pass --grid-intensity G_PER_KWH instead") from None
-        g, source = by_region(region)
-        return float(g), f"{region}: {source}"
-    return WORLD_GRID_G_PER_KWH, WORLD_GRID_SOURCE
+        return WORLD_GRID_G_PER_KWH, WORLD_GRID_SOURCE
+    g, source = by_region(region or "world")
+    return float(g), source
 
 
 # -- result -------------------------------------------------------------------------------------

@@ -1,0 +1,220 @@
+"""Planner arithmetic against hand-computed cases, projections, filters and CLI errors."""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from effbench.errors import EffbenchError
+from effbench.hardware import parse_price_options
+from effbench.hardware.profiles import user_dir
+from effbench.planner import Demand, PlanRequest, plan
+from effbench.results.schema import Record
+
+RUN = Path(__file__).parent / "data" / "r1_cpu_fp32"
+
+GPU = {"name": "Test GPU", "vendor": "test", "kind": "gpu", "memory_gb": 10, "memory_bandwidth_gbps": 1000,
+       "peak_tflops": {"bf16": 100}, "tdp_w": 200, "price_per_hour_usd": 2.0, "price_source": "test", "price_date": "2026-01-01"}
+
+# On testgpu: e2e 500 tok/s, decode 600 tok/s, prefill 5,000 tok/s, TTFT 80 ms, TPOT 10 ms, 300 J per 2 s call = 150 W,
+# peak 2 GB of 10 GB. Roofline on testgpu: 4 x 1e12 / (1e9 + 4 x 1e5 x 125) = 3,809.5 tok/s, so 600 is 15.75%.
+RECORD: dict[str, Any] = {
+    "run_id": "r", "config_id": "c",
+    "model": {"id": "m", "weights_bytes": 1_000_000_000},
+    "backend": {"name": "transformers"},
+    "quantization": {"scheme": "bf16"},
+    "workload": {"batch_size": 4, "prompt_tokens": 100, "new_tokens": 50, "prompt_set": "en"},
+    "throughput": {"e2e_tokens_per_s": 500.0, "decode_tokens_per_s": 600.0, "prefill_tokens_per_s": 5000.0,
+                   "ttft_s": 0.080, "tpot_s": 0.010, "e2e_latency_s": 2.0},
+    "energy": {"status": "measured", "joules_total": 300.0},
+    "memory": {"weights_bytes": 1_000_000_000, "kv_bytes_per_token": 100_000, "peak_device_bytes": 2_000_000_000},
+    "hardware": {"profile": "testgpu", "detected_name": "Test GPU"},
+}
+
+
+@pytest.fixture(autouse=True)
+def test_gpus():
+    user_dir().mkdir(parents=True, exist_ok=True)
+    (user_dir() / "testgpu.yaml").write_text(yaml.safe_dump({**GPU, "id": "testgpu"}))
+    (user_dir() / "testgpu2.yaml").write_text(yaml.safe_dump({
+        **GPU, "id": "testgpu2", "name": "Test GPU 2", "memory_bandwidth_gbps": 2000, "peak_tflops": {"bf16": 200},
+        "tdp_w": 300, "price_per_hour_usd": 3.0}))
+
+
+def record(**sections: dict) -> Record:
+    d = copy.deepcopy(RECORD)
+    for k, v in sections.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return Record.model_validate(d)
+
+
+def request(demand: Demand, **kw) -> PlanRequest:
+    kw.setdefault("hardware", ["testgpu"])
+    kw.setdefault("grid_g_per_kwh", 400.0)
+    return PlanRequest(demand, **kw)
+
+
+def effbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True, timeout=120)
+
+
+# -- arithmetic ----------------------------------------------------------------------------------
+def test_tokens_target_by_hand():
+    p = plan([record()], request(Demand(tokens_per_s=1200)))
+    (o,) = p.options
+    assert (o.hardware, o.basis, o.rank) == ("testgpu", "measured", 1)
+    assert o.capacity_tokens_per_s == 500
+    assert o.replicas == 3                               # ceil(1200 / 500)
+    assert o.utilisation == pytest.approx(0.8)           # 1200 / (3 x 500)
+    assert o.usd_per_hour == pytest.approx(6.0)          # 3 x $2
+    assert o.usd_per_month == pytest.approx(4380.0)      # $6 x 730 h
+    assert o.usd_per_million_tokens == pytest.approx(6.0 / (1200 * 3600) * 1e6)  # $1.389
+    assert (o.power_w, o.power_basis) == (150.0, "measured")  # 300 J / 2 s
+    assert o.kwh_per_month == pytest.approx(328.5)       # 3 x 150 W x 730 h / 1000
+    assert o.kg_co2e_per_month == pytest.approx(131.4)   # 328.5 kWh x 400 g / 1000
+    assert o.memory_headroom_gb == pytest.approx(8.0)    # 10 GB - 2 GB
+    assert (o.ttft_ms, o.tpot_ms) == (pytest.approx(80.0), pytest.approx(10.0))
+
+
+def test_requests_target_by_hand():
+    # per replica: 200 / (1000 / 5000 + 200 / 600) = 375 tok/s; demand 2 x 200 = 400 tok/s -> 2 replicas
+    p = plan([record()], request(Demand(requests_per_s=2, prompt_tokens=1000, output_tokens=200)))
+    (o,) = p.options
+    assert p.demand_tokens_per_s == 400
+    assert o.capacity_tokens_per_s == pytest.approx(375.0)
+    assert o.replicas == 2
+    assert o.ttft_ms == pytest.approx(800.0)  # batch 4 x 1000 prompt tokens / 5000 tok/s
+    assert any("measured at 100/50" in n for n in o.notes)
+
+
+def test_hours_and_prices_override():
+    p = plan([record()], request(Demand(tokens_per_s=1000), hours_per_month=100, prices=parse_price_options(["testgpu=1.5"])))
+    (o,) = p.options
+    assert o.replicas == 2 and o.usd_per_month == pytest.approx(2 * 1.5 * 100) and o.price_source == "command line (--price)"
+
+
+def test_tdp_when_no_energy():
+    p = plan([record(energy={"status": "unavailable", "joules_total": None})], request(Demand(tokens_per_s=500)))
+    (o,) = p.options
+    assert (o.power_w, o.power_basis) == (200, "tdp") and o.kwh_per_month == pytest.approx(200 * 730 / 1000)
+
+
+def test_latency_limits_and_memory_exclude_with_reasons():
+    r = record()
+    assert plan([r], request(Demand(tokens_per_s=100), max_ttft_ms=100, max_tpot_ms=10)).options
+    p = plan([r], request(Demand(tokens_per_s=100), max_ttft_ms=50))
+    assert not p.options and "TTFT 80 ms > 50 ms" in p.excluded[0]
+    p = plan([r], request(Demand(tokens_per_s=100), max_tpot_ms=5))
+    assert not p.options and "TPOT" in p.excluded[0]
+    p = plan([record(memory={"peak_device_bytes": 12_000_000_000})], request(Demand(tokens_per_s=100)))
+    assert not p.options and "does not fit" in p.excluded[0]
+    p = plan([record(), record(workload={"batch_size": 8}, hardware={}, error="out of memory")], request(Demand(tokens_per_s=100)))
+    assert len(p.options) == 1 and any("failed" in e for e in p.excluded)
+
+
+def test_ranking_is_by_monthly_cost():
+    cheap = record(throughput={"e2e_tokens_per_s": 1000.0}, workload={"batch_size": 16})
+    p = plan([record(), cheap], request(Demand(tokens_per_s=1500)))
+    assert [o.batch_size for o in p.options] == [16, 4]  # 2 replicas vs 3
+    assert [o.rank for o in p.options] == [1, 2]
+
+
+# -- projection ----------------------------------------------------------------------------------
+def test_projection_by_hand():
+    p = plan([record()], request(Demand(tokens_per_s=1200), hardware=["testgpu2"]))
+    (o,) = p.options
+    assert (o.hardware, o.basis, o.projected_from) == ("testgpu2", "projected", "testgpu")
+    frac = 600 / (4 * 1e12 / 1.05e9)                 # achieved on testgpu
+    decode = frac * (4 * 2e12 / 1.05e9)              # x bound on testgpu2 = 1200 tok/s
+    assert decode == pytest.approx(1200)
+    ttft = 0.080 / 2                                 # prefill scales with bf16 TFLOPs 200/100
+    tpot = 4 / decode
+    e2e = 4 * 50 / (ttft + 49 * tpot)
+    assert o.capacity_tokens_per_s == pytest.approx(e2e)
+    assert o.ttft_ms == pytest.approx(40.0) and o.tpot_ms == pytest.approx(tpot * 1000)
+    assert (o.power_w, o.power_basis) == (300, "tdp")
+    assert o.peak_memory_gb == pytest.approx((1e9 + 4 * 1e5 * 150) / 1e9)  # weights + full KV
+    assert o.replicas == -(-1200 // e2e) and o.usd_per_hour == pytest.approx(o.replicas * 3.0)
+
+
+def test_measured_hardware_is_never_projected_and_projection_can_be_off():
+    p = plan([record()], request(Demand(tokens_per_s=100), hardware=None))
+    by_basis = {(o.hardware, o.basis) for o in p.options}
+    assert ("testgpu", "measured") in by_basis and ("testgpu", "projected") not in by_basis
+    assert ("h100-sxm", "projected") in by_basis
+    assert ("t4", "projected") not in by_basis  # T4 has no bf16
+    assert any("t4" in e and "no bf16" in e for e in p.excluded)
+    p = plan([record()], request(Demand(tokens_per_s=100), hardware=None, projections=False))
+    assert {o.basis for o in p.options} == {"measured"}
+
+
+# -- validation ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"tokens_per_s": -5}, "--target-tokens-per-s must be a positive number"),
+    ({"tokens_per_s": 0}, "--target-tokens-per-s"),
+    ({}, "give exactly one target"),
+    ({"tokens_per_s": 1, "requests_per_s": 1}, "give exactly one target"),
+    ({"requests_per_s": 1}, "--prompt-tokens"),
+])
+def test_bad_demand(kwargs, needle):
+    with pytest.raises(EffbenchError, match=needle):
+        Demand(**kwargs)
+
+
+def test_unknown_hardware_is_an_error():
+    with pytest.raises(EffbenchError, match="did you mean 'testgpu'"):
+        plan([record()], request(Demand(tokens_per_s=1), hardware=["testgpu3"]))
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith("effbench: error: ") and "Traceback" not in p.stderr, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_cli_plan_on_the_real_cpu_run():
+    p = effbench("plan", "--results", str(RUN), "--target-tokens-per-s", "500", "--hardware", "l4,h100-sxm", "--json")
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["options"] and all(o["basis"] == "projected" for o in data["options"])  # the CPU run is not in --hardware
+    assert {o["hardware"] for o in data["options"]} == {"l4", "h100-sxm"}
+    p = effbench("plan", "--results", str(RUN), "--target-tokens-per-s", "500", "--csv", "--no-projections")
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(io.StringIO(p.stdout)))
+    assert len(rows) == 3 and {r["basis"] for r in rows} == {"measured"}
+    p = effbench("plan", "--results", str(RUN), "--target-tokens-per-s", "500", "--top", "5")
+    assert p.returncode == 0 and "projected" in p.stdout
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--target-tokens-per-s", "-10"], ["--target-tokens-per-s must be a positive number"]),
+    (["--target-tokens-per-s", "10", "--hardware", "h100sxm"], ["unknown hardware profile 'h100sxm'", "did you mean 'h100-sxm'"]),
+    (["--target-requests-per-s", "2"], ["--prompt-tokens"]),
+    (["--target-tokens-per-s", "10", "--price", "l4=cheap"], ["--price 'l4=cheap'"]),
+    (["--target-tokens-per-s", "10", "--region", "mars"], ["mars"]),
+    (["--target-tokens-per-s", "10", "--hours-per-month", "0"], ["--hours-per-month"]),
+])
+def test_cli_one_line_errors(args, needles):
+    assert_one_line_error(effbench("plan", "--results", str(RUN), *args), *needles)
+
+
+def test_grid_intensity_sources():
+    from effbench.planner import grid_intensity
+
+    assert grid_intensity(None, 123.0) == (123.0, "command line (--grid-intensity)")
+    g, source = grid_intensity(None, None)
+    assert g > 0 and "world" in source.lower()
+
+
+def test_cli_missing_results_dir(tmp_path):
+    assert_one_line_error(effbench("plan", "--results", str(tmp_path / "nope"), "--target-tokens-per-s", "10"), "does not exist")
