@@ -108,13 +108,21 @@ def _measure_idle(sensor: EnergySensor, seconds: float, observer: SweepObserver)
     import time
 
     observer.message(f"measuring idle power for {seconds:.0f} s ({info.name})")
+    # At least 10 update periods, like any energy window (rule 2).
+    seconds = max(seconds, 10 * (info.update_period_s or 0.0))
     window = sensor.start_window()
+    start_unix = time.time()
     time.sleep(seconds)
+    end_unix = time.time()
     reading = window.stop()
+    # The wall-clock bounds let 'effbench sensors attach' take the idle power from a trace too.
+    bounds = {"start_unix": start_unix, "end_unix": end_unix}
     if reading.joules is None:
-        return {"status": reading.status, "error": reading.error}
+        return {"status": reading.status, "error": reading.error, **bounds}
     return {"power_w": reading.mean_power_w, "duration_s": reading.duration_s, "sensor": reading.sensor,
-            "status": reading.status, "coverage": reading.coverage, "uncertainty_rel": reading.uncertainty_rel}
+            "status": reading.status, "coverage": reading.coverage, "uncertainty_rel": reading.uncertainty_rel,
+            "power_by_domain_w": {d: j / reading.duration_s for d, j in reading.joules_by_domain.items()},
+            **bounds}
 
 
 class Sweep:

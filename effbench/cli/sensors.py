@@ -1,12 +1,17 @@
-"""``effbench sensors``: which energy sensors work here, their kind, update period and accuracy."""
+"""``effbench sensors``: which energy sensors work here, their kind, update period and accuracy;
+``sensors integrate`` a recorded power trace over a window; ``sensors attach`` a trace to a finished run."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from effbench.cli._console import cell, out
+from effbench.cli._console import cell, err, fmt, out
+from effbench.errors import EffbenchError
 
 sensors_app = typer.Typer(help="Energy sensors: list them, or integrate a recorded power trace.", no_args_is_help=False)
 
@@ -37,6 +42,73 @@ def list_sensors(
             cell(", ".join(i.domains) or "-"), cell(i.reason),
         )
     out.print(table)
+
+
+def _time_option(value: Optional[str], name: str) -> Optional[float]:
+    if value is None:
+        return None
+    from effbench.sensors.trace import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise EffbenchError(f"{name}: {e}") from None
+
+
+@sensors_app.command("integrate")
+def integrate_cmd(
+    trace: Path = typer.Argument(..., help="Power trace CSV: nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms N, or timestamp,watts."),
+    start: Optional[str] = typer.Option(None, "--start", help="Window start: ISO-8601 or epoch seconds (default: the trace's first sample)."),
+    end: Optional[str] = typer.Option(None, "--end", help="Window end: ISO-8601 or epoch seconds (default: the trace's last sample)."),
+    gpu: Optional[int] = typer.Option(None, "--gpu", help="Only this GPU index of an nvidia-smi trace (default: all, summed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Integrate a recorded power trace over a window: joules, mean watts, duration, coverage."""
+    from effbench.sensors.trace import integrate_trace, load_trace
+
+    t = load_trace(trace)
+    te = integrate_trace(t, _time_option(start, "--start"), _time_option(end, "--end"), gpu)
+    result = {
+        "trace": str(trace), "kind": t.kind, "start": te.start, "end": te.end, "duration_s": te.duration_s,
+        "joules": te.joules, "mean_power_w": te.mean_power_w, "coverage": te.coverage,
+        "sampling_interval_s": te.sampling_interval_s,
+        "domains": {d: {"joules": i.joules, "mean_power_w": i.mean_power_w, "coverage": i.coverage,
+                        "samples": i.samples} for d, i in te.integrals.items()},
+    }
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"{trace.name}: {datetime.fromtimestamp(te.start).isoformat(timespec='milliseconds')} "
+                        f"to {datetime.fromtimestamp(te.end).isoformat(timespec='milliseconds')}")
+    for col in ("domain", "joules", "mean W", "duration", "coverage", "samples"):
+        table.add_column(col, justify="left" if col == "domain" else "right")
+    for d, i in te.integrals.items():
+        table.add_row(cell(d), fmt(i.joules, 2), fmt(i.mean_power_w, 2), f"{te.duration_s:.3f} s",
+                      f"{i.coverage:.1%}", str(i.samples))
+    if len(te.integrals) > 1:
+        table.add_row("total", fmt(te.joules, 2), fmt(te.mean_power_w, 2), f"{te.duration_s:.3f} s",
+                      f"{te.coverage:.1%}", "")
+    out.print(table)
+    interval = f"{te.sampling_interval_s * 1000:.0f} ms" if te.sampling_interval_s else "unknown"
+    out.print(f"joules {te.joules:.3f}  mean {fmt(te.mean_power_w, 2)} W  duration {te.duration_s:.3f} s  "
+              f"coverage {te.coverage:.1%}  sampling interval {interval}")
+
+
+@sensors_app.command("attach")
+def attach_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'effbench run'."),
+    trace: Path = typer.Argument(..., help="Power trace CSV recorded during the run (same formats as 'integrate')."),
+    gpu: Optional[int] = typer.Option(None, "--gpu", help="Only this GPU index of an nvidia-smi trace (default: all, summed)."),
+    accuracy: Optional[float] = typer.Option(None, "--accuracy", help="The meter's relative accuracy, e.g. 0.01 for 1% (nvidia-smi traces: 0.05)."),
+) -> None:
+    """Recompute every record's energy of a finished run from a power trace, over its own windows."""
+    from effbench.sensors.attach import BACKUP_FILE, attach_trace
+    from effbench.sensors.trace import load_trace
+
+    report = attach_trace(run_dir, load_trace(trace), gpu, accuracy)
+    out.print(f"attached {trace} to {report.updated} record(s) in {run_dir} (originals kept in {BACKUP_FILE}); {report.idle_note}")
+    for s in report.skipped:
+        err.print(f"skipped {s}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,15 +1,22 @@
 """Turn the energy windows of a ``LoopResult`` into the record's ``energy`` section: total,
 prefill and decode joules, per-token and per-character figures, idle-subtracted energy, and an
-uncertainty that combines the repeat spread with the sensor's own (brief rules 4, 5, 7, 8)."""
+uncertainty that combines the repeat spread with the sensor's own (brief rules 4, 5, 7, 8).
+
+The same arithmetic runs on windows rebuilt from a finished record (``windows_from_record``), so a
+power trace recorded beside a run can be attached afterwards (``effbench sensors attach``).
+"""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from effbench.measure.loop import LoopResult, WindowResult
 from effbench.measure.stats import combine_rel, summarize
 from effbench.results.schema import Energy
+from effbench.sensors.base import EnergyReading
 
 _STATUS_RANK = {"measured": 0, "estimated": 1, "unavailable": 2}
+# Below this coverage a window's figure is flagged: a good part of it was interpolated.
+LOW_COVERAGE = 0.9
 
 
 def _mean(xs: list[float]) -> Optional[float]:
@@ -20,11 +27,46 @@ def _per_call(windows: list[WindowResult]) -> list[float]:
     return [j for w in windows if (j := w.joules_per_call) is not None]
 
 
+def _flags(windows: list[WindowResult]) -> list[str]:
+    readings = [w.energy for w in windows]
+    flags = set()
+    if any(rd.error for rd in readings):
+        flags.add("sensor-failed")
+    if any(w.short for w in windows):
+        flags.add("short-window")  # the call could not be repeated enough for the sensor (rule 2)
+    if any(rd.coverage is not None and rd.coverage < LOW_COVERAGE for rd in readings):
+        flags.add("low-coverage")
+    if len({rd.status for rd in readings}) > 1:
+        flags.add("mixed-status")
+    return sorted(flags)
+
+
+def _window_entries(r: LoopResult) -> list[dict[str, Any]]:
+    return [{"phase": phase, "start": w.start_unix, "end": w.end_unix, "calls": w.calls, "joules": w.energy.joules}
+            for phase, ws in (("prefill", r.prefill), ("full", r.full)) for w in ws]
+
+
+def _domains_per_call(windows: list[WindowResult]) -> dict[str, float]:
+    usable = [w for w in windows if w.energy.joules is not None]
+    if not usable:
+        return {}
+    names = sorted({d for w in usable for d in w.energy.joules_by_domain})
+    return {d: sum(w.energy.joules_by_domain.get(d, 0.0) / w.calls for w in usable) / len(usable) for d in names}
+
+
 def energy_section(r: LoopResult, idle_power_w: Optional[float]) -> Energy:
-    readings = [w.energy for w in r.prefill + r.full]
+    """The energy section of one configuration's record."""
+    energy = section(r.prefill, r.full, r.workload.batch_size, r.workload.new_tokens,
+                     r.output.chars if r.output else None, idle_power_w)
+    energy.windows = _window_entries(r)
+    return energy
+
+
+def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: int, new_tokens: int,
+            output_chars: Optional[int], idle_power_w: Optional[float]) -> Energy:
+    readings = [w.energy for w in prefill + full]
     status = max((rd.status for rd in readings), key=_STATUS_RANK.__getitem__, default="unavailable")
     first = readings[0] if readings else None
-    flags = sorted({"sensor-failed" for rd in readings if rd.error} | {"short-window" for w in r.prefill + r.full if w.short})
     energy = Energy(
         status=status,
         sensor=first.sensor if first else None,
@@ -33,29 +75,66 @@ def energy_section(r: LoopResult, idle_power_w: Optional[float]) -> Energy:
         idle_power_w=idle_power_w,
         basis=first.basis if first else None,
         window_s=_mean([rd.duration_s for rd in readings]),
-        flags=flags,
+        flags=_flags(prefill + full),
+        output_chars=output_chars,
     )
-    full_j, pre_j = _per_call(r.full), _per_call(r.prefill)
-    if status == "unavailable" or not full_j or len(full_j) != len(r.full):
+    full_j, pre_j = _per_call(full), _per_call(prefill)
+    if status == "unavailable" or not full_j or len(full_j) != len(full):
         energy.status = "unavailable"
         if any(rd.error for rd in readings):
             energy.basis = "; ".join(sorted({rd.error for rd in readings if rd.error}))
         return energy
-    wl = r.workload
     total = summarize(full_j)
     energy.joules_total = total.mean
-    tokens = wl.batch_size * wl.new_tokens
+    energy.joules_by_domain = _domains_per_call(full)
+    tokens = batch_size * new_tokens
     energy.joules_per_token = total.mean / tokens
     energy.tokens_per_joule = tokens / total.mean if total.mean > 0 else None
-    if pre_j and len(pre_j) == len(r.prefill):
+    if pre_j and len(pre_j) == len(prefill):
         energy.joules_prefill = summarize(pre_j).mean
         energy.joules_decode = max(0.0, total.mean - energy.joules_prefill)
-        if wl.new_tokens > 1:
-            energy.decode_joules_per_token = energy.joules_decode / (wl.batch_size * (wl.new_tokens - 1))
-    if r.output and r.output.chars:
-        energy.joules_per_kchar = total.mean / (r.output.chars / 1000)
+        if new_tokens > 1:
+            energy.decode_joules_per_token = energy.joules_decode / (batch_size * (new_tokens - 1))
+    if output_chars:
+        energy.joules_per_kchar = total.mean / (output_chars / 1000)
     if idle_power_w is not None:
-        energy.joules_dynamic = total.mean - idle_power_w * _mean(r.full_samples())
+        energy.joules_dynamic = total.mean - idle_power_w * _mean([w.seconds_per_call for w in full])
+        if energy.joules_dynamic > 0:
+            energy.tokens_per_joule_dynamic = tokens / energy.joules_dynamic
+    # Rule 8: the spread across repeats (CI95 of the mean) and the sensor's own uncertainty, which
+    # already holds its stated accuracy, the unobserved share of the window and its time resolution.
     sensor_rel = _mean([rd.uncertainty_rel for rd in readings if rd.uncertainty_rel is not None])
     energy.uncertainty_rel = combine_rel(total.ci95_rel, sensor_rel)
     return energy
+
+
+# -- re-deriving a record's energy from another source (a power trace) --------------------------
+
+ReadWindow = Callable[[float, float], EnergyReading]
+
+
+def windows_from_record(energy: Energy, read: ReadWindow, min_window_s: float = 0.0) -> tuple[list[WindowResult], list[WindowResult]]:
+    """The record's windows, each re-read over its [start, end] by ``read`` (prefill, full)."""
+    out: dict[str, list[WindowResult]] = {"prefill": [], "full": []}
+    for w in energy.windows:
+        start, end, calls = float(w["start"]), float(w["end"]), int(w["calls"])
+        reading = read(start, end)
+        duration = end - start
+        out[w["phase"]].append(WindowResult(duration / calls, calls, reading, duration < min_window_s, start, end))
+    return out["prefill"], out["full"]
+
+
+def reattributed(energy: Energy, batch_size: int, new_tokens: int, read: ReadWindow,
+                 idle_power_w: Optional[float], min_window_s: float = 0.0) -> Energy:
+    """A record's energy section recomputed from ``read`` over the same windows."""
+    if not energy.windows:
+        raise ValueError("the record has no energy windows (written before effbench recorded them)")
+    prefill, full = windows_from_record(energy, read, min_window_s)
+    new = section(prefill, full, batch_size, new_tokens, energy.output_chars, idle_power_w)
+    new.windows = [{**w, "joules": wr.energy.joules} for w, wr in zip(energy.windows, _in_record_order(energy, prefill, full))]
+    return new
+
+
+def _in_record_order(energy: Energy, prefill: list[WindowResult], full: list[WindowResult]) -> list[WindowResult]:
+    it = {"prefill": iter(prefill), "full": iter(full)}
+    return [next(it[w["phase"]]) for w in energy.windows]

@@ -72,6 +72,23 @@ class Energy(_Section):
     basis: Optional[str] = None  # what an estimate is computed from / why unavailable
     window_s: Optional[float] = None  # length of one energy window
     flags: list[str] = Field(default_factory=list)  # e.g. "short-window", "sensor-failed"
+    joules_by_domain: dict[str, float] = Field(default_factory=dict)  # one full call, per gpu:N / cpu:... / dram:N
+    tokens_per_joule_dynamic: Optional[float] = None  # generated tokens / joules_dynamic
+    output_chars: Optional[int] = None  # characters of one full call's output (whole batch)
+    # Every energy window: {phase: prefill|full, start, end (unix s), calls, joules}; lets a power
+    # trace recorded beside the run be attached afterwards (effbench sensors attach).
+    windows: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Carbon(_Section):
+    """CO2e of the energy above, at a grid's carbon intensity (analysis/carbon.py)."""
+
+    region: Optional[str] = None  # what the intensity is for: an ISO country code, "world", ...
+    intensity_g_per_kwh: Optional[float] = None
+    source: Optional[str] = None  # where the intensity comes from, and how the region was chosen
+    g_per_call: Optional[float] = None  # one full generate call (energy.joules_total)
+    g_per_million_tokens: Optional[float] = None
+    energy_status: Optional[str] = None  # the energy's status: CO2e from an estimate is an estimate
 
 
 class Memory(_Section):
@@ -122,6 +139,7 @@ class Record(_Section):
     quality: Quality = Field(default_factory=Quality)
     stats: Stats = Field(default_factory=Stats)
     hardware: HardwareInfo = Field(default_factory=HardwareInfo)
+    carbon: Carbon = Field(default_factory=Carbon)
     error: Optional[str] = None
 
     def to_json_dict(self) -> dict[str, Any]:

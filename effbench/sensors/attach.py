@@ -1,0 +1,99 @@
+"""Attach a power trace to a finished run: each record's energy is recomputed from the trace over
+that record's own windows (``energy.windows``), with the same arithmetic as a live sensor.
+
+The records are rewritten in place (atomically); the first attach keeps the original file as
+``results.before-attach.jsonl`` and each record keeps its previous energy summary under
+``energy.replaced``. The idle power comes from the trace over the run's idle window when the trace
+covers it, else it is left out (mixing two sensors' figures would be wrong).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from effbench.errors import EffbenchError
+from effbench.measure.energy import reattributed
+from effbench.results.schema import Record
+from effbench.results.store import RESULTS_FILE, RunStore, read_run_dir
+from effbench.sensors.base import MIN_COVERAGE
+from effbench.sensors.trace import Trace, integrate_trace, trace_reading
+
+BACKUP_FILE = "results.before-attach.jsonl"
+
+
+@dataclass
+class AttachReport:
+    updated: int = 0
+    skipped: list[str] = field(default_factory=list)  # "config_id: why"
+    idle_power_w: Optional[float] = None
+    idle_note: str = ""
+
+
+def _idle_from_trace(trace: Trace, run: dict, gpu: Optional[int]) -> tuple[Optional[float], str]:
+    idle = run.get("idle_baseline") or {}
+    start, end = idle.get("start_unix"), idle.get("end_unix")
+    if start is None or end is None:
+        return None, "the run recorded no idle window: dynamic energy left out"
+    te = integrate_trace(trace, float(start), float(end), gpu)
+    if te.coverage < MIN_COVERAGE:
+        return None, f"the trace covers only {te.coverage:.0%} of the idle window: dynamic energy left out"
+    return te.mean_power_w, f"idle {te.mean_power_w:.1f} W from the trace over the run's idle window"
+
+
+def attach_trace(run_dir: str | Path, trace: Trace, gpu: Optional[int] = None,
+                 accuracy_rel: Optional[float] = None) -> AttachReport:
+    run, records = read_run_dir(run_dir)
+    store = RunStore(run_dir)
+    report = AttachReport()
+    report.idle_power_w, report.idle_note = _idle_from_trace(trace, run, gpu)
+    out: list[Record] = []
+    for rec in records:
+        e = rec.energy
+        if not e.windows:
+            report.skipped.append(f"{rec.config_id}: no energy windows recorded" + (f" ({rec.error})" if rec.error else ""))
+            out.append(rec)
+            continue
+        new = reattributed(e, rec.workload.batch_size, rec.workload.new_tokens,
+                           lambda a, b: trace_reading(trace, a, b, gpu, accuracy_rel), report.idle_power_w)
+        new.replaced = {"sensor": e.sensor, "status": e.status, "joules_total": e.joules_total,  # type: ignore[attr-defined]
+                        "tokens_per_joule": e.tokens_per_joule}
+        rec = rec.model_copy(update={"energy": new})
+        if rec.carbon.intensity_g_per_kwh is not None:
+            from effbench.analysis.carbon import Intensity, carbon_section
+
+            c = rec.carbon
+            rec = rec.model_copy(update={"carbon": carbon_section(
+                new, rec.workload.batch_size * rec.workload.new_tokens,
+                Intensity(c.intensity_g_per_kwh, c.source or "", c.region or ""))})
+        out.append(rec)
+        report.updated += 1
+    if not report.updated:
+        raise EffbenchError(f"no record in '{run_dir}' has energy windows to attach a trace to "
+                            "(records written before effbench stored window times, or every configuration failed)")
+    _rewrite(store, out)
+    run["attached_trace"] = {"path": str(Path(trace.path).resolve()), "kind": trace.kind, "gpu": gpu,
+                             "idle": report.idle_note}
+    store.write_run(run)
+    return report
+
+
+def _rewrite(store: RunStore, records: list[Record]) -> None:
+    backup = store.path / BACKUP_FILE
+    if not backup.exists():
+        shutil.copy2(store.results_file, backup)
+    fd, tmp = tempfile.mkstemp(prefix=f".{RESULTS_FILE}.", dir=store.path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r.to_json_dict(), ensure_ascii=False, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, store.results_file)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
