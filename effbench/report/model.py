@@ -203,14 +203,16 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline) ->
         prefill_tokens_per_s=t.prefill_tokens_per_s, decode_tokens_per_s=t.decode_tokens_per_s,
         e2e_tokens_per_s=t.e2e_tokens_per_s, ttft_s=t.ttft_s, tpot_s=t.tpot_s,
         energy_status=e.status, energy_sensor=e.sensor, energy_basis=e.basis, energy_flags=";".join(e.flags),
-        sampling_interval_s=e.sampling_interval_s, energy_window_s=e.window_s, coverage=e.coverage, idle_power_w=e.idle_power_w,
+        sampling_interval_s=e.sampling_interval_s, energy_window_s=e.window_s, coverage=e.coverage,
+        idle_power_w=e.idle_power_w,
         joules_total=e.joules_total, joules_dynamic=e.joules_dynamic, joules_per_token=e.joules_per_token,
         decode_joules_per_token=e.decode_joules_per_token, tokens_per_joule=e.tokens_per_joule,
         joules_per_kchar=e.joules_per_kchar, energy_uncertainty_rel=e.uncertainty_rel,
         peak_host_bytes=m.peak_host_bytes, peak_device_bytes=m.peak_device_bytes,
         weights_bytes=m.weights_bytes or r.model.weights_bytes, perplexity=r.quality.perplexity,
         repeats=s.repeats, warmup=s.warmup, ci95_rel=s.ci95_rel, stop_reason=s.stop_reason,
-        interference=s.interference, load_avg_before=s.load_avg_before, load_avg_after=s.load_avg_after, roofline_bound_tokens_per_s=bound, roofline_fraction=frac, error=r.error,
+        interference=s.interference, load_avg_before=s.load_avg_before, load_avg_after=s.load_avg_after,
+        roofline_bound_tokens_per_s=bound, roofline_fraction=frac, error=r.error,
     )
 
 

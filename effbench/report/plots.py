@@ -67,9 +67,12 @@ def _save(fig, out_dir: Path, name: str) -> str:
 
 
 def _estimated_badge(ax, rows: Sequence[Row], metrics: Sequence[Metric]) -> None:
-    if any(m.energy for m in metrics) and any(r.estimated for r in rows):
-        ax.text(0.02, 0.97, "energy ESTIMATED, not measured", transform=ax.transAxes, va="top", ha="left",
-                fontsize=8, color="#8a4b00", bbox={"boxstyle": "round", "fc": "#fff3d6", "ec": "#d9a441"})
+    estimated = [r.estimated for r in rows]
+    if not any(m.energy for m in metrics) or not any(estimated):
+        return
+    label = "energy ESTIMATED, not measured" if all(estimated) else "dashed/hollow: energy ESTIMATED"
+    ax.text(0.02, 0.97, label, transform=ax.transAxes, va="top", ha="left", fontsize=8, color="#8a4b00",
+            bbox={"boxstyle": "round", "fc": "#fff3d6", "ec": "#d9a441"})
 
 
 def vs_batch(rows: Sequence[Row], metrics: Sequence[Metric], title: str, out_dir: Path, name: str,

@@ -18,7 +18,9 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 def load(name: str) -> str:
     """The template's text: the installed copy first, else the repository's (editable installs)."""
     try:
-        packaged = resources.files("effbench").joinpath("_data", "reports", "templates", name)
+        packaged = resources.files("effbench")
+        for part in ("_data", "reports", "templates", name):  # one part per call: 3.10 Traversables
+            packaged = packaged.joinpath(part)
         if packaged.is_file():
             return packaged.read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
