@@ -57,6 +57,7 @@ class SweepConfig(BaseModel):
     threads: Optional[int] = Field(default=None, ge=1)
     seed: int = 0
     perplexity: bool = True
+    ppl_threshold: float = Field(default=0.10, gt=0, description="flag schemes whose perplexity rises more than this")
 
     @field_validator("model", "backend", "quant", "batch_sizes", "prompt_tokens", "new_tokens", "prompts", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
 from effbench.errors import EffbenchError
 from effbench.hardware import Detected, detect, resolve_profile_id
-from effbench.measure.host import InterferenceProbe
+from effbench.measure.host import InterferenceProbe, trim_heap
 from effbench.measure.loop import RepeatPolicy, Workload, run_loop
 from effbench.measure.energy import energy_section
 from effbench.measure.summary import stats_section, throughput_section
@@ -87,7 +87,8 @@ def _plan(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, s
     for model in config.model:
         spec = specs[model]
         for backend in config.backend:
-            for scheme_name in config.quant:
+            # unquantized schemes first: they are the perplexity baseline of the quantized ones
+            for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
                 scheme = get_scheme(scheme_name)
                 points = [
                     ConfigPoint(spec.id, backend, devices[backend], scheme.name, ps, pt, nt, bs)
@@ -145,6 +146,8 @@ class Sweep:
         self.groups = _plan(config, self.specs, self.devices)
         self.run_id = ""
         self.idle_power_w: Optional[float] = None
+        self.quant_notes: dict[tuple[str, str, str], Optional[str]] = {}
+        self.baselines: dict[tuple[str, str], tuple[str, float]] = {}  # (model, backend) -> (scheme, ppl)
 
     # -- run directory -----------------------------------------------------------------------
     def _open_store(self) -> set[str]:
@@ -185,7 +188,8 @@ class Sweep:
             model=sections.pop("model", ModelInfo(id=group.spec.id, source=group.spec.source)),
             backend=BackendInfo(name=group.backend, version=backend.version(), device=point.device,
                                 threads=self.config.threads or _torch_threads()),
-            quantization=QuantizationInfo(scheme=group.scheme.name, weight_bits=group.scheme.weight_bits),
+            quantization=QuantizationInfo(scheme=group.scheme.name, weight_bits=group.scheme.weight_bits,
+                                          library=group.scheme.library, note=self.quant_notes.get(_group_key(group))),
             workload=WorkloadInfo(batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,
                                   new_tokens=point.new_tokens, prompt_set=point.prompt_set),
             hardware=HardwareInfo(profile=self.profile, detected_name=self.detected.name),
@@ -238,9 +242,10 @@ class Sweep:
             for p in todo:
                 self._finish(p, self._record(p, group, error=f"{kind}: {type(e).__name__}: {_first_line(e)}"))
             return
+        self.quant_notes[_group_key(group)] = loaded.quant_note
         model_info = ModelInfo(id=group.spec.id, source=group.spec.source, params=loaded.params,
                                weights_bytes=loaded.weights_bytes)
-        quality = self._quality(backend) if self.config.perplexity else Quality(note="disabled (perplexity: false)")
+        quality = self._quality(backend, group) if self.config.perplexity else Quality(note="disabled (perplexity: false)")
         oom_at: dict[tuple, int] = {}
         try:
             for p in todo:
@@ -255,8 +260,10 @@ class Sweep:
                 self._finish(p, record)
         finally:
             backend.unload()
+            trim_heap()
 
-    def _quality(self, backend: Backend) -> Quality:
+    def _quality(self, backend: Backend, group: _Group) -> Quality:
+        """Perplexity on the shipped texts, and its rise over the model's unquantized baseline (rule 9)."""
         try:
             ppl, n = backend.perplexity(load_quality_text("en"))
             ppl_ko, _ = backend.perplexity(load_quality_text("ko"))
@@ -264,7 +271,18 @@ class Sweep:
             return Quality(note="this backend cannot score perplexity")
         except Exception as e:  # noqa: BLE001
             return Quality(note=f"perplexity failed: {type(e).__name__}: {_first_line(e)}")
-        return Quality(perplexity=ppl, text="effbench/quality/en", tokens=n, perplexity_ko=ppl_ko)
+        quality = Quality(perplexity=ppl, text="effbench/quality/en", tokens=n, perplexity_ko=ppl_ko)
+        key = (group.spec.id, group.backend)
+        if group.scheme.unquantized:
+            self.baselines.setdefault(key, (group.scheme.name, ppl))
+        elif key in self.baselines:
+            base_name, base = self.baselines[key]
+            rise = ppl / base - 1
+            quality.baseline_scheme, quality.perplexity_rise = base_name, rise
+            quality.flagged = rise > self.config.ppl_threshold
+        else:
+            quality.note = "no unquantized scheme in this sweep to compare perplexity with"
+        return quality
 
     def _run_point(self, backend: Backend, group: _Group, p: ConfigPoint, model_info: ModelInfo,
                    quality: Quality, kv_bytes_per_token: Optional[int]) -> Record:
@@ -296,6 +314,10 @@ class Sweep:
                           weights_bytes=model_info.weights_bytes, kv_bytes_per_token=kv_bytes_per_token),
             stats=stats_section(result, policy.warmup, probe.stop()),
         )
+
+
+def _group_key(group: _Group) -> tuple[str, str, str]:
+    return (group.spec.id, group.backend, group.scheme.name)
 
 
 def _is_group_error(e: EffbenchError) -> bool:

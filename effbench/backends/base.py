@@ -23,6 +23,7 @@ class LoadedModel:
     kv_bytes_per_token: Optional[int]  # KV cache bytes per token per sequence
     device: str
     load_s: float
+    quant_note: Optional[str] = None  # what the scheme did (layers quantized or skipped)
 
 
 @dataclass

@@ -24,6 +24,31 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def tensor_bytes(t: Any) -> int:
+    """Storage of a tensor; tensor subclasses (torchao, quanto) are summed over their inner tensors."""
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is not None:
+        names, _ = flatten()
+        return sum(tensor_bytes(getattr(t, n)) for n in names if getattr(t, n, None) is not None)
+    return t.numel() * t.element_size()
+
+
+class _quiet_quant_libraries:
+    """torchao logs missing CUDA extensions and deprecations on import; they are noise on CPU."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        for name in ("torchao", "optimum.quanto", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.__exit__(*exc)
+
+
 @dataclass
 class _Batch:
     input_ids: Any
@@ -81,17 +106,22 @@ class TransformersBackend(Backend):
         t0 = time.perf_counter()
         path = self._checkpoint(model)
         dtype = getattr(torch, scheme.compute_dtype)
+        extra = scheme.load_kwargs(device) if scheme.load_kwargs else {}
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
+            if not extra:  # quantize-on-load models are placed by their device_map and cannot move
+                self.model = self.model.to(device)
         except OSError as e:
             where = "from the Hugging Face Hub (is it reachable from here?)" if model.kind == "hub" else f"from '{path}'"
             raise EffbenchError(f"cannot load model '{model.source}' {where}: {str(e).splitlines()[0]}") from None
         except torch.OutOfMemoryError:
             raise OutOfMemory(f"model '{model.id}' in {scheme.name} does not fit on {device}") from None
         self.model.eval()
+        note = None
         if scheme.apply is not None:
-            self.model = scheme.apply(self.model)
+            with _quiet_quant_libraries():
+                note = scheme.apply(self.model, device)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = device
@@ -101,21 +131,23 @@ class TransformersBackend(Backend):
             kv_bytes_per_token=self._kv_bytes_per_token(dtype),
             device=device,
             load_s=time.perf_counter() - t0,
+            quant_note=note,
         )
 
     def _weights_bytes(self) -> int:
+        """Bytes the weights occupy as loaded: quantized tensors count their packed data and scales."""
         seen: set[int] = set()
         total = 0
         for t in list(self.model.parameters()) + list(self.model.buffers()):
             if id(t) not in seen:  # tied embeddings count once
                 seen.add(id(t))
-                total += t.numel() * t.element_size()
+                total += tensor_bytes(t)
         # Dynamically quantized Linear layers keep packed weights outside parameters().
         for m in self.model.modules():
             packed = getattr(m, "_packed_params", None)
             if packed is not None and hasattr(packed, "_weight_bias"):
                 w, b = packed._weight_bias()
-                total += w.numel() * w.element_size() + (b.numel() * b.element_size() if b is not None else 0)
+                total += tensor_bytes(w) + (tensor_bytes(b) if b is not None else 0)
         return total
 
     def _kv_bytes_per_token(self, dtype: Any) -> Optional[int]:

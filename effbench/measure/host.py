@@ -38,6 +38,19 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def trim_heap() -> None:
+    """Hand freed heap back to the OS (glibc keeps it), so the next configuration's peak RSS
+    does not include the previous model's memory."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 # Share of the whole machine's CPU time used by *other* processes above which a record is flagged.
 INTERFERENCE_CPU_FRAC = 0.15
 

@@ -1,8 +1,9 @@
 """The quantization scheme registry: one name per scheme, which backends and devices run it.
 
-Names follow ``library-type`` (brief, section 4). A scheme's ``apply`` turns a loaded model
-(already in ``compute_dtype``) into its quantized form; backends call ``support()`` first so an
-unsupported combination becomes a record with a clear ``error`` instead of a crash.
+Names follow ``library-type`` (brief, section 4). A scheme either passes ``load_kwargs`` to the
+loader (bitsandbytes quantizes while loading) or ``apply``s itself in place to a model already loaded
+in ``compute_dtype`` and returns a note on what it did (e.g. layers it had to skip). Backends call
+``support()`` first so an unsupported combination becomes a record with a clear ``error``.
 """
 from __future__ import annotations
 
@@ -24,8 +25,14 @@ class Scheme:
     backends: tuple[str, ...]
     devices: tuple[str, ...]  # "cpu", "cuda"
     description: str
-    apply: Optional[Callable[[Any], Any]] = field(default=None, compare=False)
+    apply: Optional[Callable[[Any, str], Optional[str]]] = field(default=None, compare=False)
+    load_kwargs: Optional[Callable[[str], dict]] = field(default=None, compare=False)
     requires: tuple[str, ...] = ()  # importable modules it needs
+
+    @property
+    def unquantized(self) -> bool:
+        """Plain float weights: the perplexity baseline for quantized schemes."""
+        return self.apply is None and self.load_kwargs is None and self.library == "torch"
 
     def support(self, backend: str, device_type: str) -> Optional[str]:
         """``None`` when the scheme can run on ``backend``/``device_type``, else the reason it cannot."""
@@ -33,12 +40,19 @@ class Scheme:
             return f"scheme '{self.name}' does not run on the {backend} backend (it runs on: {', '.join(self.backends)})"
         if device_type not in self.devices:
             return f"scheme '{self.name}' needs a {' or '.join(self.devices).upper()} device, not {device_type}"
-        import importlib.util
-
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in self.requires if not _importable(m)]
         if missing:
             return f"scheme '{self.name}' needs the Python package '{missing[0]}' (pip install 'effbench[quant]')"
         return None
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a missing parent package ("optimum" for "optimum.quanto")
+        return False
 
 
 _REGISTRY: dict[str, Scheme] = {}

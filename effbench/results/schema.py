@@ -35,6 +35,8 @@ class BackendInfo(_Section):
 class QuantizationInfo(_Section):
     scheme: str
     weight_bits: Optional[float] = None
+    library: Optional[str] = None
+    note: Optional[str] = None  # what was quantized, and anything left in full precision
 
 
 class WorkloadInfo(_Section):
@@ -100,9 +102,13 @@ class Memory(_Section):
 
 
 class Quality(_Section):
-    perplexity: Optional[float] = None
+    perplexity: Optional[float] = None  # on the shipped English text
+    perplexity_ko: Optional[float] = None  # on the shipped Korean text
     text: Optional[str] = None
     tokens: Optional[int] = None
+    baseline_scheme: Optional[str] = None  # the unquantized scheme this one is compared with
+    perplexity_rise: Optional[float] = None  # relative rise over the baseline's perplexity
+    flagged: bool = False  # rise above the sweep's ppl_threshold
     note: Optional[str] = None
 
 
