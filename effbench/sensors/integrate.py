@@ -38,10 +38,10 @@ def median_interval(times: np.ndarray) -> Optional[float]:
 
 def coverage(times: np.ndarray, start: float, end: float, reach_s: float) -> float:
     """Fraction of [start, end] within ``reach_s`` of some sample (union of [t-r, t+r])."""
-    if end <= start:
-        return 1.0 if times.size else 0.0
     if times.size == 0:
         return 0.0
+    if end <= start:  # an instant: observed if a sample reaches it
+        return 1.0 if float(np.min(np.abs(times - start))) <= reach_s else 0.0
     lo = np.clip(times - reach_s, start, end)
     hi = np.clip(times + reach_s, start, end)
     # Samples are sorted, so the intervals are too; merge by a running maximum of their ends.
@@ -81,7 +81,7 @@ def integrate(
     joules = float(np.sum((ys[1:] + ys[:-1]) * np.diff(xs)) / 2.0) if duration > 0 else 0.0
     reach = (max_gap_intervals * interval / 2.0) if interval else 0.0
     # Without a known interval (a single sample) nothing says how far a sample reaches.
-    cov = coverage(t, start, end, reach) if reach > 0 else (1.0 if duration == 0 else 0.0)
+    cov = coverage(t, start, end, reach) if reach > 0 else 0.0
     return Integral(joules, duration, cov, interval, int(inside.sum()))
 
 

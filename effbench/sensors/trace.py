@@ -113,7 +113,8 @@ def load_trace(path: str | Path) -> Trace:
         raise EffbenchError(f"trace '{path}' is empty")
     header_cells = rows[0][1]
     cols = _columns_from_header(header_cells)
-    if cols is not None:
+    has_header = cols is not None
+    if has_header:
         rows = rows[1:]
     elif len(header_cells) in (2, 3):  # no header: timestamp,[index,]watts
         cols = _Columns(0, len(header_cells) - 1, 1 if len(header_cells) == 3 else None)
@@ -124,7 +125,7 @@ def load_trace(path: str | Path) -> Trace:
     points: dict[str, list[tuple[float, float]]] = {}
     width = max(cols.time, cols.power, cols.index or 0) + 1
     for n, row in rows:
-        if [c.strip() for c in row] == [c.strip() for c in header_cells]:
+        if has_header and [c.strip() for c in row] == [c.strip() for c in header_cells]:
             continue  # a repeated header (a restarted logger appending to the same file)
         if len(row) < width:
             raise EffbenchError(f"{path}:{n}: expected {width} columns, got {len(row)}: {','.join(row)!r}")
