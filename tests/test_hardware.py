@@ -15,7 +15,7 @@ from effbench.hardware import (
     Detected, HardwareProfile, get_profile, load_profile_file, match_profile, parse_price_options, profile_for,
     profiles, resolve_profile_id,
 )
-from effbench.hardware.profiles import shipped_dir, user_dir
+from effbench.hardware.catalog import shipped_dir, user_dir
 
 SHIPPED = {"h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l40s", "l4", "a10g", "t4", "rtx-4090", "mi300x"}
 

@@ -15,7 +15,7 @@ import yaml
 
 from effbench.errors import EffbenchError
 from effbench.hardware import parse_price_options
-from effbench.hardware.profiles import user_dir
+from effbench.hardware.catalog import user_dir
 from effbench.planner import Demand, PlanRequest, plan
 from effbench.results.schema import Record
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-from effbench.hardware.profiles import HardwareProfile
+from effbench.hardware.catalog import HardwareProfile
 from effbench.results.schema import Record
 
 ProfileArg = Union[HardwareProfile, str, None]

@@ -95,7 +95,7 @@ def detect_command(
 ) -> None:
     """Detect this machine and show its profile (a CPU's memory bandwidth is measured once, about a second, and cached)."""
     from effbench.hardware import detect, get_profile
-    from effbench.hardware.profiles import prices_file, user_dir
+    from effbench.hardware.catalog import prices_file, user_dir
 
     d = detect(device)
     p = get_profile(d.profile, _prices(price)) if d.profile else None

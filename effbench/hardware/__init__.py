@@ -11,7 +11,7 @@ from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
 from effbench.hardware.detection import (
     Detected, detect, get_profile, known_ids, match_profile, profile_for, resolve_profile_id,
 )
-from effbench.hardware.profiles import (
+from effbench.hardware.catalog import (
     HardwareProfile, PeakTflops, PriceOverride, load_price_file, load_profile_file, parse_price_options,
     profiles,
 )

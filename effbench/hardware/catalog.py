@@ -1,5 +1,5 @@
-"""Hardware profiles: the model, loading from YAML with errors that name the file and key, the
-shipped set, user profiles and price overrides.
+"""The profile catalog: the model, loading from YAML with errors that name the file and key, the
+shipped set, user profiles and price overrides. (Not named ``profiles``: that is the public function.)
 
 Where profiles come from, later ones replacing earlier ones with the same id:
 1. shipped: ``effbench/_data/hardware`` in a wheel, the repository's ``hardware/`` in an editable install;

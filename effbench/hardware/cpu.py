@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
-from effbench.hardware.profiles import HardwareProfile
+from effbench.hardware.catalog import HardwareProfile
 
 LOCK_FILE = os.environ.get("EFFBENCH_CPU_LOCK", "/tmp/effbench-cpu.lock")
 LOCK_WAIT_S = 30.0

@@ -7,7 +7,7 @@ from typing import Optional
 
 from effbench.errors import EffbenchError
 from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
-from effbench.hardware.profiles import (
+from effbench.hardware.catalog import (
     HardwareProfile, PriceOverride, apply_prices, load_price_file, load_profile_file, looks_like_path,
     profiles, register, suggest,
 )
