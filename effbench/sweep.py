@@ -14,7 +14,7 @@ from typing import Any, Optional
 from effbench.backends import Backend, create_backend
 from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
-from effbench.errors import EffbenchError
+from effbench.errors import EffbenchError, UnsupportedError
 from effbench.hardware import Detected, detect, resolve_profile_id
 from effbench.measure.host import InterferenceProbe, trim_heap
 from effbench.measure.loop import RepeatPolicy, Workload, run_loop
@@ -137,9 +137,12 @@ class Sweep:
         # Preflight: every input error surfaces here, before any model is loaded.
         self.specs = {m: resolve_model(m) for m in config.model}
         self.prompt_sets = {p: load_prompt_set(p) for p in config.prompts}
-        self.backends: dict[str, Backend] = {b: create_backend(b) for b in config.backend}
-        self.devices = {b: be.resolve_device(config.device) for b, be in self.backends.items()}
-        first_device = next(iter(self.devices.values()))
+        self.backends: dict[str, Backend] = {}
+        self.devices: dict[str, str] = {}
+        self.unavailable: dict[str, str] = {}  # backend -> why it cannot run here (recorded per configuration)
+        for name in config.backend:
+            self._prepare_backend(name)
+        first_device = next((self.devices[b] for b in self.backends), "cpu")
         self.sensor = create_sensor(config.sensor, first_device)
         self.detected: Detected = detect(first_device)
         self.profile = resolve_profile_id(config.hardware, self.detected)
@@ -148,6 +151,21 @@ class Sweep:
         self.idle_power_w: Optional[float] = None
         self.quant_notes: dict[tuple[str, str, str], Optional[str]] = {}
         self.baselines: dict[tuple[str, str], tuple[str, float]] = {}  # (model, backend) -> (scheme, ppl)
+
+    def _prepare_backend(self, name: str) -> None:
+        """A backend that cannot run here (missing package, no GPU for 'auto') becomes error records
+        and the sweep goes on; a device the user named explicitly that is not present is an input error."""
+        backend = None
+        try:
+            backend = create_backend(name)
+            self.devices[name] = backend.resolve_device(self.config.device)
+        except UnsupportedError as e:
+            if backend is not None and self.config.device != "auto":
+                raise
+            self.unavailable[name] = str(e)
+            self.devices[name] = self.config.device
+            return
+        self.backends[name] = backend
 
     # -- run directory -----------------------------------------------------------------------
     def _open_store(self) -> set[str]:
@@ -180,13 +198,13 @@ class Sweep:
 
     # -- records -----------------------------------------------------------------------------
     def _record(self, point: ConfigPoint, group: _Group, **sections: Any) -> Record:
-        backend = self.backends[group.backend]
+        backend = self.backends.get(group.backend)
         return Record(
             run_id=self.run_id,
             config_id=point.config_id,
             created_at=now_iso(),
             model=sections.pop("model", ModelInfo(id=group.spec.id, source=group.spec.source)),
-            backend=BackendInfo(name=group.backend, version=backend.version(), device=point.device,
+            backend=BackendInfo(name=group.backend, version=backend.version() if backend else None, device=point.device,
                                 threads=self.config.threads or _torch_threads()),
             quantization=QuantizationInfo(scheme=group.scheme.name, weight_bits=group.scheme.weight_bits,
                                           library=group.scheme.library, note=self.quant_notes.get(_group_key(group))),
@@ -219,13 +237,13 @@ class Sweep:
         return Run(self.store.path, self.run_id, [Record.model_validate(d) for d in self.store.record_dicts()])
 
     def _run_group(self, group: _Group, todo: list[ConfigPoint]) -> None:
-        backend = self.backends[group.backend]
         device = self.devices[group.backend]
-        reason = group.scheme.support(group.backend, device.partition(":")[0])
+        reason = self.unavailable.get(group.backend) or group.scheme.support(group.backend, device.partition(":")[0])
         if reason:
             for p in todo:
                 self._finish(p, self._record(p, group, error=f"unsupported: {reason}"))
             return
+        backend = self.backends[group.backend]
         self.observer.message(f"loading {group.spec.id} ({group.scheme.name}) on {device}")
         if hasattr(backend, "notify"):
             backend.notify = self.observer.message

@@ -10,8 +10,11 @@ from effbench.errors import UnsupportedError
 # name -> "module:Class" (imported lazily) or a factory registered at run time
 _BACKENDS: dict[str, Union[str, Callable[[], Backend]]] = {
     "transformers": "effbench.backends.transformers:TransformersBackend",
+    "llamacpp": "effbench.backends.llamacpp:LlamaCppBackend",
+    "vllm": "effbench.backends.vllm:VLLMBackend",
 }
-_ALIASES = {"pytorch": "transformers", "torch": "transformers", "hf": "transformers"}
+_ALIASES = {"pytorch": "transformers", "torch": "transformers", "hf": "transformers",
+            "llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp"}
 
 
 def backend_names() -> list[str]:

@@ -120,7 +120,9 @@ def run_command(
         out.print("~ tok/J is estimated (TDP x utilisation), not measured; see energy.basis in the records.", style="dim")
     out.print(cell(f"results: {result.path / 'results.jsonl'}"))
     if result.records and all(r.error for r in result.records):
-        raise typer.Exit(1)
+        from effbench.errors import EffbenchError
+
+        raise EffbenchError("no configuration could be measured; the note column above says why for each")
 
 
 def register(app: typer.Typer) -> None:

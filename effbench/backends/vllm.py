@@ -1,0 +1,115 @@
+"""vLLM backend: the offline engine on CUDA; a batch is that many concurrent sequences.
+
+Prefix caching is off so repeated prompts pay their prefill every time, and ``ignore_eos`` with
+``min_tokens`` forces exactly ``new_tokens`` per sequence, as on every backend.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from effbench.backends.base import Backend, LoadedModel, OutputSize
+from effbench.errors import EffbenchError, UnsupportedError
+from effbench.models import ModelSpec, PromptSet, build_token_rows
+from effbench.quant import Scheme
+
+try:  # imported lazily by the registry; fail with a reason the sweep can record
+    import vllm
+except ImportError as e:  # pragma: no cover - depends on the machine
+    raise UnsupportedError(f"the vLLM backend needs the 'vllm' package and a CUDA GPU ({e})") from None
+
+_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.device = "cuda"
+        self.max_len = 0
+
+    def version(self) -> str:
+        return f"vllm {vllm.__version__}, torch {self.torch.__version__}"
+
+    def resolve_device(self, requested: str) -> str:
+        if not self.torch.cuda.is_available():
+            raise UnsupportedError("the vLLM backend needs a CUDA GPU and none is visible; use --backend transformers")
+        if requested in ("auto", "cuda", "cuda:0"):
+            return "cuda"
+        raise UnsupportedError(f"the vLLM backend runs on 'cuda' (select GPUs with CUDA_VISIBLE_DEVICES), not '{requested}'")
+
+    def load(self, model: ModelSpec, scheme: Scheme, device: str, threads: Optional[int], seed: int) -> LoadedModel:
+        if scheme.compute_dtype not in _DTYPES or not scheme.unquantized:
+            raise UnsupportedError(f"scheme '{scheme.name}' is not wired to the vLLM backend (use fp16/bf16/fp32)")
+        if model.kind == "gguf":
+            raise UnsupportedError("the vLLM backend needs a Hugging Face checkpoint, not a GGUF file")
+        t0 = time.perf_counter()
+        try:
+            self.llm = vllm.LLM(model=model.location, dtype=_DTYPES[scheme.compute_dtype], seed=seed,
+                                enable_prefix_caching=False, max_model_len=self.max_len or None)
+        except Exception as e:  # noqa: BLE001 - vLLM raises many types at start-up
+            raise EffbenchError(f"vLLM could not start with '{model.source}': {str(e).splitlines()[0]}") from None
+        self.tokenizer = self.llm.get_tokenizer()
+        cfg = self.llm.llm_engine.model_config.hf_config
+        return LoadedModel(params=None, weights_bytes=_checkpoint_bytes(model.location),
+                           kv_bytes_per_token=_kv_bytes(cfg, scheme.compute_dtype), device=device,
+                           load_s=time.perf_counter() - t0)
+
+    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int) -> list[dict]:
+        rows = build_token_rows(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"],
+                                prompts, batch_size, prompt_tokens)
+        return [{"prompt_token_ids": r} for r in rows]
+
+    def _run(self, batch: list[dict], n: int) -> Any:
+        params = vllm.SamplingParams(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0.0)
+        return self.llm.generate(batch, params, use_tqdm=False)
+
+    def prefill(self, batch: list[dict]) -> Any:
+        return self._run(batch, 1)
+
+    def generate(self, batch: list[dict], new_tokens: int) -> Any:
+        return self._run(batch, new_tokens)
+
+    def output_size(self, output: Any, batch: Any) -> OutputSize:
+        outs = [o.outputs[0] for o in output]
+        return OutputSize(tokens=sum(len(o.token_ids) for o in outs), chars=sum(len(o.text) for o in outs))
+
+    def perplexity(self, text: str, max_tokens: int = 512) -> tuple[float, int]:
+        ids = self.tokenizer(text)["input_ids"][:max_tokens]
+        params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        out = self.llm.generate([{"prompt_token_ids": ids}], params, use_tqdm=False)[0]
+        logprobs = [next(iter(d.values())).logprob for d in out.prompt_logprobs[1:] if d]
+        return math.exp(-sum(logprobs) / len(logprobs)), len(ids)
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return isinstance(exc, (MemoryError, self.torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()
+
+    def unload(self) -> None:
+        self.llm = None
+        import gc
+
+        gc.collect()
+        self.torch.cuda.empty_cache()
+
+
+def _checkpoint_bytes(location: str) -> Optional[int]:
+    path = Path(location)
+    files = list(path.glob("*.safetensors")) or list(path.glob("*.bin")) if path.is_dir() else []
+    return sum(f.stat().st_size for f in files) or None
+
+
+def _kv_bytes(cfg: Any, dtype: str) -> Optional[int]:
+    try:
+        heads = cfg.num_attention_heads
+        kv = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        return int(2 * cfg.num_hidden_layers * kv * head_dim * (4 if dtype == "float32" else 2))
+    except AttributeError:
+        return None
