@@ -185,10 +185,24 @@ class Sweep:
             "environment": collect({"seed": self.config.seed, "sensor_device": self.sensor.environment()}),
             "sensor": self.sensor.info().to_dict(),
             "idle_baseline": idle,
-            "hardware": {"profile": self.profile, "detected_name": self.detected.name, "kind": self.detected.kind},
+            "hardware": self._hardware_block(),
             "sessions": sessions,
         })
         return done
+
+    def _hardware_block(self) -> dict[str, Any]:
+        """The profile the run is filed under, written out in full (bandwidth, TDP, prices as of
+        now) so reports and plans made on another machine need not find it again."""
+        from effbench.hardware import profile_for
+
+        block: dict[str, Any] = {"profile": self.profile, "detected_name": self.detected.name, "kind": self.detected.kind}
+        try:
+            resolved = profile_for(self.profile, self.detected.name, measure=True)
+        except EffbenchError as e:
+            block["resolved_error"] = str(e)
+            return block
+        block["resolved"] = resolved.model_dump(mode="json") if resolved else None
+        return block
 
     def _close_store(self, status: str) -> None:
         data = self.store.read_run()
@@ -312,7 +326,7 @@ class Sweep:
         workload = Workload(p.batch_size, p.prompt_tokens, p.new_tokens)
         probe = InterferenceProbe()
         try:
-            batch = backend.prepare(self.prompt_sets[p.prompt_set], p.batch_size, p.prompt_tokens)
+            batch = backend.prepare(self.prompt_sets[p.prompt_set], p.batch_size, p.prompt_tokens, p.new_tokens)
             result = run_loop(backend, batch, workload, self.sensor, policy,
                               on_repeat=lambda r: self.observer.repeat_done(p, r.repeats))
         except KeyboardInterrupt:

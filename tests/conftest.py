@@ -65,7 +65,7 @@ class FakeBackend(Backend):
     def load(self, model, scheme, device, threads, seed) -> LoadedModel:
         return LoadedModel(params=1000, weights_bytes=4000, kv_bytes_per_token=64, device="cpu", load_s=0.0)
 
-    def prepare(self, prompts, batch_size: int, prompt_tokens: int) -> Any:
+    def prepare(self, prompts, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> Any:
         if self.oom_at_batch is not None and batch_size >= self.oom_at_batch:
             raise MemoryError(f"fake OOM at batch {batch_size}")
         return {"b": batch_size, "p": prompt_tokens}

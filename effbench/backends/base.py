@@ -46,8 +46,9 @@ class Backend(ABC):
     def load(self, model: ModelSpec, scheme: Scheme, device: str, threads: Optional[int], seed: int) -> LoadedModel: ...
 
     @abstractmethod
-    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int) -> Any:
-        """An opaque, device-resident batch of ``batch_size`` prompts of exactly ``prompt_tokens`` tokens."""
+    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> Any:
+        """An opaque, device-resident batch of ``batch_size`` prompts of exactly ``prompt_tokens`` tokens.
+        ``new_tokens`` lets a backend size its KV cache for the generation to come."""
 
     @abstractmethod
     def prefill(self, batch: Any) -> Any:

@@ -163,7 +163,7 @@ class TransformersBackend(Backend):
         return int(2 * layers * kv_heads * head_dim * self.torch.tensor([], dtype=dtype).element_size())
 
     # -- running ---------------------------------------------------------------------------
-    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int) -> _Batch:
+    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> _Batch:
         rows = build_token_rows(
             lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], prompts, batch_size, prompt_tokens
         )

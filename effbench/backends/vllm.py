@@ -62,7 +62,7 @@ class VLLMBackend(Backend):
                            kv_bytes_per_token=_kv_bytes(cfg, scheme.compute_dtype), device=device,
                            load_s=time.perf_counter() - t0)
 
-    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int) -> list[dict]:
+    def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> list[dict]:
         rows = build_token_rows(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"],
                                 prompts, batch_size, prompt_tokens)
         return [{"prompt_token_ids": r} for r in rows]
