@@ -45,6 +45,7 @@ class SweepConfig(BaseModel):
     repeats: Optional[int] = Field(default=None, ge=1, description="fixed number of repeats (default: adaptive)")
     sensor: str = "auto"
     hardware: Optional[str] = None
+    region: Optional[str] = None  # grid region for CO2e (ISO country, USA/<state>, world, ...)
     out: Optional[str] = None
     resume: bool = False
     # Method knobs (brief, section 3): warm-up, adaptive repeats, time cap, idle baseline.

@@ -21,6 +21,7 @@ from effbench.measure.loop import RepeatPolicy, Workload, run_loop
 from effbench.measure.energy import energy_section
 from effbench.measure.summary import stats_section, throughput_section
 from effbench.models import ModelSpec, load_prompt_set, load_quality_text, resolve_model
+from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.quant import Scheme, get_scheme
 from effbench.results.schema import (BackendInfo, HardwareInfo, Memory, ModelInfo, Quality,
                                      QuantizationInfo, Record, WorkloadInfo)
@@ -147,6 +148,9 @@ class Sweep:
         self.detected: Detected = detect(first_device)
         self.profile = resolve_profile_id(config.hardware, self.detected)
         self.groups = _plan(config, self.specs, self.devices)
+        from effbench.analysis.carbon import resolve as resolve_grid
+
+        self.grid = resolve_grid(config.region)  # a mistyped region fails here, before any work
         self.run_id = ""
         self.idle_power_w: Optional[float] = None
         self.quant_notes: dict[tuple[str, str, str], Optional[str]] = {}
@@ -185,6 +189,7 @@ class Sweep:
             "environment": collect({"seed": self.config.seed, "sensor_device": self.sensor.environment()}),
             "sensor": self.sensor.info().to_dict(),
             "idle_baseline": idle,
+            "grid": {"region": self.grid.region, "intensity_g_per_kwh": self.grid.g_per_kwh, "source": self.grid.source},
             "hardware": self._hardware_block(),
             "sessions": sessions,
         })
@@ -217,7 +222,8 @@ class Sweep:
             run_id=self.run_id,
             config_id=point.config_id,
             created_at=now_iso(),
-            model=sections.pop("model", ModelInfo(id=group.spec.id, source=group.spec.source)),
+            model=sections.pop("model", ModelInfo(id=group.spec.id, source=group.spec.source,
+                                                  **record_fields(group.spec.kind))),
             backend=BackendInfo(name=group.backend, version=backend.version() if backend else None, device=point.device,
                                 threads=self.config.threads or _torch_threads()),
             quantization=QuantizationInfo(scheme=group.scheme.name, weight_bits=group.scheme.weight_bits,
@@ -276,8 +282,11 @@ class Sweep:
             return
         self.quant_notes[_group_key(group)] = loaded.quant_note
         model_info = ModelInfo(id=group.spec.id, source=group.spec.source, params=loaded.params,
-                               weights_bytes=loaded.weights_bytes)
-        quality = self._quality(backend, group) if self.config.perplexity else Quality(note="disabled (perplexity: false)")
+                               weights_bytes=loaded.weights_bytes, **record_fields(group.spec.kind))
+        if group.spec.kind == "arch":
+            quality = Quality(note=RANDOM_WEIGHTS_QUALITY_NOTE)
+        else:
+            quality = self._quality(backend, group) if self.config.perplexity else Quality(note="disabled (perplexity: false)")
         oom_at: dict[tuple, int] = {}
         try:
             for p in todo:
@@ -337,10 +346,14 @@ class Sweep:
                                 error=f"{kind}: {type(e).__name__}: {_first_line(e)}")
         finally:
             batch = None  # free activations before the next configuration
+        from effbench.analysis.carbon import carbon_section
+
+        energy = energy_section(result, self.idle_power_w)
         return self._record(
             p, group, model=model_info, quality=quality,
             throughput=throughput_section(result),
-            energy=energy_section(result, self.idle_power_w),
+            energy=energy,
+            carbon=carbon_section(energy, p.batch_size * p.new_tokens, self.grid),
             memory=Memory(peak_host_bytes=result.peak_host_bytes, peak_device_bytes=result.peak_device_bytes,
                           peak_device_reserved_bytes=result.peak_device_reserved_bytes,
                           weights_bytes=model_info.weights_bytes, kv_bytes_per_token=kv_bytes_per_token),

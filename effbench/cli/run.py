@@ -83,6 +83,7 @@ def run_command(
     repeats: Optional[int] = typer.Option(None, "--repeats", "-r", help="Exactly this many repeats per configuration. (default: adaptive, until CI95 <= --ci-target)", show_default=False),
     sensor: Optional[str] = typer.Option(None, "--sensor", help="Energy sensor: auto, nvml, rapl, estimate or none. (default: auto)", show_default=False),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Hardware profile id or profile YAML path. (default: detected)", show_default=False),
+    region: Optional[str] = typer.Option(None, "--region", help="Grid region for CO2e: ISO country code, USA/<state>, world, ... (default: EFFBENCH_REGION, else this machine's country, else world)", show_default=False),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory. (default: effbench-runs/run-<time>)", show_default=False),
     resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run in --out, skipping finished configurations.", show_default=False),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up generations per configuration. (default: 1)", show_default=False),
@@ -106,7 +107,7 @@ def run_command(
     overrides = dict(
         model=model, backend=backend, device=device, quant=quant, batch_sizes=batch_sizes,
         prompt_tokens=prompt_tokens, new_tokens=new_tokens, prompts=prompts, repeats=repeats, sensor=sensor,
-        hardware=hardware, out=out_dir, resume=resume, warmup=warmup, min_repeats=min_repeats,
+        hardware=hardware, region=region, out=out_dir, resume=resume, warmup=warmup, min_repeats=min_repeats,
         max_repeats=max_repeats, ci_target=ci_target, max_time_s=max_time_s, idle_s=idle_s, threads=threads,
         seed=seed, perplexity=perplexity,
     )
