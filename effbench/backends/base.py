@@ -29,7 +29,7 @@ class LoadedModel:
 @dataclass
 class OutputSize:
     tokens: int  # generated tokens over the whole batch
-    chars: int  # characters of the decoded output over the whole batch
+    chars: Optional[int]  # characters of the decoded output over the whole batch; None when not text (random weights)
 
 
 class Backend(ABC):
