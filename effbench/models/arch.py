@@ -110,6 +110,9 @@ def config_dict(location: str) -> dict[str, Any]:
 
 def load_config(location: str) -> Any:
     """A transformers config for a causal LM, from the native classes only (never remote code)."""
+    from effbench.backends.transformers import _quiet_transformers
+
+    _quiet_transformers()  # before transformers is first imported: torchao logs CUDA-only kernels on import
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -196,3 +199,67 @@ def load_random(location: str, dtype: Any, device: str, seed: int) -> tuple[Rand
 def record_fields(kind: str) -> dict[str, Any]:
     """Extra ``ModelInfo`` fields for a model of this kind (empty for pretrained ones)."""
     return {"weights": "random", "note": RANDOM_WEIGHTS_NOTE} if kind == "arch" else {}
+
+
+# Bytes per parameter of the weights alone; quantized formats add scales (a few percent) and
+# usually leave embeddings unquantized, so int8/int4 figures are lower bounds.
+BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
+
+
+@dataclass(frozen=True)
+class ArchSummary:
+    """What ``effbench models`` shows for one architecture, computed from its config alone."""
+
+    name: str
+    hf_id: Optional[str]
+    model_type: str
+    params: ParamCount
+    stated_params: Optional[float]
+    stated_scope: Optional[str]
+    stated_source: Optional[str]
+    kv_bytes_per_token_bf16: Optional[int]  # K and V of every layer, one token of one sequence
+
+    @property
+    def stated_deviation(self) -> Optional[float]:
+        if not self.stated_params:
+            return None
+        return self.params.scoped(self.stated_scope or "total") / self.stated_params - 1
+
+    def weight_bytes(self, dtype: str) -> int:
+        return int(self.params.total * BYTES_PER_PARAM[dtype])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "model": f"{PREFIX}{self.name}", "hf_id": self.hf_id, "model_type": self.model_type,
+            "params": self.params.total, "non_embedding_params": self.params.non_embedding,
+            "stated_params": self.stated_params, "stated_scope": self.stated_scope,
+            "stated_source": self.stated_source, "stated_deviation": self.stated_deviation,
+            "weight_bytes": {d: self.weight_bytes(d) for d in BYTES_PER_PARAM},
+            "kv_bytes_per_token_bf16": self.kv_bytes_per_token_bf16,
+        }
+
+
+def _kv_bytes_per_token(config: Any, element_size: int = 2) -> Optional[int]:
+    text = getattr(config, "text_config", config)
+    try:
+        heads = text.num_attention_heads
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        return int(2 * text.num_hidden_layers * kv_heads * head_dim * element_size)
+    except AttributeError:
+        return None
+
+
+def summarize(location: str) -> ArchSummary:
+    """Parameter counts (meta device), weight bytes per dtype and stated counts of one config."""
+    config = load_config(location)
+    entry = catalog().get(location[len(PREFIX):]) if location.startswith(PREFIX) else None
+    name = entry.name if entry else Path(location).parent.name
+    return ArchSummary(
+        name=name, hf_id=entry.hf_id if entry else None, model_type=config.model_type,
+        params=count_params(config),
+        stated_params=entry.stated_params if entry else None,
+        stated_scope=entry.stated_scope if entry else None,
+        stated_source=entry.stated_source if entry else None,
+        kv_bytes_per_token_bf16=_kv_bytes_per_token(config),
+    )
