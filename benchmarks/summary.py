@@ -1,0 +1,75 @@
+"""``python -m benchmarks summary``: the latest figures of every machine as the markdown table in README.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from benchmarks.common import RESULTS
+
+SENSOR_TARGET = 0.01
+RUNNER_TARGET = 0.03
+
+
+def _load(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _verdict(value: float, target: float, noise: float) -> str:
+    """Against the target, and against the run-to-run spread of the baseline itself: on a shared
+    machine a difference smaller than that spread is not a measured overhead."""
+    if value < target:
+        return f"{value:+.1%} (within {target:.0%})"
+    if value < noise:
+        return f"{value:+.1%} (above {target:.0%}, inside the {noise:.1%} noise)"
+    return f"{value:+.1%} (ABOVE {target:.0%})"
+
+
+def _rows(machine: Path) -> Iterator[tuple[str, str, str]]:
+    ro = _load(machine / "runner_overhead.json")
+    if ro:
+        for bs, c in ro["batches"].items():
+            yield (f"runner overhead, batch {bs}", _verdict(c["overhead_rel"], RUNNER_TARGET, c["bare_spread_rel"]),
+                   f"effbench {c['effbench_decode_tps_median']:.1f} vs bare {c['bare_decode_tps_median']:.1f} decode tok/s; "
+                   f"bare spread {c['bare_spread_rel']:.1%}; {ro['created_at'][:10]}")
+    so = _load(machine / "sensor_overhead.json")
+    if so:
+        for name, c in so["conditions"].items():
+            if name != "none":
+                yield (f"sensor overhead, {name}", _verdict(c["overhead_rel"], SENSOR_TARGET, so["baseline_spread_rel"]),
+                       f"baseline spread {so['baseline_spread_rel']:.1%}; {so['created_at'][:10]}")
+    ttr = _load(machine / "time_to_result.json")
+    if ttr:
+        for r in ttr["configurations"]:
+            yield (f"time to result, {r['label']}", f"{r['loop_s']:.0f} s, {r['repeats']} repeats",
+                   f"stop: {r['stop_reason']}, CI95 ±{(r['ci95_rel'] or 0):.1%}; {ttr['created_at'][:10]}")
+    for run in sorted(machine.glob("*-sweep-*"))[-1:]:
+        for line in (run / "results.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            wl, th, en = rec["workload"], rec.get("throughput") or {}, rec.get("energy") or {}
+            if rec.get("error"):
+                yield (f"{run.name.rsplit('-', 2)[0]}, {rec['quantization']['scheme']} bs={wl['batch_size']}", "error", rec["error"][:80])
+                continue
+            tpj = en.get("tokens_per_joule")
+            yield (f"{run.name.rsplit('-', 2)[0]}, {rec['quantization']['scheme']} bs={wl['batch_size']}",
+                   f"{th.get('decode_tokens_per_s', 0):.1f} decode tok/s",
+                   f"{tpj:.2f} tok/J ({en.get('status')}), CI95 ±{(rec['stats'].get('ci95_rel') or 0):.1%}, {run.name}"
+                   if tpj else f"energy {en.get('status')}, {run.name}")
+
+
+def markdown() -> str:
+    out = []
+    for machine in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
+        rows = list(_rows(machine))
+        if not rows:
+            continue
+        out += [f"### `{machine.name}`", "", "| figure | value | detail |", "|---|---|---|"]
+        out += [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown())
