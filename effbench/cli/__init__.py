@@ -53,7 +53,7 @@ def _register() -> None:
 
     _run.register(app)
     _sensors.register(app)
-    for optional in ("hardware", "report", "compare", "plan", "models"):
+    for optional in ("hardware", "report", "compare", "plan", "models", "wheelhouse"):
         try:
             module = __import__(f"effbench.cli.{optional}", fromlist=["register"])
         except ModuleNotFoundError as e:
