@@ -1,0 +1,1 @@
+"""GPU validation suite: does effbench's GPU energy hold on real hardware? (see README.md)"""
