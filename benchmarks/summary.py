@@ -32,9 +32,14 @@ def _rows(machine: Path) -> Iterator[tuple[str, str, str]]:
     ro = _load(machine / "runner_overhead.json")
     if ro:
         for bs, c in ro["batches"].items():
+            paired = (f"; per round {c['paired_overhead_rel']:+.1%} [{c['paired_overhead_min']:+.1%}, "
+                      f"{c['paired_overhead_max']:+.1%}]" if "paired_overhead_rel" in c else "")
+            diag = (f"; bare + min_new_tokens {c['bare_plus_min_new_tokens_overhead_rel']:+.1%}"
+                    if "bare_plus_min_new_tokens_overhead_rel" in c else "")
             yield (f"runner overhead, batch {bs}", _verdict(c["overhead_rel"], RUNNER_TARGET, c["bare_spread_rel"]),
-                   f"effbench {c['effbench_decode_tps_median']:.1f} vs bare {c['bare_decode_tps_median']:.1f} decode tok/s; "
-                   f"bare spread {c['bare_spread_rel']:.1%}; {ro['created_at'][:10]}")
+                   f"effbench {c['effbench_decode_tps_median']:.1f} vs bare {c['bare_decode_tps_median']:.1f} decode tok/s "
+                   f"(medians of {len(c['samples']['bare'])}){paired}{diag}; bare spread {c['bare_spread_rel']:.1%}; "
+                   f"{ro['created_at'][:10]}")
     so = _load(machine / "sensor_overhead.json")
     if so:
         for name, c in so["conditions"].items():
