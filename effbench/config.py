@@ -56,6 +56,7 @@ class SweepConfig(BaseModel):
     max_time_s: float = Field(default=45.0, gt=0)
     idle_s: float = Field(default=5.0, ge=0)
     threads: Optional[int] = Field(default=None, ge=1)
+    compile: bool = False  # torch.compile the model (transformers backend); eager by default
     seed: int = 0
     perplexity: bool = True
     ppl_threshold: float = Field(default=0.10, gt=0, description="flag schemes whose perplexity rises more than this")

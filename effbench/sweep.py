@@ -42,10 +42,14 @@ class ConfigPoint:
     prompt_tokens: int
     new_tokens: int
     batch_size: int
+    compile: bool = False
 
     @property
     def config_id(self) -> str:
-        key = json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if not self.compile:  # eager ids stay what they were before the option existed
+            del fields["compile"]
+        key = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def label(self) -> str:
@@ -93,7 +97,7 @@ def _plan(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, s
             for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
                 scheme = get_scheme(scheme_name)
                 points = [
-                    ConfigPoint(spec.id, backend, devices[backend], scheme.name, ps, pt, nt, bs)
+                    ConfigPoint(spec.id, backend, devices[backend], scheme.name, ps, pt, nt, bs, config.compile)
                     for ps in config.prompts
                     for pt in config.prompt_tokens
                     for nt in config.new_tokens
@@ -172,6 +176,7 @@ class Sweep:
             self.unavailable[name] = str(e)
             self.devices[name] = self.config.device
             return
+        backend.compile = self.config.compile
         self.backends[name] = backend
 
     # -- run directory -----------------------------------------------------------------------
@@ -228,7 +233,7 @@ class Sweep:
             model=sections.pop("model", ModelInfo(id=group.spec.id, source=group.spec.source,
                                                   **record_fields(group.spec.kind))),
             backend=BackendInfo(name=group.backend, version=backend.version() if backend else None, device=point.device,
-                                threads=self.config.threads or _torch_threads()),
+                                threads=self.config.threads or _torch_threads(), compile=point.compile),
             quantization=QuantizationInfo(scheme=group.scheme.name, weight_bits=group.scheme.weight_bits,
                                           library=group.scheme.library, note=self.quant_notes.get(_group_key(group))),
             workload=WorkloadInfo(batch_size=point.batch_size, prompt_tokens=point.prompt_tokens,

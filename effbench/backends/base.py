@@ -34,6 +34,8 @@ class OutputSize:
 
 class Backend(ABC):
     name: str = "backend"
+    # Run the model through torch.compile (transformers backend); others refuse it in load().
+    compile: bool = False
 
     @abstractmethod
     def version(self) -> str: ...

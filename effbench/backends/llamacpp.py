@@ -76,6 +76,8 @@ class LlamaCppBackend(Backend):
         raise UnsupportedError(f"unknown device '{requested}'; use auto, cpu or cuda")
 
     def load(self, model: ModelSpec, scheme: Scheme, device: str, threads: Optional[int], seed: int) -> LoadedModel:
+        if self.compile:
+            raise UnsupportedError("--compile applies to the transformers backend only")
         if model.kind != "gguf":
             raise UnsupportedError("the llama.cpp backend runs .gguf files; pass one with --model")
         file_type = gguf_file_type(model.location)

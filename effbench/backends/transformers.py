@@ -132,6 +132,8 @@ class TransformersBackend(Backend):
         if scheme.apply is not None:
             with _quiet_quant_libraries():
                 note = scheme.apply(self.model, device)
+        if self.compile:  # compiled lazily on the first call, i.e. during warm-up, never in a timed window
+            self.model.forward = torch.compile(self.model.forward, dynamic=True)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = device

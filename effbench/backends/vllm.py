@@ -46,6 +46,8 @@ class VLLMBackend(Backend):
         raise UnsupportedError(f"the vLLM backend runs on 'cuda' (select GPUs with CUDA_VISIBLE_DEVICES), not '{requested}'")
 
     def load(self, model: ModelSpec, scheme: Scheme, device: str, threads: Optional[int], seed: int) -> LoadedModel:
+        if self.compile:
+            raise UnsupportedError("--compile applies to the transformers backend only")
         if scheme.compute_dtype not in _DTYPES or not scheme.unquantized:
             raise UnsupportedError(f"scheme '{scheme.name}' is not wired to the vLLM backend (use fp16/bf16/fp32)")
         if model.kind == "gguf":

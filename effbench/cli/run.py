@@ -92,6 +92,7 @@ def run_command(
     ci_target: Optional[float] = typer.Option(None, "--ci-target", help="Stop when the CI95 of decode tok/s is within this relative width. (default: 0.05)", show_default=False),
     max_time_s: Optional[float] = typer.Option(None, "--max-time-s", help="Time cap per configuration in seconds. (default: 45)", show_default=False),
     idle_s: Optional[float] = typer.Option(None, "--idle-s", help="Seconds of idle-power baseline before the sweep (measuring sensors only). (default: 5)", show_default=False),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--eager", help="torch.compile the model (transformers backend). (default: eager)", show_default=False),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend. (default: the library's)", show_default=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed. (default: 0)", show_default=False),
     perplexity: Optional[bool] = typer.Option(None, "--perplexity/--no-perplexity", help="Score perplexity on the shipped texts. (default: on)", show_default=False),
@@ -108,7 +109,7 @@ def run_command(
         model=model, backend=backend, device=device, quant=quant, batch_sizes=batch_sizes,
         prompt_tokens=prompt_tokens, new_tokens=new_tokens, prompts=prompts, repeats=repeats, sensor=sensor,
         hardware=hardware, region=region, out=out_dir, resume=resume, warmup=warmup, min_repeats=min_repeats,
-        max_repeats=max_repeats, ci_target=ci_target, max_time_s=max_time_s, idle_s=idle_s, threads=threads,
+        max_repeats=max_repeats, ci_target=ci_target, max_time_s=max_time_s, idle_s=idle_s, threads=threads, compile=compile_model,
         seed=seed, perplexity=perplexity,
     )
     sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts

@@ -30,6 +30,7 @@ class BackendInfo(_Section):
     version: Optional[str] = None
     device: Optional[str] = None
     threads: Optional[int] = None
+    compile: bool = False  # torch.compile'd forward (else eager)
 
 
 class QuantizationInfo(_Section):
