@@ -49,6 +49,10 @@ def _energy_cell(get: Callable[[Row], Optional[float]]) -> Callable[[Row], Cell]
 
 def _flags(r: Row) -> Cell:
     flags = (["interference"] if r.interference else []) + [f for f in r.energy_flags.split(";") if f]
+    if r.quality_flagged and r.perplexity_rise is not None:
+        flags.append(f"perplexity +{r.perplexity_rise:.0%}")
+    if r.random_weights:
+        flags.append("random weights")
     return Cell(", ".join(flags))
 
 

@@ -80,6 +80,9 @@ class Row:
     ci95_rel: Optional[float] = None
     stop_reason: Optional[str] = None
     interference: bool = False
+    perplexity_rise: Optional[float] = None  # over the unquantized baseline of the same run
+    quality_flagged: bool = False
+    random_weights: bool = False  # architecture-only model: speed/memory/energy only
     load_avg_before: Optional[float] = None
     load_avg_after: Optional[float] = None
     roofline_bound_tokens_per_s: Optional[float] = None
@@ -212,6 +215,8 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline) ->
         weights_bytes=m.weights_bytes or r.model.weights_bytes, perplexity=r.quality.perplexity,
         repeats=s.repeats, warmup=s.warmup, ci95_rel=s.ci95_rel, stop_reason=s.stop_reason,
         interference=s.interference, load_avg_before=s.load_avg_before, load_avg_after=s.load_avg_after,
+        perplexity_rise=r.quality.perplexity_rise, quality_flagged=r.quality.flagged,
+        random_weights=r.model.weights == "random",
         roofline_bound_tokens_per_s=bound, roofline_fraction=frac, error=r.error,
     )
 
