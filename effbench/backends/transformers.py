@@ -109,7 +109,7 @@ class TransformersBackend(Backend):
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         path = self._checkpoint(model)
-        dtype = getattr(torch, scheme.compute_dtype)
+        dtype = getattr(torch, scheme.dtype_for(device))
         extra = scheme.load_kwargs(device) if scheme.load_kwargs else {}
         try:
             if model.kind == "arch":  # random weights made on the device itself: no checkpoint, no host copy

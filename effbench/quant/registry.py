@@ -28,6 +28,11 @@ class Scheme:
     apply: Optional[Callable[[Any, str], Optional[str]]] = field(default=None, compare=False)
     load_kwargs: Optional[Callable[[str], dict]] = field(default=None, compare=False)
     requires: tuple[str, ...] = ()  # importable modules it needs
+    cuda_dtype: Optional[str] = None  # activations dtype on CUDA when it differs (bf16 for weight-only schemes)
+
+    def dtype_for(self, device: str) -> str:
+        """The torch dtype name to load the model in on ``device`` before quantizing."""
+        return self.cuda_dtype if self.cuda_dtype and device.startswith("cuda") else self.compute_dtype
 
     @property
     def unquantized(self) -> bool:
