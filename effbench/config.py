@@ -87,7 +87,12 @@ class SweepConfig(BaseModel):
     def _known_schemes(cls, v: list[str]) -> list[str]:
         from effbench.quant import check_scheme_names
 
-        return check_scheme_names(v)
+        return check_scheme_names(list(dict.fromkeys(n.lower() for n in v)))  # 'FP32' means fp32
+
+    @field_validator("device", "sensor", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("sensor")
     @classmethod

@@ -79,3 +79,9 @@ def test_cli_errors_name_the_option():
 def test_duplicates_dropped_and_gguf_names_accepted():
     c = SweepConfig(batch_sizes=[4, 1, 4], quant=["gguf-q4_1", "fp32", "fp32"])
     assert c.batch_sizes == [4, 1] and c.quant == ["gguf-q4_1", "fp32"]
+
+
+def test_case_and_spacing_a_user_might_type_are_forgiven():
+    c = load_config(None, {"quant": "FP32, Int8-Dynamic", "device": " CPU", "sensor": "Estimate", "batch_sizes": "1,,4"})
+    assert c.quant == ["fp32", "int8-dynamic"] and c.device == "cpu" and c.sensor == "estimate"
+    assert c.batch_sizes == [1, 4]
