@@ -176,6 +176,11 @@ class TransformersBackend(Backend):
 
     # -- running ---------------------------------------------------------------------------
     def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> _Batch:
+        cfg = getattr(self.model.config, "text_config", self.model.config)
+        limit = getattr(cfg, "max_position_embeddings", None)
+        if limit and prompt_tokens + new_tokens > limit:
+            raise UnsupportedError(f"{prompt_tokens} prompt + {new_tokens} new tokens exceed this model's context of "
+                                   f"{limit} tokens; lower --prompt-tokens or --new-tokens")
         rows = build_token_rows(
             lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], prompts, batch_size, prompt_tokens
         )
