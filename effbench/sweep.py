@@ -349,9 +349,7 @@ class Sweep:
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001
-            kind = "out of memory" if backend.is_out_of_memory(e) else "failed"
-            return self._record(p, group, model=model_info, quality=quality,
-                                error=f"{kind}: {type(e).__name__}: {_first_line(e)}")
+            return self._record(p, group, model=model_info, quality=quality, error=_config_error(backend, e))
         finally:
             batch = None  # free activations before the next configuration
         from effbench.analysis.carbon import carbon_section
@@ -378,6 +376,17 @@ def _is_group_error(e: EffbenchError) -> bool:
     from effbench.errors import OutOfMemory, UnsupportedError
 
     return isinstance(e, (UnsupportedError, OutOfMemory))
+
+
+def _config_error(backend: Backend, e: BaseException) -> str:
+    """The ``error`` of a configuration that could not be measured: its kind, then the reason."""
+    if backend.is_out_of_memory(e):
+        return f"out of memory: {type(e).__name__}: {_first_line(e)}"
+    if isinstance(e, UnsupportedError):
+        return f"unsupported: {_first_line(e)}"
+    if isinstance(e, EffbenchError):
+        return f"failed: {_first_line(e)}"
+    return f"failed: {type(e).__name__}: {_first_line(e)}"
 
 
 def _first_line(e: BaseException) -> str:
