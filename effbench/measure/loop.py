@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from effbench.backends.base import Backend, OutputSize
-from effbench.measure.host import peak_rss_bytes, reset_peak_rss
+from effbench.measure.host import peak_rss_bytes, reset_peak_rss, trim_heap
 from effbench.measure.stats import summarize
 from effbench.sensors.base import EnergyReading, EnergySensor
 
@@ -148,6 +148,7 @@ def run_loop(
     injectable so tests can drive the loop with a simulated backend and exact timings."""
     result = LoopResult(workload)
     min_window = _min_window_s(sensor)
+    trim_heap()  # freed memory of earlier work (a GGUF conversion, a previous batch) is not this peak
     reset_peak_rss()
     backend.reset_peak_device_memory()
     started = clock()
