@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import ConfigError
 
@@ -111,6 +111,13 @@ class SweepConfig(BaseModel):
         return [canonical_backend_name(b) for b in v]
 
 
+    @model_validator(mode="after")
+    def _repeat_bounds(self) -> "SweepConfig":
+        if self.min_repeats > self.max_repeats:
+            raise ValueError(f"min_repeats ({self.min_repeats}) is larger than max_repeats ({self.max_repeats})")
+        return self
+
+
 FIELDS = tuple(SweepConfig.model_fields)
 
 
@@ -125,6 +132,8 @@ def _format_validation_error(err: ValidationError, origin: str, cli_keys: set[st
         close = difflib.get_close_matches(key.replace("-", "_"), FIELDS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(FIELDS)}"
         return f"{origin}: unknown key '{key}'{hint}"
+    if not loc:  # a rule across keys
+        return f"{origin}: {msg}"
     value = first.get("input")
     shown = f" (got {value!r})" if value is not None and not isinstance(value, (dict, list)) else ""
     return f"{origin}: key '{key}': {msg}{shown}"

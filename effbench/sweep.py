@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -26,7 +27,7 @@ from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.quant import Scheme, get_scheme
 from effbench.results.schema import (BackendInfo, HardwareInfo, Memory, ModelInfo, Quality,
                                      QuantizationInfo, Record, WorkloadInfo)
-from effbench.results.store import RunStore
+from effbench.results.store import RunStore, validate_records
 from effbench.sensors import EnergySensor, create as create_sensor
 
 
@@ -154,6 +155,7 @@ class Sweep:
         self.sensor = create_sensor(config.sensor, first_device)
         self.detected: Detected = detect(first_device)
         self.profile = resolve_profile_id(config.hardware, self.detected)
+        self._check_profile_kind()
         self.groups = _plan(config, self.specs, self.devices)
         from effbench.analysis.carbon import resolve as resolve_grid
 
@@ -184,6 +186,7 @@ class Sweep:
         if self.store.exists() and not self.config.resume:
             raise EffbenchError(f"'{self.store.path}' already holds a run; pass --resume to continue it or choose another --out")
         previous = self.store.read_run() if self.config.resume else {}
+        self._check_same_setup(previous)
         self.run_id = previous.get("run_id") or uuid.uuid4().hex[:12]
         done = self.store.completed_config_ids() if self.config.resume else set()
         sessions = previous.get("sessions", []) + [{"started_at": now_iso(), "resumed": bool(previous)}]
@@ -202,6 +205,33 @@ class Sweep:
             "sessions": sessions,
         })
         return done
+
+    def _check_profile_kind(self) -> None:
+        """Records are filed under the hardware that ran them: a GPU profile for a CPU run (or the
+        reverse) would put CPU figures in a GPU's column of every report and plan."""
+        if not self.config.hardware or not self.profile:
+            return
+        from effbench.hardware import get_profile
+
+        profile = get_profile(self.profile, measure=False)
+        if profile.kind != self.detected.kind:
+            raise EffbenchError(f"hardware profile '{profile.id}' is a {profile.kind} but this run measures the "
+                                f"{self.detected.kind} ({self.detected.name}); pass a {self.detected.kind} profile or leave --hardware out")
+
+    def _check_same_setup(self, previous: dict[str, Any]) -> None:
+        """A resumed run must be measured on the same hardware with the same sensor, or its records
+        would not be comparable with each other (run.json describes them all)."""
+        if not previous:
+            return
+        before_hw = (previous.get("hardware") or {}).get("detected_name")
+        before_sensor = (previous.get("sensor") or {}).get("name")
+        now_sensor = self.sensor.info().name
+        if before_hw and before_hw != self.detected.name:
+            raise EffbenchError(f"'{self.store.path}' was measured on {before_hw}, this is {self.detected.name}: "
+                                "resume it there, or start a new --out here")
+        if before_sensor and before_sensor != now_sensor:
+            raise EffbenchError(f"'{self.store.path}' was measured with sensor '{before_sensor}', not '{now_sensor}': "
+                                f"resume with --sensor {before_sensor}, or start a new --out")
 
     def _hardware_block(self) -> dict[str, Any]:
         """The profile the run is filed under, written out in full (bandwidth, TDP, prices as of
@@ -262,7 +292,7 @@ class Sweep:
         finally:
             self._close_store(status)
             self.sensor.close()
-        return Run(self.store.path, self.run_id, [Record.model_validate(d) for d in self.store.record_dicts()])
+        return Run(self.store.path, self.run_id, validate_records(self.store.record_dicts(warn=True), str(self.store.results_file)))
 
     def _run_group(self, group: _Group, todo: list[ConfigPoint]) -> None:
         device = self.devices[group.backend]
@@ -320,7 +350,11 @@ class Sweep:
             return Quality(note="this backend cannot score perplexity")
         except Exception as e:  # noqa: BLE001
             return Quality(note=f"perplexity failed: {type(e).__name__}: {_first_line(e)}")
-        quality = Quality(perplexity=ppl, text="effbench/quality/en", tokens=n, perplexity_ko=ppl_ko)
+        if not math.isfinite(ppl):  # fp16/fp8 overflow: the scheme's quality cost is unbounded, not unknown
+            return Quality(text="effbench/quality/en", tokens=n, flagged=True,
+                           note=f"perplexity is not finite ({ppl}): the scheme overflows on this model")
+        quality = Quality(perplexity=ppl, text="effbench/quality/en", tokens=n,
+                          perplexity_ko=ppl_ko if math.isfinite(ppl_ko) else None)
         key = (group.spec.id, group.backend)
         if group.scheme.unquantized:
             self.baselines.setdefault(key, (group.scheme.name, ppl))

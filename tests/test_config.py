@@ -85,3 +85,8 @@ def test_case_and_spacing_a_user_might_type_are_forgiven():
     c = load_config(None, {"quant": "FP32, Int8-Dynamic", "device": " CPU", "sensor": "Estimate", "batch_sizes": "1,,4"})
     assert c.quant == ["fp32", "int8-dynamic"] and c.device == "cpu" and c.sensor == "estimate"
     assert c.batch_sizes == [1, 4]
+
+
+def test_min_repeats_above_max_repeats_is_refused():
+    with pytest.raises(ConfigError, match=r"min_repeats \(5\) is larger than max_repeats \(2\)"):
+        load_config(None, {"min_repeats": 5, "max_repeats": 2})

@@ -70,3 +70,29 @@ def test_record_has_every_contract_field():
         for part in name.split("."):
             assert part in node, name
             node = node[part]
+
+
+def test_non_finite_numbers_are_stored_as_null_not_a_crash(tmp_path):
+    s = RunStore(tmp_path / "run")
+    s.append(make_record("a", quality={"perplexity": float("nan")}, throughput={"ttft_s": float("inf")}))
+    (d,) = s.record_dicts()
+    assert d["quality"]["perplexity"] is None and d["throughput"]["ttft_s"] is None
+
+
+def test_run_json_that_is_not_an_object_is_a_clear_error(tmp_path):
+    s = RunStore(tmp_path / "run")
+    s.path.mkdir()
+    s.run_file.write_text("[]")
+    with pytest.raises(EffbenchError, match="not a run description"):
+        s.read_run()
+
+
+def test_garbage_lines_are_skipped_with_a_warning(tmp_path, capsys):
+    s = RunStore(tmp_path / "run")
+    s.append(make_record("a"))
+    with s.results_file.open("a") as f:
+        f.write("garbage{{\n[1, 2]\n")
+    s.append(make_record("b"))
+    _, records = read_run_dir(s.path)
+    assert [r.config_id for r in records] == ["a", "b"]
+    assert "skipped 2 line(s)" in capsys.readouterr().err

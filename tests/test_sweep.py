@@ -162,3 +162,22 @@ def test_sigkill_mid_sweep_then_resume_gives_exactly_one_record_per_configuratio
     assert sorted(d["workload"]["batch_size"] for d in after) == [1, 2, 3, 4, 5, 6]
     assert len({d["config_id"] for d in after}) == 6
     assert [d["config_id"] for d in after[: len(before)]] == [d["config_id"] for d in before]
+
+
+def test_resume_with_another_sensor_is_refused(tmp_path, model_dir, fake):
+    fake()
+    run_sweep(config(model_dir, tmp_path / "run", batch_sizes=[1]))
+    with pytest.raises(EffbenchError, match="sensor 'none', not 'estimate'"):
+        run_sweep(config(model_dir, tmp_path / "run", batch_sizes=[1, 2], resume=True, sensor="estimate"))
+
+
+def test_a_gpu_profile_for_a_cpu_run_is_refused(tmp_path, model_dir, fake):
+    fake()
+    with pytest.raises(EffbenchError, match="'h100-sxm' is a gpu"):
+        run_sweep(config(model_dir, tmp_path / "run", hardware="h100-sxm"))
+
+
+def test_single_repeat_energy_is_flagged(tmp_path, model_dir, fake):
+    fake()
+    run = run_sweep(config(model_dir, tmp_path / "run", batch_sizes=[1], repeats=1, sensor="estimate"))
+    assert "single-repeat" in run.records[0].energy.flags

@@ -105,6 +105,8 @@ def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: i
     # already holds its stated accuracy, the unobserved share of the window and its time resolution.
     sensor_rel = _mean([rd.uncertainty_rel for rd in readings if rd.uncertainty_rel is not None])
     energy.uncertainty_rel = combine_rel(total.ci95_rel, sensor_rel)
+    if total.n < 2:  # one repeat: the spread is unknown, so the sensor's part alone would look too tight
+        energy.flags = sorted(set(energy.flags) | {"single-repeat"})
     return energy
 
 

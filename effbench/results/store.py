@@ -8,7 +8,9 @@ the next append.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -37,20 +39,37 @@ def write_json_atomic(path: Path, data: Any) -> None:
             os.unlink(tmp)
 
 
-def iter_record_dicts(path: Path) -> Iterator[dict[str, Any]]:
-    """Complete JSON lines of a results file; a torn or corrupt line is skipped."""
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (JSON has no such numbers, and a
+    figure that is not finite is not a measurement)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def iter_record_dicts(path: Path, skipped: Optional[list[int]] = None) -> Iterator[dict[str, Any]]:
+    """Complete JSON lines of a results file. A torn last line (a write interrupted by a kill) is
+    ignored; any other line that is not a JSON object is skipped and its number added to ``skipped``."""
     if not path.is_file():
         return
     with path.open("rb") as f:
-        for raw in f:
+        for number, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 break  # torn final line from an interrupted write
+            if not raw.strip():
+                continue
             try:
                 obj = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
+                obj = None
             if isinstance(obj, dict):
                 yield obj
+            elif skipped is not None:
+                skipped.append(number)
 
 
 class RunStore:
@@ -66,17 +85,25 @@ class RunStore:
 
     def read_run(self) -> dict[str, Any]:
         try:
-            return json.loads(self.run_file.read_text(encoding="utf-8"))
+            data = json.loads(self.run_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise EffbenchError(f"{self.run_file} is corrupt ({e}); move it aside to start a new run") from None
+        if not isinstance(data, dict):
+            raise EffbenchError(f"{self.run_file} is not a run description (a JSON object); move it aside to start a new run")
+        return data
 
     def write_run(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.run_file, data)
 
-    def record_dicts(self) -> list[dict[str, Any]]:
-        return list(iter_record_dicts(self.results_file))
+    def record_dicts(self, warn: bool = False) -> list[dict[str, Any]]:
+        skipped: list[int] = []
+        records = list(iter_record_dicts(self.results_file, skipped))
+        if warn and skipped:
+            print(f"effbench: warning: {self.results_file}: skipped {len(skipped)} line(s) that are not records "
+                  f"(line {', '.join(map(str, skipped[:5]))}{', ...' if len(skipped) > 5 else ''})", file=sys.stderr)
+        return records
 
     def completed_config_ids(self) -> set[str]:
         return {str(d["config_id"]) for d in self.record_dicts() if "config_id" in d}
@@ -101,7 +128,7 @@ class RunStore:
     def append(self, record: Record) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
-        line = json.dumps(record.to_json_dict(), ensure_ascii=False, allow_nan=False) + "\n"
+        line = json.dumps(finite(record.to_json_dict()), ensure_ascii=False, allow_nan=False) + "\n"
         with self.results_file.open("a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -129,7 +156,7 @@ def read_run_dir(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
         raise EffbenchError(f"run directory '{path}' does not exist")
     if not store.results_file.is_file():
         raise EffbenchError(f"'{path}' is not a run directory (no {RESULTS_FILE}); pass a directory written by 'effbench run'")
-    return store.read_run(), validate_records(store.record_dicts(), str(store.results_file))
+    return store.read_run(), validate_records(store.record_dicts(warn=True), str(store.results_file))
 
 
 def load_results(*dirs: str | Path, as_dataframe: Optional[bool] = None) -> Any:
