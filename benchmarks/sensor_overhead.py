@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+
 import re
 import statistics
 import time
@@ -24,6 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from effbench.hardware.cpu import cpu_name
 from effbench.sensors import available, create
 from effbench.sensors.base import EnergySensor
 from effbench.sensors.nvml import NvmlSensor
@@ -85,7 +86,7 @@ def main() -> None:
                            "overhead_rel": 1 - statistics.median(v) / base} for k, v in rates.items()},
         "note": "overhead below the baseline's own spread is not distinguishable from noise on a shared machine",
     }
-    cpu = result["cpu"] = _cpu_name()
+    cpu = result["cpu"] = cpu_name()
     path = RESULTS / re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") / "sensor_overhead.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -93,16 +94,6 @@ def main() -> None:
     for k, v in result["conditions"].items():
         print(f"{k:38s} {v['median_rate']:>10,.0f}/s  overhead {v['overhead_rel']:+.2%}")
     print(f"wrote {path}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

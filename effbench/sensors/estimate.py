@@ -56,18 +56,6 @@ def codecarbon_cpu_tdp(model: str) -> Optional[float]:
     return None
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor()
-
-
 class _EstimateWindow(Window):
     def __init__(self, sensor: "EstimateSensor") -> None:
         self._sensor = sensor
@@ -120,7 +108,9 @@ class EstimateSensor(EnergySensor):
         self.cpu = cpu
         self.logical_cpus = psutil.cpu_count(logical=True) or 1
         if cpu_tdp_w is None:
-            model = _cpu_model()
+            from effbench.hardware.cpu import cpu_name  # the one /proc/cpuinfo reader
+
+            model = cpu_name()
             listed = codecarbon_cpu_tdp(model)
             if listed is not None:
                 cpu_tdp_w, tdp_source = listed, f"codecarbon's CPU table for {model}"
