@@ -57,7 +57,8 @@ def test_repeat_spread_and_sensor_uncertainty_combine():
 def test_flags_short_windows_low_coverage_and_failed_sensors():
     full = [_win(T0, 0.5, 1, 100.0, short=True, coverage=0.8, error="NVMLError: GPU is lost (1 failed reads)")]
     e = energy_section(_loop([], full), None)
-    assert e.flags == ["low-coverage", "sensor-failed", "short-window"]
+    # one repeat: its spread is unknown, which is flagged too
+    assert e.flags == ["low-coverage", "sensor-failed", "short-window", "single-repeat"]
     assert e.status == "measured"
 
 
