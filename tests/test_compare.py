@@ -164,3 +164,33 @@ def test_cli_one_line_errors(tmp_path):
     measured = write(tmp_path, "measured", [r.model_copy(update={"energy": r.energy.model_copy(update={"status": "measured"})}) for r in records()])
     check(effbench("compare", str(RUN), str(measured)), "--allow-mixed-energy")
     assert effbench("compare", str(RUN), str(measured), "--allow-mixed-energy").returncode == 0
+
+
+def test_failed_or_vanished_in_new_is_a_regression(tmp_path):
+    rs = records()
+    failed = rs[2].model_copy(update={"error": "out of memory"})
+    c = compare_records(rs, [rs[0], failed])
+    assert c.regression and not c.regressions and len(c.lost) == 2
+    assert any("failed in NEW: out of memory" in x for x in c.lost) and any("missing in NEW" in x for x in c.lost)
+    assert not compare_records(rs, [rs[0], failed], allow_missing=True).regression
+    assert not compare_records(rs[:1], rs).regression  # new configurations are not regressions
+    new = write(tmp_path, "new", [rs[0], failed])
+    p = effbench("compare", str(RUN), str(new))
+    assert p.returncode == 1 and "failed in" in p.stderr and "missing in" in p.stderr and "--allow-missing" in p.stderr, p.stderr
+    assert json.loads(effbench("compare", str(RUN), str(new), "--json").stdout)["lost"]
+    assert effbench("compare", str(RUN), str(new), "--allow-missing").returncode == 0
+
+
+def test_prefill_significance_from_ttft_samples():
+    rs = records()
+    slow = []
+    for r in rs:
+        s = dict(r.stats.samples)
+        s["ttft_s"] = [v * 1.5 for v in s["ttft_s"]]
+        t = r.throughput.model_copy(update={"ttft_s": r.throughput.ttft_s * 1.5,
+                                            "prefill_tokens_per_s": r.throughput.prefill_tokens_per_s / 1.5})
+        slow.append(r.model_copy(update={"throughput": t, "stats": r.stats.model_copy(update={"samples": s})}))
+    assert "prefill_tokens_per_s" not in rs[0].stats.samples
+    c = compare_records(rs, slow)
+    d = next(d for d in c.configs[0].deltas if d.metric == "prefill_tokens_per_s")
+    assert d.method == "welch" and d.significant and d.regression

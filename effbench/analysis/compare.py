@@ -8,6 +8,8 @@ Significance, per metric:
   change is real, so only the threshold decides;
 - ``none``: nothing to test with; never counted as a regression.
 A regression is a significant change in the worse direction whose relative size exceeds the threshold.
+A configuration that succeeded in BASE but failed (``error`` set) or is missing in NEW is also a
+regression (``lost``), unless ``allow_missing`` is set.
 """
 from __future__ import annotations
 
@@ -101,6 +103,15 @@ def _tokens_per_joule_samples(r: Record) -> Optional[list[float]]:
     return [tpj * mean_j / j for j in joules]
 
 
+def _prefill_samples(r: Record) -> Optional[list[float]]:
+    # the sweep stores no prefill samples; prefill tokens/s = batch x prompt tokens / TTFT, per repeat.
+    if s := r.stats.samples.get("prefill_tokens_per_s"):
+        return s
+    t = r.stats.samples.get("ttft_s")
+    w = r.workload
+    return [w.batch_size * w.prompt_tokens / x for x in t if x > 0] if t else None
+
+
 def _tpot_samples(r: Record) -> Optional[list[float]]:
     # tpot = batch / decode tokens/s (one decode step for the whole batch), per repeat.
     d = r.stats.samples.get("decode_tokens_per_s")
@@ -116,7 +127,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("decode_tokens_per_s", "decode tok/s", True, lambda r: r.throughput.decode_tokens_per_s,
            _sample("decode_tokens_per_s"), ci_from_record=True),
     Metric("prefill_tokens_per_s", "prefill tok/s", True, lambda r: r.throughput.prefill_tokens_per_s,
-           _sample("prefill_tokens_per_s")),
+           _prefill_samples),
     Metric("ttft_s", "TTFT s", False, lambda r: r.throughput.ttft_s, _sample("ttft_s")),
     Metric("tpot_s", "TPOT s", False, lambda r: r.throughput.tpot_s, _tpot_samples),
     Metric("tokens_per_joule", "tok/J", True, lambda r: r.energy.tokens_per_joule, _tokens_per_joule_samples),
@@ -183,14 +194,26 @@ class Comparison:
     only_in_new: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     mixed_energy: bool = False
+    # fine in BASE, failed or vanished in NEW: "<label>: failed in NEW: <error>" / "<label>: missing in NEW"
+    lost: list[str] = field(default_factory=list)
+    allow_missing: bool = False
 
     @property
     def regressions(self) -> list[tuple[str, MetricDelta]]:
         return [(c.label, d) for c in self.configs for d in c.deltas if d.regression]
 
+    @property
+    def lost_regressions(self) -> list[str]:
+        """Configurations lost in NEW that count as regressions (none with ``allow_missing``)."""
+        return [] if self.allow_missing else list(self.lost)
+
+    @property
+    def regression(self) -> bool:
+        return bool(self.regressions or self.lost_regressions)
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["regression"] = bool(self.regressions)
+        d["regression"] = self.regression
         return d
 
 
@@ -229,7 +252,8 @@ def _energy_kind(r: Record) -> Optional[str]:
 
 
 def compare_records(base: list[Record], new: list[Record], *, threshold: float = 0.05, alpha: float = 0.05,
-                    allow_mixed_energy: bool = False, base_name: str = "BASE", new_name: str = "NEW") -> Comparison:
+                    allow_mixed_energy: bool = False, allow_missing: bool = False,
+                    base_name: str = "BASE", new_name: str = "NEW") -> Comparison:
     if not 0 <= threshold < 1:
         raise EffbenchError(f"--threshold must be a relative change in [0, 1), e.g. 0.05 for 5% (got {threshold})")
     if not 0 < alpha < 1:
@@ -237,6 +261,9 @@ def compare_records(base: list[Record], new: list[Record], *, threshold: float =
     failed = [f"{name}: {key_label(config_key(r))}: {r.error}" for name, rs in ((base_name, base), (new_name, new)) for r in rs if r.error]
     b = {config_key(r): r for r in base if not r.error}  # the last record of a key wins (a --resume rerun)
     n = {config_key(r): r for r in new if not r.error}
+    new_errors = {config_key(r): r.error for r in new if r.error}
+    lost = [f"{key_label(k)}: failed in {new_name}: {new_errors[k]}" if k in new_errors else f"{key_label(k)}: missing in {new_name}"
+            for k in b if k not in n]
     common = [k for k in b if k in n]
     if not common:
         raise EffbenchError(f"no configuration of {base_name} matches one of {new_name} (matched on model, backend, scheme, "
@@ -254,7 +281,7 @@ def compare_records(base: list[Record], new: list[Record], *, threshold: float =
     return Comparison(base_name, new_name, threshold, alpha, configs,
                       only_in_base=[key_label(k) for k in b if k not in n],
                       only_in_new=[key_label(k) for k in n if k not in b],
-                      failed=failed, mixed_energy=bool(mixed))
+                      failed=failed, mixed_energy=bool(mixed), lost=lost, allow_missing=allow_missing)
 
 
 def compare_paths(base: str | Path, new: str | Path, **kwargs) -> Comparison:

@@ -1,5 +1,6 @@
 """``effbench compare BASE NEW``: deltas per matched configuration with significance; exit 1 on a
-significant regression beyond the threshold (for CI), 0 otherwise."""
+significant regression beyond the threshold, or on a configuration that succeeded in BASE but
+failed or is missing in NEW (unless --allow-missing) (for CI), 0 otherwise."""
 from __future__ import annotations
 
 import json
@@ -60,13 +61,16 @@ def compare_command(
     threshold: float = typer.Option(0.05, "--threshold", help="Relative change that counts as a regression when significant (0.05 = 5%)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of Welch's t-test."),
     allow_mixed_energy: bool = typer.Option(False, "--allow-mixed-energy", help="Compare measured with estimated energy (tokens/J deltas are then never a regression)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Do not count configurations that succeeded in BASE but failed or are missing in NEW as regressions."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> int:
     """Compare two runs: matched configurations, deltas, significance (Welch's t-test on per-repeat
-    samples, else CI overlap). Exit code 1 on a significant regression beyond --threshold."""
+    samples, else CI overlap). Exit code 1 on a significant regression beyond --threshold, or when a
+    configuration that succeeded in BASE failed or vanished in NEW (unless --allow-missing)."""
     from effbench.analysis.compare import compare_paths
 
-    c = compare_paths(base, new, threshold=threshold, alpha=alpha, allow_mixed_energy=allow_mixed_energy)
+    c = compare_paths(base, new, threshold=threshold, alpha=alpha, allow_mixed_energy=allow_mixed_energy,
+                     allow_missing=allow_missing)
     if as_json:
         typer.echo(json.dumps(c.to_dict(), indent=2))
     else:
@@ -76,11 +80,21 @@ def compare_command(
                 err.print(cell(f"{title}: {item}"), style="dim")
         if c.mixed_energy:
             err.print("note: measured and estimated energy were compared (--allow-mixed-energy); tok/J deltas are not comparable", style="yellow")
-        regs = c.regressions
-        summary = (f"{len(regs)} significant regression(s) beyond {c.threshold:.0%}: " + "; ".join(f"{label}: {d.metric} {d.delta_rel:+.1%}" for label, d in regs)
-                   if regs else f"no significant regression beyond {c.threshold:.0%} in {len(c.configs)} matched configuration(s)")
-        (err if regs else out).print(cell(summary), style="bold red" if regs else "green")
-    return 1 if c.regressions else 0
+        for item in c.lost:
+            err.print(cell(f"{'lost (allowed by --allow-missing)' if c.allow_missing else 'REGRESSION: lost'}: {item}"),
+                      style="yellow" if c.allow_missing else "bold red")
+        regs, lost = c.regressions, c.lost_regressions
+        parts = []
+        if regs:
+            parts.append(f"{len(regs)} significant regression(s) beyond {c.threshold:.0%}: "
+                         + "; ".join(f"{label}: {d.metric} {d.delta_rel:+.1%}" for label, d in regs))
+        if lost:
+            parts.append(f"{len(lost)} configuration(s) fine in BASE failed or vanished in NEW "
+                         "(pass --allow-missing to accept): " + "; ".join(lost))
+        summary = (" | ".join(parts) if parts
+                   else f"no significant regression beyond {c.threshold:.0%} in {len(c.configs)} matched configuration(s)")
+        (err if parts else out).print(cell(summary), style="bold red" if parts else "green")
+    return 1 if c.regression else 0
 
 
 def register(app: typer.Typer) -> None:
