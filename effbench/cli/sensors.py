@@ -50,9 +50,20 @@ def _time_option(value: Optional[str], name: str) -> Optional[float]:
     from effbench.sensors.trace import parse_time
 
     try:
-        return parse_time(value)
+        t = parse_time(value)
     except ValueError as e:
         raise EffbenchError(f"{name}: {e}") from None
+    if not _MIN_TIME <= t <= _MAX_TIME:
+        raise EffbenchError(f"{name}: '{value}' is out of range: give epoch seconds between {_MIN_TIME:.0f} and "
+                            f"{_MAX_TIME:.0f} (1970 to 3000) or an ISO-8601 time")
+    return t
+
+
+_MIN_TIME, _MAX_TIME = 0.0, 32_503_680_000.0  # 1970-01-01 .. 3000-01-01 UTC
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t).isoformat(timespec="milliseconds")
 
 
 @sensors_app.command("integrate")
@@ -66,8 +77,16 @@ def integrate_cmd(
     """Integrate a recorded power trace over a window: joules, mean watts, duration, coverage."""
     from effbench.sensors.trace import integrate_trace, load_trace
 
+    from effbench.sensors.base import MIN_COVERAGE
+
     t = load_trace(trace)
     te = integrate_trace(t, _time_option(start, "--start"), _time_option(end, "--end"), gpu)
+    if te.coverage == 0.0:
+        raise EffbenchError(f"the trace has no samples in the window {_when(te.start)} to {_when(te.end)}; "
+                            f"it covers {_when(t.start)} to {_when(t.end)} (epoch {t.start:.3f} to {t.end:.3f})")
+    if te.coverage < MIN_COVERAGE:
+        err.print(f"effbench: warning: the trace covers only {te.coverage:.1%} of the window (it spans {_when(t.start)} "
+                  f"to {_when(t.end)}); the rest holds the nearest samples' power", style="yellow")
     result = {
         "trace": str(trace), "kind": t.kind, "start": te.start, "end": te.end, "duration_s": te.duration_s,
         "joules": te.joules, "mean_power_w": te.mean_power_w, "coverage": te.coverage,
@@ -78,8 +97,7 @@ def integrate_cmd(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{trace.name}: {datetime.fromtimestamp(te.start).isoformat(timespec='milliseconds')} "
-                        f"to {datetime.fromtimestamp(te.end).isoformat(timespec='milliseconds')}")
+    table = Table(title=f"{trace.name}: {_when(te.start)} to {_when(te.end)}")
     for col in ("domain", "joules", "mean W", "duration", "coverage", "samples"):
         table.add_column(col, justify="left" if col == "domain" else "right")
     for d, i in te.integrals.items():
@@ -109,6 +127,9 @@ def attach_cmd(
     out.print(f"attached {trace} to {report.updated} record(s) in {run_dir} (originals kept in {BACKUP_FILE}); {report.idle_note}")
     for s in report.skipped:
         err.print(f"skipped {s}")
+    if report.unavailable:
+        err.print(f"effbench: warning: {report.unavailable} of {report.updated} record(s) now have unavailable energy: "
+                  "the trace has no samples in some of their windows", style="yellow")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,9 @@ that record's own windows (``energy.windows``), with the same arithmetic as a li
 
 The records are rewritten in place (atomically); the first attach keeps the original file as
 ``results.before-attach.jsonl`` and each record keeps its previous energy summary under
-``energy.replaced``. The idle power comes from the trace over the run's idle window when the trace
+``energy.replaced``. Nothing is rewritten when no record window overlaps the trace (a wrong clock or
+time zone), and records appended to ``results.jsonl`` while the trace was attached are kept (the
+file is re-read right before it is replaced; any other change makes the attach refuse). The idle power comes from the trace over the run's idle window when the trace
 covers it, else it is left out (mixing two sensors' figures would be wrong).
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +35,7 @@ class AttachReport:
     skipped: list[str] = field(default_factory=list)  # "config_id: why"
     idle_power_w: Optional[float] = None
     idle_note: str = ""
+    unavailable: int = 0  # records whose energy became unavailable (the trace misses some of their windows)
 
 
 def _idle_from_trace(trace: Trace, run: dict, gpu: Optional[int]) -> tuple[Optional[float], str]:
@@ -45,10 +49,34 @@ def _idle_from_trace(trace: Trace, run: dict, gpu: Optional[int]) -> tuple[Optio
     return te.mean_power_w, f"idle {te.mean_power_w:.1f} W from the trace over the run's idle window"
 
 
+def _when(t: float) -> str:
+    try:
+        return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return f"{t:.3f}"
+
+
+def _check_overlap(trace: Trace, records: list[Record]) -> None:
+    spans = [(float(w["start"]), float(w["end"])) for r in records for w in r.energy.windows]
+    if not spans or any(a < trace.end and b > trace.start for a, b in spans):
+        return
+    raise EffbenchError(f"no record window overlaps the trace: the trace spans {_when(trace.start)}..{_when(trace.end)} "
+                        f"but the run's windows are {_when(min(a for a, _ in spans))}..{_when(max(b for _, b in spans))}: "
+                        "wrong clock or time zone? Nothing was changed")
+
+
+def _complete_lines(data: bytes) -> bytes:
+    return data[: data.rfind(b"\n") + 1]
+
+
 def attach_trace(run_dir: str | Path, trace: Trace, gpu: Optional[int] = None,
                  accuracy_rel: Optional[float] = None) -> AttachReport:
-    run, records = read_run_dir(run_dir)
     store = RunStore(run_dir)
+    snapshot = store.results_file.read_bytes() if store.results_file.is_file() else b""
+    run, records = read_run_dir(run_dir)
+    if store.results_file.read_bytes() != snapshot:
+        raise EffbenchError(f"{store.results_file} changed while it was read (is a run still writing to it?); try again")
+    _check_overlap(trace, records)
     report = AttachReport()
     report.idle_power_w, report.idle_note = _idle_from_trace(trace, run, gpu)
     out: list[Record] = []
@@ -72,26 +100,42 @@ def attach_trace(run_dir: str | Path, trace: Trace, gpu: Optional[int] = None,
                 Intensity(c.intensity_g_per_kwh, c.source or "", c.region or ""))})
         out.append(rec)
         report.updated += 1
+        if new.status == "unavailable":
+            report.unavailable += 1
     if not report.updated:
         raise EffbenchError(f"no record in '{run_dir}' has energy windows to attach a trace to "
                             "(records written before effbench stored window times, or every configuration failed)")
-    _rewrite(store, out)
+    _rewrite(store, out, _complete_lines(snapshot))
     run["attached_trace"] = {"path": str(Path(trace.path).resolve()), "kind": trace.kind, "gpu": gpu,
                              "idle": report.idle_note}
     store.write_run(run)
     return report
 
 
-def _rewrite(store: RunStore, records: list[Record]) -> None:
+def _rewrite(store: RunStore, records: list[Record], read: bytes) -> None:
+    """Replace the results file with ``records``; ``read`` is the (complete lines of the) file they
+    came from. Lines appended since are kept as they are; any other change refuses."""
     backup = store.path / BACKUP_FILE
-    if not backup.exists():
-        shutil.copy2(store.results_file, backup)
     fd, tmp = tempfile.mkstemp(prefix=f".{RESULTS_FILE}.", dir=store.path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r.to_json_dict(), ensure_ascii=False, allow_nan=False) + "\n")
             f.flush()
+            now = store.results_file.read_bytes()  # re-read right before replacing it
+            if not now.startswith(read):
+                raise EffbenchError(f"{store.results_file} changed while the trace was attached (not just appended to); "
+                                    "nothing was changed: try again")
+            appended = now[len(read):]
+            if appended and not appended.endswith(b"\n"):
+                raise EffbenchError(f"{store.results_file} is being written to (a torn last line); nothing was changed: "
+                                    "try again when the run has finished")
+            if not backup.exists():  # the records as they were read (not the lines appended since)
+                backup.write_bytes(read)
+                shutil.copystat(store.results_file, backup)
+            if appended:
+                f.write(appended.decode("utf-8"))
+                f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, store.results_file)
     finally:

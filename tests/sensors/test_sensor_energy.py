@@ -103,3 +103,62 @@ def test_attach_recomputes_each_record_from_the_trace_over_its_windows(tmp_path)
     assert new[1]["error"] == "out of memory"
     assert (store.path / BACKUP_FILE).is_file()
     assert json.loads(store.run_file.read_text())["attached_trace"]["kind"] == "nvidia-smi"
+
+
+def _attach_setup(tmp_path, trace_t0=T0, trace_s=30.0):
+    full = [_win(T0 + 12 + 4 * i, 1.5, 3, 1.0) for i in range(3)]
+    store = _run_dir(tmp_path, energy_section(_loop([], full), idle_power_w=None))
+    trace_path = tmp_path / "trace.csv"
+    trace_path.write_text(nvidia_smi_csv([Constant(100.0)], trace_t0, trace_s, 0.05))
+    return store, load_trace(trace_path)
+
+
+def test_attach_refuses_a_trace_that_misses_every_window(tmp_path):
+    store, trace = _attach_setup(tmp_path, trace_t0=T0 + 3600)  # an hour off: a time-zone mistake
+    before = store.results_file.read_bytes()
+    with pytest.raises(Exception, match=r"the trace spans .* but the run's windows are .*wrong clock or time zone") as e:
+        attach_trace(store.path, trace)
+    assert type(e.value).__name__ == "EffbenchError" and "\n" not in str(e.value)
+    assert store.results_file.read_bytes() == before and not (store.path / BACKUP_FILE).exists()
+
+
+def test_attach_counts_records_that_become_unavailable(tmp_path):
+    store, trace = _attach_setup(tmp_path, trace_s=14.0)  # ends during the first window; later ones have no samples
+    report = attach_trace(store.path, trace)
+    assert report.updated == 1 and report.unavailable == 1
+    import subprocess, sys
+
+    store, trace = _attach_setup(tmp_path / "cli", trace_s=14.0)
+    r = subprocess.run([sys.executable, "-m", "effbench", "sensors", "attach", str(store.path), trace.path],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "warning: 1 of 1 record(s) now have unavailable energy" in r.stderr, r.stderr
+
+
+def test_attach_keeps_records_appended_meanwhile_and_refuses_other_changes(tmp_path, monkeypatch):
+    import effbench.sensors.attach as attach
+
+    store, trace = _attach_setup(tmp_path)
+    extra = store.results_file.read_text().splitlines()[1] + "\n"
+    real = attach.reattributed
+
+    def appending(*a, **kw):  # another process appends a record while the trace is attached
+        with store.results_file.open("a") as f:
+            f.write(extra)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(attach, "reattributed", appending)
+    attach_trace(store.path, trace)
+    lines = store.results_file.read_text().splitlines()
+    assert len(lines) == 3 and lines[2] == extra.strip() and json.loads(lines[0])["energy"]["sensor"] == "trace"
+
+    store, trace = _attach_setup(tmp_path / "b")
+    before = store.results_file.read_bytes()
+
+    def truncating(*a, **kw):
+        store.results_file.write_text("")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(attach, "reattributed", truncating)
+    with pytest.raises(Exception, match="changed while the trace was attached"):
+        attach_trace(store.path, trace)
+    assert store.results_file.read_bytes() == b"" and not (store.path / BACKUP_FILE).exists() and before

@@ -110,3 +110,16 @@ def test_cli_integrate_errors_are_one_line(tmp_path):
     r = _cli("sensors", "integrate", str(p))
     assert r.returncode != 0 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and ":3:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_integrate_no_or_low_coverage_and_out_of_range_times(tmp_path):
+    p = _write(tmp_path, nvidia_smi_csv([Constant(100.0)], T0, 10.0, 0.05))
+    r = _cli("sensors", "integrate", str(p), "--start", str(T0 + 3600), "--end", str(T0 + 3700))
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "no samples in the window" in r.stderr, r.stderr
+    assert "covers" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("sensors", "integrate", str(p), "--start", str(T0 + 5), "--end", str(T0 + 30), "--json")
+    assert r.returncode == 0 and "warning" in r.stderr and "covers only" in r.stderr, r.stderr
+    assert json.loads(r.stdout)["coverage"] < 0.5
+    for bad in ("1e12", "-1e12"):
+        r = _cli("sensors", "integrate", str(p), "--start", bad)
+        assert r.returncode != 0 and r.stderr.count("\n") == 1 and "--start" in r.stderr and "out of range" in r.stderr, r.stderr
