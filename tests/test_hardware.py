@@ -153,7 +153,7 @@ def test_price_file_and_command_line_override(monkeypatch, tmp_path):
     by_id = {p.id: p for p in profiles(cli)}
     assert by_id["h100-sxm"].price_per_hour_usd == 2.25 and by_id["t4"].price_per_hour_usd == 0.2
     assert by_id["h100-sxm"].price_source == "command line (--price)"
-    for bad in ("h100-sxm", "h100-sxm=cheap", "h100-sxm=-1", "=2"):
+    for bad in ("h100-sxm", "h100-sxm=cheap", "h100-sxm=-1", "=2", "h100-sxm=nan", "h100-sxm=inf", "h100-sxm=-inf"):
         with pytest.raises(EffbenchError, match="--price"):
             parse_price_options([bad])
 
@@ -217,3 +217,32 @@ def test_cli_errors_are_one_line(tmp_path):
     write_user_profile({**TEST_GPU, "memory_gb": "lots"})
     assert_one_line_error(effbench("hardware", "list"), "testgpu.yaml", "memory_gb")
     assert_one_line_error(effbench("hardware", "list", "--price", "t4=free"), "--price 't4=free'")
+
+
+def test_price_must_be_finite_everywhere(monkeypatch, tmp_path):
+    assert_one_line_error(effbench("hardware", "list", "--price", "h100-sxm=nan"), "--price 'h100-sxm=nan'", "finite")
+    assert_one_line_error(effbench("hardware", "list", "--price", "h100-sxm=inf"), "--price 'h100-sxm=inf'")
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("h100-sxm: .inf\n")
+    monkeypatch.setenv("EFFBENCH_PRICES", str(prices))
+    with pytest.raises(EffbenchError, match="h100-sxm"):
+        profiles()
+
+
+def test_devices_are_checked_and_missing_cuda_is_one_line(monkeypatch):
+    from effbench.hardware.detection import check_device, detect
+
+    for good in ("auto", "cpu", "cuda", "cuda:1"):
+        assert check_device(good) == good
+    for bad in ("bogus", "cuda:", "cuda:x", "gpu"):
+        with pytest.raises(EffbenchError, match="auto, cpu, cuda or cuda:N"):
+            detect(bad)
+    assert_one_line_error(effbench("hardware", "detect", "--device", "bogus"), "'bogus' is not a device")
+    assert_one_line_error(effbench("sensors", "--device", "bogus"), "'bogus' is not a device")
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EffbenchError, match="no CUDA device here.*use --device cpu"):
+        detect("cuda")
+    monkeypatch.undo()
+    if not torch.cuda.is_available():  # the real thing, on a machine without CUDA
+        assert_one_line_error(effbench("hardware", "detect", "--device", "cuda"), "no CUDA device here", "--device cpu")

@@ -25,9 +25,10 @@ def list_sensors(
     """List the sensors available here, their kind, update period and accuracy (and why others are not)."""
     if ctx.invoked_subcommand is not None:
         return
+    from effbench.hardware.detection import check_device
     from effbench.sensors import available
 
-    infos = available(device)
+    infos = available(check_device(device))
     if as_json:
         typer.echo(json.dumps([i.to_dict() for i in infos], indent=2))
         return

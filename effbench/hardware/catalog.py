@@ -9,6 +9,7 @@ Where profiles come from, later ones replacing earlier ones with the same id:
 from __future__ import annotations
 
 import difflib
+import math
 import importlib.resources
 import os
 import re
@@ -47,7 +48,7 @@ class HardwareProfile(BaseModel):
     peak_tflops: PeakTflops = Field(default_factory=PeakTflops)
     tdp_w: Optional[float] = Field(None, gt=0)
     match: list[str] = Field(default_factory=list)
-    price_per_hour_usd: Optional[float] = Field(None, ge=0)
+    price_per_hour_usd: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
     price_source: Optional[str] = None
     price_date: Optional[str] = Field(None, pattern=DATE_PATTERN)
     # Optional extras, used by detected CPU profiles.
@@ -169,7 +170,7 @@ def _load_dir(directory: Path) -> list[HardwareProfile]:
 # -- prices ------------------------------------------------------------------------------------
 class PriceOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    price_per_hour_usd: float = Field(ge=0)
+    price_per_hour_usd: float = Field(ge=0, allow_inf_nan=False)
     price_source: Optional[str] = None
     price_date: Optional[str] = Field(None, pattern=DATE_PATTERN)
 
@@ -209,8 +210,8 @@ def parse_price_options(values: Iterable[str]) -> dict[str, PriceOverride]:
                 price = float(usd)
             except ValueError:
                 price = -1.0
-            if not sep or not pid.strip() or price < 0:
-                raise EffbenchError(f"--price '{item}' is not ID=USD_PER_HOUR with a price >= 0 (e.g. --price h100-sxm=2.10)")
+            if not sep or not pid.strip() or not math.isfinite(price) or price < 0:
+                raise EffbenchError(f"--price '{item}' is not ID=USD_PER_HOUR with a finite price >= 0 (e.g. --price h100-sxm=2.10)")
             out[pid.strip()] = PriceOverride(price_per_hour_usd=price, price_source="command line (--price)")
     return out
 

@@ -51,17 +51,40 @@ def _nvml_gpu_names() -> list[str]:
         pynvml.nvmlShutdown()
 
 
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """``device`` if it is one effbench understands (auto, cpu, cuda, cuda:N), else a one-line error."""
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise EffbenchError(f"{option} '{device}' is not a device; use auto, cpu, cuda or cuda:N (e.g. cuda:0)")
+    return device
+
+
 def _gpu_name(device: str) -> str:
     if device == "auto":
         return _nvml_gpu_names()[0]
-    import torch
+    index = int(device.partition(":")[2] or 0)
+    try:
+        import torch
 
-    return torch.cuda.get_device_name(int(device.partition(":")[2] or 0))
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no torch, or a torch built without CUDA: no CUDA device
+        count = 0
+    if count == 0:
+        raise EffbenchError(f"no CUDA device here (device '{device}'); use --device cpu")
+    if index >= count:
+        raise EffbenchError(f"no CUDA device {index} here (this machine has {count}: cuda:0..cuda:{count - 1})")
+    try:
+        return torch.cuda.get_device_name(index)
+    except Exception as e:  # noqa: BLE001 - a driver error: say what it is, in one line
+        raise EffbenchError(f"cannot query CUDA device {index}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def detect(device: str = "cpu") -> Detected:
     """What this machine is, for ``device`` ('cpu', 'cuda', 'cuda:N', or 'auto': the first NVIDIA GPU
     NVML sees, else the CPU). Never measures anything (the sweep calls it before every run)."""
+    check_device(device)
     if device.startswith("cuda") or (device == "auto" and _nvml_gpu_names()):
         name = _gpu_name(device)
         p = match_profile(name, "gpu")
