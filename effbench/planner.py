@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 
 from effbench.analysis.roofline import achieved_fraction, decode_bound_tokens_per_s, weights_bytes
 from effbench.errors import EffbenchError
-from effbench.hardware import HardwareProfile, PriceOverride, get_profile, profile_for, profiles
+from effbench.hardware import HardwareProfile, PriceOverride, get_profile, profile_for, profiles, stored_profiles
 from effbench.results.schema import Record, Throughput
 from effbench.results.store import read_run_dir
 
@@ -113,6 +113,9 @@ def grid_intensity(region: Optional[str], explicit: Optional[float]) -> tuple[fl
 
 
 # -- result -------------------------------------------------------------------------------------
+RANDOM_WEIGHTS_NOTE = "random weights (architecture-only): speed/memory/energy only"
+
+
 @dataclass
 class PlanOption:
     hardware: str
@@ -141,6 +144,7 @@ class PlanOption:
     price_source: Optional[str] = None
     projected_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    random_weights: bool = False  # an architecture-only model: its speed, memory and energy only mean something
     rank: int = 0
 
 
@@ -218,6 +222,9 @@ def build_option(record: Record, hw_id: str, profile: Optional[HardwareProfile],
     watts, power_basis = power_w(record, profile)
     kwh = n * watts * req.hours_per_month / 1000 if watts is not None else None
     all_notes = list(notes)
+    random_weights = record.model.weights == "random"
+    if random_weights:
+        all_notes.append(RANDOM_WEIGHTS_NOTE)
     if demand.requests_per_s is not None and (record.workload.prompt_tokens, record.workload.new_tokens) != (demand.prompt_tokens, demand.output_tokens):
         all_notes.append(f"measured at {record.workload.prompt_tokens}/{record.workload.new_tokens} prompt/new tokens; rates applied to {demand.prompt_tokens}/{demand.output_tokens}")
     if record.stats.interference:
@@ -234,6 +241,7 @@ def build_option(record: Record, hw_id: str, profile: Optional[HardwareProfile],
         kg_co2e_per_month=kwh * req.grid_g_per_kwh / 1000 if kwh is not None else None,
         memory_gb=mem, peak_memory_gb=peak / 1e9 if peak is not None else None, memory_headroom_gb=headroom,
         price_source=profile.price_source if profile else None, projected_from=projected_from, notes=all_notes,
+        random_weights=random_weights,
     ), ""
 
 
@@ -288,13 +296,21 @@ def _nearest(refs: list[tuple[Record, HardwareProfile]], target: HardwareProfile
 
 
 # -- the plan -----------------------------------------------------------------------------------
-def load_records(dirs: Sequence[str | Path]) -> list[Record]:
+def load_runs(dirs: Sequence[str | Path]) -> tuple[list[Record], list[dict]]:
+    """The records of run directories and their run.json contents (which carry the hardware profile)."""
     if not dirs:
         raise EffbenchError("no results given: pass --results DIR (a run directory from 'effbench run')")
     records: list[Record] = []
+    runs: list[dict] = []
     for d in dirs:
-        records.extend(read_run_dir(d)[1])
-    return records
+        run, rs = read_run_dir(d)
+        runs.append(run)
+        records.extend(rs)
+    return records, runs
+
+
+def load_records(dirs: Sequence[str | Path]) -> list[Record]:
+    return load_runs(dirs)[0]
 
 
 def _rank_key(o: PlanOption) -> tuple:
@@ -303,8 +319,15 @@ def _rank_key(o: PlanOption) -> tuple:
             o.tpot_ms if o.tpot_ms is not None else math.inf, o.replicas)
 
 
-def plan(records: Sequence[Record], req: PlanRequest) -> Plan:
-    wanted = {get_profile(h, req.prices).id for h in req.hardware} if req.hardware else None  # unknown ids -> error
+def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[dict] = ()) -> Plan:
+    """``runs``: the run.json contents of the records' runs; the hardware profile a run stored there is
+    used before the local catalog (and no CPU bandwidth is measured for it)."""
+    stored: dict[tuple[Optional[str], Optional[str]], HardwareProfile] = {}
+    for run in runs:
+        stored.update(stored_profiles(run, req.prices))
+    stored_ids = {p.id for p in stored.values()}
+    wanted = ({h if h in stored_ids else get_profile(h, req.prices).id for h in req.hardware}  # unknown ids -> error
+              if req.hardware else None)
     records = [r for r in records if req.model is None or r.model.id == req.model]
     if not records:
         raise EffbenchError(f"no records for model '{req.model}' in the results given")
@@ -317,7 +340,8 @@ def plan(records: Sequence[Record], req: PlanRequest) -> Plan:
         if r.error:
             excluded.append(f"{what} on {r.hardware.profile or r.hardware.detected_name}: failed ({r.error})")
             continue
-        profile = profile_for(r.hardware.profile, r.hardware.detected_name, req.prices)
+        key = (r.hardware.profile, r.hardware.detected_name)
+        profile = profile_for(*key, req.prices, measure=key not in stored, stored=stored)
         hw_id = profile.id if profile else (r.hardware.profile or r.hardware.detected_name or "unknown")
         measured_ids.add(hw_id)
         if profile is not None:

@@ -218,3 +218,62 @@ def test_grid_intensity_sources():
 
 def test_cli_missing_results_dir(tmp_path):
     assert_one_line_error(effbench("plan", "--results", str(tmp_path / "nope"), "--target-tokens-per-s", "10"), "does not exist")
+
+
+# -- random weights and the profile stored in run.json -------------------------------------------
+def test_random_weights_are_marked_in_notes_json_and_csv(tmp_path):
+    from effbench.cli.plan import _csv, _notes
+
+    p = plan([record(model={"id": "m", "weights": "random", "weights_bytes": 1_000_000_000})],
+             request(Demand(tokens_per_s=1000.0), hardware=None))
+    assert p.options and all(o.random_weights for o in p.options)
+    assert any("random weights (architecture-only): speed/memory/energy only" in line for line in _notes(p.options))
+    assert {o.basis for o in p.options} == {"measured", "projected"}
+    assert all("random weights" in line for line in _notes(p.options))  # projected rows too
+    assert all(o["random_weights"] for o in p.to_dict()["options"])
+    assert {r["random_weights"] for r in csv.DictReader(io.StringIO(_csv(p)))} == {"True"}
+    assert not any(o.random_weights for o in plan([record()], request(Demand(tokens_per_s=1000.0))).options)
+
+
+def _stored_run(profile: dict, pid: str, name: str) -> dict:
+    from effbench.hardware import HardwareProfile
+
+    return {"run_id": "r", "hardware": {"profile": pid, "detected_name": name, "kind": profile["kind"],
+                                        "resolved": HardwareProfile.model_validate(profile).model_dump(mode="json")}}
+
+
+def test_the_profile_stored_in_run_json_is_used_first(monkeypatch):
+    import effbench.hardware.cpu as cpu_mod
+
+    remote = {**GPU, "id": "remotegpu", "name": "Remote GPU", "price_per_hour_usd": 7.0}
+    r = record(hardware={"profile": "remotegpu", "detected_name": "Remote GPU"})
+    d = Demand(tokens_per_s=1000.0)
+    without = plan([r], request(d, hardware=None, projections=False))
+    assert without.options[0].price_per_hour_usd is None and without.options[0].memory_gb is None  # not known here
+    p = plan([r], request(d, hardware=["remotegpu"], projections=False), [_stored_run(remote, "remotegpu", "Remote GPU")])
+    assert p.options[0].hardware == "remotegpu" and p.options[0].price_per_hour_usd == 7.0
+    assert plan([r], request(d, hardware=None, projections=False, prices=parse_price_options(["remotegpu=1"])),
+                [_stored_run(remote, "remotegpu", "Remote GPU")]).options[0].price_per_hour_usd == 1.0
+    # a CPU run that stored its (measured) profile: nothing is measured again
+    name = cpu_mod.cpu_name()
+    monkeypatch.setattr(cpu_mod, "measure_bandwidth_gbps", lambda: (_ for _ in ()).throw(AssertionError("measured")))
+    cpu = {"name": name, "vendor": "test", "kind": "cpu", "memory_gb": 64, "memory_bandwidth_gbps": 50.0, "tdp_w": 100}
+    rc = record(hardware={"profile": None, "detected_name": name}, memory={"peak_device_bytes": None, "peak_host_bytes": 2_000_000_000})
+    p = plan([rc], request(d, hardware=None, projections=False), [_stored_run({**cpu, "id": "cpu-stored"}, None, name)])
+    assert p.options[0].hardware == "cpu-stored" and p.options[0].memory_gb == 64
+
+
+def test_cli_plan_uses_the_profile_stored_in_run_json(tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(RUN, run)
+    meta = json.loads((run / "run.json").read_text())
+    meta["hardware"]["resolved"] = {"id": "cpu-stored", "name": "Stored CPU", "vendor": "test", "kind": "cpu",
+                                    "memory_gb": 64, "memory_bandwidth_gbps": 40.0, "tdp_w": 120, "price_per_hour_usd": 0.5}
+    (run / "run.json").write_text(json.dumps(meta))
+    p = effbench("plan", "--results", str(run), "--target-tokens-per-s", "500", "--hardware", "cpu-stored", "--no-projections", "--json")
+    assert p.returncode == 0, p.stderr
+    opts = json.loads(p.stdout)["options"]
+    assert opts and {o["hardware"] for o in opts} == {"cpu-stored"} and {o["price_per_hour_usd"] for o in opts} == {0.5}
+    assert all(o["random_weights"] is False for o in opts)

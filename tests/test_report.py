@@ -287,3 +287,22 @@ def test_cli_writes_report(tmp_path: Path, capsys) -> None:
         assert not e.code
     assert "report.html" in capsys.readouterr().out
     assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_the_profile_stored_in_run_json_is_used_for_the_roofline(tmp_path: Path) -> None:
+    from effbench.report.build import hardware_section
+    from effbench.report.model import group_rows, profile_lookup
+
+    run = tmp_path / "run"
+    shutil.copytree(REAL_RUN, run)
+    meta = json.loads((run / "run.json").read_text())
+    assert tidy(load_sources([REAL_RUN]))[0].hardware_profile is None
+    meta["hardware"]["resolved"] = {"id": "cpu-stored", "name": "Stored CPU", "vendor": "test", "kind": "cpu", "memory_gb": 64,
+                                    "memory_bandwidth_gbps": 40.0, "tdp_w": 120, "bandwidth_source": "measured at run time"}
+    (run / "run.json").write_text(json.dumps(meta))
+    sources = load_sources([run])
+    assert profile_lookup(sources)(None, "AMD EPYC").id == "cpu-stored"
+    rows = tidy(sources)
+    assert all(r.roofline_bound_tokens_per_s is not None and r.roofline_fraction is not None for r in rows if not r.error)
+    section = hardware_section("AMD EPYC", group_rows(rows), tmp_path / "out", [], sources)
+    assert any("cpu-stored" in getattr(b, "text", "") and "measured at run time" in getattr(b, "text", "") for b in section.blocks)

@@ -13,12 +13,12 @@ from rich.table import Table
 from rich.text import Text
 
 from effbench.cli._console import cell, err, fmt, out
-from effbench.planner import HOURS_PER_MONTH, Plan, PlanOption
+from effbench.planner import HOURS_PER_MONTH, RANDOM_WEIGHTS_NOTE, Plan, PlanOption
 
 CSV_FIELDS = ("rank", "hardware", "hardware_name", "basis", "projected_from", "model", "backend", "scheme", "batch_size",
               "capacity_tokens_per_s", "replicas", "utilisation", "ttft_ms", "tpot_ms", "price_per_hour_usd", "usd_per_hour",
               "usd_per_month", "usd_per_million_tokens", "power_w", "power_basis", "kwh_per_month", "kg_co2e_per_month",
-              "memory_gb", "peak_memory_gb", "memory_headroom_gb", "price_source", "notes")
+              "memory_gb", "peak_memory_gb", "memory_headroom_gb", "price_source", "random_weights", "notes")
 
 
 def _usd(v: Optional[float], digits: int = 2) -> str:
@@ -47,7 +47,8 @@ def _table(p: Plan, top: int) -> Table:
 def _short_note(o: PlanOption) -> str:
     if o.basis == "projected":
         low = any(n.startswith("low confidence") for n in o.notes)
-        return f"projected from {o.projected_from}" + (" (a different kind of device: low confidence)" if low else "")
+        return (f"projected from {o.projected_from}" + (" (a different kind of device: low confidence)" if low else "")
+                + (f"; {RANDOM_WEIGHTS_NOTE}" if o.random_weights else ""))
     return "; ".join(o.notes)
 
 
@@ -101,7 +102,7 @@ def plan_command(
     labelled 'projected'."""
     from effbench.errors import EffbenchError
     from effbench.hardware import parse_price_options
-    from effbench.planner import Demand, PlanRequest, grid_intensity as _grid, load_records, plan
+    from effbench.planner import Demand, PlanRequest, grid_intensity as _grid, load_runs, plan
 
     if as_json and as_csv:
         raise EffbenchError("choose one of --json and --csv")
@@ -111,7 +112,8 @@ def plan_command(
     g, source = _grid(region, grid_intensity)
     req = PlanRequest(demand, max_ttft_ms, max_tpot_ms, _split(hardware), parse_price_options(price or []), hours_per_month,
                       g, source, model, not no_projections)
-    result = plan(load_records(results), req)
+    records, runs = load_runs(results)
+    result = plan(records, req, runs)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

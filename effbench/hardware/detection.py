@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Mapping, Optional
+
+from pydantic import ValidationError
 
 from effbench.errors import EffbenchError
 from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
@@ -128,10 +130,34 @@ def resolve_profile_id(id_or_path: Optional[str], detected: Detected) -> Optiona
     return id_or_path
 
 
+StoredProfiles = Mapping[tuple[Optional[str], Optional[str]], HardwareProfile]
+
+
+def stored_profiles(run: Mapping[str, Any], prices: Optional[dict[str, PriceOverride]] = None,
+                    origin: str = "run.json") -> dict[tuple[Optional[str], Optional[str]], HardwareProfile]:
+    """The profile a run stored in its ``run.json`` (``hardware.resolved``, written by the sweep), keyed
+    by the (profile id, detected name) its records carry, with the price file and ``prices`` applied.
+    Empty when the run stored none or it does not validate (an older or edited run.json)."""
+    block = run.get("hardware") if isinstance(run, Mapping) else None
+    data = block.get("resolved") if isinstance(block, Mapping) else None
+    if not isinstance(data, Mapping):
+        return {}
+    try:
+        profile = HardwareProfile.model_validate(dict(data))
+    except ValidationError:
+        return {}
+    profile = apply_prices([profile.model_copy(update={"origin": origin})], {**load_price_file(), **(prices or {})})[0]
+    return {(block.get("profile"), block.get("detected_name")): profile}
+
+
 def profile_for(profile_id: Optional[str], detected_name: Optional[str],
-                prices: Optional[dict[str, PriceOverride]] = None, measure: bool = True) -> Optional[HardwareProfile]:
-    """The profile a record was taken on: its ``hardware.profile`` id, else the profile matching its
-    detected name (this machine's CPU included). ``None`` when neither is known here."""
+                prices: Optional[dict[str, PriceOverride]] = None, measure: bool = True,
+                stored: Optional[StoredProfiles] = None) -> Optional[HardwareProfile]:
+    """The profile a record was taken on: the one its run stored in run.json (``stored``, from
+    ``stored_profiles``), else its ``hardware.profile`` id, else the profile matching its detected
+    name (this machine's CPU included). ``None`` when none is known here."""
+    if stored and (profile_id, detected_name) in stored:
+        return stored[(profile_id, detected_name)]
     if profile_id:
         try:
             return get_profile(profile_id, prices, measure)

@@ -141,13 +141,14 @@ def group_section(g: Group, out: Path, skipped: list[str]) -> Section:
     return s.add(*_images(found))
 
 
-def hardware_section(hw: str, groups: Sequence[Group], out: Path, skipped: list[str]) -> Section:
+def hardware_section(hw: str, groups: Sequence[Group], out: Path, skipped: list[str],
+                     sources: Sequence[RunSource] = ()) -> Section:
     s = Section(f"Hardware: {hw}", f"hw-{slug(hw)}")
     names = sorted({r.detected_name or "?" for g in groups for r in g.rows})
     hosts = sorted({r.hostname for g in groups for r in g.rows if r.hostname})
     s.add(Paragraph(f"Detected device: {', '.join(names)}; host(s): {', '.join(hosts) or '?'}."))
     first = groups[0].rows[0]
-    s.add(Paragraph(_profile_line(profile_lookup()(first.hardware_profile, first.detected_name))))
+    s.add(Paragraph(_profile_line(profile_lookup(sources)(first.hardware_profile, first.detected_name))))
     return s.add(*(group_section(g, out, skipped) for g in groups))
 
 
@@ -241,7 +242,7 @@ def build_document(sources: Sequence[RunSource], rows: Sequence[Row], out: Path)
                    f"{len(sources)} run(s), {len(hardware_names(rows))} hardware, {len(rows)} configuration(s)")
     doc.sections.append(overview_section(sources, rows))
     for hw in hardware_names(rows):
-        doc.sections.append(hardware_section(hw, [g for g in groups if g.hardware == hw], out, skipped))
+        doc.sections.append(hardware_section(hw, [g for g in groups if g.hardware == hw], out, skipped, sources))
     comparison = comparison_section(rows, out, skipped)
     if comparison:
         doc.sections.append(comparison)

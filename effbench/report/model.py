@@ -138,17 +138,36 @@ def _no_roofline(record: Record) -> tuple[Optional[float], Optional[float]]:
     return None, None
 
 
-def profile_lookup() -> Callable[[Optional[str], Optional[str]], Any]:
-    """(profile id, detected name) -> hardware profile or None, cached. Never measures anything
-    (``measure=False``): a report must not start a CPU bandwidth benchmark. ``None`` everywhere while
-    ``effbench.hardware`` lacks ``profile_for``."""
+def _stored_profiles(sources: Iterable[RunSource]) -> dict[tuple[Optional[str], Optional[str]], Any]:
+    """The profiles the runs stored in their run.json (``hardware.resolved``), by (profile id, detected name)."""
+    try:
+        from effbench.hardware import stored_profiles
+    except ImportError:
+        return {}
+    stored: dict[tuple[Optional[str], Optional[str]], Any] = {}
+    for src in sources:
+        try:
+            stored.update(stored_profiles(src.run, origin=str(Path(src.path) / "run.json")))
+        except Exception:  # noqa: BLE001 - a broken price file must not sink the report
+            continue
+    return stored
+
+
+def profile_lookup(sources: Iterable[RunSource] = ()) -> Callable[[Optional[str], Optional[str]], Any]:
+    """(profile id, detected name) -> hardware profile or None, cached: the profile a run stored in its
+    run.json first (``sources``), else the local catalog. Never measures anything (``measure=False``):
+    a report must not start a CPU bandwidth benchmark. ``None`` everywhere while ``effbench.hardware``
+    lacks ``profile_for``."""
     try:
         from effbench.hardware import profile_for
     except ImportError:
         return lambda pid, name: None
     cache: dict[tuple[Optional[str], Optional[str]], Any] = {}
+    stored = _stored_profiles(sources)
 
     def lookup(pid: Optional[str], name: Optional[str]) -> Any:
+        if (pid, name) in stored:
+            return stored[(pid, name)]
         if (pid, name) not in cache:
             try:
                 cache[(pid, name)] = profile_for(pid, name, measure=False)
@@ -159,14 +178,15 @@ def profile_lookup() -> Callable[[Optional[str], Optional[str]], Any]:
     return lookup
 
 
-def roofline_function() -> RooflineFn:
+def roofline_function(sources: Iterable[RunSource] = ()) -> RooflineFn:
     """(bound tokens/s, achieved fraction) per record, or (None, None) while the roofline module or
-    the record's hardware profile is missing: the report then skips the roofline plot with a note."""
+    the record's hardware profile is missing: the report then skips the roofline plot with a note.
+    The profile is the one the record's run stored in run.json (``sources``), else the local catalog's."""
     try:
         from effbench.analysis import roofline
     except ImportError:
         return _no_roofline
-    lookup = profile_lookup()
+    lookup = profile_lookup(sources)
 
     def compute(record: Record) -> tuple[Optional[float], Optional[float]]:
         profile = lookup(record.hardware.profile, record.hardware.detected_name)
@@ -222,7 +242,8 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline) ->
 
 
 def tidy(sources: Iterable[RunSource], roofline: Optional[RooflineFn] = None) -> list[Row]:
-    fn = roofline or roofline_function()
+    sources = list(sources)
+    fn = roofline or roofline_function(sources)
     rows = [to_row(src, r, fn) for src in sources for r in src.records]
     return sorted(rows, key=_sort_key)
 
