@@ -9,10 +9,10 @@ import difflib
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import ConfigError
+from effbench.yamlfile import read_yaml as read_yaml_file
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -140,18 +140,7 @@ def _format_validation_error(err: ValidationError, origin: str, cli_keys: set[st
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep file '{path}' does not exist; pass the path of a YAML sweep file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"sweep file '{path}' is not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"sweep file '{path}' is not UTF-8 text") from None
+    data = read_yaml_file(path, "sweep file", ConfigError)
     if data is None:
         raise ConfigError(f"sweep file '{path}' is empty; give at least one key, e.g. 'batch_sizes: [1, 4]'")
     if not isinstance(data, dict):

@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from effbench.errors import EffbenchError
+from effbench.yamlfile import read_yaml
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 DATE_PATTERN = r"^\d{4}-\d{2}(-\d{2})?$"
@@ -120,21 +120,6 @@ def prices_file() -> Path:
 
 
 # -- loading -----------------------------------------------------------------------------------
-def _read_yaml(path: Path, what: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EffbenchError(f"{what} '{path}' does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise EffbenchError(f"{what} '{path}' cannot be read ({e})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise EffbenchError(f"{what} '{path}' is not valid YAML{where}; fix the file") from None
-
-
 def _validation_message(e: ValidationError) -> str:
     err = e.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -158,7 +143,7 @@ def profile_from_dict(data: Any, origin: str) -> HardwareProfile:
 
 def load_profile_file(path: str | Path) -> HardwareProfile:
     path = Path(path)
-    return profile_from_dict(_read_yaml(path, "hardware profile"), str(path))
+    return profile_from_dict(read_yaml(path, "hardware profile"), str(path))
 
 
 def _load_dir(directory: Path) -> list[HardwareProfile]:
@@ -185,7 +170,7 @@ def load_price_file(path: Optional[Path] = None) -> dict[str, PriceOverride]:
     path = path or prices_file()
     if not path.is_file():
         return {}
-    data = _read_yaml(path, "price file") or {}
+    data = read_yaml(path, "price file") or {}
     if not isinstance(data, dict):
         raise EffbenchError(f"price file '{path}' must map profile ids to prices (h100-sxm: 2.5)")
     out = {}
