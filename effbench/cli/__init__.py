@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -70,7 +70,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _fail(message: str, code: int) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def _fail(message: str, code: int) -> NoReturn:
     sys.stderr.write(f"effbench: error: {_one_line(message)}\n")
     sys.stderr.flush()
     sys.exit(code)

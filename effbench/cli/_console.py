@@ -5,6 +5,7 @@ import math
 from typing import Optional
 
 from rich.console import Console
+from rich.text import Text
 
 def _console(stderr: bool) -> Console:
     c = Console(stderr=stderr, highlight=False)
@@ -33,8 +34,6 @@ def fmt_bytes(n: Optional[int]) -> str:
     return str(n)
 
 
-def cell(value: object) -> "Text":
+def cell(value: object) -> Text:
     """A table cell that shows user strings literally (no rich markup interpretation)."""
-    from rich.text import Text
-
     return Text(str(value))

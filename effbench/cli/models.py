@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from effbench.cli._console import cell, fmt, fmt_bytes, out
+from effbench.cli._console import cell, fmt_bytes, out
 
 
 def _bundled() -> dict:
