@@ -3,7 +3,6 @@ schemes and interruption (in-process and SIGKILL) lose no finished record and du
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
