@@ -15,8 +15,10 @@ from typing import Any, Optional
 from effbench.backends import Backend, create_backend
 from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
-from effbench.errors import EffbenchError, UnsupportedError
-from effbench.hardware import Detected, detect, resolve_profile_id
+from effbench.analysis.carbon import carbon_section
+from effbench.analysis.carbon import resolve as resolve_grid
+from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
+from effbench.hardware import Detected, detect, get_profile, profile_for, resolve_profile_id
 from effbench.measure.host import InterferenceProbe, trim_heap
 from effbench.measure.loop import RepeatPolicy, Workload, run_loop
 from effbench.measure.energy import energy_section
@@ -157,8 +159,6 @@ class Sweep:
         self.profile = resolve_profile_id(config.hardware, self.detected)
         self._check_profile_kind()
         self.groups = _plan(config, self.specs, self.devices)
-        from effbench.analysis.carbon import resolve as resolve_grid
-
         self.grid = resolve_grid(config.region)  # a mistyped region fails here, before any work
         self.run_id = ""
         self.idle_power_w: Optional[float] = None
@@ -211,8 +211,6 @@ class Sweep:
         reverse) would put CPU figures in a GPU's column of every report and plan."""
         if not self.config.hardware or not self.profile:
             return
-        from effbench.hardware import get_profile
-
         profile = get_profile(self.profile, measure=False)
         if profile.kind != self.detected.kind:
             raise EffbenchError(f"hardware profile '{profile.id}' is a {profile.kind} but this run measures the "
@@ -236,8 +234,6 @@ class Sweep:
     def _hardware_block(self) -> dict[str, Any]:
         """The profile the run is filed under, written out in full (bandwidth, TDP, prices as of
         now) so reports and plans made on another machine need not find it again."""
-        from effbench.hardware import profile_for
-
         block: dict[str, Any] = {"profile": self.profile, "detected_name": self.detected.name, "kind": self.detected.kind}
         try:
             resolved = profile_for(self.profile, self.detected.name, measure=True)
@@ -386,8 +382,6 @@ class Sweep:
             return self._record(p, group, model=model_info, quality=quality, error=_config_error(backend, e))
         finally:
             batch = None  # free activations before the next configuration
-        from effbench.analysis.carbon import carbon_section
-
         energy = energy_section(result, self.idle_power_w)
         return self._record(
             p, group, model=model_info, quality=quality,
@@ -407,8 +401,6 @@ def _group_key(group: _Group) -> tuple[str, str, str]:
 
 def _is_group_error(e: EffbenchError) -> bool:
     """Errors that belong to one model/scheme (record and go on) rather than to the user's input."""
-    from effbench.errors import OutOfMemory, UnsupportedError
-
     return isinstance(e, (UnsupportedError, OutOfMemory))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import UnsupportedError
 from effbench.models import ModelSpec, PromptSet, build_token_rows
+from effbench.models.kv import kv_cache_bytes_per_token
 from effbench.quant import Scheme
 
 try:
@@ -215,4 +216,4 @@ def _kv_bytes_per_token(meta: dict, arch: str) -> Optional[int]:
         head_dim = int(meta.get(f"{arch}.attention.key_length", int(meta[f"{arch}.embedding_length"]) // heads))
     except (KeyError, ValueError):
         return None
-    return 2 * layers * kv_heads * head_dim * KV_BYTES_PER_VALUE
+    return kv_cache_bytes_per_token(layers, kv_heads, head_dim, KV_BYTES_PER_VALUE)

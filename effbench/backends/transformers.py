@@ -13,6 +13,7 @@ from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
 from effbench.models import ModelSpec, PromptSet, build_token_rows
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, RandomTokenizer, load_random
 from effbench.models.gguf_cache import cached_checkpoint
+from effbench.models.kv import kv_bytes_per_token
 from effbench.quant import Scheme
 
 
@@ -140,7 +141,7 @@ class TransformersBackend(Backend):
         return LoadedModel(
             params=sum(p.numel() for p in self.model.parameters()),
             weights_bytes=self._weights_bytes(),
-            kv_bytes_per_token=self._kv_bytes_per_token(dtype),
+            kv_bytes_per_token=kv_bytes_per_token(self.model.config, self.torch.tensor([], dtype=dtype).element_size()),
             device=device,
             load_s=time.perf_counter() - t0,
             quant_note=note,
@@ -161,18 +162,6 @@ class TransformersBackend(Backend):
                 w, b = packed._weight_bias()
                 total += tensor_bytes(w) + (tensor_bytes(b) if b is not None else 0)
         return total
-
-    def _kv_bytes_per_token(self, dtype: Any) -> Optional[int]:
-        cfg = getattr(self.model, "config", None)
-        cfg = getattr(cfg, "text_config", cfg)
-        try:
-            layers = cfg.num_hidden_layers
-            heads = cfg.num_attention_heads
-            kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        except AttributeError:
-            return None
-        return int(2 * layers * kv_heads * head_dim * self.torch.tensor([], dtype=dtype).element_size())
 
     # -- running ---------------------------------------------------------------------------
     def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> _Batch:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.models import ModelSpec, PromptSet, build_token_rows
+from effbench.models.kv import kv_bytes_per_token
 from effbench.quant import Scheme
 
 try:  # imported lazily by the registry; fail with a reason the sweep can record
@@ -61,7 +62,7 @@ class VLLMBackend(Backend):
         self.tokenizer = self.llm.get_tokenizer()
         cfg = self.llm.llm_engine.model_config.hf_config
         return LoadedModel(params=None, weights_bytes=_checkpoint_bytes(model.location),
-                           kv_bytes_per_token=_kv_bytes(cfg, scheme.compute_dtype), device=device,
+                           kv_bytes_per_token=kv_bytes_per_token(cfg, 4 if scheme.compute_dtype == "float32" else 2), device=device,
                            load_s=time.perf_counter() - t0)
 
     def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> list[dict]:
@@ -105,13 +106,3 @@ def _checkpoint_bytes(location: str) -> Optional[int]:
     path = Path(location)
     files = list(path.glob("*.safetensors")) or list(path.glob("*.bin")) if path.is_dir() else []
     return sum(f.stat().st_size for f in files) or None
-
-
-def _kv_bytes(cfg: Any, dtype: str) -> Optional[int]:
-    try:
-        heads = cfg.num_attention_heads
-        kv = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        return int(2 * cfg.num_hidden_layers * kv * head_dim * (4 if dtype == "float32" else 2))
-    except AttributeError:
-        return None

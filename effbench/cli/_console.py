@@ -7,6 +7,8 @@ from typing import Optional
 from rich.console import Console
 from rich.text import Text
 
+from effbench.report.document import size as fmt_bytes  # noqa: F401  (one byte formatter for tables and reports)
+
 def _console(stderr: bool) -> Console:
     c = Console(stderr=stderr, highlight=False)
     if not c.is_terminal:  # pipes and CI logs: do not squeeze tables into 80 columns
@@ -22,16 +24,6 @@ def fmt(value: Optional[float], digits: int = 1, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value * scale:,.{digits}f}"
-
-
-def fmt_bytes(n: Optional[int]) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def cell(value: object) -> Text:

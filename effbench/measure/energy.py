@@ -10,17 +10,13 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from effbench.measure.loop import LoopResult, WindowResult
-from effbench.measure.stats import combine_rel, summarize
+from effbench.measure.stats import combine_rel, mean_or_none, summarize
 from effbench.results.schema import Energy
 from effbench.sensors.base import EnergyReading
 
 _STATUS_RANK = {"measured": 0, "estimated": 1, "unavailable": 2}
 # Below this coverage a window's figure is flagged: a good part of it was interpolated.
 LOW_COVERAGE = 0.9
-
-
-def _mean(xs: list[float]) -> Optional[float]:
-    return summarize(xs).mean if xs else None
 
 
 def _per_call(windows: list[WindowResult]) -> list[float]:
@@ -74,7 +70,7 @@ def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: i
         coverage=min((rd.coverage for rd in readings if rd.coverage is not None), default=None),
         idle_power_w=idle_power_w,
         basis=first.basis if first else None,
-        window_s=_mean([rd.duration_s for rd in readings]),
+        window_s=mean_or_none([rd.duration_s for rd in readings]),
         flags=_flags(prefill + full),
         output_chars=output_chars,
     )
@@ -98,12 +94,12 @@ def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: i
     if output_chars:
         energy.joules_per_kchar = total.mean / (output_chars / 1000)
     if idle_power_w is not None:
-        energy.joules_dynamic = total.mean - idle_power_w * _mean([w.seconds_per_call for w in full])
+        energy.joules_dynamic = total.mean - idle_power_w * mean_or_none([w.seconds_per_call for w in full])
         if energy.joules_dynamic > 0:
             energy.tokens_per_joule_dynamic = tokens / energy.joules_dynamic
     # Rule 8: the spread across repeats (CI95 of the mean) and the sensor's own uncertainty, which
     # already holds its stated accuracy, the unobserved share of the window and its time resolution.
-    sensor_rel = _mean([rd.uncertainty_rel for rd in readings if rd.uncertainty_rel is not None])
+    sensor_rel = mean_or_none([rd.uncertainty_rel for rd in readings if rd.uncertainty_rel is not None])
     energy.uncertainty_rel = combine_rel(total.ci95_rel, sensor_rel)
     if total.n < 2:  # one repeat: the spread is unknown, so the sensor's part alone would look too tight
         energy.flags = sorted(set(energy.flags) | {"single-repeat"})

@@ -50,6 +50,10 @@ def summarize(values: Sequence[float]) -> Summary:
     return Summary(n, mean, std, t95(n - 1) * std / math.sqrt(n))
 
 
+def mean_or_none(values: Sequence[float]) -> Optional[float]:
+    return summarize(values).mean if values else None
+
+
 def combine_rel(*parts: Optional[float]) -> Optional[float]:
     """Root-sum-square of independent relative uncertainties; None when none is known."""
     known = [p for p in parts if p is not None and math.isfinite(p)]

@@ -6,19 +6,15 @@ from typing import Optional
 from effbench.measure.host import Interference
 from effbench.measure.energy import _per_call
 from effbench.measure.loop import LoopResult
-from effbench.measure.stats import summarize
+from effbench.measure.stats import mean_or_none, summarize
 from effbench.results.schema import Stats, Throughput
-
-
-def _mean(xs: list[float]) -> Optional[float]:
-    return summarize(xs).mean if xs else None
 
 
 def throughput_section(r: LoopResult) -> Throughput:
     wl = r.workload
-    ttft = _mean(r.ttft_samples())
-    full = _mean(r.full_samples())
-    decode = _mean(r.decode_tps_samples())
+    ttft = mean_or_none(r.ttft_samples())
+    full = mean_or_none(r.full_samples())
+    decode = mean_or_none(r.decode_tps_samples())
     tpot = wl.batch_size / decode if decode else None  # seconds per token per sequence
     chars = r.output.chars if r.output else None
     return Throughput(

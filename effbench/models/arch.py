@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from effbench.errors import EffbenchError, UnsupportedError
+from effbench.models.kv import kv_bytes_per_token
 
 PREFIX = "arch:"
 CATALOG_FILE = "catalog.json"
@@ -239,17 +240,6 @@ class ArchSummary:
         }
 
 
-def _kv_bytes_per_token(config: Any, element_size: int = 2) -> Optional[int]:
-    text = getattr(config, "text_config", config)
-    try:
-        heads = text.num_attention_heads
-        kv_heads = getattr(text, "num_key_value_heads", None) or heads
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-        return int(2 * text.num_hidden_layers * kv_heads * head_dim * element_size)
-    except AttributeError:
-        return None
-
-
 def summarize(location: str) -> ArchSummary:
     """Parameter counts (meta device), weight bytes per dtype and stated counts of one config."""
     config = load_config(location)
@@ -261,5 +251,5 @@ def summarize(location: str) -> ArchSummary:
         stated_params=entry.stated_params if entry else None,
         stated_scope=entry.stated_scope if entry else None,
         stated_source=entry.stated_source if entry else None,
-        kv_bytes_per_token_bf16=_kv_bytes_per_token(config),
+        kv_bytes_per_token_bf16=kv_bytes_per_token(config, 2),
     )
