@@ -299,8 +299,7 @@ class Sweep:
             return
         backend = self.backends[group.backend]
         self.observer.message(f"loading {group.spec.id} ({group.scheme.name}) on {device}")
-        if hasattr(backend, "notify"):
-            backend.notify = self.observer.message
+        backend.notify = self.observer.message
         try:
             loaded = backend.load(group.spec, group.scheme, device, self.config.threads, self.config.seed)
         except EffbenchError as e:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from effbench.models import ModelSpec, PromptSet
 from effbench.quant import Scheme
@@ -36,6 +36,8 @@ class Backend(ABC):
     name: str = "backend"
     # Run the model through torch.compile (transformers backend); others refuse it in load().
     compile: bool = False
+    # Where a backend sends one-line status messages (e.g. a first-use model conversion).
+    notify: Optional[Callable[[str], None]] = None
 
     @abstractmethod
     def version(self) -> str: ...

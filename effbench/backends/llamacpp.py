@@ -63,6 +63,7 @@ class LlamaCppBackend(Backend):
         self.ctx_key: tuple[int, int] = (0, 0)
         self.gpu_layers = 0
         self.seed = 0
+        self.n_vocab = 0
 
     def version(self) -> str:
         return f"llama-cpp-python {llama_cpp.__version__}"
@@ -93,6 +94,8 @@ class LlamaCppBackend(Backend):
         self.gpu_layers = -1 if device.startswith("cuda") else 0
         self.llm = llama_cpp.Llama(model_path=model.location, n_ctx=256, n_threads=threads, n_threads_batch=threads,
                                    n_gpu_layers=self.gpu_layers, seed=seed, verbose=False)
+        # looked up once: _logits runs for every sequence at every decode step
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.llm.model))
         meta = self.llm.metadata
         arch = meta.get("general.architecture", "llama")
         return LoadedModel(
@@ -158,9 +161,8 @@ class LlamaCppBackend(Backend):
             llama_cpp.llama_batch_free(batch)
 
     def _logits(self, i: int) -> np.ndarray:
-        n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.llm.model))
         ptr = llama_cpp.llama_get_logits_ith(self.ctx, i)
-        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,))
+        return np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
 
     def _prefill(self, batch: _Batch) -> list[int]:
         self._clear_kv()

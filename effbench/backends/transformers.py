@@ -71,7 +71,6 @@ class TransformersBackend(Backend):
         self.model: Any = None
         self.tokenizer: Any = None
         self.device = "cpu"
-        self.notify = None  # optional callable for one-line status messages
 
     def version(self) -> str:
         import transformers
