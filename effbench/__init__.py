@@ -8,7 +8,7 @@ The public API is small and imports heavy libraries (torch, transformers) only w
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from typing import TYPE_CHECKING, Any
 

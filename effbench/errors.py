@@ -4,6 +4,14 @@
 class EffbenchError(Exception):
     """An error caused by input or environment, shown to the user as one line (no traceback)."""
 
+    exit_code = 2  # what the CLI exits with: 2 for input errors, as click does for usage errors
+
+
+class NoAnswer(EffbenchError):
+    """The inputs were fine but give no answer (no plan option meets the limits): exit 1, so scripts notice."""
+
+    exit_code = 1
+
 
 class ConfigError(EffbenchError):
     """A malformed sweep file or option."""

@@ -26,13 +26,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from effbench.analysis.roofline import achieved_fraction, decode_bound_tokens_per_s, weights_bytes
 from effbench.errors import EffbenchError
-from effbench.hardware import HardwareProfile, PriceOverride, get_profile, profile_for, profiles, stored_profiles
+from effbench.hardware import HardwareProfile, PriceOverride, get_profile, profiles
+from effbench.results.hardware import StoredRun, require_profiles, resolve_run_profiles
 from effbench.results.schema import Record, Throughput
 from effbench.results.store import read_run_dir
+
+# plan's own option for the profile of a run that stores none (its --hardware filters candidates).
+RUN_HARDWARE_OPTION = "--run-hardware ID"
 
 HOURS_PER_MONTH = 730.0
 # Used only where effbench.analysis.carbon is missing; the same IEA figure that module (and codecarbon) uses.
@@ -296,21 +300,22 @@ def _nearest(refs: list[tuple[Record, HardwareProfile]], target: HardwareProfile
 
 
 # -- the plan -----------------------------------------------------------------------------------
-def load_runs(dirs: Sequence[str | Path]) -> tuple[list[Record], list[dict]]:
-    """The records of run directories and their run.json contents (which carry the hardware profile)."""
+def load_runs(dirs: Sequence[str | Path]) -> list[StoredRun]:
+    """The run directories (or their results.jsonl files): run.json, which carries the hardware
+    profile, and the records. A run without records is an error naming it."""
     if not dirs:
         raise EffbenchError("no results given: pass --results DIR (a run directory from 'effbench run')")
-    records: list[Record] = []
-    runs: list[dict] = []
+    runs: list[StoredRun] = []
     for d in dirs:
         run, rs = read_run_dir(d)
-        runs.append(run)
-        records.extend(rs)
-    return records, runs
+        if not rs:
+            raise EffbenchError(f"{d} holds no records yet (results.jsonl is empty); pass a run that finished a configuration")
+        runs.append(StoredRun(str(d), run, rs))
+    return runs
 
 
 def load_records(dirs: Sequence[str | Path]) -> list[Record]:
-    return load_runs(dirs)[0]
+    return [r for run in load_runs(dirs) for r in run.records]
 
 
 def _rank_key(o: PlanOption) -> tuple:
@@ -319,18 +324,37 @@ def _rank_key(o: PlanOption) -> tuple:
             o.tpot_ms if o.tpot_ms is not None else math.inf, o.replicas)
 
 
-def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[dict] = ()) -> Plan:
-    """``runs``: the run.json contents of the records' runs; the hardware profile a run stored there is
-    used before the local catalog (and no CPU bandwidth is measured for it)."""
-    stored: dict[tuple[Optional[str], Optional[str]], HardwareProfile] = {}
-    for run in runs:
-        stored.update(stored_profiles(run, req.prices))
-    stored_ids = {p.id for p in stored.values()}
-    wanted = ({h if h in stored_ids else get_profile(h, req.prices).id for h in req.hardware}  # unknown ids -> error
+def _catalog_profile(record: Record, prices: dict[str, PriceOverride]) -> Optional[HardwareProfile]:
+    """A record given without its run (the Python API): its profile id in the catalog, never this machine."""
+    if not record.hardware.profile:
+        return None
+    try:
+        return get_profile(record.hardware.profile, prices, measure=False, local=False)
+    except EffbenchError:
+        return None
+
+
+def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[StoredRun, Mapping[str, Any]]] = (),
+         run_hardware: Optional[str] = None) -> Plan:
+    """``runs``: the runs the records come from (``StoredRun``, or bare run.json contents). Each record's
+    hardware is the profile its run stored; a run that stores none is an error unless ``run_hardware``
+    names the profile it ran on. Records given without a run are looked up by profile id in the catalog.
+    Nothing describes the machine the plan is computed on."""
+    stored_runs = [r if isinstance(r, StoredRun) else StoredRun(str(r.get("run_id") or "?"), r, ()) for r in runs]
+    resolved = require_profiles(resolve_run_profiles(stored_runs, run_hardware, req.prices), RUN_HARDWARE_OPTION)
+    known_ids = resolved.ids | {p.id for p in profiles(req.prices)}
+    wanted = ({h if h in resolved.ids else get_profile(h, req.prices, local=False).id for h in req.hardware}  # unknown ids -> error
               if req.hardware else None)
-    records = [r for r in records if req.model is None or r.model.id == req.model]
+    unknown_prices = sorted(set(req.prices) - known_ids)
+    if unknown_prices:
+        raise EffbenchError(f"--price names unknown hardware profile '{unknown_prices[0]}'; "
+                            "'effbench hardware list' shows the ids (or the results' own profiles)")
+    if req.model is not None:
+        records = [r for r in records if r.model.id == req.model]
+        if not records:
+            raise EffbenchError(f"no records for model '{req.model}' in the results given")
     if not records:
-        raise EffbenchError(f"no records for model '{req.model}' in the results given")
+        raise EffbenchError("no records in the results given")
     options: list[PlanOption] = []
     excluded: list[str] = []
     measured: dict[tuple, list[tuple[Record, HardwareProfile]]] = {}
@@ -340,8 +364,7 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[dict] = ())
         if r.error:
             excluded.append(f"{what} on {r.hardware.profile or r.hardware.detected_name}: failed ({r.error})")
             continue
-        key = (r.hardware.profile, r.hardware.detected_name)
-        profile = profile_for(*key, req.prices, measure=key not in stored, stored=stored)
+        profile = resolved.of(r) or _catalog_profile(r, req.prices)
         hw_id = profile.id if profile else (r.hardware.profile or r.hardware.detected_name or "unknown")
         measured_ids.add(hw_id)
         if profile is not None:

@@ -24,13 +24,15 @@ def _profile(record: Record, profile: ProfileArg) -> Optional[HardwareProfile]:
     if isinstance(profile, HardwareProfile):
         return profile
     from effbench.errors import EffbenchError
-    from effbench.hardware import get_profile, profile_for
+    from effbench.hardware import get_profile
 
+    # Never measures and never looks at this machine: a record's hardware is what it stored (its
+    # profile id in the catalog); callers with the run's stored profile pass it in.
+    name = profile if isinstance(profile, str) else record.hardware.profile
+    if not name:
+        return None
     try:
-        if isinstance(profile, str):
-            return get_profile(profile)
-        # Never starts a CPU bandwidth measurement: analysis has no side effects ('effbench hardware detect' does that).
-        return profile_for(record.hardware.profile, record.hardware.detected_name, measure=False)
+        return get_profile(name, measure=False, local=isinstance(profile, str))
     except EffbenchError:
         return None
 

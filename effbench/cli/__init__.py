@@ -93,7 +93,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     except EffbenchError as e:
         if debug:
             raise
-        _fail(str(e), 2)
+        _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; every finished configuration is kept: rerun with --resume and the same --out to continue", 130)
     except Exception as e:  # noqa: BLE001 - never a traceback for users

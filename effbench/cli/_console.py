@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional
 
 from rich.console import Console
@@ -29,3 +30,9 @@ def fmt(value: Optional[float], digits: int = 1, scale: float = 1.0) -> str:
 def cell(value: object) -> Text:
     """A table cell that shows user strings literally (no rich markup interpretation)."""
     return Text(str(value))
+
+
+def warn(message: str) -> None:
+    """One unwrapped line on stderr, whatever the terminal width (scripts grep for it)."""
+    sys.stderr.write(f"effbench: warning: {' '.join(str(message).split())}\n")
+    sys.stderr.flush()

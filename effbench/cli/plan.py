@@ -79,7 +79,9 @@ def _split(values: Optional[list[str]]) -> Optional[list[str]]:
 
 
 def plan_command(
-    results: list[Path] = typer.Option(..., "--results", "-r", help="Run directory from 'effbench run' (repeatable).", show_default=False),
+    results: list[Path] = typer.Option(..., "--results", "-r", help="Run directories from 'effbench run' (or their results.jsonl): --results A B, or --results A --results B.", show_default=False),
+    more_results: Optional[list[Path]] = typer.Argument(None, help="More run directories (so '--results A B' reads both).", show_default=False, metavar="[DIR]..."),
+    run_hardware: Optional[str] = typer.Option(None, "--run-hardware", help="The profile (id or YAML) that results storing no hardware profile ran on (runs from effbench < 0.2).", show_default=False),
     target_tokens_per_s: Optional[float] = typer.Option(None, "--target-tokens-per-s", help="Output tokens per second to serve.", show_default=False),
     target_requests_per_s: Optional[float] = typer.Option(None, "--target-requests-per-s", help="Requests per second to serve (with --prompt-tokens and --output-tokens).", show_default=False),
     prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="Prompt length of a request, in tokens (requests form).", show_default=False),
@@ -100,7 +102,7 @@ def plan_command(
     """Rank hardware x scheme x batch size options for a target load: replicas, $/month, $/1M tokens,
     kWh/month, CO2e/month, memory headroom. Unmeasured hardware is projected from the roofline and
     labelled 'projected'."""
-    from effbench.errors import EffbenchError
+    from effbench.errors import EffbenchError, NoAnswer
     from effbench.hardware import parse_price_options
     from effbench.planner import Demand, PlanRequest, grid_intensity as _grid, load_runs, plan
 
@@ -112,17 +114,22 @@ def plan_command(
     g, source = _grid(region, grid_intensity)
     req = PlanRequest(demand, max_ttft_ms, max_tpot_ms, _split(hardware), parse_price_options(price or []), hours_per_month,
                       g, source, model, not no_projections)
-    records, runs = load_runs(results)
-    result = plan(records, req, runs)
+    runs = load_runs([*results, *(more_results or [])])
+    result = plan([r for run in runs for r in run.records], req, runs, run_hardware)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    if as_csv:
+    elif as_csv:
         typer.echo(_csv(result), nl=False)
-        return
-    if not result.options:
-        err.print(cell(f"no option meets the limits ({len(result.excluded)} excluded):"), style="yellow")
     else:
+        _print(result, source, top)
+    if not result.options:
+        # Scripts must notice: exit 1 with the reason (the first exclusion says why).
+        why = f": {result.excluded[0]}" if result.excluded else ""
+        raise NoAnswer(f"no option meets the limits ({len(result.excluded)} excluded){why}")
+
+
+def _print(result: Plan, source: str, top: int) -> None:
+    if result.options:
         out.print(_table(result, top))
         for line in _notes(result.options[:top]):
             out.print(cell(line), style="dim")

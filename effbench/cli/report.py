@@ -6,17 +6,21 @@ from typing import Optional
 
 import typer
 
-from effbench.cli._console import cell, out
+from effbench.cli._console import cell, out, warn
 
 
 def report_command(
     dirs: list[Path] = typer.Argument(..., help="Run directories (each with run.json and results.jsonl); several merge into one report comparing hardware.", show_default=False),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory. (default: DIR/report for one run, ./effbench-report for several)", show_default=False),
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="The profile (id or YAML) that runs storing no hardware profile ran on (runs from effbench < 0.2).", show_default=False),
 ) -> None:
-    """Write report.md, a self-contained report.html, PNG plots, results.csv and results.tex."""
+    """Write report.md, a self-contained report.html, PNG plots, results.csv and results.tex. A run's
+    hardware is what its run.json stored; this machine is never consulted."""
     from effbench.report import write_report
 
-    files = write_report(dirs, out_dir)
+    files = write_report(dirs, out_dir, hardware)
+    for warning in files.warnings:
+        warn(warning)
     out.print(cell(f"report: {files.html}"))
     out.print(cell(f"        {files.markdown}"))
     out.print(cell(f"tables: {files.csv}, {files.latex}"))

@@ -100,19 +100,22 @@ def known_ids() -> list[str]:
     return sorted({p.id for p in profiles()} | {cpu_profile_id(cpu_name())})
 
 
-def get_profile(id_or_path: str, prices: Optional[dict[str, PriceOverride]] = None, measure: bool = True) -> HardwareProfile:
-    """A profile by id (shipped, user, or this machine's ``cpu-...``) or from a YAML file; unknown
-    ids are an error with a did-you-mean."""
+def get_profile(id_or_path: str, prices: Optional[dict[str, PriceOverride]] = None, measure: bool = True,
+                local: bool = True) -> HardwareProfile:
+    """A profile by id (shipped, user, or, with ``local``, this machine's ``cpu-...``) or from a YAML
+    file; unknown ids are an error with a did-you-mean. ``local=False`` for anything describing a
+    stored run: its hardware never depends on the machine reading it."""
     if looks_like_path(id_or_path):
         return apply_prices([load_profile_file(id_or_path)], {**load_price_file(), **(prices or {})})[0]
     for p in profiles(prices):
         if p.id == id_or_path:
             return p
-    if id_or_path == cpu_profile_id(cpu_name()):
-        local = local_cpu_profile(measure)
-        if local is not None:
-            return apply_prices([local], {**load_price_file(), **(prices or {})})[0]
-    raise EffbenchError(f"unknown hardware profile '{id_or_path}'; {suggest(id_or_path, known_ids())}"
+    if local and id_or_path == cpu_profile_id(cpu_name()):
+        here = local_cpu_profile(measure)
+        if here is not None:
+            return apply_prices([here], {**load_price_file(), **(prices or {})})[0]
+    known = known_ids() if local else sorted(p.id for p in profiles())
+    raise EffbenchError(f"unknown hardware profile '{id_or_path}'; {suggest(id_or_path, known)}"
                         "'effbench hardware list' shows the ids, or pass the path of a profile YAML file")
 
 

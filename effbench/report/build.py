@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -28,6 +28,7 @@ class ReportFiles:
     latex: Path
     plots: list[Path]
     skipped: list[str]  # "title: why" for each plot left out
+    warnings: list[str] = field(default_factory=list)  # what the runs lack (run.json, hardware profile)
 
 
 # -- results tables ----------------------------------------------------------------------------
@@ -154,8 +155,8 @@ def hardware_section(hw: str, groups: Sequence[Group], out: Path, skipped: list[
 
 def _profile_line(p: object) -> str:
     if p is None:
-        return ("No hardware profile is known for it here, so the decode roofline is not drawn "
-                "(run with --hardware ID, or add a profile: see 'effbench hardware list').")
+        return ("The run stores no hardware profile, so the decode roofline is not drawn "
+                "(pass --hardware ID to 'effbench report', or re-run with effbench >= 0.2).")
     bw_source = getattr(p, "bandwidth_source", None) or "spec sheet"
     tdp = getattr(p, "tdp_w", None)
     return (f"Profile {getattr(p, 'id', '?')} ({getattr(p, 'name', '?')}): memory bandwidth "
@@ -255,15 +256,16 @@ def default_out(dirs: Sequence[str | Path]) -> Path:
     return Path(dirs[0]) / "report" if len(dirs) == 1 else Path("effbench-report")
 
 
-def write_report(dirs: Sequence[str | Path], out: Optional[str | Path] = None) -> ReportFiles:
-    """Read run directories and write the report files into ``out``."""
+def write_report(dirs: Sequence[str | Path], out: Optional[str | Path] = None, hardware: Optional[str] = None) -> ReportFiles:
+    """Read run directories (or their results.jsonl) and write the report files into ``out``.
+    ``hardware``: the profile (id or YAML) of runs that store none."""
     if not dirs:
         raise EffbenchError("no run directory given; pass one or more directories written by 'effbench run'")
-    sources = load_sources(dirs)
+    sources = load_sources(dirs, hardware)
     rows = tidy(sources)
     if not rows:
         raise EffbenchError(f"no records in {', '.join(str(d) for d in dirs)}; the run wrote no configurations yet")
-    out_dir = Path(out) if out is not None else default_out(dirs)
+    out_dir = Path(out) if out is not None else default_out([s.path for s in sources])
     if out_dir.exists() and not out_dir.is_dir():
         raise EffbenchError(f"--out '{out_dir}' is a file; pass a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,7 +277,8 @@ def write_report(dirs: Sequence[str | Path], out: Optional[str | Path] = None) -
 
     generated = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     files = ReportFiles(out_dir, out_dir / "report.md", out_dir / "report.html", out_dir / "results.csv",
-                        out_dir / "results.tex", sorted((out_dir / PLOT_DIR).glob("*.png")), skipped)
+                        out_dir / "results.tex", sorted((out_dir / PLOT_DIR).glob("*.png")), skipped,
+                        [w for src in sources for w in src.warnings])
     files.markdown.write_text(markdown.render(doc, effbench.__version__, generated), encoding="utf-8")
     files.html.write_text(html.render(doc, out_dir, effbench.__version__, generated), encoding="utf-8")
     files.csv.write_text(export.to_csv(rows), encoding="utf-8")

@@ -123,7 +123,12 @@ def _sampling(rows: Sequence[Row], sensor: dict) -> str:
     return f"interval {_span(interval, num, ' s')}; coverage of each window {_span(coverage, pct)}"
 
 
+UNKNOWN_NO_RUN = "unknown (the run has no run.json)"
+
+
 def _idle(run: dict, sensor: dict, cfg: dict) -> tuple[str, Optional[float]]:
+    if not run:
+        return UNKNOWN_NO_RUN, None
     idle = _mapping(run.get("idle_baseline"))
     if idle.get("power_w") is not None:
         text = f"{num(idle['power_w'])} W over {num(idle.get('duration_s'))} s ({idle.get('sensor', '?')}, {idle.get('status', '?')})"
@@ -179,8 +184,8 @@ def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
     facts = [
         ("run", f"{run.get('run_id', '?')} in '{src.label}', started {run.get('created_at', '?')}, "
                 f"{len(sessions)} session(s), last {(_mapping(sessions[-1]).get('status') if sessions else None) or 'unknown'}"),
-        ("machine", f"host {env.get('hostname', '?')}; " + _machine(env, hw, rows)),
-        ("software", _software(env, rows)),
+        ("machine", f"host {env.get('hostname', '?')}; " + _machine(env, hw, rows) if run else UNKNOWN_NO_RUN),
+        ("software", _software(env, rows) if run else UNKNOWN_NO_RUN),
         ("workload", f"models {_join(r.model for r in rows)}; schemes {_join(r.scheme for r in rows)}; "
                      f"batch sizes {_join(sorted({r.batch_size for r in rows}))}; prompt tokens "
                      f"{_join(sorted({r.prompt_tokens for r in rows}))}; generated tokens "
@@ -215,14 +220,19 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
     env = _mapping(src.run.get("environment"))
     cpu = _mapping(env.get("cpu"))
     gpus = _join(_mapping(g).get("name") for g in env.get("gpus") or [])
-    where = f"{gpus} GPU(s)" if gpus != "-" else f"{cpu.get('model', 'an unnamed CPU')} ({cpu.get('logical_cpus', '?')} logical CPUs)"
+    if not src.run:
+        where = "unknown hardware (the run has no run.json)"
+    elif gpus != "-":
+        where = f"{gpus} GPU(s)"
+    else:
+        where = f"{cpu.get('model', 'an unnamed CPU')} ({cpu.get('logical_cpus', '?')} logical CPUs)"
     sha = str(env.get("git_sha") or "")[:10]
     ci = value_range(r.ci95_rel for r in rows)
     n = value_range(r.repeats for r in rows)
     text = (
         f"We measured {_join(r.model for r in rows)} ({_join(r.scheme for r in rows)}; batch sizes "
         f"{_join(sorted({r.batch_size for r in rows}))}; {_join(sorted({r.prompt_tokens for r in rows}))} prompt tokens, "
-        f"{_join(sorted({r.new_tokens for r in rows}))} generated tokens) with effbench {env.get('effbench_version', '?')}"
+        f"{_join(sorted({r.new_tokens for r in rows}))} generated tokens) with effbench {env.get('effbench_version', 'of unknown version')}"
         f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}. "
         f"Timing used {_repeats_rule(cfg)}; the configurations took {_span(n, lambda v: f'{v:.0f}')} repeats, with CI95 "
         f"half-widths of {_span(ci, pct)} of the mean. "
@@ -265,6 +275,8 @@ def methodology_section(sources: Sequence[RunSource], rows: Sequence[Row]) -> Se
     for src in sources:
         method = describe_run(src, [r for r in rows if r.source == src.label])
         sub = Section(f"Run {src.label}", f"method-{src.label}")
+        for warning in src.warnings:
+            sub.add(Note(warning, "warning"))
         if method.estimated:
             sub.add(Note("Energy in this run is ESTIMATED, not measured: treat tokens/J as an order of magnitude.", "estimated"))
         sub.add(Facts(method.facts), Paragraph("Citable summary: " + method.statement))

@@ -11,18 +11,22 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from effbench.results.hardware import RunProfiles, StoredRun, resolve_run_profiles
 from effbench.results.schema import Record
-from effbench.results.store import read_run_dir
+from effbench.results.store import RUN_FILE, read_run_dir, run_dir_of
 
 
 @dataclass(frozen=True)
 class RunSource:
-    """One run directory: its metadata (``run.json``) and its records."""
+    """One run directory: its metadata (``run.json``), its records and their hardware profiles
+    (from run.json, or ``--hardware`` for a run that stores none; never this machine's)."""
 
     path: Path
     label: str  # short name shown in reports (the directory name, made unique)
     run: dict[str, Any]
     records: list[Record]
+    profiles: RunProfiles = field(default_factory=RunProfiles)
+    warnings: tuple[str, ...] = ()
 
     @property
     def hostname(self) -> str:
@@ -105,20 +109,26 @@ def row_fields() -> list[str]:
 
 # -- loading -----------------------------------------------------------------------------------
 
-def load_sources(dirs: Sequence[str | Path]) -> list[RunSource]:
-    """Read every run directory (errors are one-line ``EffbenchError``s from the store)."""
+def load_sources(dirs: Sequence[str | Path], hardware: Optional[str] = None) -> list[RunSource]:
+    """Read every run directory, or its results.jsonl (errors are one-line ``EffbenchError``s from the
+    store). ``hardware``: the profile of runs that store none. Each source carries its warnings."""
     sources: list[RunSource] = []
     seen: set[Path] = set()
     labels: set[str] = set()
     for d in dirs:
-        path = Path(d).resolve()
+        path = run_dir_of(d).resolve()
         if path in seen:  # the same directory twice would double every record
             continue
         seen.add(path)
         run, records = read_run_dir(path)
         label = _unique(path.name or str(path), labels)
         labels.add(label)
-        sources.append(RunSource(path, label, run, records))
+        warnings: list[str] = []
+        if not (path / RUN_FILE).is_file():
+            warnings.append(f"{path} has no {RUN_FILE}: its environment, sensor, idle baseline and hardware are unknown")
+        profiles = resolve_run_profiles([StoredRun(str(path), run, records)], hardware)
+        warnings += [f"{m}; the roofline is not drawn" for m in profiles.messages()]
+        sources.append(RunSource(path, label, run, records, profiles, tuple(warnings)))
     return sources
 
 
@@ -138,58 +148,31 @@ def _no_roofline(record: Record) -> tuple[Optional[float], Optional[float]]:
     return None, None
 
 
-def _stored_profiles(sources: Iterable[RunSource]) -> dict[tuple[Optional[str], Optional[str]], Any]:
-    """The profiles the runs stored in their run.json (``hardware.resolved``), by (profile id, detected name)."""
-    try:
-        from effbench.hardware import stored_profiles
-    except ImportError:
-        return {}
-    stored: dict[tuple[Optional[str], Optional[str]], Any] = {}
-    for src in sources:
-        try:
-            stored.update(stored_profiles(src.run, origin=str(Path(src.path) / "run.json")))
-        except Exception:  # noqa: BLE001 - a broken price file must not sink the report
-            continue
-    return stored
-
-
 def profile_lookup(sources: Iterable[RunSource] = ()) -> Callable[[Optional[str], Optional[str]], Any]:
-    """(profile id, detected name) -> hardware profile or None, cached: the profile a run stored in its
-    run.json first (``sources``), else the local catalog. Never measures anything (``measure=False``):
-    a report must not start a CPU bandwidth benchmark. ``None`` everywhere while ``effbench.hardware``
-    lacks ``profile_for``."""
-    try:
-        from effbench.hardware import profile_for
-    except ImportError:
-        return lambda pid, name: None
-    cache: dict[tuple[Optional[str], Optional[str]], Any] = {}
-    stored = _stored_profiles(sources)
-
-    def lookup(pid: Optional[str], name: Optional[str]) -> Any:
-        if (pid, name) in stored:
-            return stored[(pid, name)]
-        if (pid, name) not in cache:
-            try:
-                cache[(pid, name)] = profile_for(pid, name, measure=False)
-            except Exception:  # noqa: BLE001 - a broken user profile must not sink the report
-                cache[(pid, name)] = None
-        return cache[(pid, name)]
-
-    return lookup
+    """(profile id, detected name) -> the hardware profile the runs stored for records with that key, or
+    None. Only what the runs stored (or ``--hardware`` said): a report never describes a run's
+    hardware from the machine it is written on."""
+    by_key: dict[tuple[Optional[str], Optional[str]], Any] = {}
+    for src in sources:
+        for r in src.records:
+            p = src.profiles.of(r)
+            if p is not None:
+                by_key.setdefault((r.hardware.profile, r.hardware.detected_name), p)
+    return lambda pid, name: by_key.get((pid, name))
 
 
 def roofline_function(sources: Iterable[RunSource] = ()) -> RooflineFn:
     """(bound tokens/s, achieved fraction) per record, or (None, None) while the roofline module or
     the record's hardware profile is missing: the report then skips the roofline plot with a note.
-    The profile is the one the record's run stored in run.json (``sources``), else the local catalog's."""
+    The profile is the one the record's own run stored in run.json (``sources``)."""
     try:
         from effbench.analysis import roofline
     except ImportError:
         return _no_roofline
-    lookup = profile_lookup(sources)
+    sources = list(sources)
 
     def compute(record: Record) -> tuple[Optional[float], Optional[float]]:
-        profile = lookup(record.hardware.profile, record.hardware.detected_name)
+        profile = next((p for src in sources if (p := src.profiles.of(record)) is not None), None)
         if profile is None:
             return None, None
         try:

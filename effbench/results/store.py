@@ -150,8 +150,14 @@ def validate_records(dicts: Iterable[dict[str, Any]], origin: str) -> list[Recor
     return records
 
 
+def run_dir_of(path: str | Path) -> Path:
+    """A run directory, given as itself or as its results.jsonl / run.json (what users paste)."""
+    p = Path(path)
+    return p.parent if p.is_file() and p.name in (RESULTS_FILE, RUN_FILE) else p
+
+
 def read_run_dir(path: str | Path) -> tuple[dict[str, Any], list[Record]]:
-    store = RunStore(path)
+    store = RunStore(run_dir_of(path))
     if not store.path.is_dir():
         raise EffbenchError(f"run directory '{path}' does not exist")
     if not store.results_file.is_file():
