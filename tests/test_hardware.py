@@ -194,10 +194,39 @@ def test_cpu_figure_taken_without_the_lock_is_remeasured_when_free(fake_cpu, mon
     assert cpu_mod.cached_bandwidth("Test CPU 9000 (R)")["locked"] is True and len(fake_cpu) == 2
 
 
-def test_real_bandwidth_measurement_is_positive(monkeypatch, tmp_path):
-    monkeypatch.setattr(cpu_mod, "ARRAY_BYTES", 8 * 2**20)
-    monkeypatch.setattr(cpu_mod, "ROUNDS", 1)
-    assert cpu_mod.measure_bandwidth_gbps() > 0
+class ScriptedTimer:
+    """``time`` for cpu.py whose ``perf_counter`` makes the n-th timed operation take ``durations[n]`` s."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.durations = list(durations)
+        self.now = 0.0
+        self.started = False
+
+    def perf_counter(self) -> float:
+        if self.started:  # the end of an operation
+            self.now += self.durations.pop(0)
+        self.started = not self.started
+        return self.now
+
+
+def test_bandwidth_counts_bytes_moved_and_keeps_the_best_round(monkeypatch):
+    monkeypatch.setattr(cpu_mod, "ARRAY_BYTES", 8 * 1024)  # 1024 float64 per array: nothing to measure for real
+    monkeypatch.setattr(cpu_mod, "ROUNDS", 2)
+    nbytes = 8 * 1024
+    # round 1: copy 4 us, triad 20 us; round 2: copy 2 us (the best: 2 arrays moved), triad 12 us
+    timer = ScriptedTimer([4e-6, 20e-6, 2e-6, 12e-6])
+    monkeypatch.setattr(cpu_mod, "time", timer)
+    gbps = cpu_mod.measure_bandwidth_gbps()
+    assert gbps == pytest.approx(2 * nbytes / 2e-6 / 1e9)  # 8.192 GB/s, not 5 x 8 KiB / 12 us = 3.41
+    assert timer.durations == []  # exactly two timed operations per round
+    monkeypatch.setattr(cpu_mod, "time", ScriptedTimer([4e-6, 8e-6, 4e-6, 8e-6]))
+    assert cpu_mod.measure_bandwidth_gbps() == pytest.approx(5 * nbytes / 8e-6 / 1e9)  # triad moves 5 arrays: beats the copy
+
+
+@pytest.mark.slow
+def test_real_bandwidth_measurement_is_plausible(monkeypatch, tmp_path):
+    gbps = cpu_mod.measure_bandwidth_gbps()  # the real thing: 128 MiB arrays, best of 5
+    assert 0.5 < gbps < 2000
 
 
 # -- CLI -----------------------------------------------------------------------------------------

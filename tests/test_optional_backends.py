@@ -18,6 +18,7 @@ def run_cli(*args):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                     reason="llama-cpp-python is not installed (optional extra; builds from source)")

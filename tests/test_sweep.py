@@ -54,8 +54,11 @@ def config(model_dir, out, **kw):
     return load_config(base)
 
 
-def test_one_record_per_configuration_with_contract_fields(tmp_path, model_dir, fake):
+def test_one_record_per_configuration_with_contract_fields(tmp_path, model_dir, fake, monkeypatch):
+    import psutil
+
     fake()
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 7 if logical else 3)  # what this "machine" reports
     run = run_sweep(config(model_dir, tmp_path / "run", quant=["fp32", "bf16"], prompts=["en", "ko"]))
     assert len(run.records) == 2 * 2 * 2
     assert len({r.config_id for r in run.records}) == 8
@@ -65,7 +68,8 @@ def test_one_record_per_configuration_with_contract_fields(tmp_path, model_dir, 
     assert r.memory.peak_host_bytes > 0 and r.quality.perplexity == 12.5
     meta = json.loads((run.path / "run.json").read_text())
     assert meta["run_id"] == run.run_id and meta["config"]["batch_sizes"] == [1, 2]
-    assert meta["environment"]["packages"] and meta["environment"]["cpu"]["logical_cpus"] >= 1
+    assert meta["environment"]["packages"]
+    assert (meta["environment"]["cpu"]["logical_cpus"], meta["environment"]["cpu"]["physical_cores"]) == (7, 3)
     assert meta["sessions"][-1]["status"] == "complete"
 
 

@@ -124,6 +124,10 @@ def _lookup(region: str) -> tuple[float, str]:
     raise EffbenchError(f"unknown region '{region}': use an ISO country code (FRA, FR), USA/<state>, a Nordic zone (SE3), provider:region or world")
 
 
+# The time-zone database's zone -> country tables (tzdata), the first readable one wins.
+ZONE_TABS = ("/usr/share/zoneinfo/zone1970.tab", "/usr/share/zoneinfo/zone.tab")
+
+
 def machine_country() -> Optional[str]:
     """The ISO alpha-2 country of this machine's time zone (``/etc/localtime`` or ``TZ``), if it names one."""
     zone = os.environ.get("TZ", "").lstrip(":")
@@ -135,7 +139,7 @@ def machine_country() -> Optional[str]:
             zone = ""
     if not zone or zone.startswith(("Etc/", "UTC", "GMT")):
         return None
-    for tab in ("/usr/share/zoneinfo/zone1970.tab", "/usr/share/zoneinfo/zone.tab"):
+    for tab in ZONE_TABS:
         try:
             lines = Path(tab).read_text(encoding="utf-8").splitlines()
         except OSError:

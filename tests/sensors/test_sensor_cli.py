@@ -1,47 +1,110 @@
-"""`effbench sensors` and `effbench run --sensor ...` on this machine."""
+"""`effbench sensors` and `effbench run --sensor ...`, on a machine with no sensor (no nvidia-ml-py, no
+powercap tree) and on one with a simulated GPU and RAPL tree, so each situation is checked whatever
+this machine has."""
+from __future__ import annotations
+
 import json
-import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from effbench.sensors import available, create
+import effbench.sensors.rapl as rapl_mod
+from effbench.cli import main
 from effbench.errors import UnsupportedError
+from effbench.sensors import create
+from effbench.sensors.simulated import Constant, FakeGpu, FakeNvml, FakePowercap, FakeZone
+
+NO_PYNVML = "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-c", "from effbench.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_sensors_lists_every_sensor_with_a_reason():
-    r = _cli("sensors", "--json")
-    assert r.returncode == 0, r.stderr
-    infos = {i["name"]: i for i in json.loads(r.stdout)}
-    assert set(infos) == {"nvml", "rapl", "estimate", "none"}
-    assert infos["estimate"]["available"] and infos["estimate"]["kind"] == "estimate"
-    for name in ("nvml", "rapl"):
-        assert infos[name]["available"] or infos[name]["reason"]
-    table = _cli("sensors")
-    assert table.returncode == 0 and "estimate" in table.stdout and "nvml" in table.stdout
-
-
-@pytest.mark.parametrize("name", ["nvml", "rapl"])
-def test_run_with_an_unavailable_sensor_fails_with_one_line(name):
-    info = next(i for i in available() if i.name == name)
-    if info.available:
-        pytest.skip(f"{name} works on this machine")
-    r = _cli("run", "--sensor", name)
-    assert r.returncode != 0
-    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert f"sensor '{name}' is unavailable here" in r.stderr and info.reason in r.stderr
-
-
-def test_auto_never_picks_an_unavailable_sensor():
-    s = create("auto", "cpu")
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
     try:
-        assert s.info().available
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _rapl_root(monkeypatch, root: Path) -> None:
+    """Every RaplSensor reads ``root`` instead of /sys/class/powercap."""
+    discover = rapl_mod.discover
+    monkeypatch.setattr(rapl_mod, "discover", lambda _root: discover(root))
+
+
+@pytest.fixture
+def bare_machine(monkeypatch, tmp_path) -> Path:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    missing = tmp_path / "no-powercap"
+    _rapl_root(monkeypatch, missing)
+    return missing
+
+
+@pytest.fixture
+def sensor_machine(monkeypatch, tmp_path) -> Path:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([FakeGpu(Constant(250.0))], time.monotonic))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cap = FakePowercap(tmp_path / "powercap", [FakeZone("intel-rapl:0", "package-0", Constant(65.0)),
+                                               FakeZone("intel-rapl:0:1", "dram", Constant(5.0))]).write(0.0)
+    _rapl_root(monkeypatch, cap.root)
+    return cap.root
+
+
+def test_sensors_on_a_machine_without_sensors_say_why(bare_machine, capsys):
+    code, stdout, _ = _cli(capsys, "sensors", "--json")
+    assert code == 0
+    infos = {i["name"]: i for i in json.loads(stdout)}
+    assert list(infos) == ["nvml", "rapl", "estimate", "none"]
+    assert (infos["nvml"]["available"], infos["nvml"]["reason"]) == (False, NO_PYNVML)
+    assert infos["rapl"]["available"] is False
+    assert infos["rapl"]["reason"].startswith(f"no RAPL here ({bare_machine} does not exist")
+    assert infos["estimate"]["available"] and infos["estimate"]["kind"] == "estimate"
+    assert infos["none"]["available"] and infos["none"]["kind"] == "none"
+    code, table, _ = _cli(capsys, "sensors")
+    assert code == 0 and "nvml" in table and "estimate" in table
+
+
+def test_sensors_on_a_machine_with_a_gpu_and_rapl_list_their_domains(sensor_machine, capsys):
+    code, stdout, _ = _cli(capsys, "sensors", "--json")
+    assert code == 0
+    infos = {i["name"]: i for i in json.loads(stdout)}
+    nvml, rapl = infos["nvml"], infos["rapl"]
+    assert nvml["available"] and nvml["kind"] == "energy-counter" and nvml["domains"] == ["gpu:0"]
+    assert nvml["reason"] == "NVML total energy counter on gpu:0 NVIDIA H100 80GB HBM3"
+    assert rapl["available"] and rapl["kind"] == "energy-counter" and rapl["domains"] == ["cpu:package-0", "dram:0"]
+
+
+@pytest.mark.parametrize("name, reason", [("nvml", NO_PYNVML), ("rapl", "does not exist")])
+def test_run_with_an_unavailable_sensor_fails_with_one_line(bare_machine, capsys, tmp_path, name, reason):
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    out = tmp_path / "run"
+    code, _, stderr = _cli(capsys, "run", "--sensor", name, "--model", str(model), "--device", "cpu",
+                           "--out", str(out), "--quiet")
+    assert code == 2
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert stderr.startswith(f"effbench: error: sensor '{name}' is unavailable here: ")
+    assert reason in stderr and stderr.rstrip().endswith("use --sensor auto, estimate or none")
+    assert not (out / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("machine, device, expected", [
+    ("bare_machine", "cpu", "estimate"), ("bare_machine", "cuda", "estimate"),
+    ("sensor_machine", "cpu", "rapl"), ("sensor_machine", "cuda", "nvml"),
+])
+def test_auto_picks_the_best_available_sensor(request, machine, device, expected):
+    request.getfixturevalue(machine)
+    s = create("auto", device)
+    try:
+        assert s.name == expected and s.info().available
     finally:
         s.close()
-    with pytest.raises(UnsupportedError, match="unknown sensor"):
+
+
+def test_unknown_sensor_is_refused():
+    with pytest.raises(UnsupportedError, match="unknown sensor 'wattmeter'"):
         create("wattmeter")

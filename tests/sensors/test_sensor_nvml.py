@@ -1,4 +1,5 @@
 """NVML sensor against a simulated GPU whose power waveform has an exact integral."""
+import sys
 import time
 
 import pytest
@@ -153,20 +154,73 @@ def test_hidden_gpus_are_unavailable():
     assert not info.available and "hides every GPU" in info.reason
 
 
-def test_real_pynvml_on_this_machine_gives_a_reason_or_works():
-    info = NvmlSensor().info()
-    assert info.available or info.reason
+def test_without_nvidia_ml_py_nvml_is_unavailable_and_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    sensor = NvmlSensor(env={})
+    info = sensor.info()
+    assert (info.available, info.reason) == (False, "nvidia-ml-py is not installed (pip install nvidia-ml-py)")
+    assert info.domains == ()
+    with pytest.raises(UnsupportedError, match="nvidia-ml-py is not installed"):
+        sensor.start_window()
+
+
+def test_nvml_with_no_gpu_is_unavailable_and_shuts_nvml_down():
+    nv = FakeNvml([], SimClock())
+    sensor = NvmlSensor(nvml=nv, env={})
+    info = sensor.info()
+    assert (info.available, info.reason, info.domains) == (False, "NVML sees no NVIDIA GPU", ())
+    assert nv.calls["nvmlInit"] == nv.calls["nvmlShutdown"] == 1
+    with pytest.raises(UnsupportedError, match="NVML sees no NVIDIA GPU"):
+        sensor.start_window()
+
+
+def test_nvml_with_one_gpu_is_available_and_measures():
+    clock = SimClock()
+    sensor = nvml_sensor([ideal_gpu(Constant(250.0))], clock, polling=False)
+    info = sensor.info()
+    assert info.available and info.kind == "energy-counter" and info.domains == ("gpu:0",)
+    assert info.reason == "NVML total energy counter on gpu:0 NVIDIA H100 80GB HBM3"
+    reading = run_window(sensor, clock, 10.0)
+    assert reading.status == "measured" and set(reading.joules_by_domain) == {"gpu:0"}
+    assert reading.joules == pytest.approx(2500.0, rel=COUNTER_TOL)
+
+
+def test_real_pynvml_on_this_machine_is_consistent():
+    """Here either NVML works and a window measures every GPU it lists, or it does not and a window
+    refuses with the same reason ``info`` gave."""
+    sensor = NvmlSensor()
+    try:
+        info = sensor.info()
+        if not info.available:
+            with pytest.raises(UnsupportedError) as e:
+                sensor.start_window()
+            assert str(e.value) == info.reason
+            return
+        window = sensor.start_window()
+        time.sleep(0.3)
+        reading = window.stop()
+        assert reading.status == "measured" and set(reading.joules_by_domain) == set(info.domains)
+        assert all(j > 0 for j in reading.joules_by_domain.values())
+    finally:
+        sensor.close()
 
 
 def test_background_thread_polls_on_real_time():
-    # Constant power: whatever the thread's timing, the trapezoid is exact. No timing is asserted.
     gpu = ideal_gpu(Constant(80.0))
     nv = FakeNvml([gpu], time.monotonic)
     sensor = NvmlSensor(nvml=nv, clock=time.monotonic, threaded=True, force_polling=True, poll_interval_s=0.01, env={})
+    reads = lambda: nv.calls["nvmlDeviceGetFieldValues"]  # noqa: E731 - one per power sample
     window = sensor.start_window()
-    time.sleep(0.2)
+    opened = reads()  # the probe and the window's opening sample: nothing else calls NVML from here on
+    deadline = time.monotonic() + 10.0
+    while reads() < opened + 5 and time.monotonic() < deadline:
+        time.sleep(0.01)  # only the background thread can read NVML meanwhile
+    sampled = reads() - opened
     reading = window.stop()
+    assert sampled >= 5, "the poller thread took no sample while the window was open"
+    stopped = reads()
+    time.sleep(0.05)
+    assert reads() == stopped  # the thread ends with the last window
     sensor.close()
     assert reading.status == "measured"
     assert reading.joules == pytest.approx(80.0 * reading.duration_s, rel=1e-4)
-    assert nv.calls["nvmlDeviceGetFieldValues"] >= 3  # the thread sampled between the edges

@@ -1,4 +1,5 @@
 """RAPL sensor against a fake powercap tree."""
+import time
 from pathlib import Path
 
 import pytest
@@ -91,11 +92,22 @@ def test_a_read_failing_mid_window_is_reported(tmp_path):
     assert r.status == "unavailable" and "RAPL read failed" in r.error
 
 
-def test_wrap_guard_thread_starts_and_stops(tmp_path):
+def test_wrap_guard_thread_reads_the_counters_while_a_window_is_open_and_stops(tmp_path):
     cap = _tree(tmp_path, [FakeZone("intel-rapl:0", "package-0", Constant(10.0))])
     sensor = RaplSensor(cap.root, wrap_guard_s=0.01)
+    reads: list[float] = []
+    refresh = sensor.refresh
+    sensor.refresh = lambda: reads.append(time.monotonic()) or refresh()  # type: ignore[method-assign]
     w = sensor.start_window()
-    assert sensor._guard is not None
+    opened = len(reads)  # the window's own opening read
+    deadline = time.monotonic() + 10.0
+    while len(reads) < opened + 3 and time.monotonic() < deadline:
+        time.sleep(0.01)  # only the guard thread reads meanwhile
+    guarded = len(reads) - opened
     w.stop()
+    assert guarded >= 3, "the wrap guard thread never read the counters"
     assert sensor._guard is None
+    stopped = len(reads)
+    time.sleep(0.05)
+    assert len(reads) == stopped  # no thread left reading
     sensor.close()
