@@ -19,12 +19,13 @@ from effbench.analysis.carbon import carbon_section
 from effbench.analysis.carbon import resolve as resolve_grid
 from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
 from effbench.hardware import Detected, detect, get_profile, profile_for, resolve_profile_id
+from effbench.measure.fit import estimate_bytes, fit_error
 from effbench.measure.host import InterferenceProbe, trim_heap
 from effbench.measure.loop import RepeatPolicy, Workload, run_loop
 from effbench.measure.energy import energy_section
 from effbench.measure.summary import stats_section, throughput_section
 from effbench.models import ModelSpec, load_prompt_set, load_quality_text, resolve_model
-from effbench.models.resolve import check_hub_model_reachable
+from effbench.models.resolve import check_hub_model_reachable, model_dims
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.quant import Scheme, get_scheme
 from effbench.results.schema import (BackendInfo, HardwareInfo, Memory, ModelInfo, Quality,
@@ -147,6 +148,7 @@ class Sweep:
         self.specs = {m: resolve_model(m) for m in config.model}
         for spec in self.specs.values():
             check_hub_model_reachable(spec)
+        self.dims = {spec.id: model_dims(spec) for spec in self.specs.values()}  # for the memory check
         self.prompt_sets = {p: load_prompt_set(p) for p in config.prompts}
         self.backends: dict[str, Backend] = {}
         self.devices: dict[str, str] = {}
@@ -163,7 +165,8 @@ class Sweep:
         self.run_id = ""
         self.idle_power_w: Optional[float] = None
         self.quant_notes: dict[tuple[str, str, str], Optional[str]] = {}
-        self.baselines: dict[tuple[str, str], tuple[str, float]] = {}  # (model, backend) -> (scheme, ppl)
+        # (model, backend) -> (scheme, perplexity) of the run's first unquantized record, stored or new
+        self.baselines: dict[tuple[str, str], tuple[str, float]] = {}
 
     def _prepare_backend(self, name: str) -> None:
         """A backend that cannot run here (missing package, no GPU for 'auto') becomes error records
@@ -189,6 +192,8 @@ class Sweep:
         self._check_same_setup(previous)
         self.run_id = previous.get("run_id") or uuid.uuid4().hex[:12]
         done = self.store.completed_config_ids() if self.config.resume else set()
+        # The perplexity baseline of a resumed run: unquantized records measured by earlier sessions.
+        self.baselines = stored_baselines(self.store.record_dicts()) if self.config.resume else {}
         sessions = previous.get("sessions", []) + [{"started_at": now_iso(), "resumed": bool(previous)}]
         idle = _measure_idle(self.sensor, self.config.idle_s, self.observer)
         self.idle_power_w = idle.get("power_w") if idle else None
@@ -359,7 +364,7 @@ class Sweep:
             quality.baseline_scheme, quality.perplexity_rise = base_name, rise
             quality.flagged = rise > self.config.ppl_threshold
         else:
-            quality.note = "no unquantized scheme in this sweep to compare perplexity with"
+            quality.note = "no unquantized scheme in this run to compare perplexity with"
         return quality
 
     def _run_point(self, backend: Backend, group: _Group, p: ConfigPoint, model_info: ModelInfo,
@@ -370,6 +375,9 @@ class Sweep:
             ci_target=self.config.ci_target, max_time_s=self.config.max_time_s, fixed_repeats=self.config.repeats,
         )
         workload = Workload(p.batch_size, p.prompt_tokens, p.new_tokens)
+        too_big = self._memory_error(p, model_info, kv_bytes_per_token)
+        if too_big:
+            return self._record(p, group, model=model_info, quality=quality, error=too_big)
         probe = InterferenceProbe()
         try:
             batch = backend.prepare(self.prompt_sets[p.prompt_set], p.batch_size, p.prompt_tokens, p.new_tokens)
@@ -392,6 +400,35 @@ class Sweep:
                           weights_bytes=model_info.weights_bytes, kv_bytes_per_token=kv_bytes_per_token),
             stats=stats_section(result, policy.warmup, probe.stop()),
         )
+
+    def _memory_error(self, p: ConfigPoint, model_info: ModelInfo, kv_bytes_per_token: Optional[int]) -> Optional[str]:
+        """Whether the configuration can fit on its device at all (measure/fit.py), before its batch
+        is built: a batch size of 10^12 is recorded as not fitting in milliseconds."""
+        need = estimate_bytes(model_info.weights_bytes, kv_bytes_per_token, self.dims.get(p.model),
+                              p.batch_size, p.prompt_tokens, p.new_tokens)
+        return fit_error(need, p.device)
+
+
+def stored_baselines(dicts: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, float]]:
+    """The perplexity baselines in records already written: per (model, backend), the first record
+    of an unquantized scheme with a finite perplexity, in the order they were measured (the order a
+    sweep measures them in too, so a resumed run compares with the same baseline as an uninterrupted one)."""
+    found: dict[tuple[str, str], tuple[str, float]] = {}
+    for d in dicts:
+        scheme = (d.get("quantization") or {}).get("scheme")
+        ppl = (d.get("quality") or {}).get("perplexity")
+        key = ((d.get("model") or {}).get("id"), (d.get("backend") or {}).get("name"))
+        if not isinstance(scheme, str) or not isinstance(ppl, (int, float)) or not math.isfinite(ppl) or ppl <= 0:
+            continue
+        if not all(isinstance(k, str) for k in key):
+            continue
+        try:
+            unquantized = get_scheme(scheme).unquantized
+        except EffbenchError:  # a scheme this version no longer knows cannot be a baseline
+            continue
+        if unquantized:
+            found.setdefault(key, (scheme, float(ppl)))
+    return found
 
 
 def _group_key(group: _Group) -> tuple[str, str, str]:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from effbench.cli._console import cell, err, fmt, out
 from effbench.errors import EffbenchError
+
+if TYPE_CHECKING:
+    from effbench.sensors.trace import Trace
 
 sensors_app = typer.Typer(help="Energy sensors: list them, or integrate a recorded power trace.", no_args_is_help=False)
 
@@ -67,6 +71,16 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t).isoformat(timespec="milliseconds")
 
 
+def _load_trace(path: Path) -> Trace:
+    """The trace, with one warning line on stderr for each thing repaired while reading it."""
+    from effbench.sensors.trace import load_trace
+
+    t = load_trace(path)
+    for w in t.warnings:
+        sys.stderr.write(f"effbench: warning: {w}\n")
+    return t
+
+
 @sensors_app.command("integrate")
 def integrate_cmd(
     trace: Path = typer.Argument(..., help="Power trace CSV: nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms N, or timestamp,watts."),
@@ -76,11 +90,10 @@ def integrate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Integrate a recorded power trace over a window: joules, mean watts, duration, coverage."""
-    from effbench.sensors.trace import integrate_trace, load_trace
-
     from effbench.sensors.base import MIN_COVERAGE
+    from effbench.sensors.trace import integrate_trace
 
-    t = load_trace(trace)
+    t = _load_trace(trace)
     te = integrate_trace(t, _time_option(start, "--start"), _time_option(end, "--end"), gpu)
     if te.coverage == 0.0:
         raise EffbenchError(f"the trace has no samples in the window {_when(te.start)} to {_when(te.end)}; "
@@ -91,7 +104,8 @@ def integrate_cmd(
     result = {
         "trace": str(trace), "kind": t.kind, "start": te.start, "end": te.end, "duration_s": te.duration_s,
         "joules": te.joules, "mean_power_w": te.mean_power_w, "coverage": te.coverage,
-        "sampling_interval_s": te.sampling_interval_s,
+        "uncertainty_rel": te.uncertainty_rel, "sampling_interval_s": te.sampling_interval_s,
+        "warnings": t.warnings,
         "domains": {d: {"joules": i.joules, "mean_power_w": i.mean_power_w, "coverage": i.coverage,
                         "samples": i.samples} for d, i in te.integrals.items()},
     }
@@ -109,8 +123,9 @@ def integrate_cmd(
                       f"{te.coverage:.1%}", "")
     out.print(table)
     interval = f"{te.sampling_interval_s * 1000:.0f} ms" if te.sampling_interval_s else "unknown"
+    uncertainty = f"±{te.uncertainty_rel:.1%}" if te.uncertainty_rel is not None else "unknown"
     out.print(f"joules {te.joules:.3f}  mean {fmt(te.mean_power_w, 2)} W  duration {te.duration_s:.3f} s  "
-              f"coverage {te.coverage:.1%}  sampling interval {interval}")
+              f"coverage {te.coverage:.1%}  sampling interval {interval}  uncertainty {uncertainty}")
 
 
 @sensors_app.command("attach")
@@ -122,9 +137,8 @@ def attach_cmd(
 ) -> None:
     """Recompute every record's energy of a finished run from a power trace, over its own windows."""
     from effbench.sensors.attach import BACKUP_FILE, attach_trace
-    from effbench.sensors.trace import load_trace
 
-    report = attach_trace(run_dir, load_trace(trace), gpu, accuracy)
+    report = attach_trace(run_dir, _load_trace(trace), gpu, accuracy)
     out.print(f"attached {trace} to {report.updated} record(s) in {run_dir} (originals kept in {BACKUP_FILE}); {report.idle_note}")
     for s in report.skipped:
         err.print(f"skipped {s}")

