@@ -33,7 +33,6 @@ def _gpu_or_exit(device: str) -> Any:
     if not torch.cuda.is_available():
         print("gpu_energy_check: no CUDA GPU visible to torch here: nothing to check")
         sys.exit(0)
-    from effbench.errors import UnsupportedError
     from effbench.sensors.nvml import NvmlSensor
 
     probe = NvmlSensor(device)

@@ -29,6 +29,21 @@ def _split(value: Any) -> Any:
     return [value]
 
 
+class TargetConfig(BaseModel):
+    """One fleet target of the sweep file's ``launcher: targets:`` list: where its groups run (its
+    own launcher options, e.g. a SLURM partition or a Ray accelerator type) and the hardware profile
+    its records are filed under (else the one detected there)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    hardware: Optional[str] = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in (self.model_extra or {}).items()}
+
+
 class SweepConfig(BaseModel):
     """Everything that defines a sweep. Its JSON form is written to ``run.json``."""
 
@@ -60,6 +75,47 @@ class SweepConfig(BaseModel):
     seed: int = 0
     perplexity: bool = True
     ppl_threshold: float = Field(default=0.10, gt=0, description="flag schemes whose perplexity rises more than this")
+    # What is measured and where (effbench.scenarios, effbench.launchers).
+    scenario: str = "offline"
+    launcher: str = "inline"
+    launcher_opt: dict[str, Any] = Field(default_factory=dict)
+    targets: list[TargetConfig] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _launcher_section(cls, data: Any) -> Any:
+        """The sweep file's ``launcher:`` may be a name or a section: ``{name: slurm, partition: gpu,
+        targets: [{name: h100, hardware: h100-sxm, partition: h100}, ...]}``."""
+        if isinstance(data, dict) and isinstance(data.get("launcher"), dict):
+            section = dict(data["launcher"])
+            data = dict(data)
+            data["launcher"] = section.pop("name", "inline")
+            if "targets" in section:
+                data["targets"] = section.pop("targets")
+            data["launcher_opt"] = {**section, **dict(data.get("launcher_opt") or {})}
+        return data
+
+    @field_validator("scenario", "launcher", mode="before")
+    @classmethod
+    def _known_part(cls, v: Any, info: Any) -> Any:
+        from effbench.errors import EffbenchError
+        from effbench.launchers import LAUNCHERS
+        from effbench.scenarios import SCENARIOS
+
+        registry = SCENARIOS if info.field_name == "scenario" else LAUNCHERS
+        try:
+            return registry.canonical(str(v))
+        except EffbenchError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, v: list[TargetConfig]) -> list[TargetConfig]:
+        names = [t.name for t in v]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"target '{dup}' is listed twice; give each target its own name")
+        return v
 
     @field_validator("model", "backend", "quant", "batch_sizes", "prompt_tokens", "new_tokens", "prompts", mode="before")
     @classmethod

@@ -28,8 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from effbench.analysis.carbon import WORLD_AVERAGE_G_PER_KWH as WORLD_GRID_G_PER_KWH
+from effbench.analysis.carbon import WORLD_AVERAGE_SOURCE as WORLD_GRID_SOURCE
+from effbench.analysis.carbon import grid_intensity as grid_by_region
 from effbench.analysis.roofline import achieved_fraction, decode_bound_tokens_per_s, weights_bytes
 from effbench.errors import EffbenchError
+from effbench.models.arch import RANDOM_WEIGHTS_NOTE  # one wording wherever it appears (records, plans)
 from effbench.hardware import HardwareProfile, PriceOverride, get_profile, profiles
 from effbench.results.hardware import StoredRun, require_profiles, resolve_run_profiles
 from effbench.results.schema import Record, Throughput
@@ -39,9 +43,6 @@ from effbench.results.store import read_run_dir
 RUN_HARDWARE_OPTION = "--run-hardware ID"
 
 HOURS_PER_MONTH = 730.0
-# Used only where effbench.analysis.carbon is missing; the same IEA figure that module (and codecarbon) uses.
-WORLD_GRID_G_PER_KWH = 475.0
-WORLD_GRID_SOURCE = "world average 475 gCO2e/kWh (IEA Global Energy & CO2 Status Report 2019)"
 
 # The dtype whose peak TFLOPs governs prefill for a scheme (weight-only schemes compute in 16 bit).
 SCHEME_DTYPE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8-dynamic": "int8", "torchao-int8da8w": "int8"}
@@ -103,21 +104,14 @@ class PlanRequest:
 def grid_intensity(region: Optional[str], explicit: Optional[float]) -> tuple[float, str]:
     """(g CO2e per kWh, source): an explicit figure, else the region's, else the world average (where
     the deployment runs is not where the benchmark ran, so this machine's country is not assumed).
-    Uses ``effbench.analysis.carbon`` where installed, so every effbench output cites the same figures."""
+    The figures are effbench.analysis.carbon's, so every effbench output cites the same ones."""
     if explicit is not None:
         return explicit, "command line (--grid-intensity)"
-    try:
-        from effbench.analysis.carbon import grid_intensity as by_region
-    except ImportError:
-        if region:
-            raise EffbenchError("--region needs effbench.analysis.carbon, which this install lacks; pass --grid-intensity G_PER_KWH instead") from None
-        return WORLD_GRID_G_PER_KWH, WORLD_GRID_SOURCE
-    g, source = by_region(region or "world")
+    g, source = grid_by_region(region or "world")
     return float(g), source
 
 
 # -- result -------------------------------------------------------------------------------------
-RANDOM_WEIGHTS_NOTE = "random weights (architecture-only): speed/memory/energy only"
 
 
 @dataclass

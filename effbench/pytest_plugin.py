@@ -137,12 +137,14 @@ def energy_figures(reading: "EnergyReading", seconds_per_call: float, time_rel: 
 
 
 def _mean_and_rel(stats: Any) -> tuple[float, Optional[float]]:
-    """Mean seconds per call and its relative CI95 half-width (normal approximation) from
-    pytest-benchmark's ``Stats``."""
+    """Mean seconds per call and its relative CI95 half-width from pytest-benchmark's ``Stats``:
+    the same Student-t interval as every other effbench figure (brief rule 14)."""
+    from effbench.stats import t95
+
     mean, n = float(stats.mean), int(stats.rounds)
     if n < 2 or mean <= 0:
         return mean, None
-    return mean, 1.96 * float(stats.stddev) / math.sqrt(n) / mean
+    return mean, t95(n - 1) * float(stats.stddev) / math.sqrt(n) / mean
 
 
 # -- energy_benchmark --------------------------------------------------------------------------
@@ -156,8 +158,10 @@ def _sync_for(device: str) -> Callable[[], None]:
 
 
 def _min_window_s(sensor: "EnergySensor", floor_s: float) -> float:
+    from effbench.measure.loop import WINDOW_PERIODS  # the one home of the rule (brief rule 2)
+
     period = sensor.info().update_period_s
-    return max(floor_s, 10 * period if period else 0.0)
+    return max(floor_s, WINDOW_PERIODS * period if period else 0.0)
 
 
 class EnergyBenchmark:

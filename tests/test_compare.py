@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from effbench.analysis.compare import compare_paths, compare_records, load_side, t_two_sided_p, welch_p
+from effbench.analysis.compare import compare_records, load_side, t_two_sided_p, welch_p
 from effbench.errors import EffbenchError
 from effbench.results.schema import Record
 from effbench.results.store import read_run_dir

@@ -24,7 +24,8 @@ from effbench.models.gguf_header import read_header
 from effbench.models.kv import ModelDims
 from effbench.results.store import RunStore
 from effbench.sensors.trace import integrate_trace, load_trace
-from effbench.sweep import run_sweep, stored_baselines
+from effbench.sweep import run_sweep
+from effbench.sweep.baseline import Baselines
 
 from conftest import FakeBackend, Timing
 
@@ -307,7 +308,9 @@ def test_stored_baselines_take_the_first_unquantized_finite_perplexity():
 
     dicts = [rec("int8-dynamic", 30.0), rec("fp32", None), rec("bf16", 11.0), rec("fp32", 10.0),
              rec("fp32", 20.0, model="other"), rec("no-such-scheme", 1.0, model="x"), {"garbage": True}]
-    assert stored_baselines(dicts) == {("m", "transformers"): ("bf16", 11.0), ("other", "transformers"): ("fp32", 20.0)}
+    baselines = Baselines(0.1)
+    baselines.add_stored(dicts)
+    assert baselines.by_key == {("m", "transformers"): ("bf16", 11.0), ("other", "transformers"): ("fp32", 20.0)}
 
 
 def test_a_fresh_run_without_an_unquantized_scheme_says_so(tmp_path, model_dir, fake):

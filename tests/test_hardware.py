@@ -12,7 +12,7 @@ import yaml
 import effbench.hardware.cpu as cpu_mod
 from effbench.errors import EffbenchError
 from effbench.hardware import (
-    Detected, HardwareProfile, get_profile, load_profile_file, match_profile, parse_price_options, profile_for,
+    Detected, get_profile, load_profile_file, match_profile, parse_price_options, profile_for,
     profiles, resolve_profile_id,
 )
 from effbench.hardware.catalog import shipped_dir, user_dir

@@ -227,9 +227,11 @@ def test_random_weights_are_marked_in_notes_json_and_csv(tmp_path):
     p = plan([record(model={"id": "m", "weights": "random", "weights_bytes": 1_000_000_000})],
              request(Demand(tokens_per_s=1000.0), hardware=None))
     assert p.options and all(o.random_weights for o in p.options)
-    assert any("random weights (architecture-only): speed/memory/energy only" in line for line in _notes(p.options))
+    from effbench.models.arch import RANDOM_WEIGHTS_NOTE
+
+    assert any(RANDOM_WEIGHTS_NOTE in line for line in _notes(p.options))
     assert {o.basis for o in p.options} == {"measured", "projected"}
-    assert all("random weights" in line for line in _notes(p.options))  # projected rows too
+    assert all(RANDOM_WEIGHTS_NOTE in line for line in _notes(p.options))  # projected rows too
     assert all(o["random_weights"] for o in p.to_dict()["options"])
     assert {r["random_weights"] for r in csv.DictReader(io.StringIO(_csv(p)))} == {"True"}
     assert not any(o.random_weights for o in plan([record()], request(Demand(tokens_per_s=1000.0))).options)

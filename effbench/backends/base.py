@@ -80,6 +80,10 @@ class Backend(ABC):
         """Perplexity of ``text`` (first ``max_tokens`` tokens) and how many tokens were scored."""
         raise NotImplementedError
 
+    def threads_in_use(self) -> Optional[int]:
+        """The compute threads this engine runs with (records carry it); None when it does not say."""
+        return None
+
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return isinstance(exc, MemoryError)
 

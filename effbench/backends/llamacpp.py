@@ -68,6 +68,10 @@ class LlamaCppBackend(Backend):
     def version(self) -> str:
         return f"llama-cpp-python {llama_cpp.__version__}"
 
+    def threads_in_use(self) -> Optional[int]:
+        # llama.cpp's own default when none is set: its n_threads after load.
+        return self.threads or (getattr(self.llm, "n_threads", None) if getattr(self, "llm", None) else None)
+
     def resolve_device(self, requested: str) -> str:
         if requested in ("auto", "cpu"):
             return "cpu" if requested == "cpu" or not llama_cpp.llama_supports_gpu_offload() else "cuda"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -11,22 +10,11 @@ from typing import Any, Optional
 from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
 from effbench.models import ModelSpec, PromptSet, build_token_rows
+from effbench.models.hf import quiet_transformers
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, RandomTokenizer, load_random
 from effbench.models.gguf_cache import cached_checkpoint
 from effbench.models.kv import kv_bytes_per_token
 from effbench.quant import Scheme
-
-
-def _quiet_transformers() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # torchao (imported by transformers when installed) logs its missing CUDA kernels on CPU machines
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 def tensor_bytes(t: Any) -> int:
@@ -66,7 +54,7 @@ class TransformersBackend(Backend):
     def __init__(self) -> None:
         import torch
 
-        _quiet_transformers()
+        quiet_transformers()
         self.torch = torch
         self.model: Any = None
         self.tokenizer: Any = None
@@ -76,6 +64,9 @@ class TransformersBackend(Backend):
         import transformers
 
         return f"transformers {transformers.__version__}, torch {self.torch.__version__}"
+
+    def threads_in_use(self) -> Optional[int]:
+        return int(self.torch.get_num_threads())
 
     def resolve_device(self, requested: str) -> str:
         cuda = self.torch.cuda.is_available()

@@ -16,6 +16,31 @@ from effbench.sweep import ConfigPoint, SweepObserver
 LIST_HELP = "comma-separated"
 
 
+def _d(key: str) -> str:
+    """'(default: X)' from the config model: CLI help never repeats a default by hand."""
+    from effbench.config import SweepConfig
+
+    f = SweepConfig.model_fields[key]
+    value = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+    shown = ",".join(map(str, value)) if isinstance(value, list) else ("on" if value is True else "off" if value is False else value)
+    return f"(default: {shown})"
+
+
+def _launcher_opts(values: Optional[list[str]]) -> Optional[dict[str, str]]:
+    """--launcher-opt key=value (repeatable or comma-separated) -> a dict; a malformed one is one line."""
+    if not values:
+        return None
+    from effbench.errors import ConfigError
+
+    opts: dict[str, str] = {}
+    for item in (x.strip() for v in values for x in v.split(",") if x.strip()):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--launcher-opt '{item}' is not KEY=VALUE (e.g. --launcher-opt partition=gpu)")
+        opts[key.strip()] = value.strip()
+    return opts
+
+
 class _ProgressObserver(SweepObserver):
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -72,30 +97,33 @@ def summary_table(records: list[Record], title: str) -> Table:
 
 def run_command(
     config: Optional[Path] = typer.Argument(None, help="YAML sweep file; its keys are these options' names with underscores.", show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model: 'smollm2-135m' (bundled), a checkpoint dir, a .gguf file or a hub id; {LIST_HELP}. (default: smollm2-135m)", show_default=False),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Inference backend: transformers. (default: transformers)", show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N. (default: auto)", show_default=False),
-    quant: Optional[str] = typer.Option(None, "--quant", "-q", help=f"Quantization schemes, {LIST_HELP} (fp32, fp16, bf16, int8-dynamic, ...). (default: fp32)", show_default=False),
-    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "-b", help=f"Batch sizes, {LIST_HELP}. (default: 1,4,16)", show_default=False),
-    prompt_tokens: Optional[str] = typer.Option(None, "--prompt-tokens", help=f"Prompt length(s) in tokens, {LIST_HELP}. (default: 64)", show_default=False),
-    new_tokens: Optional[str] = typer.Option(None, "--new-tokens", help=f"Generated tokens per sequence (forced, greedy), {LIST_HELP}. (default: 32)", show_default=False),
-    prompts: Optional[str] = typer.Option(None, "--prompts", help=f"Prompt sets: en, ko, ja or a text/JSONL file; {LIST_HELP}. (default: en)", show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model: 'smollm2-135m' (bundled), a checkpoint dir, a .gguf file or a hub id; {LIST_HELP}. {_d('model')}", show_default=False),
+    backend: Optional[str] = typer.Option(None, "--backend", help=f"Inference backend: transformers, llamacpp or vllm. {_d('backend')}", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", help=f"auto, cpu, cuda or cuda:N. {_d('device')}", show_default=False),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help=f"Quantization schemes, {LIST_HELP} (fp32, fp16, bf16, int8-dynamic, ...). {_d('quant')}", show_default=False),
+    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "-b", help=f"Batch sizes, {LIST_HELP}. {_d('batch_sizes')}", show_default=False),
+    prompt_tokens: Optional[str] = typer.Option(None, "--prompt-tokens", help=f"Prompt length(s) in tokens, {LIST_HELP}. {_d('prompt_tokens')}", show_default=False),
+    new_tokens: Optional[str] = typer.Option(None, "--new-tokens", help=f"Generated tokens per sequence (forced, greedy), {LIST_HELP}. {_d('new_tokens')}", show_default=False),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help=f"Prompt sets: en, ko, ja or a text/JSONL file; {LIST_HELP}. {_d('prompts')}", show_default=False),
     repeats: Optional[int] = typer.Option(None, "--repeats", "-r", help="Exactly this many repeats per configuration. (default: adaptive, until CI95 <= --ci-target)", show_default=False),
-    sensor: Optional[str] = typer.Option(None, "--sensor", help="Energy sensor: auto, nvml, rapl, estimate or none. (default: auto)", show_default=False),
+    sensor: Optional[str] = typer.Option(None, "--sensor", help=f"Energy sensor: auto, nvml, rapl, estimate or none. {_d('sensor')}", show_default=False),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Hardware profile id or profile YAML path. (default: detected)", show_default=False),
     region: Optional[str] = typer.Option(None, "--region", help="Grid region for CO2e: ISO country code, USA/<state>, world, ... (default: EFFBENCH_REGION, else this machine's country, else world)", show_default=False),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory. (default: effbench-runs/run-<time>)", show_default=False),
     resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run in --out, skipping finished configurations.", show_default=False),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up generations per configuration. (default: 1)", show_default=False),
-    min_repeats: Optional[int] = typer.Option(None, "--min-repeats", help="Adaptive mode: fewest repeats. (default: 3)", show_default=False),
-    max_repeats: Optional[int] = typer.Option(None, "--max-repeats", help="Adaptive mode: most repeats. (default: 20)", show_default=False),
-    ci_target: Optional[float] = typer.Option(None, "--ci-target", help="Stop when the CI95 of decode tok/s is within this relative width. (default: 0.05)", show_default=False),
-    max_time_s: Optional[float] = typer.Option(None, "--max-time-s", help="Time cap per configuration in seconds. (default: 45)", show_default=False),
-    idle_s: Optional[float] = typer.Option(None, "--idle-s", help="Seconds of idle-power baseline before the sweep (measuring sensors only). (default: 5)", show_default=False),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Warm-up generations per configuration. {_d('warmup')}", show_default=False),
+    min_repeats: Optional[int] = typer.Option(None, "--min-repeats", help=f"Adaptive mode: fewest repeats. {_d('min_repeats')}", show_default=False),
+    max_repeats: Optional[int] = typer.Option(None, "--max-repeats", help=f"Adaptive mode: most repeats. {_d('max_repeats')}", show_default=False),
+    ci_target: Optional[float] = typer.Option(None, "--ci-target", help=f"Stop when the CI95 of decode tok/s is within this relative width. {_d('ci_target')}", show_default=False),
+    max_time_s: Optional[float] = typer.Option(None, "--max-time-s", help=f"Time cap per configuration in seconds. {_d('max_time_s')}", show_default=False),
+    idle_s: Optional[float] = typer.Option(None, "--idle-s", help=f"Seconds of idle-power baseline before the sweep (measuring sensors only). {_d('idle_s')}", show_default=False),
     compile_model: Optional[bool] = typer.Option(None, "--compile/--eager", help="torch.compile the model (transformers backend). (default: eager)", show_default=False),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend. (default: the library's)", show_default=False),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed. (default: 0)", show_default=False),
-    perplexity: Optional[bool] = typer.Option(None, "--perplexity/--no-perplexity", help="Score perplexity on the shipped texts. (default: on)", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed. {_d('seed')}", show_default=False),
+    perplexity: Optional[bool] = typer.Option(None, "--perplexity/--no-perplexity", help=f"Score perplexity on the shipped texts. {_d('perplexity')}", show_default=False),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help=f"What is measured: offline (static batches through generate). {_d('scenario')}", show_default=False),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help=f"Where groups run: inline, process (one child per group), slurm (submitit) or ray. {_d('launcher')}", show_default=False),
+    launcher_opt: Optional[list[str]] = typer.Option(None, "--launcher-opt", help="Launcher option KEY=VALUE, repeatable (e.g. timeout=600, partition=gpu, address=ray://host:10001).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Run a sweep (models x schemes x batch sizes x lengths) and write run.json + results.jsonl.
@@ -110,7 +138,7 @@ def run_command(
         prompt_tokens=prompt_tokens, new_tokens=new_tokens, prompts=prompts, repeats=repeats, sensor=sensor,
         hardware=hardware, region=region, out=out_dir, resume=resume, warmup=warmup, min_repeats=min_repeats,
         max_repeats=max_repeats, ci_target=ci_target, max_time_s=max_time_s, idle_s=idle_s, threads=threads, compile=compile_model,
-        seed=seed, perplexity=perplexity,
+        seed=seed, perplexity=perplexity, scenario=scenario, launcher=launcher, launcher_opt=_launcher_opts(launcher_opt),
     )
     sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

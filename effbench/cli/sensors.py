@@ -136,7 +136,7 @@ def attach_cmd(
     accuracy: Optional[float] = typer.Option(None, "--accuracy", help="The meter's relative accuracy, e.g. 0.01 for 1% (nvidia-smi traces: 0.05)."),
 ) -> None:
     """Recompute every record's energy of a finished run from a power trace, over its own windows."""
-    from effbench.sensors.attach import BACKUP_FILE, attach_trace
+    from effbench.measure.attach import BACKUP_FILE, attach_trace
 
     report = attach_trace(run_dir, _load_trace(trace), gpu, accuracy)
     out.print(f"attached {trace} to {report.updated} record(s) in {run_dir} (originals kept in {BACKUP_FILE}); {report.idle_note}")

@@ -138,19 +138,28 @@ StoredProfiles = Mapping[tuple[Optional[str], Optional[str]], HardwareProfile]
 
 def stored_profiles(run: Mapping[str, Any], prices: Optional[dict[str, PriceOverride]] = None,
                     origin: str = "run.json") -> dict[tuple[Optional[str], Optional[str]], HardwareProfile]:
-    """The profile a run stored in its ``run.json`` (``hardware.resolved``, written by the sweep), keyed
-    by the (profile id, detected name) its records carry, with the price file and ``prices`` applied.
-    Empty when the run stored none or it does not validate (an older or edited run.json)."""
+    """The profiles a run stored in its ``run.json``, keyed by the (profile id, detected name) its
+    records carry, with the price file and ``prices`` applied: ``hardware.resolved`` (the machine the
+    sweep ran on, written by the sweep) and each ``hardware.targets[]`` entry (a fleet host: a SLURM
+    node or a Ray worker that reported what it measured on). Entries that do not validate (an older
+    or edited run.json) are left out."""
     block = run.get("hardware") if isinstance(run, Mapping) else None
-    data = block.get("resolved") if isinstance(block, Mapping) else None
-    if not isinstance(data, Mapping):
+    if not isinstance(block, Mapping):
         return {}
-    try:
-        profile = HardwareProfile.model_validate(dict(data))
-    except ValidationError:
-        return {}
-    profile = apply_prices([profile.model_copy(update={"origin": origin})], {**load_price_file(), **(prices or {})})[0]
-    return {(block.get("profile"), block.get("detected_name")): profile}
+    entries = [block] + [t for t in block.get("targets") or [] if isinstance(t, Mapping)]
+    found: dict[tuple[Optional[str], Optional[str]], HardwareProfile] = {}
+    overrides = {**load_price_file(), **(prices or {})}
+    for entry in entries:
+        data = entry.get("resolved")
+        if not isinstance(data, Mapping):
+            continue
+        try:
+            profile = HardwareProfile.model_validate(dict(data))
+        except ValidationError:
+            continue
+        profile = apply_prices([profile.model_copy(update={"origin": origin})], overrides)[0]
+        found.setdefault((entry.get("profile"), entry.get("detected_name")), profile)
+    return found
 
 
 def profile_for(profile_id: Optional[str], detected_name: Optional[str],

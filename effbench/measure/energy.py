@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from effbench.measure.loop import LoopResult, WindowResult
-from effbench.measure.stats import combine_rel, mean_or_none, summarize
+from effbench.stats import combine_rel, mean_or_none, summarize
 from effbench.results.schema import Energy
 from effbench.sensors.base import EnergyReading
 

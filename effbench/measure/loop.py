@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 from effbench.backends.base import Backend, OutputSize
 from effbench.measure.host import peak_rss_bytes, reset_peak_rss, trim_heap
-from effbench.measure.stats import summarize
+from effbench.stats import summarize
 from effbench.sensors.base import EnergyReading, EnergySensor
 
 # An energy window must span at least this many sensor update periods (rule 2).

@@ -6,7 +6,7 @@ from typing import Optional
 from effbench.measure.host import Interference
 from effbench.measure.energy import _per_call
 from effbench.measure.loop import LoopResult
-from effbench.measure.stats import mean_or_none, summarize
+from effbench.stats import mean_or_none, summarize
 from effbench.results.schema import Stats, Throughput
 
 

@@ -111,9 +111,9 @@ def config_dict(location: str) -> dict[str, Any]:
 
 def load_config(location: str) -> Any:
     """A transformers config for a causal LM, from the native classes only (never remote code)."""
-    from effbench.backends.transformers import _quiet_transformers
+    from effbench.models.hf import quiet_transformers
 
-    _quiet_transformers()  # before transformers is first imported: torchao logs CUDA-only kernels on import
+    quiet_transformers()  # before transformers is first imported: torchao logs CUDA-only kernels on import
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional
 
-from effbench.measure.stats import combine_rel
+from effbench.stats import combine_rel
 
 EnergyStatus = Literal["measured", "estimated", "unavailable"]
 

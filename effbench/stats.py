@@ -1,4 +1,4 @@
-"""Summary statistics of repeated measurements: mean, standard deviation, Student-t CI95."""
+"""Summary statistics of repeated measurements: mean, standard deviation, Student-t 95% interval (a leaf: every part may use it)."""
 from __future__ import annotations
 
 import math

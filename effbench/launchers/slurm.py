@@ -1,0 +1,77 @@
+"""The SLURM launcher, through submitit: one job per group. The job runs the same worker as every
+other launcher and hands its events back; each event is also written to the job's folder as it
+happens, so a job killed by its time limit still returns its finished records.
+
+Options (``--launcher-opt key=value`` or the sweep file's ``launcher:`` section): partition, gpus,
+cpus, mem_gb, time (minutes), account, qos, constraint, cluster (``slurm``; ``local`` runs the job
+as a local process through submitit's local executor, which is how CI tests this path), folder.
+The run directory must be on a filesystem the compute nodes share (as submitit's folder is).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from effbench.errors import EffbenchError
+from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, first_line, read_events, require
+
+
+class SlurmLauncher(Launcher):
+    name = "slurm"
+    local = False
+    option_help = {
+        "partition": "SLURM partition", "gpus": "GPUs per job (gpus_per_node)", "cpus": "CPUs per task",
+        "mem_gb": "memory per job, GB", "time": "time limit per job, minutes (default 60)", "account": "SLURM account",
+        "qos": "SLURM QOS", "constraint": "node feature constraint (e.g. h100)",
+        "cluster": "slurm (default) or local (submitit's local executor: this machine, for tests)",
+        "folder": "submitit folder (default: RUN_DIR/launcher/slurm)",
+    }
+
+    def check(self) -> None:
+        self.submitit = require("submitit", "slurm", "slurm")
+        self.cluster = str(self.options.get("cluster", "slurm"))
+        if self.cluster not in ("slurm", "local"):
+            raise EffbenchError(f"--launcher-opt cluster={self.cluster!r}: choose slurm or local")
+        if self.cluster == "slurm" and shutil.which("sbatch") is None:
+            raise EffbenchError("--launcher slurm: no SLURM here (sbatch not found); run effbench on a SLURM login node, "
+                                "or pass --launcher-opt cluster=local to run the jobs on this machine")
+        self.time_min = int(self.number("time", 60) or 60)
+        self.folder = Path(str(self.options.get("folder") or self.run_dir / "launcher" / "slurm"))
+        # cluster=local keeps local = False on purpose: the job detects its own hardware and reports
+        # it back exactly as on a cluster node, so CI tests the code path a cluster runs.
+
+    def _executor(self, label: str) -> Any:
+        ex = self.submitit.AutoExecutor(folder=str(self.folder / label), cluster=self.cluster)
+        params: dict[str, Any] = {"timeout_min": self.time_min, "name": f"effbench-{label}"[:60]}
+        if self.options.get("gpus"):
+            params["gpus_per_node"] = int(self.number("gpus") or 0)
+        if self.options.get("cpus"):
+            params["cpus_per_task"] = int(self.number("cpus") or 1)
+        if self.options.get("mem_gb"):
+            params["mem_gb"] = self.number("mem_gb")
+        for key in ("partition", "account", "qos", "constraint"):
+            if self.options.get(key) and self.cluster == "slurm":
+                params[f"slurm_{key}"] = str(self.options[key])
+        ex.update_parameters(**params)
+        return ex
+
+    def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None:
+        if not hasattr(self, "cluster"):
+            self.check()
+        events_file = self.folder / label / "events.jsonl"
+        events_file.parent.mkdir(parents=True, exist_ok=True)
+        events_file.unlink(missing_ok=True)  # a resumed sweep reruns the group from scratch
+        job = self._executor(label).submit(collect_events, work, group, str(events_file))
+        sink(("message", f"submitted {label} as {self.cluster} job {job.job_id}"))
+        try:
+            events = job.result()
+        except KeyboardInterrupt:
+            job.cancel(check=False)
+            raise
+        except Exception as e:  # noqa: BLE001 - submitit's FailedJobError, UncompletedJobError, ...
+            for event in read_events(events_file):
+                sink(event)
+            raise GroupFailed(f"{self.cluster} job {job.job_id} failed: {first_line(e)}") from None
+        for event in events:
+            sink(tuple(event))

@@ -1,0 +1,49 @@
+"""The offline scenario: static batches of equal-length prompts through ``generate`` (warm-up, then
+adaptive repeats of prefill + full generation inside energy windows; ``effbench.measure.loop``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from effbench.analysis.carbon import carbon_section
+from effbench.measure.energy import energy_section
+from effbench.measure.host import InterferenceProbe
+from effbench.measure.loop import RepeatPolicy, Workload, run_loop
+from effbench.measure.summary import stats_section, throughput_section
+from effbench.models import load_prompt_set
+from effbench.results.schema import Memory
+from effbench.scenarios.base import Context, Point, Scenario
+
+
+def repeat_policy(config: Any) -> RepeatPolicy:
+    """The repeat rule of a sweep config (brief rule 3): warm-up, adaptive repeats to a CI95 target."""
+    return RepeatPolicy(warmup=config.warmup, min_repeats=config.min_repeats, max_repeats=config.max_repeats,
+                        ci_target=config.ci_target, max_time_s=config.max_time_s, fixed_repeats=config.repeats)
+
+
+class OfflineScenario(Scenario):
+    name = "offline"
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.policy = repeat_policy(config)
+        self._prompts: dict[str, Any] = {}
+
+    def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
+        prompts = self._prompts.setdefault(point.prompt_set, load_prompt_set(point.prompt_set))
+        probe = InterferenceProbe()
+        batch = ctx.engine.prepare(prompts, point.batch_size, point.prompt_tokens, point.new_tokens)
+        try:
+            result = run_loop(ctx.engine, batch, Workload(point.batch_size, point.prompt_tokens, point.new_tokens),
+                              ctx.sensor, self.policy, on_repeat=lambda r: ctx.on_repeat(r.repeats))
+        finally:
+            batch = None  # free activations before the next configuration
+        energy = energy_section(result, ctx.idle_power_w)
+        return {
+            "throughput": throughput_section(result),
+            "energy": energy,
+            "carbon": carbon_section(energy, point.batch_size * point.new_tokens, ctx.grid),
+            "memory": Memory(peak_host_bytes=result.peak_host_bytes, peak_device_bytes=result.peak_device_bytes,
+                             peak_device_reserved_bytes=result.peak_device_reserved_bytes,
+                             weights_bytes=ctx.loaded.weights_bytes, kv_bytes_per_token=ctx.loaded.kv_bytes_per_token),
+            "stats": stats_section(result, self.policy.warmup, probe.stop()),
+        }

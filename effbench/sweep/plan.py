@@ -1,0 +1,97 @@
+"""What a sweep measures: configurations (``ConfigPoint``) and the groups that share one loaded
+model (``GroupSpec``: one model + scheme on one device, what a launcher runs)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from effbench.config import SweepConfig
+from effbench.models import ModelSpec
+from effbench.quant import get_scheme
+
+
+@dataclass(frozen=True)
+class ConfigPoint:
+    """One configuration: what a record describes."""
+
+    model: str  # ModelSpec.id
+    backend: str
+    device: str
+    scheme: str
+    prompt_set: str
+    prompt_tokens: int
+    new_tokens: int
+    batch_size: int
+    compile: bool = False
+    target: str = ""  # the fleet target (hardware) it runs on; "" for a single-machine sweep
+
+    @property
+    def config_id(self) -> str:
+        fields = asdict(self)
+        # Ids of configurations without these options stay what they were before the options existed.
+        if not self.compile:
+            del fields["compile"]
+        if not self.target:
+            del fields["target"]
+        key = json.dumps(fields, sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        where = f" on {self.target}" if self.target else ""
+        return (f"{self.model} {self.backend} {self.scheme} bs={self.batch_size} "
+                f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}{where}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where groups run: the machine of this sweep (name "") or one fleet target of the sweep file's
+    ``launcher: targets:`` list, with its own launcher options and hardware profile."""
+
+    name: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    hardware: Optional[str] = None  # the profile id its records are filed under (else detected there)
+
+
+@dataclass
+class GroupSpec:
+    """Everything a worker needs to measure one group, anywhere: picklable, no open handles."""
+
+    config: SweepConfig
+    spec: ModelSpec
+    backend: str
+    scheme: str
+    device: str
+    points: list[ConfigPoint]
+    run_id: str = ""
+    target: Target = field(default_factory=Target)
+    idle_power_w: dict[str, float] = field(default_factory=dict)  # hostname -> idle W measured by the parent
+    grid: Any = None  # effbench.analysis.carbon.Intensity
+    hardware: Optional[dict[str, Any]] = None  # {"profile", "detected_name"} when the parent knows them (local)
+
+    @property
+    def label(self) -> str:
+        where = f"-{self.target.name}" if self.target.name else ""
+        return f"{self.spec.id}-{self.backend}-{self.scheme}{where}".replace("/", "_")
+
+
+def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, str],
+           targets: tuple[Target, ...] = (Target(),)) -> list[GroupSpec]:
+    """The sweep's groups in measuring order. Unquantized schemes come first: they are the
+    perplexity baseline of the quantized ones."""
+    groups = []
+    for target in targets:
+        for model in config.model:
+            spec = specs[model]
+            for backend in config.backend:
+                for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
+                    points = [
+                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, bs, config.compile, target.name)
+                        for ps in config.prompts
+                        for pt in config.prompt_tokens
+                        for nt in config.new_tokens
+                        for bs in sorted(config.batch_sizes)
+                    ]
+                    groups.append(GroupSpec(config, spec, backend, scheme_name, devices[backend], points, target=target))
+    return groups

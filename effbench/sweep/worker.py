@@ -1,0 +1,241 @@
+"""The worker: measures one group wherever a launcher runs it (this process, a child process, a
+SLURM job, a Ray task) and emits events; it never touches the run directory.
+
+It loads the model once, scores perplexity (the raw figure: the parent compares it with the run's
+unquantized baseline), checks each configuration fits the device, has the scenario measure it and
+emits the record. A configuration that fails is a record with ``error``; after an out-of-memory the
+larger batch sizes of the same workload are skipped.
+"""
+from __future__ import annotations
+
+import math
+import socket
+import time
+from typing import Any, Optional
+
+from effbench.backends import Backend, create_backend
+from effbench.environment import now_iso
+from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
+from effbench.hardware import detect, profile_for, resolve_profile_id
+from effbench.launchers.base import Sink
+from effbench.measure.fit import estimate_bytes, fit_error
+from effbench.measure.host import trim_heap
+from effbench.measure.loop import WINDOW_PERIODS
+from effbench.models import load_quality_text
+from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
+from effbench.models.resolve import model_dims
+from effbench.quant import get_scheme
+from effbench.results.schema import BackendInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, WorkloadInfo
+from effbench.scenarios import Context, Point, create_scenario
+from effbench.sensors import EnergySensor, create as create_sensor
+from effbench.sweep.plan import ConfigPoint, GroupSpec
+
+
+def measure_idle(sensor: EnergySensor, seconds: float, notify: Any = None) -> Optional[dict[str, Any]]:
+    """Idle power (brief rule 4), over at least WINDOW_PERIODS sensor periods like any energy window.
+    Skipped for estimates: TDP x ~0% says nothing."""
+    info = sensor.info()
+    if seconds <= 0 or info.kind in ("estimate", "none"):
+        return None
+    if notify:
+        notify(f"measuring idle power for {seconds:.0f} s ({info.name})")
+    seconds = max(seconds, WINDOW_PERIODS * (info.update_period_s or 0.0))
+    window = sensor.start_window()
+    start_unix = time.time()
+    time.sleep(seconds)
+    end_unix = time.time()
+    reading = window.stop()
+    # The wall-clock bounds let 'effbench sensors attach' take the idle power from a trace too.
+    bounds = {"start_unix": start_unix, "end_unix": end_unix, "host": socket.gethostname()}
+    if reading.joules is None:
+        return {"status": reading.status, "error": reading.error, **bounds}
+    return {"power_w": reading.mean_power_w, "duration_s": reading.duration_s, "sensor": reading.sensor,
+            "status": reading.status, "coverage": reading.coverage, "uncertainty_rel": reading.uncertainty_rel,
+            "power_by_domain_w": {d: j / reading.duration_s for d, j in reading.joules_by_domain.items()},
+            **bounds}
+
+
+def hardware_block(profile_id: Optional[str], device: str, measure: bool = True) -> dict[str, Any]:
+    """The hardware this process measures on, with its profile written out in full (bandwidth, TDP,
+    prices as of now), so reports and plans made on another machine need not find it again."""
+    detected = detect(device)
+    profile = resolve_profile_id(profile_id, detected)
+    block: dict[str, Any] = {"profile": profile, "detected_name": detected.name, "kind": detected.kind,
+                             "host": socket.gethostname()}
+    try:
+        resolved = profile_for(profile, detected.name, measure=measure)
+    except EffbenchError as e:
+        block["resolved_error"] = str(e)
+        return block
+    block["resolved"] = resolved.model_dump(mode="json") if resolved else None
+    return block
+
+
+class GroupWorker:
+    def __init__(self, group: GroupSpec, emit: Sink) -> None:
+        self.group, self.emit, self.config = group, emit, group.config
+        self.scheme = get_scheme(group.scheme)
+        self.backend: Optional[Backend] = None
+        self.device = group.device
+        self.hardware = group.hardware
+        self.idle_power_w: Optional[float] = None
+        self.quant_note: Optional[str] = None
+        self.model_info = ModelInfo(id=group.spec.id, source=group.spec.source, **record_fields(group.spec.kind))
+        self.quality: Optional[Quality] = None
+        self.kv_bytes_per_token: Optional[int] = None
+
+    # -- records -----------------------------------------------------------------------------
+    def record(self, p: ConfigPoint, **sections: Any) -> Record:
+        hw = self.hardware or {}
+        b = self.backend
+        return Record(
+            run_id=self.group.run_id, config_id=p.config_id, created_at=now_iso(),
+            model=self.model_info,
+            backend=BackendInfo(name=self.group.backend, version=b.version() if b else None, device=self.device,
+                                threads=(b.threads_in_use() if b else None) or self.config.threads, compile=p.compile),
+            quantization=QuantizationInfo(scheme=self.scheme.name, weight_bits=self.scheme.weight_bits,
+                                          library=self.scheme.library, note=self.quant_note),
+            workload=WorkloadInfo(batch_size=p.batch_size, prompt_tokens=p.prompt_tokens, new_tokens=p.new_tokens,
+                                  prompt_set=p.prompt_set),
+            hardware=HardwareInfo(profile=hw.get("profile"), detected_name=hw.get("detected_name")),
+            **({"quality": self.quality} if self.quality is not None and "quality" not in sections else {}),
+            **sections,
+        )
+
+    def finish(self, p: ConfigPoint, record: Record) -> None:
+        self.emit(("record", record.to_json_dict()))
+
+    def fail_all(self, points: list[ConfigPoint], error: str) -> None:
+        for p in points:
+            self.finish(p, self.record(p, error=error))
+
+    # -- the group ---------------------------------------------------------------------------
+    def run(self) -> None:
+        g = self.group
+        try:
+            self.backend = create_backend(g.backend)
+            self.backend.compile = self.config.compile
+            self.device = self.backend.resolve_device(g.device)
+        except UnsupportedError as e:
+            return self.fail_all(g.points, f"unsupported: {e}")
+        reason = self.scheme.support(g.backend, self.device.partition(":")[0])
+        if reason:
+            return self.fail_all(g.points, f"unsupported: {reason}")
+        sensor = self._start_host()
+        try:
+            self._run_points(sensor)
+        finally:
+            sensor.close()
+
+    def _start_host(self) -> EnergySensor:
+        """Sensor, hardware and idle baseline of the machine this worker runs on."""
+        g = self.group
+        sensor = create_sensor(self.config.sensor, self.device)
+        host = socket.gethostname()
+        idle = None
+        if host in g.idle_power_w:
+            self.idle_power_w = g.idle_power_w[host]
+        else:  # a host the parent has not measured (a SLURM node, a Ray worker): measure it here
+            idle = measure_idle(sensor, self.config.idle_s, lambda m: self.emit(("message", m)))
+            self.idle_power_w = idle.get("power_w") if idle else None
+        if self.hardware is None:
+            self.hardware = hardware_block(g.target.hardware or self.config.hardware, self.device)
+            self.emit(("host", {**self.hardware, "target": g.target.name, "sensor": sensor.info().to_dict(),
+                                "idle_baseline": idle}))
+        return sensor
+
+    def _run_points(self, sensor: EnergySensor) -> None:
+        g, backend = self.group, self.backend
+        assert backend is not None
+        self.emit(("message", f"loading {g.spec.id} ({self.scheme.name}) on {self.device}"))
+        backend.notify = lambda m: self.emit(("message", m))
+        try:
+            loaded = backend.load(g.spec, self.scheme, self.device, self.config.threads, self.config.seed)
+        except (UnsupportedError, OutOfMemory) as e:
+            return self.fail_all(g.points, f"load failed: {e}")
+        except EffbenchError:
+            raise  # the user's input (a model file that is not a model): not this group's alone
+        except Exception as e:  # noqa: BLE001 - a scheme that breaks on this model must not end the sweep
+            kind = "out of memory" if backend.is_out_of_memory(e) else "load failed"
+            return self.fail_all(g.points, f"{kind}: {type(e).__name__}: {first_line(e)}")
+        self.quant_note = loaded.quant_note
+        self.kv_bytes_per_token = loaded.kv_bytes_per_token
+        self.model_info = ModelInfo(id=g.spec.id, source=g.spec.source, params=loaded.params,
+                                    weights_bytes=loaded.weights_bytes, **record_fields(g.spec.kind))
+        if g.spec.kind == "arch":
+            self.quality = Quality(note=RANDOM_WEIGHTS_QUALITY_NOTE)
+        elif self.config.perplexity:
+            self.quality = perplexity(backend)
+        else:
+            self.quality = Quality(note="disabled (perplexity: false)")
+        scenario = create_scenario(self.config.scenario, self.config)
+        dims = model_dims(g.spec)
+        oom_at: dict[tuple, int] = {}
+        try:
+            for p in g.points:
+                key = (p.prompt_set, p.prompt_tokens, p.new_tokens)
+                if key in oom_at and p.batch_size > oom_at[key]:
+                    self.finish(p, self.record(p, error=f"skipped: batch size {oom_at[key]} ran out of memory"))
+                    continue
+                self.emit(("started", p.config_id))
+                need = estimate_bytes(loaded.weights_bytes, loaded.kv_bytes_per_token, dims,
+                                      p.batch_size, p.prompt_tokens, p.new_tokens)
+                too_big = fit_error(need, self.device)
+                if too_big:
+                    self.finish(p, self.record(p, error=too_big))
+                    continue
+                record = self._measure(scenario, sensor, loaded, p)
+                if record.error and record.error.startswith("out of memory"):
+                    oom_at[key] = p.batch_size
+                self.finish(p, record)
+        finally:
+            backend.unload()
+            trim_heap()
+
+    def _measure(self, scenario: Any, sensor: EnergySensor, loaded: Any, p: ConfigPoint) -> Record:
+        ctx = Context(engine=self.backend, loaded=loaded, sensor=sensor, idle_power_w=self.idle_power_w,
+                      grid=self.group.grid, on_repeat=lambda n: self.emit(("repeat", p.config_id, n)))
+        try:
+            sections = scenario.measure(Point(p.batch_size, p.prompt_tokens, p.new_tokens, p.prompt_set), ctx)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001
+            return self.record(p, error=config_error(self.backend, e))
+        return self.record(p, **sections)
+
+
+def run_group(group: GroupSpec, emit: Sink) -> None:
+    """The worker entry point every launcher runs (module level, so it pickles)."""
+    GroupWorker(group, emit).run()
+
+
+def perplexity(backend: Backend) -> Quality:
+    """Perplexity on the shipped texts (rule 9). Its rise over the baseline is the parent's to add."""
+    try:
+        ppl, n = backend.perplexity(load_quality_text("en"))
+        ppl_ko, _ = backend.perplexity(load_quality_text("ko"))
+    except NotImplementedError:
+        return Quality(note="this backend cannot score perplexity")
+    except Exception as e:  # noqa: BLE001
+        return Quality(note=f"perplexity failed: {type(e).__name__}: {first_line(e)}")
+    if not math.isfinite(ppl):  # fp16/fp8 overflow: the scheme's quality cost is unbounded, not unknown
+        return Quality(text="effbench/quality/en", tokens=n, flagged=True,
+                       note=f"perplexity is not finite ({ppl}): the scheme overflows on this model")
+    return Quality(perplexity=ppl, text="effbench/quality/en", tokens=n,
+                   perplexity_ko=ppl_ko if math.isfinite(ppl_ko) else None)
+
+
+def config_error(backend: Optional[Backend], e: BaseException) -> str:
+    """The ``error`` of a configuration that could not be measured: its kind, then the reason."""
+    if backend is not None and backend.is_out_of_memory(e):
+        return f"out of memory: {type(e).__name__}: {first_line(e)}"
+    if isinstance(e, UnsupportedError):
+        return f"unsupported: {first_line(e)}"
+    if isinstance(e, EffbenchError):
+        return f"failed: {first_line(e)}"
+    return f"failed: {type(e).__name__}: {first_line(e)}"
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else ""
