@@ -1,7 +1,7 @@
 """``python -m benchmarks run SUITE [options]``: effbench's own benchmark suites.
 
 Suites: cpu-sweep (a), gpu-sweep --model PATH (b), sensor-overhead (c), runner-overhead (d),
-time-to-result [--from RUN_DIR] (e). Results go under benchmarks/results/<hardware>/. On a shared
+time-to-result [--from RUN_DIR] (e), launcher-overhead (f). Results go under benchmarks/results/<hardware>/. On a shared
 machine run each CPU-heavy suite alone (e.g. under ``flock /tmp/effbench-cpu.lock``).
 """
 from __future__ import annotations
@@ -24,6 +24,12 @@ def _runner_overhead(args: argparse.Namespace) -> None:
     from benchmarks import runner_overhead
 
     runner_overhead.main(args.rest)
+
+
+def _launcher_overhead(args: argparse.Namespace) -> None:
+    from benchmarks import launcher_overhead
+
+    launcher_overhead.main(args.rest)
 
 
 def _cpu_sweep(args: argparse.Namespace) -> None:
@@ -50,6 +56,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], None]] = {
     "sensor-overhead": _sensor_overhead,
     "runner-overhead": _runner_overhead,
     "time-to-result": _time_to_result,
+    "launcher-overhead": _launcher_overhead,
 }
 
 

@@ -1,4 +1,8 @@
-"""``python -m benchmarks summary``: the latest figures of every machine as the markdown table in README.md."""
+"""``python -m benchmarks summary``: the latest figures of every machine as the markdown table in
+benchmarks/README.md (``python -m benchmarks.tables`` writes it there between marker comments).
+
+Every cell comes from a committed file under ``benchmarks/results/<hardware>/``; a missing figure
+prints as ``n/a``, never as a zero."""
 from __future__ import annotations
 
 import json
@@ -19,13 +23,19 @@ def _load(path: Path) -> Optional[dict[str, Any]]:
 
 
 def _verdict(value: float, target: float, noise: float) -> str:
-    """Against the target, and against the run-to-run spread of the baseline itself: on a shared
-    machine a difference smaller than that spread is not a measured overhead."""
-    if value < target:
-        return f"{value:+.1%} (within {target:.0%})"
-    if value < noise:
-        return f"{value:+.1%} (above {target:.0%}, inside the {noise:.1%} noise)"
-    return f"{value:+.1%} (ABOVE {target:.0%})"
+    """Two-sided, against the target and against the run-to-run spread of the baseline itself: an
+    overhead of either sign beyond the target is a difference, but on a shared machine a difference
+    smaller than that spread is not a measured one."""
+    if abs(value) <= target:
+        return f"{value:+.1%} (within ±{target:.0%})"
+    if abs(value) <= noise:
+        return f"{value:+.1%} (outside ±{target:.0%}, inside the {noise:.1%} noise)"
+    return f"{value:+.1%} (OUTSIDE ±{target:.0%} and the {noise:.1%} noise)"
+
+
+def ci(rel: Optional[float]) -> str:
+    """A CI95 half-width as ``±x.x%``; ``n/a`` where the record has none (fewer than 2 repeats)."""
+    return "n/a" if rel is None else f"±{rel:.1%}"
 
 
 def _rows(machine: Path) -> Iterator[tuple[str, str, str]]:
@@ -50,7 +60,11 @@ def _rows(machine: Path) -> Iterator[tuple[str, str, str]]:
     if ttr:
         for r in ttr["configurations"]:
             yield (f"time to result, {r['label']}", f"{r['loop_s']:.0f} s, {r['repeats']} repeats",
-                   f"stop: {r['stop_reason']}, CI95 ±{(r['ci95_rel'] or 0):.1%}; {ttr['created_at'][:10]}")
+                   f"stop: {r['stop_reason']}, CI95 {ci(r['ci95_rel'])}; {ttr['created_at'][:10]}")
+        if ttr.get("sweep_wall_s") is not None:
+            loops = sum(r["loop_s"] or 0 for r in ttr["configurations"])
+            yield ("time to result, whole sweep", f"{ttr['sweep_wall_s']:.1f} s",
+                   f"{loops:.1f} s of it in the measurement loops; {Path(ttr['run_dir']).name}")
     for run in sorted(machine.glob("*-sweep-*"))[-1:]:
         for line in (run / "results.jsonl").read_text().splitlines():
             rec = json.loads(line)
@@ -60,9 +74,13 @@ def _rows(machine: Path) -> Iterator[tuple[str, str, str]]:
                 continue
             tpj = en.get("tokens_per_joule")
             yield (f"{run.name.rsplit('-', 2)[0]}, {rec['quantization']['scheme']} bs={wl['batch_size']}",
-                   f"{th.get('decode_tokens_per_s', 0):.1f} decode tok/s",
-                   f"{tpj:.2f} tok/J ({en.get('status')}), CI95 ±{(rec['stats'].get('ci95_rel') or 0):.1%}, {run.name}"
+                   _decode(th.get("decode_tokens_per_s")),
+                   f"{tpj:.2f} tok/J ({en.get('status')}), CI95 {ci(rec['stats'].get('ci95_rel'))}, {run.name}"
                    if tpj else f"energy {en.get('status')}, {run.name}")
+
+
+def _decode(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.1f} decode tok/s"
 
 
 def markdown() -> str:

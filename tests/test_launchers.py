@@ -153,3 +153,15 @@ def test_resume_after_killing_the_parent_loses_nothing(tmp_path):
     assert p.returncode == 0, p.stderr
     ids = [json.loads(x)["config_id"] for x in results.read_text().splitlines()]
     assert ids[:len(kept)] == kept and len(ids) == len(set(ids)) == 3
+
+
+@pytest.mark.model
+def test_ray_launcher_on_a_local_ray_runs_the_real_model(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    p = _effbench("run", *TINY, "--launcher", "ray", "--launcher-opt", "cpus=1", "--out", str(out), timeout=600)
+    assert p.returncode == 0, p.stderr
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["workload"]["batch_size"] for r in records] == [1, 2]
+    assert all(r["error"] is None and r["throughput"]["decode_tokens_per_s"] > 0 for r in records)
+    assert json.loads((out / "run.json").read_text())["hardware"]["targets"][0]["resolved"]["kind"] == "cpu"

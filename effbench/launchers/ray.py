@@ -42,7 +42,7 @@ class RayLauncher(Launcher):
                 raise EffbenchError(f"--launcher ray: cannot reach a Ray cluster at {self.address} ({e.strerror or e}); "
                                     "check the address, or leave it out to start a local Ray") from None
         self.timeout_s = self.number("timeout")
-        self.local = target is None and self.address != "auto"
+        # local stays False even for a local Ray: the task reports its host's hardware like a cluster's.
 
     def _init(self) -> None:
         if not self.ray.is_initialized():

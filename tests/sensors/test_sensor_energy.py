@@ -8,7 +8,7 @@ from effbench.measure.loop import LoopResult, WindowResult, Workload
 from effbench.backends.base import OutputSize
 from effbench.results.schema import Energy, ModelInfo, BackendInfo, QuantizationInfo, Record, WorkloadInfo
 from effbench.results.store import RunStore
-from effbench.sensors.attach import BACKUP_FILE, attach_trace
+from effbench.measure.attach import BACKUP_FILE, attach_trace
 from effbench.sensors.base import EnergyReading
 from effbench.sensors.simulated import Constant, Pulses, nvidia_smi_csv
 from effbench.sensors.trace import load_trace
@@ -135,7 +135,7 @@ def test_attach_counts_records_that_become_unavailable(tmp_path):
 
 
 def test_attach_keeps_records_appended_meanwhile_and_refuses_other_changes(tmp_path, monkeypatch):
-    import effbench.sensors.attach as attach
+    import effbench.measure.attach as attach
 
     store, trace = _attach_setup(tmp_path)
     extra = store.results_file.read_text().splitlines()[1] + "\n"
