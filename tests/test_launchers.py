@@ -122,16 +122,21 @@ TINY = ["--batch-sizes", "1,2", "--prompt-tokens", "8", "--new-tokens", "4", "--
         "--sensor", "none", "--idle-s", "0", "--no-perplexity", "--quiet"]
 
 
-@pytest.mark.model
-def test_slurm_launcher_through_submitits_local_executor_on_the_real_model(tmp_path):
-    pytest.importorskip("submitit")
+def _remote_run(tmp_path: Path, *launcher_args: str) -> dict:
+    """A tiny real-model sweep through a launcher that runs the worker elsewhere; its run.json."""
     out = tmp_path / "run"
-    p = _effbench("run", *TINY, "--launcher", "slurm", "--launcher-opt", "cluster=local", "--out", str(out), timeout=600)
+    p = _effbench("run", *TINY, *launcher_args, "--out", str(out), timeout=600)
     assert p.returncode == 0, p.stderr
     records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert [r["workload"]["batch_size"] for r in records] == [1, 2]
     assert all(r["error"] is None and r["throughput"]["decode_tokens_per_s"] > 0 for r in records)
-    meta = json.loads((out / "run.json").read_text())
+    return json.loads((out / "run.json").read_text())
+
+
+@pytest.mark.model
+def test_slurm_launcher_through_submitits_local_executor_on_the_real_model(tmp_path):
+    pytest.importorskip("submitit")
+    meta = _remote_run(tmp_path, "--launcher", "slurm", "--launcher-opt", "cluster=local")
     host = meta["hardware"]["targets"][0]  # the job said where it ran, with its profile: self-contained
     assert host["detected_name"] and host["resolved"]["kind"] == "cpu"
 
@@ -158,10 +163,5 @@ def test_resume_after_killing_the_parent_loses_nothing(tmp_path):
 @pytest.mark.model
 def test_ray_launcher_on_a_local_ray_runs_the_real_model(tmp_path):
     pytest.importorskip("ray")
-    out = tmp_path / "run"
-    p = _effbench("run", *TINY, "--launcher", "ray", "--launcher-opt", "cpus=1", "--out", str(out), timeout=600)
-    assert p.returncode == 0, p.stderr
-    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["workload"]["batch_size"] for r in records] == [1, 2]
-    assert all(r["error"] is None and r["throughput"]["decode_tokens_per_s"] > 0 for r in records)
-    assert json.loads((out / "run.json").read_text())["hardware"]["targets"][0]["resolved"]["kind"] == "cpu"
+    meta = _remote_run(tmp_path, "--launcher", "ray", "--launcher-opt", "cpus=1")
+    assert meta["hardware"]["targets"][0]["resolved"]["kind"] == "cpu"
