@@ -163,8 +163,12 @@ class SweepConfig(BaseModel):
     @classmethod
     def _known_backends(cls, v: list[str]) -> list[str]:
         from effbench.backends import canonical_backend_name
+        from effbench.errors import EffbenchError
 
-        return [canonical_backend_name(b) for b in v]
+        try:
+            return [canonical_backend_name(b) for b in v]
+        except EffbenchError as e:
+            raise ValueError(str(e)) from None
 
 
     @model_validator(mode="after")

@@ -16,27 +16,27 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, entries: Mapping[str, Union[str, T]], aliases: Optional[Mapping[str, str]] = None,
                  extra: Optional[Mapping[str, str]] = None) -> None:
         self.kind = kind  # "backend", "scenario", "launcher": used in messages
-        self._entries: dict[str, Union[str, T]] = dict(entries)
+        self.entries: dict[str, Union[str, T]] = dict(entries)
         self._aliases = {k.lower(): v for k, v in (aliases or {}).items()}
         self._extra = dict(extra or {})  # name -> the pip extra that provides its library
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self.entries)
 
     def canonical(self, name: str) -> str:
         key = self._aliases.get(str(name).strip().lower(), str(name).strip().lower())
-        if key not in self._entries:
-            close = difflib.get_close_matches(key, self._entries, n=1)
+        if key not in self.entries:
+            close = difflib.get_close_matches(key, self.entries, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ConfigError(f"unknown {self.kind} '{name}'; {hint}choose one of: {', '.join(self._entries)}")
+            raise ConfigError(f"unknown {self.kind} '{name}'; {hint}choose one of: {', '.join(self.entries)}")
         return key
 
     def register(self, name: str, value: T) -> None:
-        self._entries[name.lower()] = value
+        self.entries[name.lower()] = value
 
     def get(self, name: str) -> T:
         key = self.canonical(name)
-        target = self._entries[key]
+        target = self.entries[key]
         if not isinstance(target, str):
             return target
         module_name, attr = target.split(":")
