@@ -1,6 +1,13 @@
 """The one exception type users see: a message that says what is wrong and what to do."""
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, at most ``limit`` characters ("" when it has none):
+    what a record's ``error`` or a one-line message quotes of a library's exception."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else ""
+
+
 class EffbenchError(Exception):
     """An error caused by input or environment, shown to the user as one line (no traceback)."""
 

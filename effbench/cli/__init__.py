@@ -13,6 +13,7 @@ try:  # typer >= 0.20 vendors its own click; older versions use the click packag
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 
+from effbench.cli._console import one_line
 from effbench.errors import EffbenchError
 
 app = typer.Typer(
@@ -66,12 +67,8 @@ def _register() -> None:
 _register()
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"effbench: error: {_one_line(message)}\n")
+    sys.stderr.write(f"effbench: error: {one_line(message)}\n")
     sys.stderr.flush()
     sys.exit(code)
 

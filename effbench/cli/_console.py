@@ -32,7 +32,12 @@ def cell(value: object) -> Text:
     return Text(str(value))
 
 
+def one_line(text: object) -> str:
+    """A message as one line: whitespace and newlines collapsed (scripts grep stderr line by line)."""
+    return " ".join(str(text).split())
+
+
 def warn(message: str) -> None:
-    """One unwrapped line on stderr, whatever the terminal width (scripts grep for it)."""
-    sys.stderr.write(f"effbench: warning: {' '.join(str(message).split())}\n")
+    """One unwrapped line on stderr, whatever the terminal width."""
+    sys.stderr.write(f"effbench: warning: {one_line(message)}\n")
     sys.stderr.flush()

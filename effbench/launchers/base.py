@@ -102,11 +102,6 @@ def read_events(path: Path) -> list[Event]:
     return events
 
 
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0][:300] if text else "") or type(e).__name__
-
-
 def require(module: str, extra: str, launcher: str) -> Any:
     """Import an optional engine (submitit, ray) or fail with the extra to install."""
     import importlib

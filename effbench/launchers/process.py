@@ -13,7 +13,8 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Optional
 
-from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, first_line
+from effbench.errors import first_line
+from effbench.launchers.base import GroupFailed, Launcher, Sink, Work
 
 GRACE_S = 5.0  # how long a timed-out or interrupted child gets to exit before it is killed
 

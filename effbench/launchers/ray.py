@@ -8,7 +8,8 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from effbench.errors import EffbenchError
-from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, first_line, require
+from effbench.errors import first_line
+from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, require
 
 CONNECT_TIMEOUT_S = 3.0
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from effbench.errors import EffbenchError
-from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, first_line, read_events, require
+from effbench.errors import first_line
+from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, read_events, require
 
 
 class SlurmLauncher(Launcher):
@@ -72,6 +73,6 @@ class SlurmLauncher(Launcher):
         except Exception as e:  # noqa: BLE001 - submitit's FailedJobError, UncompletedJobError, ...
             for event in read_events(events_file):
                 sink(event)
-            raise GroupFailed(f"{self.cluster} job {job.job_id} failed: {first_line(e)}") from None
+            raise GroupFailed(f"{self.cluster} job {job.job_id} failed: {first_line(e) or type(e).__name__}") from None
         for event in events:
             sink(tuple(event))

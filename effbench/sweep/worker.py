@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from effbench.backends import Backend, create_backend
 from effbench.environment import now_iso
-from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
+from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError, first_line
 from effbench.hardware import detect, profile_for, resolve_profile_id
 from effbench.launchers.base import Sink
 from effbench.measure.fit import estimate_bytes, fit_error
@@ -234,8 +234,3 @@ def config_error(backend: Optional[Backend], e: BaseException) -> str:
     if isinstance(e, EffbenchError):
         return f"failed: {first_line(e)}"
     return f"failed: {type(e).__name__}: {first_line(e)}"
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else ""
