@@ -1,14 +1,37 @@
 """Shared test doubles: a simulated clock and a fake backend with known, exact timings."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 
+from effbench import backends
 from effbench.backends.base import Backend, LoadedModel, OutputSize
+from effbench.config import SweepConfig, load_config
 from effbench.sensors.base import EnergyReading, EnergySensor, SensorInfo, Window
+
+
+def run_effbench(*args: str, cwd: Optional[Path] = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``effbench ARGS`` as a user runs it: a fresh process, output captured."""
+    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
+    """The command failed with exactly one 'effbench: error:' line naming every needle, and no
+    traceback anywhere; returns the line."""
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("effbench: error: "), p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
 
 
 class FakeClock:
@@ -125,3 +148,40 @@ def clock() -> FakeClock:
 def _isolated_dirs(tmp_path_factory, monkeypatch):
     """Keep user config out of tests; keep the model cache shared across tests (it is slow to build)."""
     monkeypatch.setenv("EFFBENCH_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+
+
+# -- sweeps over the fake backend -----------------------------------------------------------------
+FAST = Timing(prefill_base=0.001, prefill_per_token=0.0, step_base=0.0005, step_per_seq=0.0)  # milliseconds per call
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A checkpoint directory the fake backend 'loads'."""
+    d = tmp_path / "tiny-model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    return d
+
+
+def tiny_config(model_dir: Path, out: Path, **kw: Any) -> SweepConfig:
+    """A sweep of two small configurations, fixed repeats, no sensor and no idle wait; ``kw`` overrides."""
+    base: dict[str, Any] = dict(model=str(model_dir), out=str(out), batch_sizes=[1, 2], new_tokens=[4], prompt_tokens=[8],
+                                repeats=2, warmup=0, sensor="none", idle_s=0)
+    base.update(kw)
+    return load_config(base)
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Backend]], list[Backend]]:
+    """``stand_in(make)`` puts ``make`` in place of the transformers backend (so the scheme registry
+    treats the fake as transformers) and returns the list of backends it makes."""
+    made: list[Backend] = []
+
+    def install(make: Callable[[], Backend]) -> list[Backend]:
+        def tracked() -> Backend:
+            b = make()
+            made.append(b)
+            return b
+        monkeypatch.setitem(backends.BACKENDS.entries, "transformers", tracked)
+        return made
+    return install

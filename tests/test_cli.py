@@ -6,20 +6,12 @@ import sys
 
 import pytest
 
-
-def effbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+from conftest import assert_one_line_error
+from conftest import run_effbench as effbench
 
 
-def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("effbench: error: ")
-    for n in needles:
-        assert n in lines[0], lines[0]
+
+
 
 
 @pytest.mark.parametrize("args, needles", [

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_effbench as effbench
 
 from effbench.analysis.compare import compare_records, load_side, t_two_sided_p, welch_p
 from effbench.errors import EffbenchError
@@ -16,8 +16,6 @@ from effbench.results.store import read_run_dir
 RUN = Path(__file__).parent / "data" / "r1_cpu_fp32"
 
 
-def effbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True, timeout=120)
 
 
 def records() -> list[Record]:

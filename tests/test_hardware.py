@@ -2,11 +2,12 @@
 give one clear error naming file and key, detection matches real device names."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import assert_one_line_error
+from conftest import run_effbench as effbench
 import yaml
 
 import effbench.hardware.cpu as cpu_mod
@@ -33,16 +34,8 @@ def write_user_profile(data: dict, name: str = "testgpu.yaml") -> Path:
     return path
 
 
-def effbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True, timeout=120)
 
 
-def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
-    assert p.returncode != 0 and "Traceback" not in p.stderr
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("effbench: error: "), p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 # -- the shipped set -----------------------------------------------------------------------------

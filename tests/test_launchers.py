@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from effbench import backends
-from effbench.config import load_config
 from effbench.errors import EffbenchError
 from effbench.sweep import run_sweep
 
-from conftest import FakeBackend, Timing
+from conftest import FAST, FakeBackend, assert_one_line_error, run_effbench, tiny_config
 
-FAST = Timing(prefill_base=0.001, prefill_per_token=0.0, step_base=0.0005, step_per_seq=0.0)
 
 
 class _DyingBackend(FakeBackend):
@@ -37,25 +34,14 @@ class _DyingBackend(FakeBackend):
         return super().prepare(prompts, batch_size, prompt_tokens, new_tokens)
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "tiny-model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    return d
-
-
 def _config(model_dir: Path, out: Path, **kw):
-    base = dict(model=str(model_dir), out=str(out), batch_sizes=[1, 2, 4], new_tokens=[4], prompt_tokens=[8],
-                repeats=2, warmup=0, sensor="none", idle_s=0, quant=["fp32", "bf16"])
-    base.update(kw)
-    return load_config(base)
+    return tiny_config(model_dir, out, **{"batch_sizes": [1, 2, 4], "quant": ["fp32", "bf16"], **kw})
 
 
 @pytest.mark.parametrize("how, needle", [("kill", "worker process killed by SIGKILL"), ("hang", "timed out after 3 s")])
-def test_a_group_that_dies_becomes_error_records_and_the_next_group_runs(tmp_path, model_dir, monkeypatch, how, needle):
+def test_a_group_that_dies_becomes_error_records_and_the_next_group_runs(tmp_path, model_dir, stand_in, how, needle):
     # fork: the child inherits the fake standing in for transformers (spawn would import the real one)
-    monkeypatch.setitem(backends._BACKENDS, "transformers", lambda: _DyingBackend(2, how))
+    stand_in(lambda: _DyingBackend(2, how))
     t0 = time.monotonic()
     run = run_sweep(_config(model_dir, tmp_path / "run", launcher="process",
                             launcher_opt={"start_method": "fork", "timeout": "3"}))
@@ -69,8 +55,8 @@ def test_a_group_that_dies_becomes_error_records_and_the_next_group_runs(tmp_pat
     assert meta["sessions"][-1]["status"] == "complete" and meta["config"]["launcher"] == "process"
 
 
-def test_process_and_inline_give_the_same_records_for_a_deterministic_engine(tmp_path, model_dir, monkeypatch):
-    monkeypatch.setitem(backends._BACKENDS, "transformers", lambda: FakeBackend(timing=FAST))
+def test_process_and_inline_give_the_same_records_for_a_deterministic_engine(tmp_path, model_dir, stand_in):
+    stand_in(lambda: FakeBackend(timing=FAST))
     a = run_sweep(_config(model_dir, tmp_path / "inline"))
     b = run_sweep(_config(model_dir, tmp_path / "process", launcher="process", launcher_opt={"start_method": "fork"}))
     assert [r.config_id for r in a.records] == [r.config_id for r in b.records]
@@ -87,35 +73,29 @@ def test_launcher_options_and_names_are_checked_before_anything_runs(tmp_path, m
     assert not (tmp_path / "a").exists()
 
 
-def _effbench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def _one_line(p: subprocess.CompletedProcess) -> str:
-    lines = [x for x in p.stderr.splitlines() if x.strip()]
-    assert p.returncode != 0 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    return lines[0]
 
 
 def test_slurm_without_slurm_fails_in_seconds(tmp_path):
     t0 = time.monotonic()
-    p = _effbench("run", "--launcher", "slurm", "--out", str(tmp_path / "r"), "--sensor", "none")
-    line = _one_line(p)
+    p = run_effbench("run", "--launcher", "slurm", "--out", str(tmp_path / "r"), "--sensor", "none")
+    line = assert_one_line_error(p)
     assert ("no SLURM here (sbatch not found)" in line or "pip install 'effbench[slurm]'" in line)
     assert time.monotonic() - t0 < 30 and not (tmp_path / "r").exists()
 
 
 def test_ray_with_an_unreachable_address_fails_in_seconds(tmp_path):
     t0 = time.monotonic()
-    p = _effbench("run", "--launcher", "ray", "--launcher-opt", "address=ray://127.0.0.1:9", "--out", str(tmp_path / "r"),
+    p = run_effbench("run", "--launcher", "ray", "--launcher-opt", "address=ray://127.0.0.1:9", "--out", str(tmp_path / "r"),
                   "--sensor", "none")
-    line = _one_line(p)
+    line = assert_one_line_error(p)
     assert "cannot reach a Ray cluster at ray://127.0.0.1:9" in line or "pip install 'effbench[ray]'" in line
     assert time.monotonic() - t0 < 30
 
 
 def test_a_malformed_launcher_opt_is_one_line(tmp_path):
-    assert "is not KEY=VALUE" in _one_line(_effbench("run", "--launcher", "process", "--launcher-opt", "timeout"))
+    assert "is not KEY=VALUE" in assert_one_line_error(run_effbench("run", "--launcher", "process", "--launcher-opt", "timeout"))
 
 
 TINY = ["--batch-sizes", "1,2", "--prompt-tokens", "8", "--new-tokens", "4", "--repeats", "2", "--warmup", "0",
@@ -125,7 +105,7 @@ TINY = ["--batch-sizes", "1,2", "--prompt-tokens", "8", "--new-tokens", "4", "--
 def _remote_run(tmp_path: Path, *launcher_args: str) -> dict:
     """A tiny real-model sweep through a launcher that runs the worker elsewhere; its run.json."""
     out = tmp_path / "run"
-    p = _effbench("run", *TINY, *launcher_args, "--out", str(out), timeout=600)
+    p = run_effbench("run", *TINY, *launcher_args, "--out", str(out), timeout=600)
     assert p.returncode == 0, p.stderr
     records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert [r["workload"]["batch_size"] for r in records] == [1, 2]
@@ -154,7 +134,7 @@ def test_resume_after_killing_the_parent_loses_nothing(tmp_path):
     proc.wait()
     kept = [json.loads(x)["config_id"] for x in results.read_text().splitlines()]
     assert kept  # the first configuration was fsynced before the kill
-    p = _effbench("run", *TINY, "--batch-sizes", "1,2,3", "--out", str(out), "--resume", timeout=600)
+    p = run_effbench("run", *TINY, "--batch-sizes", "1,2,3", "--out", str(out), "--resume", timeout=600)
     assert p.returncode == 0, p.stderr
     ids = [json.loads(x)["config_id"] for x in results.read_text().splitlines()]
     assert ids[:len(kept)] == kept and len(ids) == len(set(ids)) == 3

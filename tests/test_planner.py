@@ -5,12 +5,13 @@ import copy
 import csv
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import assert_one_line_error
+from conftest import run_effbench as effbench
 import yaml
 
 from effbench.errors import EffbenchError
@@ -62,8 +63,6 @@ def request(demand: Demand, **kw) -> PlanRequest:
     return PlanRequest(demand, **kw)
 
 
-def effbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "effbench", *args], capture_output=True, text=True, timeout=120)
 
 
 # -- arithmetic ----------------------------------------------------------------------------------
@@ -175,11 +174,6 @@ def test_unknown_hardware_is_an_error():
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> None:
-    lines = [x for x in p.stderr.splitlines() if x.strip()]
-    assert p.returncode != 0 and len(lines) == 1 and lines[0].startswith("effbench: error: ") and "Traceback" not in p.stderr, p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_cli_plan_on_the_real_cpu_run():

@@ -12,46 +12,20 @@ from pathlib import Path
 
 import pytest
 
-import effbench.backends as backends
-from effbench.config import load_config
 from effbench.errors import EffbenchError
 from effbench.results.store import RunStore
 from effbench.sweep import SweepObserver, run_sweep
 
-from conftest import FakeBackend, Timing
+from conftest import FAST, FakeBackend
+from conftest import tiny_config as config
 
 TESTS_DIR = Path(__file__).parent
-FAST = Timing(prefill_base=0.001, prefill_per_token=0.0, step_base=0.0005, step_per_seq=0.0)
 
 
 @pytest.fixture
-def model_dir(tmp_path):
-    d = tmp_path / "tiny-model"
-    d.mkdir()
-    (d / "config.json").write_text("{}")
-    return d
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    """Stand the fake in for the transformers backend, so the scheme registry treats it as such."""
-    made = []
-
-    def factory(**kw):
-        def make():
-            b = FakeBackend(timing=FAST, **kw)
-            made.append(b)
-            return b
-        monkeypatch.setitem(backends._BACKENDS, "transformers", make)
-        return made
-    return factory
-
-
-def config(model_dir, out, **kw):
-    base = dict(model=str(model_dir), out=str(out), batch_sizes=[1, 2], new_tokens=[4], prompt_tokens=[8],
-                repeats=2, warmup=0, sensor="none", idle_s=0)
-    base.update(kw)
-    return load_config(base)
+def fake(stand_in):
+    """``fake(**kw)``: the fake backend, with ``kw`` (e.g. oom_at_batch), stands in for transformers."""
+    return lambda **kw: stand_in(lambda: FakeBackend(timing=FAST, **kw))
 
 
 def test_one_record_per_configuration_with_contract_fields(tmp_path, model_dir, fake, monkeypatch):
@@ -134,7 +108,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import FakeBackend, Timing
     import effbench.backends as b
-    b._BACKENDS["transformers"] = lambda: FakeBackend(timing=Timing(0.02, 0.0, 0.01, 0.0))
+    b.BACKENDS.entries["transformers"] = lambda: FakeBackend(timing=Timing(0.02, 0.0, 0.01, 0.0))
     from effbench.config import load_config
     from effbench.sweep import run_sweep
     run_sweep(load_config(dict(model={model!r}, out={out!r}, resume=True, batch_sizes=[1, 2, 3, 4, 5, 6],

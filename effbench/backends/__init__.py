@@ -13,7 +13,6 @@ BACKENDS: Registry[Callable[[], Backend]] = Registry("backend", {
     "vllm": "effbench.backends.vllm:VLLMBackend",
 }, aliases={"pytorch": "transformers", "torch": "transformers", "hf": "transformers",
             "llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp"})
-_BACKENDS = BACKENDS.entries  # the table itself: tests stand a fake in with monkeypatch.setitem
 
 
 def backend_names() -> list[str]:
