@@ -336,7 +336,8 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
     Nothing describes the machine the plan is computed on."""
     stored_runs = [r if isinstance(r, StoredRun) else StoredRun(str(r.get("run_id") or "?"), r, ()) for r in runs]
     resolved = require_profiles(resolve_run_profiles(stored_runs, run_hardware, req.prices), RUN_HARDWARE_OPTION)
-    known_ids = resolved.ids | {p.id for p in profiles(req.prices)}
+    catalog = profiles(req.prices)  # read once: the price check and the projection targets both use it
+    known_ids = resolved.ids | {p.id for p in catalog}
     wanted = ({h if h in resolved.ids else get_profile(h, req.prices, local=False).id for h in req.hardware}  # unknown ids -> error
               if req.hardware else None)
     unknown_prices = sorted(set(req.prices) - known_ids)
@@ -370,7 +371,7 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
         opt, why = build_option(r, hw_id, profile, req, notes=notes)
         (options.append(opt) if opt else excluded.append(f"{what} on {hw_id}: {why}"))
     if req.projections:
-        targets = [p for p in profiles(req.prices) if p.id not in measured_ids and (wanted is None or p.id in wanted)]
+        targets = [p for p in catalog if p.id not in measured_ids and (wanted is None or p.id in wanted)]
         for target in targets:
             for refs in measured.values():
                 near = _nearest(refs, target)

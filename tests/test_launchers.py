@@ -145,3 +145,14 @@ def test_ray_launcher_on_a_local_ray_runs_the_real_model(tmp_path):
     pytest.importorskip("ray")
     meta = _remote_run(tmp_path, "--launcher", "ray", "--launcher-opt", "cpus=1")
     assert meta["hardware"]["targets"][0]["resolved"]["kind"] == "cpu"
+
+
+def test_a_fleet_sweep_runs_every_group_once_per_target(tmp_path, model_dir, stand_in):
+    stand_in(lambda: FakeBackend(timing=FAST))
+    cfg = _config(model_dir, tmp_path / "fleet", quant=["fp32"], batch_sizes=[1],
+                  launcher={"name": "inline", "targets": [{"name": "a"}, {"name": "b"}]})
+    run = run_sweep(cfg)
+    assert len(run.records) == 2 and len({r.config_id for r in run.records}) == 2  # the target is part of the id
+    assert all(r.error is None for r in run.records)
+    again = run_sweep(cfg.model_copy(update={"resume": True}))  # both targets done: nothing reruns
+    assert [r.config_id for r in again.records] == [r.config_id for r in run.records]

@@ -18,9 +18,7 @@ LAUNCHERS: Registry[type[Launcher]] = Registry("launcher", {
 
 def create_launcher(name: str, options: Mapping[str, Any], run_dir: Path) -> Launcher:
     """The launcher, checked: an unknown option, a missing extra or an unreachable cluster fails here."""
-    launcher = LAUNCHERS.get(name)(options, run_dir)
-    launcher.check()
-    return launcher
+    return LAUNCHERS.get(name)(options, run_dir)
 
 
 __all__ = ["Event", "GroupFailed", "LAUNCHERS", "Launcher", "Sink", "Work", "collect_events", "create_launcher"]

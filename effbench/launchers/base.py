@@ -44,9 +44,11 @@ class Launcher(ABC):
             raise ConfigError(f"--launcher-opt '{unknown[0]}' is not an option of the {self.name} launcher; its options: {known}")
         self.options = dict(options)
         self.run_dir = Path(run_dir)
+        self.check()
 
     def check(self) -> None:
-        """Fail fast, in seconds and in one line, when this launcher cannot work here."""
+        """Fail fast, in seconds and in one line, when this launcher cannot work here (called by the
+        constructor, so a launcher object is always a checked one)."""
 
     @abstractmethod
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None: ...

@@ -60,8 +60,6 @@ class ProcessLauncher(Launcher):
         self.context = mp.get_context(method)
 
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None:
-        if not hasattr(self, "context"):
-            self.check()
         reader, writer = self.context.Pipe(duplex=False)
         proc = self.context.Process(target=_child, args=(work, group, writer), name=f"effbench-{label}", daemon=True)
         proc.start()

@@ -53,8 +53,6 @@ class RayLauncher(Launcher):
             self.ray.init(**kwargs)
 
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None:
-        if not hasattr(self, "address"):
-            self.check()
         self._init()
         resources: dict[str, Any] = {"num_cpus": self.number("cpus", 1), "max_retries": 0}
         if self.options.get("gpus"):
@@ -75,5 +73,5 @@ class RayLauncher(Launcher):
             sink(tuple(event))
 
     def close(self) -> None:
-        if hasattr(self, "ray") and self.ray.is_initialized():
+        if self.ray.is_initialized():
             self.ray.shutdown()

@@ -58,8 +58,6 @@ class SlurmLauncher(Launcher):
         return ex
 
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None:
-        if not hasattr(self, "cluster"):
-            self.check()
         events_file = self.folder / label / "events.jsonl"
         events_file.parent.mkdir(parents=True, exist_ok=True)
         events_file.unlink(missing_ok=True)  # a resumed sweep reruns the group from scratch

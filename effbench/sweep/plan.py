@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from effbench.config import SweepConfig
+from effbench.config import SweepConfig, TargetConfig
 from effbench.models import ModelSpec
 from effbench.quant import get_scheme
 
@@ -44,16 +44,6 @@ class ConfigPoint:
                 f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}{where}")
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where groups run: the machine of this sweep (name "") or one fleet target of the sweep file's
-    ``launcher: targets:`` list, with its own launcher options and hardware profile."""
-
-    name: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
-    hardware: Optional[str] = None  # the profile id its records are filed under (else detected there)
-
-
 @dataclass
 class GroupSpec:
     """Everything a worker needs to measure one group, anywhere: picklable, no open handles."""
@@ -65,29 +55,34 @@ class GroupSpec:
     device: str
     points: list[ConfigPoint]
     run_id: str = ""
-    target: Target = field(default_factory=Target)
+    target: Optional[TargetConfig] = None  # a fleet target of the sweep file, None for this sweep's machine
     idle_power_w: dict[str, float] = field(default_factory=dict)  # hostname -> idle W measured by the parent
     grid: Any = None  # effbench.analysis.carbon.Intensity
     hardware: Optional[dict[str, Any]] = None  # {"profile", "detected_name"} when the parent knows them (local)
 
     @property
+    def target_name(self) -> str:
+        return self.target.name if self.target else ""
+
+    @property
     def label(self) -> str:
-        where = f"-{self.target.name}" if self.target.name else ""
+        where = f"-{self.target_name}" if self.target else ""
         return f"{self.spec.id}-{self.backend}-{self.scheme}{where}".replace("/", "_")
 
 
-def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, str],
-           targets: tuple[Target, ...] = (Target(),)) -> list[GroupSpec]:
-    """The sweep's groups in measuring order. Unquantized schemes come first: they are the
-    perplexity baseline of the quantized ones."""
+def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, str]) -> list[GroupSpec]:
+    """The sweep's groups in measuring order, for each fleet target of the config (or this machine).
+    Unquantized schemes come first: they are the perplexity baseline of the quantized ones."""
     groups = []
+    targets: list[Optional[TargetConfig]] = list(config.targets) or [None]
     for target in targets:
+        where = target.name if target else ""
         for model in config.model:
             spec = specs[model]
             for backend in config.backend:
                 for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
                     points = [
-                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, bs, config.compile, target.name)
+                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, bs, config.compile, where)
                         for ps in config.prompts
                         for pt in config.prompt_tokens
                         for nt in config.new_tokens

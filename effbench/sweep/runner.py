@@ -23,9 +23,9 @@ from effbench.models import load_prompt_set, resolve_model
 from effbench.models.resolve import check_hub_model_reachable
 from effbench.results.schema import Record
 from effbench.results.store import RunStore, validate_records
-from effbench.sensors import create as create_sensor
+from effbench.sensors import EnergySensor, create as create_sensor
 from effbench.sweep.baseline import Baselines
-from effbench.sweep.plan import ConfigPoint, GroupSpec, Target, expand
+from effbench.sweep.plan import ConfigPoint, GroupSpec, expand
 from effbench.sweep.worker import GroupWorker, hardware_block, measure_idle, run_group
 
 
@@ -64,17 +64,18 @@ class Sweep:
         for p in config.prompts:
             load_prompt_set(p)
         self.grid = resolve_grid(config.region)  # a mistyped region fails here, before any work
-        self.targets = tuple(Target(t.name, t.options, t.hardware) for t in config.targets) or (Target(),)
-        # Fail fast: an unknown launcher option, a missing extra or an unreachable cluster.
+        # Fail fast: an unknown launcher option, a missing extra or an unreachable cluster. One
+        # launcher per fleet target (its options over the shared ones), or one for this machine ("").
         self.launchers = {t.name: create_launcher(config.launcher, {**config.launcher_opt, **t.options}, self.store.path)
-                          for t in self.targets}
+                          for t in config.targets} or {"": create_launcher(config.launcher, config.launcher_opt, self.store.path)}
         self.local = all(launcher.local for launcher in self.launchers.values())
         self.devices = {b: config.device for b in config.backend}
         self.detected: Optional[Detected] = None
         self.profile: Optional[str] = config.hardware
+        self.sensor: Optional[EnergySensor] = None  # this machine's, for the idle baseline (local launchers)
         if self.local:
             self._preflight_here()
-        self.groups = expand(config, self.specs, self.devices, self.targets)
+        self.groups = expand(config, self.specs, self.devices)
         self.run_id = ""
         self.hardware: Optional[dict[str, Any]] = None
         self.idle_power_w: dict[str, float] = {}
@@ -95,7 +96,7 @@ class Sweep:
                     raise
         first_device = next((d for d in self.devices.values() if d != "auto"), "cpu")
         self.sensor_device = first_device
-        create_sensor(self.config.sensor, first_device).close()  # an unavailable sensor fails here
+        self.sensor = create_sensor(self.config.sensor, first_device)  # an unavailable sensor fails here
         self.detected = detect(first_device)
         self.profile = resolve_profile_id(self.config.hardware, self.detected)
         if self.config.hardware and self.profile:
@@ -113,17 +114,17 @@ class Sweep:
         previous = self.store.read_run() if self.config.resume else {}
         sensor_info: dict[str, Any] = {}
         idle = None
-        if self.local:
-            sensor = create_sensor(self.config.sensor, self.sensor_device)
+        if self.sensor is not None:
             try:
-                sensor_info = sensor.info().to_dict()
+                sensor_info = self.sensor.info().to_dict()
                 self._check_same_setup(previous, sensor_info.get("name"))
-                idle = measure_idle(sensor, self.config.idle_s, self.observer.message)
-            finally:
-                sensor.close()
+                idle = measure_idle(self.sensor, self.config.idle_s, self.observer.message)
+            finally:  # each worker opens its own sensor: this one must not poll beside it
+                self.sensor.close()
+                self.sensor = None
             if idle and idle.get("power_w") is not None:
                 self.idle_power_w[socket.gethostname()] = float(idle["power_w"])
-            self.hardware = hardware_block(self.profile, self.sensor_device)
+            self.hardware = hardware_block(self.profile, self.sensor_device, self.detected)
         self.run_id = previous.get("run_id") or uuid.uuid4().hex[:12]
         done = self.store.completed_config_ids() if self.config.resume else set()
         # Baselines come from every record of the run, stored ones included (a resumed run compares
@@ -202,7 +203,7 @@ class Sweep:
         return {"profile": hw.get("profile", self.profile), "detected_name": hw.get("detected_name")}
 
     def _launch(self, group: GroupSpec, launcher: Optional[Launcher] = None) -> None:
-        launcher = launcher or self.launchers[group.target.name]
+        launcher = launcher or self.launchers[group.target_name]
         received: set[str] = set()
 
         def sink(event: tuple) -> None:

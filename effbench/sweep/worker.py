@@ -16,7 +16,7 @@ from typing import Any, Optional
 from effbench.backends import Backend, create_backend
 from effbench.environment import now_iso
 from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError, first_line
-from effbench.hardware import detect, profile_for, resolve_profile_id
+from effbench.hardware import Detected, detect, profile_for, resolve_profile_id
 from effbench.launchers.base import Sink
 from effbench.measure.fit import estimate_bytes, fit_error
 from effbench.measure.host import trim_heap
@@ -55,15 +55,18 @@ def measure_idle(sensor: EnergySensor, seconds: float, notify: Any = None) -> Op
             **bounds}
 
 
-def hardware_block(profile_id: Optional[str], device: str, measure: bool = True) -> dict[str, Any]:
+def hardware_block(profile_id: Optional[str], device: str, detected: Optional[Detected] = None) -> dict[str, Any]:
     """The hardware this process measures on, with its profile written out in full (bandwidth, TDP,
-    prices as of now), so reports and plans made on another machine need not find it again."""
-    detected = detect(device)
-    profile = resolve_profile_id(profile_id, detected)
+    prices as of now), so reports and plans made on another machine need not find it again.
+    ``detected``: what the caller already detected, ``profile_id`` then being resolved against it."""
+    if detected is None:
+        detected = detect(device)
+        profile_id = resolve_profile_id(profile_id, detected)
+    profile = profile_id
     block: dict[str, Any] = {"profile": profile, "detected_name": detected.name, "kind": detected.kind,
                              "host": socket.gethostname()}
     try:
-        resolved = profile_for(profile, detected.name, measure=measure)
+        resolved = profile_for(profile, detected.name, measure=True)
     except EffbenchError as e:
         block["resolved_error"] = str(e)
         return block
@@ -139,8 +142,8 @@ class GroupWorker:
             idle = measure_idle(sensor, self.config.idle_s, lambda m: self.emit(("message", m)))
             self.idle_power_w = idle.get("power_w") if idle else None
         if self.hardware is None:
-            self.hardware = hardware_block(g.target.hardware or self.config.hardware, self.device)
-            self.emit(("host", {**self.hardware, "target": g.target.name, "sensor": sensor.info().to_dict(),
+            self.hardware = hardware_block((g.target.hardware if g.target else None) or self.config.hardware, self.device)
+            self.emit(("host", {**self.hardware, "target": g.target_name, "sensor": sensor.info().to_dict(),
                                 "idle_baseline": idle}))
         return sensor
 
