@@ -35,11 +35,11 @@ def gguf_file_type(path: str) -> str:
     """The weight type a GGUF file declares (general.file_type), as a scheme suffix: 'q4_1', 'f16'."""
     import gguf
 
-    reader = gguf.GGUFReader(path)
-    field = reader.fields.get("general.file_type")
-    if field is None:
+    from effbench.models.gguf_header import read_header  # the header the model resolver already read (cached)
+
+    value = read_header(path).metadata.get("general.file_type")
+    if not isinstance(value, int):
         return "unknown"
-    value = int(field.parts[field.data[0]][0])
     try:
         return gguf.LlamaFileType(value).name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
     except ValueError:
