@@ -32,6 +32,11 @@ def cell(value: object) -> Text:
     return Text(str(value))
 
 
+def comma_items(values: Optional[list[str]]) -> list[str]:
+    """A repeatable option's values, each also comma-separated: ['a,b', 'c'] -> ['a', 'b', 'c']."""
+    return [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
+
+
 def one_line(text: object) -> str:
     """A message as one line: whitespace and newlines collapsed (scripts grep stderr line by line)."""
     return " ".join(str(text).split())

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from effbench.cli._console import cell, err, fmt, out
+from effbench.cli._console import cell, comma_items, err, fmt, out
 from effbench.planner import HOURS_PER_MONTH, RANDOM_WEIGHTS_NOTE, Plan, PlanOption
 
 CSV_FIELDS = ("rank", "hardware", "hardware_name", "basis", "projected_from", "model", "backend", "scheme", "batch_size",
@@ -72,12 +72,6 @@ def _csv(p: Plan) -> str:
     return buf.getvalue()
 
 
-def _split(values: Optional[list[str]]) -> Optional[list[str]]:
-    if not values:
-        return None
-    return [s.strip() for v in values for s in v.split(",") if s.strip()]
-
-
 def plan_command(
     results: list[Path] = typer.Option(..., "--results", "-r", help="Run directories from 'effbench run' (or their results.jsonl): --results A B, or --results A --results B.", show_default=False),
     more_results: Optional[list[Path]] = typer.Argument(None, help="More run directories (so '--results A B' reads both).", show_default=False, metavar="[DIR]..."),
@@ -112,7 +106,7 @@ def plan_command(
         raise EffbenchError(f"--top must be at least 1 (got {top})")
     demand = Demand(target_tokens_per_s, target_requests_per_s, prompt_tokens, output_tokens)
     g, source = _grid(region, grid_intensity)
-    req = PlanRequest(demand, max_ttft_ms, max_tpot_ms, _split(hardware), parse_price_options(price or []), hours_per_month,
+    req = PlanRequest(demand, max_ttft_ms, max_tpot_ms, comma_items(hardware) or None, parse_price_options(price or []), hours_per_month,
                       g, source, model, not no_projections)
     runs = load_runs([*results, *(more_results or [])])
     result = plan([r for run in runs for r in run.records], req, runs, run_hardware)

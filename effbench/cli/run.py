@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from effbench.cli._console import cell, err, fmt, fmt_bytes, out
+from effbench.cli._console import cell, comma_items, err, fmt, fmt_bytes, out
 from effbench.results.schema import Record
 from effbench.sweep import ConfigPoint, SweepObserver
 
@@ -33,7 +33,7 @@ def _launcher_opts(values: Optional[list[str]]) -> Optional[dict[str, str]]:
     from effbench.errors import ConfigError
 
     opts: dict[str, str] = {}
-    for item in (x.strip() for v in values for x in v.split(",") if x.strip()):
+    for item in comma_items(values):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--launcher-opt '{item}' is not KEY=VALUE (e.g. --launcher-opt partition=gpu)")
