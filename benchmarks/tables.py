@@ -572,16 +572,24 @@ def method_cli() -> str:
 
 
 def method_schemes() -> str:
-    from effbench.quant import schemes
+    from effbench.backends import BACKENDS
+    from effbench.quant import CAPABILITIES, get_scheme, schemes
 
+    # The built-in backends' classes (their ``offers``; no engine is loaded), not plugins or test fakes.
+    engines = {name: BACKENDS.get(name) for name, entry in BACKENDS.entries.items() if isinstance(entry, str)}
     rows = ["| scheme | library | weight bits | backends | devices | what it does |", "|---|---|---:|---|---|---|"]
-    for name, sc in schemes().items():
-        rows.append(f"| `{name}` | {sc.library} | {sc.weight_bits:g} | {', '.join(sc.backends)} | "
+    for name, sc in [*schemes().items(), ("gguf-<type>", get_scheme("gguf-q4_1"))]:
+        runs_on = ", ".join(n for n, cls in engines.items() if sc.runs_on(cls.offers))
+        if name == "gguf-<type>":
+            rows.append(f"| `{name}` | gguf | from the type (`q4_1`: 4) | {runs_on} | cpu, cuda | the GGUF file's own "
+                        "weight type, e.g. `gguf-q4_1` for the bundled model |")
+            continue
+        rows.append(f"| `{name}` | {sc.library} | {sc.weight_bits:g} | {runs_on} | "
                     f"{', '.join(sc.devices)} | {_cell(sc.description)} |")
-    rows.append("| `gguf-<type>` | gguf | from the type (`q4_1`: 4) | llamacpp | cpu, cuda | the GGUF file's own "
-                "weight type, e.g. `gguf-q4_1` for the bundled model |")
+    caps = "; ".join(f"**{n}** ({', '.join(CAPABILITIES[c] for c in sorted(cls.offers))})" for n, cls in engines.items())
     return ("\n".join(rows) + "\n\nFrom the registry (`effbench/quant/schemes.py`, `effbench/quant/registry.py`). "
-            "Names are `library-type`; matching ignores case (`FP32` is `fp32`).")
+            "Names are `library-type`; matching ignores case (`FP32` is `fp32`). A scheme runs on every backend "
+            f"that offers what it needs: {caps}.")
 
 
 def method_profiles() -> str:

@@ -153,11 +153,13 @@ class SweepConfig(BaseModel):
     @field_validator("sensor")
     @classmethod
     def _known_sensor(cls, v: str) -> str:
-        from effbench.sensors import SENSOR_NAMES
+        from effbench.errors import EffbenchError
+        from effbench.sensors import canonical_sensor_name
 
-        if v not in SENSOR_NAMES:
-            raise ValueError(f"unknown sensor '{v}'; choose one of: {', '.join(SENSOR_NAMES)}")
-        return v
+        try:
+            return canonical_sensor_name(v)
+        except EffbenchError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("backend")
     @classmethod

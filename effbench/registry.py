@@ -1,6 +1,6 @@
 """The one registry pattern: a name -> implementation table whose entries are imported lazily
 ("module:attr", so heavy libraries load only when used) or registered at run time (plugins, tests).
-Backends, scenarios and launchers all use it; unknown names are one-line errors with the choices."""
+Backends, quantization schemes, sensors, scenarios and launchers all use it; unknown names are one-line errors with the choices."""
 from __future__ import annotations
 
 import difflib
@@ -14,11 +14,12 @@ T = TypeVar("T")
 
 class Registry(Generic[T]):
     def __init__(self, kind: str, entries: Mapping[str, Union[str, T]], aliases: Optional[Mapping[str, str]] = None,
-                 extra: Optional[Mapping[str, str]] = None) -> None:
-        self.kind = kind  # "backend", "scenario", "launcher": used in messages
+                 extra: Optional[Mapping[str, str]] = None, open_choice: Optional[str] = None) -> None:
+        self.kind = kind  # "backend", "sensor", ...: used in messages
         self.entries: dict[str, Union[str, T]] = dict(entries)
         self._aliases = {k.lower(): v for k, v in (aliases or {}).items()}
         self._extra = dict(extra or {})  # name -> the pip extra that provides its library
+        self._open_choice = open_choice  # a family of names made on demand ("gguf-<type>"), listed in messages
 
     def names(self) -> list[str]:
         return list(self.entries)
@@ -28,7 +29,8 @@ class Registry(Generic[T]):
         if key not in self.entries:
             close = difflib.get_close_matches(key, self.entries, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ConfigError(f"unknown {self.kind} '{name}'; {hint}choose one of: {', '.join(self.entries)}")
+            choices = [*self.entries, *([self._open_choice] if self._open_choice else [])]
+            raise ConfigError(f"unknown {self.kind} '{name}'; {hint}choose one of: {', '.join(choices)}")
         return key
 
     def register(self, name: str, value: T) -> None:

@@ -13,6 +13,7 @@ import pytest
 from effbench import backends
 from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.config import SweepConfig, load_config
+from effbench.quant import CAPABILITIES
 from effbench.sensors.base import EnergyReading, EnergySensor, SensorInfo, Window
 
 
@@ -70,6 +71,7 @@ class FakeBackend(Backend):
     """Spends known time (on a fake clock, or really sleeping) instead of running a model."""
 
     name = "fake"
+    offers = frozenset(CAPABILITIES)  # runs every scheme: it spends known time and never looks at the weights
 
     def __init__(self, spend: Callable[[float], None] = time.sleep, timing: Optional[Timing] = None,
                  oom_at_batch: Optional[int] = None, jitter: Optional[list[float]] = None) -> None:
@@ -165,16 +167,23 @@ def model_dir(tmp_path: Path) -> Path:
 
 def tiny_config(model_dir: Path, out: Path, **kw: Any) -> SweepConfig:
     """A sweep of two small configurations, fixed repeats, no sensor and no idle wait; ``kw`` overrides."""
-    base: dict[str, Any] = dict(model=str(model_dir), out=str(out), batch_sizes=[1, 2], new_tokens=[4], prompt_tokens=[8],
+    base: dict[str, Any] = dict(model=str(model_dir), out=str(out), backend=["fake"], batch_sizes=[1, 2], new_tokens=[4], prompt_tokens=[8],
                                 repeats=2, warmup=0, sensor="none", idle_s=0)
     base.update(kw)
     return load_config(base)
 
 
+@pytest.fixture(autouse=True)
+def fake_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``fake`` backend exists in every test (``tiny_config`` sweeps name it); ``stand_in`` swaps
+    in a particular one."""
+    monkeypatch.setitem(backends.BACKENDS.entries, FakeBackend.name, lambda: FakeBackend(timing=FAST))
+
+
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Backend]], list[Backend]]:
-    """``stand_in(make)`` puts ``make`` in place of the transformers backend (so the scheme registry
-    treats the fake as transformers) and returns the list of backends it makes."""
+    """``stand_in(make)`` registers ``make`` as the ``fake`` backend (it offers every capability, so
+    any scheme runs on it) and returns the list of backends it makes."""
     made: list[Backend] = []
 
     def install(make: Callable[[], Backend]) -> list[Backend]:
@@ -182,6 +191,6 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Backend]
             b = make()
             made.append(b)
             return b
-        monkeypatch.setitem(backends.BACKENDS.entries, "transformers", tracked)
+        monkeypatch.setitem(backends.BACKENDS.entries, FakeBackend.name, tracked)
         return made
     return install

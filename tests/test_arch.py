@@ -174,8 +174,8 @@ def test_weight_only_schemes_apply_to_random_weights(tiny_config: Path, scheme: 
     from effbench.quant import get_scheme
 
     s = get_scheme(scheme)
-    if s.support("transformers", "cpu"):
-        pytest.skip(s.support("transformers", "cpu"))
+    if s.support(TransformersBackend, "cpu"):
+        pytest.skip(s.support(TransformersBackend, "cpu"))
     backend = TransformersBackend()
     loaded = backend.load(resolve_model(f"arch:{tiny_config}"), s, "cpu", 1, 0)
     full = TransformersBackend().load(resolve_model(f"arch:{tiny_config}"), get_scheme("fp32"), "cpu", 1, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from effbench.errors import ConfigError
-from effbench.quant import get_scheme, schemes
+from effbench.quant import CAPABILITIES, DTYPE_WEIGHTS, GGUF_WEIGHTS, IN_PLACE, LOAD_TIME, get_scheme, schemes
 from effbench.quant.registry import check_scheme_names
 
 BRIEF_NAMES = ["fp32", "fp16", "bf16", "int8-dynamic", "torchao-int8wo", "torchao-int4wo", "torchao-int8da8w",
@@ -21,8 +21,42 @@ def test_registry_has_every_scheme_the_brief_names():
 
 def test_gguf_names_follow_the_pattern():
     s = get_scheme("gguf-q4_1")
-    assert s.library == "gguf" and s.weight_bits == 4 and s.backends == ("llamacpp",)
+    assert s.library == "gguf" and s.weight_bits == 4 and s.needs == {GGUF_WEIGHTS}
     assert get_scheme("gguf-q8_0").weight_bits == 8
+    assert get_scheme("GGUF-Q4_0").name == "gguf-q4_0"
+
+
+class _Engine:
+    """A backend as the scheme registry sees it: a name and what it offers, nothing else."""
+
+    def __init__(self, name: str, *offers: str) -> None:
+        self.name, self.offers = name, frozenset(offers)
+
+
+TRANSFORMERS_LIKE = _Engine("transformers", DTYPE_WEIGHTS, IN_PLACE, LOAD_TIME)
+
+
+def test_schemes_match_backends_by_what_they_offer_not_by_name():
+    """A new engine that offers in-place quantization runs the torchao schemes without any scheme
+    naming it; one that only loads float weights runs fp16 but not int8-dynamic."""
+    plugin = _Engine("my-engine", DTYPE_WEIGHTS, IN_PLACE)
+    assert get_scheme("torchao-int8wo").support(plugin, "cpu") is None
+    assert get_scheme("bnb-nf4").support(plugin, "cuda").startswith("scheme 'bnb-nf4' needs quantizing while loading")
+    floats_only = _Engine("floats", DTYPE_WEIGHTS)
+    assert get_scheme("fp16").support(floats_only, "cuda") is None
+    assert "quantizing a loaded torch model in place" in get_scheme("int8-dynamic").support(floats_only, "cpu")
+
+
+def test_the_real_backends_declare_what_they_offer():
+    from effbench.backends import BACKENDS
+    from effbench.backends.llamacpp import LlamaCppBackend
+    from effbench.backends.transformers import TransformersBackend
+    from effbench.backends.vllm import VLLMBackend
+
+    assert {"transformers", "llamacpp", "vllm"} <= set(BACKENDS.names())
+    assert TransformersBackend.offers == {DTYPE_WEIGHTS, IN_PLACE, LOAD_TIME}
+    assert LlamaCppBackend.offers == {GGUF_WEIGHTS} and VLLMBackend.offers == {DTYPE_WEIGHTS}
+    assert set(CAPABILITIES) == {DTYPE_WEIGHTS, IN_PLACE, LOAD_TIME, GGUF_WEIGHTS}
 
 
 def test_unknown_scheme_suggests_the_closest():
@@ -33,10 +67,11 @@ def test_unknown_scheme_suggests_the_closest():
 
 
 @pytest.mark.parametrize("name, backend, device, reason", [
-    ("bnb-nf4", "transformers", "cpu", "needs a CUDA device"),
-    ("int8-dynamic", "transformers", "cuda", "needs a CPU device"),
-    ("int8-dynamic", "vllm", "cuda", "does not run on the vllm backend"),
-    ("gguf-q4_1", "transformers", "cpu", "does not run on the transformers backend"),
+    ("bnb-nf4", TRANSFORMERS_LIKE, "cpu", "needs a CUDA device"),
+    ("int8-dynamic", TRANSFORMERS_LIKE, "cuda", "needs a CPU device"),
+    ("int8-dynamic", _Engine("vllm", DTYPE_WEIGHTS), "cuda", "which the vllm backend does not do"),
+    ("gguf-q4_1", TRANSFORMERS_LIKE, "cpu", "needs GGUF quantized weights, which the transformers backend does not do"),
+    ("fp32", _Engine("llamacpp", GGUF_WEIGHTS), "cpu", "needs float weights in a torch dtype"),
 ])
 def test_support_reasons(name, backend, device, reason):
     assert reason in get_scheme(name).support(backend, device)
@@ -44,7 +79,7 @@ def test_support_reasons(name, backend, device, reason):
 
 def test_float_schemes_run_everywhere_torch_does():
     for name in ("fp32", "fp16", "bf16"):
-        assert get_scheme(name).support("transformers", "cpu") is None
+        assert get_scheme(name).support(TRANSFORMERS_LIKE, "cpu") is None
         assert get_scheme(name).unquantized
 
 
@@ -77,8 +112,8 @@ def test_weight_only_schemes_shrink_linear_weights_and_still_run(tiny_model, nam
     import torch
 
     scheme = get_scheme(name)
-    if scheme.support("transformers", "cpu"):
-        pytest.skip(scheme.support("transformers", "cpu"))
+    if scheme.support(TRANSFORMERS_LIKE, "cpu"):
+        pytest.skip(scheme.support(TRANSFORMERS_LIKE, "cpu"))
     model = tiny_model.to(getattr(torch, scheme.compute_dtype))
     before = _linear_bytes(model) * 4 // model.dtype.itemsize  # the same weights in fp32
     note = scheme.apply(model, "cpu")
@@ -93,7 +128,7 @@ def test_weight_only_schemes_shrink_linear_weights_and_still_run(tiny_model, nam
 
 
 def test_int4_cpu_note_counts_quantized_layers(tiny_model):
-    if get_scheme("torchao-int4wo").support("transformers", "cpu"):
+    if get_scheme("torchao-int4wo").support(TRANSFORMERS_LIKE, "cpu"):
         pytest.skip("torchao not installed")
     note = get_scheme("torchao-int4wo").apply(tiny_model.to(__import__("torch").bfloat16), "cpu")
     assert "14 Linear layers quantized" in note and "left in full precision" not in note

@@ -108,10 +108,10 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import FakeBackend, Timing
     import effbench.backends as b
-    b.BACKENDS.entries["transformers"] = lambda: FakeBackend(timing=Timing(0.02, 0.0, 0.01, 0.0))
+    b.register_backend("fake", lambda: FakeBackend(timing=Timing(0.02, 0.0, 0.01, 0.0)))
     from effbench.config import load_config
     from effbench.sweep import run_sweep
-    run_sweep(load_config(dict(model={model!r}, out={out!r}, resume=True, batch_sizes=[1, 2, 3, 4, 5, 6],
+    run_sweep(load_config(dict(model={model!r}, out={out!r}, backend=["fake"], resume=True, batch_sizes=[1, 2, 3, 4, 5, 6],
                                new_tokens=[8], prompt_tokens=[8], repeats=3, warmup=0, sensor="none", idle_s=0)))
 """)
 

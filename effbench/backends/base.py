@@ -34,6 +34,9 @@ class OutputSize:
 
 class Backend(ABC):
     name: str = "backend"
+    # What this engine can do with weights (``effbench.quant.CAPABILITIES``); a scheme runs here when
+    # it needs nothing more.
+    offers: frozenset[str] = frozenset()
     # Run the model through torch.compile (transformers backend); others refuse it in load().
     compile: bool = False
     # Where a backend sends one-line status messages (e.g. a first-use model conversion).

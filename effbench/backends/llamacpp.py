@@ -18,14 +18,12 @@ from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import UnsupportedError
 from effbench.models import ModelSpec, PromptSet, build_token_rows
 from effbench.models.kv import kv_cache_bytes_per_token
-from effbench.quant import Scheme
+from effbench.quant import GGUF_WEIGHTS, Scheme
 
-try:
+try:  # the class stays importable (its capabilities are listed in docs); using it needs llama_cpp
     import llama_cpp
 except ImportError as e:  # pragma: no cover - depends on the machine
-    raise UnsupportedError(
-        f"the llama.cpp backend needs llama-cpp-python ({e}); pip install 'effbench[llamacpp]' (builds from source)"
-    ) from None
+    llama_cpp, _LLAMA_CPP_MISSING = None, str(e)
 
 KV_BYTES_PER_VALUE = 2  # llama.cpp keeps the KV cache in f16 by default
 CTX_MARGIN = 16  # spare cells per sequence
@@ -54,8 +52,12 @@ class _Batch:
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
+    offers = frozenset({GGUF_WEIGHTS})
 
     def __init__(self) -> None:
+        if llama_cpp is None:
+            raise UnsupportedError(f"the llama.cpp backend needs llama-cpp-python ({_LLAMA_CPP_MISSING}); "
+                                   "pip install 'effbench[llamacpp]' (builds from source)")
         self.path: Optional[str] = None
         self.threads: Optional[int] = None
         self.llm: Any = None  # high-level object: owns the model, vocab and tokenizer

@@ -14,7 +14,7 @@ from effbench.models.hf import quiet_transformers
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, RandomTokenizer, load_random
 from effbench.models.gguf_cache import cached_checkpoint
 from effbench.models.kv import kv_bytes_per_token
-from effbench.quant import Scheme
+from effbench.quant import DTYPE_WEIGHTS, IN_PLACE, LOAD_TIME, Scheme
 
 
 def tensor_bytes(t: Any) -> int:
@@ -50,6 +50,7 @@ class _Batch:
 
 class TransformersBackend(Backend):
     name = "transformers"
+    offers = frozenset({DTYPE_WEIGHTS, IN_PLACE, LOAD_TIME})
 
     def __init__(self) -> None:
         import torch

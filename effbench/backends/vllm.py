@@ -14,20 +14,23 @@ from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.models import ModelSpec, PromptSet, build_token_rows
 from effbench.models.kv import kv_bytes_per_token
-from effbench.quant import Scheme
+from effbench.quant import DTYPE_WEIGHTS, Scheme
 
-try:  # imported lazily by the registry; fail with a reason the sweep can record
+try:  # the class stays importable (its capabilities are listed in docs); using it needs vllm
     import vllm
 except ImportError as e:  # pragma: no cover - depends on the machine
-    raise UnsupportedError(f"the vLLM backend needs the 'vllm' package and a CUDA GPU ({e})") from None
+    vllm, _VLLM_MISSING = None, str(e)
 
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 
 
 class VLLMBackend(Backend):
     name = "vllm"
+    offers = frozenset({DTYPE_WEIGHTS})
 
     def __init__(self) -> None:
+        if vllm is None:
+            raise UnsupportedError(f"the vLLM backend needs the 'vllm' package ({_VLLM_MISSING}); pip install vllm")
         import torch
 
         self.torch = torch

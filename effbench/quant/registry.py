@@ -1,19 +1,35 @@
 """The quantization scheme registry: one name per scheme, which backends and devices run it.
 
-Names follow ``library-type`` (brief, section 4). A scheme either passes ``load_kwargs`` to the
+Names follow ``library-type`` (brief, section 4); the table is the one registry pattern
+(``effbench.registry``), with ``gguf-<type>`` names made on demand. A scheme either passes ``load_kwargs`` to the
 loader (bitsandbytes quantizes while loading) or ``apply``s itself in place to a model already loaded
-in ``compute_dtype`` and returns a note on what it did (e.g. layers it had to skip). Backends call
-``support()`` first so an unsupported combination becomes a record with a clear ``error``.
+in ``compute_dtype`` and returns a note on what it did (e.g. layers it had to skip). The sweep calls
+``support()`` with the backend first so an unsupported combination becomes a record with a clear ``error``.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional, Protocol
 
 from effbench.errors import ConfigError
+from effbench.registry import Registry
 
 GGUF_PATTERN = re.compile(r"^gguf-[a-z0-9_]+$")
+
+
+# What a scheme can ask of a backend. Schemes declare what they need, backends what they offer
+# (``Backend.offers``); neither names the other. One home for the words users see in messages.
+DTYPE_WEIGHTS = "dtype-weights"  # loads a float checkpoint in a chosen torch dtype
+IN_PLACE = "in-place"  # hands the loaded torch model to the scheme to quantize in place
+LOAD_TIME = "load-time"  # passes the scheme's quantization_config to the checkpoint loader
+GGUF_WEIGHTS = "gguf-weights"  # runs a GGUF file's own quantized weights
+CAPABILITIES = {
+    DTYPE_WEIGHTS: "float weights in a torch dtype",
+    IN_PLACE: "quantizing a loaded torch model in place",
+    LOAD_TIME: "quantizing while loading (quantization_config)",
+    GGUF_WEIGHTS: "GGUF quantized weights",
+}
 
 
 @dataclass(frozen=True)
@@ -22,7 +38,6 @@ class Scheme:
     library: str  # torch, torchao, quanto, bnb, gguf
     weight_bits: float
     compute_dtype: str  # torch dtype name the model is loaded in before ``apply``
-    backends: tuple[str, ...]
     devices: tuple[str, ...]  # "cpu", "cuda"
     description: str
     apply: Optional[Callable[[Any, str], Optional[str]]] = field(default=None, compare=False)
@@ -35,20 +50,37 @@ class Scheme:
         return self.cuda_dtype if self.cuda_dtype and device.startswith("cuda") else self.compute_dtype
 
     @property
+    def needs(self) -> frozenset[str]:
+        """The backend capabilities this scheme runs on (see ``CAPABILITIES``)."""
+        if self.library == "gguf":
+            return frozenset({GGUF_WEIGHTS})
+        return frozenset({DTYPE_WEIGHTS} | ({IN_PLACE} if self.apply else set()) | ({LOAD_TIME} if self.load_kwargs else set()))
+
+    def runs_on(self, offers: Collection[str]) -> bool:
+        return self.needs <= set(offers)
+
+    @property
     def unquantized(self) -> bool:
         """Plain float weights: the perplexity baseline for quantized schemes."""
         return self.apply is None and self.load_kwargs is None and self.library == "torch"
 
-    def support(self, backend: str, device_type: str) -> Optional[str]:
+    def support(self, backend: "OffersCapabilities", device_type: str) -> Optional[str]:
         """``None`` when the scheme can run on ``backend``/``device_type``, else the reason it cannot."""
-        if backend not in self.backends:
-            return f"scheme '{self.name}' does not run on the {backend} backend (it runs on: {', '.join(self.backends)})"
+        missing_caps = sorted(self.needs - set(backend.offers))
+        if missing_caps:
+            return (f"scheme '{self.name}' needs {' and '.join(CAPABILITIES[c] for c in missing_caps)}, which the "
+                    f"{backend.name} backend does not do (it does: {', '.join(CAPABILITIES[c] for c in sorted(backend.offers)) or 'none'})")
         if device_type not in self.devices:
             return f"scheme '{self.name}' needs a {' or '.join(self.devices).upper()} device, not {device_type}"
         missing = [m for m in self.requires if not _importable(m)]
         if missing:
             return f"scheme '{self.name}' needs the Python package '{missing[0]}' (pip install 'effbench[quant]')"
         return None
+
+
+class OffersCapabilities(Protocol):
+    name: str
+    offers: frozenset[str]
 
 
 def _importable(module: str) -> bool:
@@ -60,41 +92,34 @@ def _importable(module: str) -> bool:
         return False
 
 
-_REGISTRY: dict[str, Scheme] = {}
+SCHEMES: Registry[Scheme] = Registry("quantization scheme", {}, open_choice="gguf-<type>")
 
 
 def register(scheme: Scheme) -> Scheme:
-    _REGISTRY[scheme.name] = scheme
+    """Add a scheme (built-ins, plugins, tests)."""
+    SCHEMES.register(scheme.name, scheme)
     return scheme
 
 
 def schemes() -> dict[str, Scheme]:
-    return dict(_REGISTRY)
+    return {name: SCHEMES.get(name) for name in SCHEMES.names()}
 
 
 def get_scheme(name: str) -> Scheme:
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if GGUF_PATTERN.match(name):
-        gtype = name.removeprefix("gguf-")
-        bits = _gguf_bits(gtype)
-        return Scheme(name, "gguf", bits, "float32", ("llamacpp",), ("cpu", "cuda"), f"llama.cpp {gtype.upper()} weights")
-    raise ConfigError(unknown_scheme_message(name))
-
-
-def unknown_scheme_message(name: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown quantization scheme '{name}'; {hint}known schemes: {', '.join(_REGISTRY)}, gguf-<type>"
+    key = str(name).strip().lower()
+    if key not in SCHEMES.entries and GGUF_PATTERN.match(key):
+        gtype = key.removeprefix("gguf-")
+        return Scheme(key, "gguf", _gguf_bits(gtype), "float32", ("cpu", "cuda"), f"llama.cpp {gtype.upper()} weights")
+    return SCHEMES.get(key)
 
 
 def check_scheme_names(names: list[str]) -> list[str]:
     """Validate names for a config (raises ValueError, which the config turns into a keyed error)."""
     for n in names:
-        if n not in _REGISTRY and not GGUF_PATTERN.match(n):
-            raise ValueError(unknown_scheme_message(n))
+        try:
+            get_scheme(n)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
     return names
 
 

@@ -7,7 +7,6 @@ from typing import Any, Callable, Optional
 
 from effbench.quant.registry import Scheme, register
 
-TORCH_BACKENDS = ("transformers",)
 CPU_CUDA = ("cpu", "cuda")
 # torchao int4 groups: 128 is the CUDA kernels' default; 32 divides the hidden sizes of small
 # models (576 for SmolLM2-135M) so no layer is left unquantized on CPU.
@@ -99,25 +98,25 @@ for _name, _bits, _dtype, _desc in [
     ("fp16", 16, "float16", "float16 weights and compute"),
     ("bf16", 16, "bfloat16", "bfloat16 weights and compute"),
 ]:
-    register(Scheme(_name, "torch", _bits, _dtype, TORCH_BACKENDS + ("vllm",), CPU_CUDA, _desc))
+    register(Scheme(_name, "torch", _bits, _dtype, CPU_CUDA, _desc))
 
-register(Scheme("int8-dynamic", "torch", 8, "float32", TORCH_BACKENDS, ("cpu",),
+register(Scheme("int8-dynamic", "torch", 8, "float32", ("cpu",),
                 "torch dynamic int8 quantization of Linear layers (CPU)", apply=_int8_dynamic))
-register(Scheme("torchao-int8wo", "torchao", 8, "float32", TORCH_BACKENDS, CPU_CUDA, "torchao int8 weight-only",
+register(Scheme("torchao-int8wo", "torchao", 8, "float32", CPU_CUDA, "torchao int8 weight-only",
                 apply=_torchao("int8wo"), requires=("torchao",), cuda_dtype="bfloat16"))
-register(Scheme("torchao-int4wo", "torchao", 4, "bfloat16", TORCH_BACKENDS, CPU_CUDA,
+register(Scheme("torchao-int4wo", "torchao", 4, "bfloat16", CPU_CUDA,
                 "torchao int4 weight-only (CUDA: int4 kernels, group 128; CPU: intx int4, group 32)",
                 apply=_torchao("int4wo"), requires=("torchao",)))
-register(Scheme("torchao-int8da8w", "torchao", 8, "float32", TORCH_BACKENDS, CPU_CUDA,
+register(Scheme("torchao-int8da8w", "torchao", 8, "float32", CPU_CUDA,
                 "torchao int8 dynamic activation + int8 weight", apply=_torchao("int8da8w"), requires=("torchao",),
                 cuda_dtype="bfloat16"))
-register(Scheme("quanto-int8", "quanto", 8, "float32", TORCH_BACKENDS, CPU_CUDA, "optimum-quanto int8 weights",
+register(Scheme("quanto-int8", "quanto", 8, "float32", CPU_CUDA, "optimum-quanto int8 weights",
                 apply=_quanto("qint8"), requires=("optimum.quanto",), cuda_dtype="bfloat16"))
-register(Scheme("quanto-int4", "quanto", 4, "float32", TORCH_BACKENDS, CPU_CUDA, "optimum-quanto int4 weights",
+register(Scheme("quanto-int4", "quanto", 4, "float32", CPU_CUDA, "optimum-quanto int4 weights",
                 apply=_quanto("qint4"), requires=("optimum.quanto",), cuda_dtype="bfloat16"))
-register(Scheme("quanto-fp8", "quanto", 8, "float32", TORCH_BACKENDS, CPU_CUDA, "optimum-quanto float8 (e4m3) weights",
+register(Scheme("quanto-fp8", "quanto", 8, "float32", CPU_CUDA, "optimum-quanto float8 (e4m3) weights",
                 apply=_quanto("qfloat8"), requires=("optimum.quanto",), cuda_dtype="bfloat16"))
-register(Scheme("bnb-int8", "bnb", 8, "float16", TORCH_BACKENDS, ("cuda",), "bitsandbytes LLM.int8()",
+register(Scheme("bnb-int8", "bnb", 8, "float16", ("cuda",), "bitsandbytes LLM.int8()",
                 load_kwargs=_bnb("int8"), requires=("bitsandbytes",)))
-register(Scheme("bnb-nf4", "bnb", 4, "bfloat16", TORCH_BACKENDS, ("cuda",), "bitsandbytes 4-bit NF4",
+register(Scheme("bnb-nf4", "bnb", 4, "bfloat16", ("cuda",), "bitsandbytes 4-bit NF4",
                 load_kwargs=_bnb("nf4"), requires=("bitsandbytes",)))

@@ -5,64 +5,87 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from effbench.errors import UnsupportedError
+from effbench.errors import ConfigError, UnsupportedError
+from effbench.registry import Registry
 from effbench.sensors.base import EnergyReading, EnergySensor, NullSensor, SensorInfo, Window
 from effbench.sensors.estimate import EstimateSensor
 
-SENSOR_NAMES = ("auto", "nvml", "rapl", "estimate", "none")
+# The one registry pattern (effbench.registry). Each sensor class says which device types ``auto``
+# may use it for and how much it is preferred there (``auto_for``, ``auto_rank``); nothing here
+# knows which sensor is better for what.
+SENSORS: Registry[type[EnergySensor]] = Registry("sensor", {
+    "nvml": "effbench.sensors.nvml:NvmlSensor",
+    "rapl": "effbench.sensors.rapl:RaplSensor",
+    "estimate": EstimateSensor,
+    "none": NullSensor,
+})
+AUTO = "auto"
+SENSOR_NAMES = (AUTO, *SENSORS.names())
 
 
-def _candidates(device: str) -> list[EnergySensor]:
-    """Every sensor this build knows, in the order ``auto`` prefers them for ``device``: a GPU's own
-    counter for a CUDA device, RAPL for the CPU, and an estimate only when nothing can measure."""
-    from effbench.sensors.nvml import NvmlSensor
-    from effbench.sensors.rapl import RaplSensor
+def canonical_sensor_name(name: str) -> str:
+    """``auto`` or a registered sensor's name; unknown names are a ``ConfigError`` with the choices."""
+    key = str(name).strip().lower()
+    if key == AUTO:
+        return key
+    try:
+        return SENSORS.canonical(key)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("choose one of: ", f"choose one of: {AUTO}, ")) from None
 
-    if device.startswith("cuda"):
-        return [NvmlSensor(device), RaplSensor(), EstimateSensor(device=device)]
-    # On a CPU run a GPU's power is not the workload's: NVML is there only when asked for by name.
-    return [RaplSensor(), EstimateSensor(), NvmlSensor("cuda")]
+
+def register_sensor(name: str, sensor: type[EnergySensor]) -> None:
+    """Add a sensor (plugins, tests); set its ``auto_for``/``auto_rank`` to let ``auto`` pick it."""
+    SENSORS.register(name, sensor)
+
+
+def _measuring(device: str) -> list[EnergySensor]:
+    """One instance of every sensor that can measure, set up for ``device``."""
+    return [SENSORS.get(n).for_device(device) for n in SENSORS.names() if n != NullSensor.name]
+
+
+def _auto_order(sensors: list[EnergySensor], device: str) -> list[EnergySensor]:
+    kind = device.partition(":")[0]
+    return sorted((s for s in sensors if kind in s.auto_for), key=lambda s: s.auto_rank)
 
 
 def available(device: str = "cpu") -> list[SensorInfo]:
     """What ``effbench sensors`` shows: each sensor, available or not, with the reason."""
-    sensors = _candidates(device)
+    sensors = _measuring(device)
     try:
         infos = [s.info() for s in sensors] + [NullSensor().info()]
     finally:
         for s in sensors:
             s.close()
-    return sorted(infos, key=lambda i: SENSOR_NAMES.index(i.name) if i.name in SENSOR_NAMES else len(SENSOR_NAMES))
+    return infos
 
 
-def create(name: str = "auto", device: str = "cpu") -> EnergySensor:
+def create(name: str = AUTO, device: str = "cpu") -> EnergySensor:
     """The sensor called ``name``; ``auto`` picks the best one that can measure ``device`` here."""
-    if name not in SENSOR_NAMES:
-        raise UnsupportedError(f"unknown sensor '{name}'; choose one of: {', '.join(SENSOR_NAMES)}")
-    if name == "none":
+    try:
+        name = canonical_sensor_name(name)
+    except ConfigError as e:
+        raise UnsupportedError(str(e)) from None
+    if name == NullSensor.name:
         return NullSensor()
-    sensors = _candidates(device)
+    if name != AUTO:
+        sensor = SENSORS.get(name).for_device(device)
+        info = sensor.info()
+        if not info.available:
+            sensor.close()
+            raise UnsupportedError(f"sensor '{name}' is unavailable here: {info.reason}; use --sensor auto, estimate or none")
+        return sensor
+    sensors = _measuring(device)
     chosen: EnergySensor | None = None
     try:
-        for sensor in sensors:
-            info = sensor.info()
-            if name == "auto" and info.available:
-                chosen = sensor
-                return sensor
-            if info.name == name:
-                if not info.available:
-                    raise UnsupportedError(
-                        f"sensor '{name}' is unavailable here: {info.reason}; use --sensor auto, estimate or none"
-                    )
-                chosen = sensor
-                return sensor
+        chosen = next((s for s in _auto_order(sensors, device) if s.info().available), None)
     finally:
         for sensor in sensors:
             if sensor is not chosen:
                 sensor.close()
-    raise UnsupportedError(
-        f"sensor '{name}' is unavailable here (not supported by this build); use --sensor auto, estimate or none"
-    )
+    if chosen is None:
+        raise UnsupportedError(f"no sensor can measure {device} here; use --sensor none")
+    return chosen
 
 
 @dataclass
@@ -89,5 +112,6 @@ def measure(sensor: str | EnergySensor = "auto", device: str = "cpu") -> Iterato
 
 __all__ = [
     "EnergyReading", "EnergySensor", "SensorInfo", "Window", "NullSensor", "EstimateSensor",
-    "SENSOR_NAMES", "available", "create", "measure", "Measurement",
+    "SENSORS", "SENSOR_NAMES", "available", "canonical_sensor_name", "create", "measure", "Measurement",
+    "register_sensor",
 ]

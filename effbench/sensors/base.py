@@ -113,6 +113,15 @@ class EnergySensor(ABC):
     """One source of energy figures (a GPU's NVML counter, RAPL, an estimate, ...)."""
 
     name: str = "sensor"
+    # Device types ("cpu", "cuda") whose energy ``--sensor auto`` may take from this sensor, and its
+    # rank there (lower is preferred): a sensor declares what it measures, the chooser knows no names.
+    auto_for: tuple[str, ...] = ()
+    auto_rank: int = 100
+
+    @classmethod
+    def for_device(cls, device: str) -> "EnergySensor":
+        """A sensor of this kind set up for a run on ``device`` (``cpu``, ``cuda:1``)."""
+        return cls()
 
     @abstractmethod
     def info(self) -> SensorInfo: ...

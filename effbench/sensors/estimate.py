@@ -101,6 +101,12 @@ class EstimateSensor(EnergySensor):
     are injectable for tests (``cpu=False`` leaves the CPU part out)."""
 
     name = "estimate"
+    auto_for = ("cpu", "cuda")
+    auto_rank = 90  # only when nothing can measure
+
+    @classmethod
+    def for_device(cls, device: str) -> "EstimateSensor":
+        return cls(device=device)
 
     def __init__(self, cpu_tdp_w: Optional[float] = None, tdp_source: Optional[str] = None, device: str = "cpu",
                  nvml: Any = None, clock: Callable[[], float] = time.monotonic, threaded: bool = True,

@@ -236,6 +236,12 @@ class NvmlSensor(EnergySensor):
     ``clock``, ``threaded`` and ``env`` are injectable so tests run on simulated time."""
 
     name = "nvml"
+    auto_for = ("cuda",)  # on a CPU run a GPU's power is not the workload's: NVML only when asked by name
+    auto_rank = 0
+
+    @classmethod
+    def for_device(cls, device: str) -> "NvmlSensor":
+        return cls(device if device.startswith("cuda") else "cuda")
 
     def __init__(self, device: str = "cuda", nvml: Any = None, clock: Callable[[], float] = time.monotonic,
                  threaded: bool = True, poll_interval_s: float = UPDATE_PERIOD_S, force_polling: bool = False,

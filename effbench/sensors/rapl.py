@@ -114,6 +114,8 @@ class RaplSensor(EnergySensor):
     """RAPL counters; ``root`` and ``clock`` are injectable so tests drive a fake powercap tree."""
 
     name = "rapl"
+    auto_for = ("cpu", "cuda")  # on a GPU run it covers the host's share, after the GPU's own counter
+    auto_rank = 10
 
     def __init__(self, root: Path | str = POWERCAP_ROOT, clock: Callable[[], float] = time.monotonic,
                  wrap_guard_s: Optional[float] = WRAP_GUARD_S) -> None:

@@ -121,7 +121,7 @@ class GroupWorker:
             self.device = self.backend.resolve_device(g.device)
         except UnsupportedError as e:
             return self.fail_all(g.points, f"unsupported: {e}")
-        reason = self.scheme.support(g.backend, self.device.partition(":")[0])
+        reason = self.scheme.support(self.backend, self.device.partition(":")[0])
         if reason:
             return self.fail_all(g.points, f"unsupported: {reason}")
         sensor = self._start_host()

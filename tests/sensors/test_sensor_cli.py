@@ -108,3 +108,25 @@ def test_auto_picks_the_best_available_sensor(request, machine, device, expected
 def test_unknown_sensor_is_refused():
     with pytest.raises(UnsupportedError, match="unknown sensor 'wattmeter'"):
         create("wattmeter")
+
+
+def test_auto_chooses_by_what_sensors_declare_not_by_name(bare_machine, monkeypatch):
+    """A sensor registered at run time (a plugin: a wall-socket meter, say) that declares it measures
+    CPU runs at a better rank than RAPL/estimate is what ``auto`` picks for a CPU run, and only there."""
+    from effbench import sensors
+    from effbench.sensors.base import NullSensor
+
+    class Wallmeter(NullSensor):
+        name = "wallmeter"
+        auto_for = ("cpu",)
+        auto_rank = -1
+
+        def __init__(self) -> None:
+            super().__init__("a plugin meter")
+
+    monkeypatch.setitem(sensors.SENSORS.entries, "wallmeter", Wallmeter)
+    assert create("auto", "cpu").name == "wallmeter"
+    assert create("auto", "cuda").name == "estimate"
+    assert create("Wallmeter", "cuda").name == "wallmeter"  # by name, anywhere
+    with pytest.raises(UnsupportedError, match="did you mean 'wallmeter'"):
+        create("walmeter")
