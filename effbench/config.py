@@ -6,10 +6,11 @@ comma-separated string ("1,4,16"). Unknown keys, wrong types and empty files are
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from effbench.errors import ConfigError
 from effbench.yamlfile import read_yaml as read_yaml_file
@@ -42,6 +43,99 @@ class TargetConfig(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return {k: v for k, v in (self.model_extra or {}).items()}
+
+
+def _rate(value: Any) -> float:
+    """A requests/s rate: a positive number, or inf (all requests at once)."""
+    text = str(value).strip().lower()
+    if text in ("inf", "infinity", "max"):
+        return math.inf
+    try:
+        rate = float(text)
+    except ValueError:
+        raise ValueError(f"rate '{value}' is not a number; give requests/s like 1,2,4 or inf") from None
+    if not rate > 0 or math.isnan(rate):
+        raise ValueError(f"rate '{value}' must be > 0 requests/s (inf = all at once)")
+    return rate
+
+
+class ServingConfig(BaseModel):
+    """The serving scenario's own keys (``scenario: serving``). In a sweep file and on the command
+    line they are top-level keys (``rates: 1,2,inf``, ``--rates``); here they are one sub-model."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    endpoint: Optional[str] = None  # an OpenAI-compatible server already running (effbench does not stop it)
+    engine: str = "transformers"  # else effbench starts this engine (effbench.scenarios.serving.engines)
+    engine_args: list[str] = Field(default_factory=list)  # extra arguments for the engine's command line
+    host: str = "127.0.0.1"  # where a managed engine binds: loopback unless asked otherwise
+    rates: list[float] = Field(default_factory=lambda: [1.0, 2.0])
+    concurrency: list[int] = Field(default_factory=list)  # closed loop instead of rates when given
+    arrival: Literal["poisson", "constant"] = "poisson"
+    requests: Optional[int] = Field(default=None, ge=1)  # measured requests per point
+    duration_s: Optional[float] = Field(default=None, gt=0)  # sending time per point
+    warmup_requests: int = Field(default=2, ge=0)
+    slo_ttft_ms: Optional[float] = Field(default=None, gt=0)
+    slo_tpot_ms: Optional[float] = Field(default=None, gt=0)
+    length_spread: float = Field(default=0.0, ge=0, lt=1)  # output lengths uniform in n x (1 -/+ spread)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    point_timeout_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("concurrency", "engine_args", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return _split(v)
+
+    @field_validator("rates", mode="before")
+    @classmethod
+    def _rates(cls, v: Any) -> Any:
+        return [_rate(x) for x in (_split(v) or [])]
+
+    @field_validator("rates")
+    @classmethod
+    def _sorted_rates(cls, v: list[float]) -> list[float]:
+        return sorted(dict.fromkeys(v))  # lowest first: the sweep stops where the engine saturates
+
+    @field_serializer("rates")
+    def _rates_json(self, v: list[float]) -> list[Any]:
+        return ["inf" if math.isinf(r) else r for r in v]  # JSON has no infinity
+
+    @field_validator("concurrency")
+    @classmethod
+    def _users(cls, v: list[int]) -> list[int]:
+        bad = [x for x in v if x < 1]
+        if bad:
+            raise ValueError(f"{bad[0]} is not a positive integer (every value must be >= 1)")
+        return sorted(dict.fromkeys(v))
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from effbench.errors import EffbenchError
+        from effbench.scenarios.serving.engines import ENGINES
+
+        try:
+            return ENGINES.canonical(v)
+        except EffbenchError as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not str(v).strip().startswith(("http://", "https://")):
+            raise ValueError(f"'{v}' is not an http(s) URL; give e.g. http://127.0.0.1:8000")
+        return v.strip().rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _some_load(self) -> "ServingConfig":
+        if not self.rates and not self.concurrency:
+            raise ValueError("give --rates or --concurrency")
+        if not self.concurrency and math.inf in self.rates and self.requests is None:
+            raise ValueError("rate inf sends every request at once: give --requests N")
+        return self
+
+
+SERVING_KEYS = tuple(ServingConfig.model_fields)
 
 
 class SweepConfig(BaseModel):
@@ -80,6 +174,24 @@ class SweepConfig(BaseModel):
     launcher: str = "inline"
     launcher_opt: dict[str, Any] = Field(default_factory=dict)
     targets: list[TargetConfig] = Field(default_factory=list)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serving_keys(cls, data: Any) -> Any:
+        """Top-level serving keys (``rates: 1,2``; ``--duration`` is ``duration_s``) go into ``serving``."""
+        if not isinstance(data, dict):
+            return data
+        flat = {k: data[k] for k in data if k in SERVING_KEYS or k == "duration"}
+        if not flat:
+            return data
+        data = {k: v for k, v in data.items() if k not in flat}
+        if "duration" in flat:
+            flat["duration_s"] = flat.pop("duration")
+        section = data.get("serving")
+        base = section.model_dump(exclude_unset=True) if isinstance(section, ServingConfig) else dict(section or {})
+        data["serving"] = {**base, **flat}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -180,13 +292,17 @@ class SweepConfig(BaseModel):
         return self
 
 
-FIELDS = tuple(SweepConfig.model_fields)
+FIELDS = tuple(SweepConfig.model_fields) + SERVING_KEYS
 
 
 def _format_validation_error(err: ValidationError, origin: str, cli_keys: set[str]) -> str:
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"] if not isinstance(p, int)]
+    if loc[:1] == ["serving"]:  # serving keys are top-level keys to the user
+        loc = loc[1:]
     key = loc[0] if loc else "?"
+    if key == "duration_s" and "duration" in cli_keys:
+        key = "duration"
     if key in cli_keys:
         origin = f"option --{key.replace('_', '-')}"
     msg = first["msg"].removeprefix("Value error, ")

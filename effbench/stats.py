@@ -58,3 +58,26 @@ def combine_rel(*parts: Optional[float]) -> Optional[float]:
     """Root-sum-square of independent relative uncertainties; None when none is known."""
     known = [p for p in parts if p is not None and math.isfinite(p)]
     return math.sqrt(sum(p * p for p in known)) if known else None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) with linear interpolation between order statistics (numpy's default)."""
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        raise ValueError("no values for a percentile")
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def percentile_ci95(values: Sequence[float], q: float) -> Optional[tuple[float, float]]:
+    """A distribution-free 95% interval of the ``q`` quantile: the order statistics whose ranks bound
+    the binomial(n, q) count at 1.96 sigma. None when there are too few values to bound it."""
+    xs = sorted(float(v) for v in values)
+    n = len(xs)
+    half = 1.96 * math.sqrt(n * q * (1 - q))
+    lo, hi = math.floor(n * q - half), math.ceil(n * q + half)
+    if n < 2 or lo < 0 or hi > n - 1:
+        return None
+    return xs[lo], xs[hi]

@@ -9,7 +9,7 @@ import effbench
 
 ROOT = Path(effbench.__file__).parent
 # Leaves every part may use; they import no other part.
-SHARED = {"errors", "yamlfile", "registry", "__init__", "__main__"}
+SHARED = {"errors", "yamlfile", "registry", "cputime", "__init__", "__main__"}
 
 
 def _part(module: str) -> str:

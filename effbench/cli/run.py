@@ -18,9 +18,9 @@ LIST_HELP = "comma-separated"
 
 def _d(key: str) -> str:
     """'(default: X)' from the config model: CLI help never repeats a default by hand."""
-    from effbench.config import SweepConfig
+    from effbench.config import ServingConfig, SweepConfig
 
-    f = SweepConfig.model_fields[key]
+    f = SweepConfig.model_fields.get(key) or ServingConfig.model_fields[key]
     value = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
     shown = ",".join(map(str, value)) if isinstance(value, list) else ("on" if value is True else "off" if value is False else value)
     return f"(default: {shown})"
@@ -121,7 +121,17 @@ def run_command(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend. (default: the library's)", show_default=False),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed. {_d('seed')}", show_default=False),
     perplexity: Optional[bool] = typer.Option(None, "--perplexity/--no-perplexity", help=f"Score perplexity on the shipped texts. {_d('perplexity')}", show_default=False),
-    scenario: Optional[str] = typer.Option(None, "--scenario", help=f"What is measured: offline (static batches through generate). {_d('scenario')}", show_default=False),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help=f"What is measured: offline (static batches through generate) or serving (an OpenAI-compatible server under load). {_d('scenario')}", show_default=False),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Serving: the base URL of an OpenAI-compatible server already running (vLLM, SGLang, TGI, llama.cpp, transformers serve).", show_default=False),
+    engine: Optional[str] = typer.Option(None, "--engine", help=f"Serving: the engine effbench starts on a loopback port: transformers, vllm or llamacpp. {_d('engine')}", show_default=False),
+    rates: Optional[str] = typer.Option(None, "--rates", help=f"Serving: offered requests/s, {LIST_HELP}; inf = all at once. {_d('rates')}", show_default=False),
+    concurrency: Optional[str] = typer.Option(None, "--concurrency", help="Serving: closed-loop users, {LIST_HELP} (instead of --rates).".format(LIST_HELP=LIST_HELP), show_default=False),
+    arrival: Optional[str] = typer.Option(None, "--arrival", help=f"Serving: arrivals at a rate, poisson or constant. {_d('arrival')}", show_default=False),
+    requests: Optional[int] = typer.Option(None, "--requests", help="Serving: measured requests per point (warm-up excluded). (default: enough for --duration, else 32)", show_default=False),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Serving: seconds of sending per point.", show_default=False),
+    warmup_requests: Optional[int] = typer.Option(None, "--warmup-requests", help=f"Serving: requests per point before the measured ones. {_d('warmup_requests')}", show_default=False),
+    slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="Serving: time-to-first-token SLO in ms (for goodput).", show_default=False),
+    slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", help="Serving: time-per-output-token SLO in ms (for goodput).", show_default=False),
     launcher: Optional[str] = typer.Option(None, "--launcher", help=f"Where groups run: inline, process (one child per group), slurm (submitit) or ray. {_d('launcher')}", show_default=False),
     launcher_opt: Optional[list[str]] = typer.Option(None, "--launcher-opt", help="Launcher option KEY=VALUE, repeatable (e.g. timeout=600, partition=gpu, address=ray://host:10001).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -139,6 +149,8 @@ def run_command(
         hardware=hardware, region=region, out=out_dir, resume=resume, warmup=warmup, min_repeats=min_repeats,
         max_repeats=max_repeats, ci_target=ci_target, max_time_s=max_time_s, idle_s=idle_s, threads=threads, compile=compile_model,
         seed=seed, perplexity=perplexity, scenario=scenario, launcher=launcher, launcher_opt=_launcher_opts(launcher_opt),
+        endpoint=endpoint, engine=engine, rates=rates, concurrency=concurrency, arrival=arrival, requests=requests,
+        duration=duration, warmup_requests=warmup_requests, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
     )
     sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -8,6 +8,8 @@ from typing import Optional
 
 import psutil
 
+from effbench.cputime import tree_cpu_seconds
+
 _PROC_STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
 
@@ -63,7 +65,7 @@ class LoadSnapshot:
     load1: Optional[float]
 
 
-def _snapshot() -> LoadSnapshot:
+def _snapshot(workload_pids: tuple[int, ...] = ()) -> LoadSnapshot:
     t = psutil.cpu_times()
     busy = sum(getattr(t, f) for f in t._fields if f not in ("idle", "iowait", "guest", "guest_nice"))
     own = psutil.Process(os.getpid()).cpu_times()
@@ -71,7 +73,8 @@ def _snapshot() -> LoadSnapshot:
         load1 = os.getloadavg()[0]
     except OSError:
         load1 = None
-    return LoadSnapshot(time.monotonic(), busy, own.user + own.system + own.children_user + own.children_system, load1)
+    own_s = own.user + own.system + own.children_user + own.children_system + tree_cpu_seconds(workload_pids)
+    return LoadSnapshot(time.monotonic(), busy, own_s, load1)
 
 
 @dataclass
@@ -86,13 +89,15 @@ class Interference:
 
 
 class InterferenceProbe:
-    """Brackets a configuration: how much CPU did other processes take meanwhile (rule 12)."""
+    """Brackets a configuration: how much CPU did other processes take meanwhile (rule 12).
+    ``workload_pids``: processes that are the workload, not interference (a serving engine)."""
 
-    def __init__(self) -> None:
-        self.start = _snapshot()
+    def __init__(self, workload_pids: tuple[int, ...] = ()) -> None:
+        self.pids = tuple(workload_pids)
+        self.start = _snapshot(self.pids)
 
     def stop(self) -> Interference:
-        end = _snapshot()
+        end = _snapshot(self.pids)
         wall = end.wall - self.start.wall
         ncpu = psutil.cpu_count(logical=True) or 1
         other = None

@@ -5,7 +5,7 @@ without bumping ``SCHEMA_VERSION``. Sections that a configuration could not fill
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,6 +81,11 @@ class Energy(_Section):
     # Every energy window: {phase: prefill|full, start, end (unix s), calls, joules}; lets a power
     # trace recorded beside the run be attached afterwards (effbench sensors attach).
     windows: list[dict[str, Any]] = Field(default_factory=list)
+    # Serving records: one steady-state window per point (scenarios/serving).
+    joules_per_request: Optional[float] = None  # joules_per_token x the mean output tokens of a request
+    mean_power_w: Optional[float] = None
+    tokens_in_window: Optional[float] = None  # output tokens streamed inside the window
+    confidence: Optional[float] = None  # the level of the intervals stated (0.95, brief rule 14)
 
 
 class Carbon(_Section):
@@ -126,6 +131,53 @@ class Stats(_Section):
     samples: dict[str, list[float]] = Field(default_factory=dict)  # per-repeat values, for compare
 
 
+class Latency(_Section):
+    """One latency distribution of a serving point, in milliseconds."""
+
+    p50: Optional[float] = None
+    p90: Optional[float] = None
+    p95: Optional[float] = None
+    p99: Optional[float] = None
+    mean: Optional[float] = None
+    n: Optional[int] = None
+    ci95: dict[str, list[float]] = Field(default_factory=dict)  # percentile -> [low, high], distribution-free
+
+
+class ServingInfo(_Section):
+    """A serving-load point (scenario ``serving``): offered load, latency distributions, goodput."""
+
+    scenario: str = "serving"
+    rate: Optional[Union[float, str]] = None  # offered requests/s; "inf" = all at once
+    concurrency: Optional[int] = None  # closed-loop users
+    arrival: Optional[str] = None  # poisson, constant, closed-loop
+    requests: Optional[int] = None  # measured requests (warm-up excluded)
+    warmup_requests: Optional[int] = None
+    duration_s: Optional[float] = None  # first measured send to last measured answer
+    ttft_ms: Optional[Latency] = None
+    tpot_ms: Optional[Latency] = None
+    itl_ms: Optional[Latency] = None
+    e2e_ms: Optional[Latency] = None
+    achieved_rate: Optional[float] = None  # completed requests/s
+    output_tokens_per_s: Optional[float] = None
+    goodput: Optional[float] = None  # requests/s meeting every SLO given
+    slo_attainment: Optional[float] = None  # share of measured requests meeting the SLO
+    slo: dict[str, Optional[float]] = Field(default_factory=dict)  # ttft_ms, tpot_ms
+    saturated: bool = False
+    saturation_reason: Optional[str] = None
+    completed: Optional[int] = None
+    failed: Optional[int] = None
+    errors: dict[str, int] = Field(default_factory=dict)  # error text -> requests
+    output_tokens: Optional[int] = None
+    mean_output_tokens: Optional[float] = None
+    mean_prompt_tokens: Optional[float] = None
+    output_length: Optional[str] = None  # forced, or why not
+    token_count: Optional[str] = None  # whose count the token figures are
+    usage_mismatches: Optional[int] = None  # requests where the tokenizer and the server's usage disagree
+    max_in_flight: Optional[int] = None
+    client_lag_ms_max: Optional[float] = None  # how far the client fell behind the arrival schedule
+    engine: dict[str, Any] = Field(default_factory=dict)  # name, version, url, managed, args, model
+
+
 class HardwareInfo(_Section):
     profile: Optional[str] = None
     detected_name: Optional[str] = None
@@ -147,6 +199,7 @@ class Record(_Section):
     stats: Stats = Field(default_factory=Stats)
     hardware: HardwareInfo = Field(default_factory=HardwareInfo)
     carbon: Carbon = Field(default_factory=Carbon)
+    serving: Optional[ServingInfo] = None
     error: Optional[str] = None
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -1,17 +1,23 @@
-"""Scenarios (what is measured): ``offline`` static batches through ``generate``. Looked up by name
+"""Scenarios (what is measured): ``offline`` static batches through ``generate``; ``serving`` a
+server under offered load. Looked up by name
 through the one registry pattern (``effbench.registry``)."""
 from __future__ import annotations
 
 from effbench.registry import Registry
-from effbench.scenarios.base import Context, Point, Scenario
+from effbench.scenarios.base import Context, Point, Scenario, Session
 
 SCENARIOS: Registry[type[Scenario]] = Registry("scenario", {
     "offline": "effbench.scenarios.offline:OfflineScenario",
+    "serving": "effbench.scenarios.serving:ServingScenario",
 })
+
+
+def scenario_class(name: str) -> type[Scenario]:
+    return SCENARIOS.get(name)
 
 
 def create_scenario(name: str, config: object) -> Scenario:
     return SCENARIOS.get(name)(config)
 
 
-__all__ = ["Context", "Point", "SCENARIOS", "Scenario", "create_scenario"]
+__all__ = ["Context", "Point", "SCENARIOS", "Scenario", "Session", "create_scenario", "scenario_class"]

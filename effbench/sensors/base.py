@@ -129,6 +129,10 @@ class EnergySensor(ABC):
     @abstractmethod
     def start_window(self) -> Window: ...
 
+    def attribute(self, pids: list[int]) -> None:
+        """Count these processes as the workload too (a server effbench started). A device's own
+        counter measures every process on it already: only estimates need to be told."""
+
     def environment(self) -> dict:
         """Device facts for ``run.json`` (power limit, clocks, temperature, ...); empty by default."""
         return {}

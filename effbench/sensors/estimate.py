@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import psutil
 
+from effbench.cputime import tree_cpu_seconds
 from effbench.errors import UnsupportedError
 from effbench.sensors.base import EnergyReading, EnergySensor, SensorInfo, Window
 from effbench.sensors.poller import Polled, Poller
@@ -60,13 +61,14 @@ class _EstimateWindow(Window):
     def __init__(self, sensor: "EstimateSensor") -> None:
         self._sensor = sensor
         self._proc = psutil.Process(os.getpid())
+        self._others = list(sensor.pids)
         self._t0 = time.perf_counter()
         self._cpu0 = self._cpu_seconds()
         self._gpu_token = sensor._gpu_poller.begin() if sensor._gpu_poller else None
 
     def _cpu_seconds(self) -> float:
         t = self._proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
+        return t.user + t.system + t.children_user + t.children_system + tree_cpu_seconds(self._others)
 
     def stop(self) -> EnergyReading:
         s = self._sensor
@@ -77,7 +79,8 @@ class _EstimateWindow(Window):
             cpu_s = max(0.0, self._cpu_seconds() - self._cpu0)
             util = min(1.0, cpu_s / (duration * s.logical_cpus)) if duration > 0 else 0.0
             joules["cpu:estimate"] = s.cpu_tdp_w * util * duration
-            basis.append(f"CPU TDP {s.cpu_tdp_w:.0f} W ({s.tdp_source}) x this process's CPU utilisation "
+            whose = "this process's and the engine's" if self._others else "this process's"
+            basis.append(f"CPU TDP {s.cpu_tdp_w:.0f} W ({s.tdp_source}) x {whose} CPU utilisation "
                          f"{util:.0%} of {s.logical_cpus} logical CPUs")
         coverage, interval, error = None, None, None
         if self._gpu_token is not None:
@@ -108,10 +111,14 @@ class EstimateSensor(EnergySensor):
     def for_device(cls, device: str) -> "EstimateSensor":
         return cls(device=device)
 
+    def attribute(self, pids: list[int]) -> None:
+        self.pids = list(pids)
+
     def __init__(self, cpu_tdp_w: Optional[float] = None, tdp_source: Optional[str] = None, device: str = "cpu",
                  nvml: Any = None, clock: Callable[[], float] = time.monotonic, threaded: bool = True,
                  cpu: bool = True) -> None:
         self.cpu = cpu
+        self.pids: list[int] = []
         self.logical_cpus = psutil.cpu_count(logical=True) or 1
         if cpu_tdp_w is None:
             from effbench.hardware.cpu import cpu_name  # the one /proc/cpuinfo reader

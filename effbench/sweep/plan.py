@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from effbench.config import SweepConfig, TargetConfig
 from effbench.models import ModelSpec
 from effbench.quant import get_scheme
+from effbench.scenarios import scenario_class
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class ConfigPoint:
     batch_size: int
     compile: bool = False
     target: str = ""  # the fleet target (hardware) it runs on; "" for a single-machine sweep
+    rate: Optional[float] = None  # serving: offered requests/s (math.inf = all at once)
+    concurrency: Optional[int] = None  # serving: closed-loop users
+    scenario: str = "offline"
 
     @property
     def config_id(self) -> str:
@@ -35,12 +40,19 @@ class ConfigPoint:
             del fields["compile"]
         if not self.target:
             del fields["target"]
+        for name in ("rate", "concurrency"):
+            if fields[name] is None:
+                del fields[name]
+        if self.scenario == "offline":
+            del fields["scenario"]
         key = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def label(self) -> str:
         where = f" on {self.target}" if self.target else ""
-        return (f"{self.model} {self.backend} {self.scheme} bs={self.batch_size} "
+        load = (f"rate={'inf' if self.rate == math.inf else f'{self.rate:g}'}" if self.rate is not None else
+                f"users={self.concurrency}" if self.concurrency is not None else f"bs={self.batch_size}")
+        return (f"{self.model} {self.backend} {self.scheme} {load} "
                 f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}{where}")
 
 
@@ -74,19 +86,21 @@ def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, 
     """The sweep's groups in measuring order, for each fleet target of the config (or this machine).
     Unquantized schemes come first: they are the perplexity baseline of the quantized ones."""
     groups = []
+    scenario = scenario_class(config.scenario)
     targets: list[Optional[TargetConfig]] = list(config.targets) or [None]
     for target in targets:
         where = target.name if target else ""
         for model in config.model:
             spec = specs[model]
-            for backend in config.backend:
+            for backend in scenario.backends(config):
                 for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
                     points = [
-                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, bs, config.compile, where)
+                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, compile=config.compile,
+                                    target=where, scenario=scenario.name, **load)
                         for ps in config.prompts
                         for pt in config.prompt_tokens
                         for nt in config.new_tokens
-                        for bs in sorted(config.batch_sizes)
+                        for load in scenario.load_points(config)
                     ]
                     groups.append(GroupSpec(config, spec, backend, scheme_name, devices[backend], points, target=target))
     return groups

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from effbench.analysis.carbon import resolve as resolve_grid
-from effbench.backends import create_backend
+from effbench.backends import BACKENDS, create_backend
 from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
 from effbench.errors import EffbenchError, UnsupportedError
@@ -23,6 +23,7 @@ from effbench.models import load_prompt_set, resolve_model
 from effbench.models.resolve import check_hub_model_reachable
 from effbench.results.schema import Record
 from effbench.results.store import RunStore, validate_records
+from effbench.scenarios import scenario_class
 from effbench.sensors import EnergySensor, create as create_sensor
 from effbench.sweep.baseline import Baselines
 from effbench.sweep.plan import ConfigPoint, GroupSpec, expand
@@ -69,7 +70,8 @@ class Sweep:
         self.launchers = {t.name: create_launcher(config.launcher, {**config.launcher_opt, **t.options}, self.store.path)
                           for t in config.targets} or {"": create_launcher(config.launcher, config.launcher_opt, self.store.path)}
         self.local = all(launcher.local for launcher in self.launchers.values())
-        self.devices = {b: config.device for b in config.backend}
+        self.scenario = scenario_class(config.scenario)
+        self.devices = {b: config.device for b in self.scenario.backends(config)}
         self.detected: Optional[Detected] = None
         self.profile: Optional[str] = config.hardware
         self.sensor: Optional[EnergySensor] = None  # this machine's, for the idle baseline (local launchers)
@@ -86,7 +88,10 @@ class Sweep:
         """Groups run on this machine: check the device and sensor here, before any model loads. A
         backend that cannot run here (missing package, no GPU for 'auto') becomes error records; a
         device the user named explicitly that is not present is an input error."""
-        for name in self.config.backend:
+        for name in self.devices:
+            if name not in BACKENDS.entries:  # a server effbench does not run (--endpoint): no device here
+                self.devices[name] = "cpu" if self.config.device == "auto" else self.config.device
+                continue
             backend = None
             try:
                 backend = create_backend(name)

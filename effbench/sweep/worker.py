@@ -26,7 +26,7 @@ from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.models.resolve import model_dims
 from effbench.quant import get_scheme
 from effbench.results.schema import BackendInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, WorkloadInfo
-from effbench.scenarios import Context, Point, create_scenario
+from effbench.scenarios import Context, Point, Session, create_scenario
 from effbench.sensors import EnergySensor, create as create_sensor
 from effbench.sweep.plan import ConfigPoint, GroupSpec
 
@@ -86,6 +86,7 @@ class GroupWorker:
         self.model_info = ModelInfo(id=group.spec.id, source=group.spec.source, **record_fields(group.spec.kind))
         self.quality: Optional[Quality] = None
         self.kv_bytes_per_token: Optional[int] = None
+        self.engine_version: Optional[str] = None  # a scenario's own engine (a server), when it runs one
 
     # -- records -----------------------------------------------------------------------------
     def record(self, p: ConfigPoint, **sections: Any) -> Record:
@@ -94,7 +95,7 @@ class GroupWorker:
         return Record(
             run_id=self.group.run_id, config_id=p.config_id, created_at=now_iso(),
             model=self.model_info,
-            backend=BackendInfo(name=self.group.backend, version=b.version() if b else None, device=self.device,
+            backend=BackendInfo(name=self.group.backend, version=b.version() if b else self.engine_version, device=self.device,
                                 threads=(b.threads_in_use() if b else None) or self.config.threads, compile=p.compile),
             quantization=QuantizationInfo(scheme=self.scheme.name, weight_bits=self.scheme.weight_bits,
                                           library=self.scheme.library, note=self.quant_note),
@@ -115,6 +116,9 @@ class GroupWorker:
     # -- the group ---------------------------------------------------------------------------
     def run(self) -> None:
         g = self.group
+        scenario = create_scenario(self.config.scenario, self.config)
+        if not scenario.loads_model:
+            return self._run_own_engine(scenario)
         try:
             self.backend = create_backend(g.backend)
             self.backend.compile = self.config.compile
@@ -126,8 +130,37 @@ class GroupWorker:
             return self.fail_all(g.points, f"unsupported: {reason}")
         sensor = self._start_host()
         try:
-            self._run_points(sensor)
+            self._run_points(scenario, sensor)
         finally:
+            sensor.close()
+
+    def _run_own_engine(self, scenario: Any) -> None:
+        """A scenario that runs its own engine (a server): it starts it once for the group, measures
+        each point and stops it, also on error and Ctrl-C."""
+        g = self.group
+        self.device = g.device if g.device != "auto" else "cpu"
+        self.quality = Quality(note=f"not scored in the {scenario.name} scenario (the offline scenario scores perplexity)")
+        sensor = self._start_host()
+        try:
+            try:
+                self.engine_version = scenario.open(Session(g.spec, self.scheme, self.device, self.config.threads, sensor,
+                                                            lambda m: self.emit(("message", m))))
+            except UnsupportedError as e:
+                return self.fail_all(g.points, f"unsupported: {e}")
+            except EffbenchError:
+                raise  # an endpoint that is not there, or not an OpenAI server: the user's input
+            except Exception as e:  # noqa: BLE001 - an engine that cannot start must not end the sweep
+                return self.fail_all(g.points, f"engine failed: {type(e).__name__}: {first_line(e)}")
+            for p in g.points:
+                point = _scenario_point(p)
+                skip = scenario.skip_reason(point)
+                if skip:
+                    self.finish(p, self.record(p, error=skip))
+                    continue
+                self.emit(("started", p.config_id))
+                self.finish(p, self._measure(scenario, sensor, None, p))
+        finally:
+            scenario.close()
             sensor.close()
 
     def _start_host(self) -> EnergySensor:
@@ -147,7 +180,7 @@ class GroupWorker:
                                 "idle_baseline": idle}))
         return sensor
 
-    def _run_points(self, sensor: EnergySensor) -> None:
+    def _run_points(self, scenario: Any, sensor: EnergySensor) -> None:
         g, backend = self.group, self.backend
         assert backend is not None
         self.emit(("message", f"loading {g.spec.id} ({self.scheme.name}) on {self.device}"))
@@ -171,7 +204,6 @@ class GroupWorker:
             self.quality = perplexity(backend)
         else:
             self.quality = Quality(note="disabled (perplexity: false)")
-        scenario = create_scenario(self.config.scenario, self.config)
         dims = model_dims(g.spec)
         oom_at: dict[tuple, int] = {}
         try:
@@ -199,12 +231,16 @@ class GroupWorker:
         ctx = Context(engine=self.backend, loaded=loaded, sensor=sensor, idle_power_w=self.idle_power_w,
                       grid=self.group.grid, on_repeat=lambda n: self.emit(("repeat", p.config_id, n)))
         try:
-            sections = scenario.measure(Point(p.batch_size, p.prompt_tokens, p.new_tokens, p.prompt_set), ctx)
+            sections = scenario.measure(_scenario_point(p), ctx)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001
             return self.record(p, error=config_error(self.backend, e))
         return self.record(p, **sections)
+
+
+def _scenario_point(p: ConfigPoint) -> Point:
+    return Point(p.batch_size, p.prompt_tokens, p.new_tokens, p.prompt_set, rate=p.rate, concurrency=p.concurrency)
 
 
 def run_group(group: GroupSpec, emit: Sink) -> None:

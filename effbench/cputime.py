@@ -1,0 +1,26 @@
+"""CPU seconds of a process tree (a leaf: the estimate sensor and the interference probe both need
+to count a serving engine's processes as the workload)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import psutil
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of each process in ``pids`` and its live children (a server's workers);
+    processes that are gone count nothing."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+    return total

@@ -1,0 +1,88 @@
+"""What a serving point's requests add up to: latency distributions, achieved rate, goodput at the
+SLO, and whether the engine kept up with the offered load."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+from effbench.scenarios.serving.client import Result
+from effbench.stats import percentile, percentile_ci95
+
+QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+# The engine is saturated when it serves less than this share of the offered rate ...
+SATURATION_RATE_SHARE = 0.9
+# ... or its queue grows: the last third of requests waits this much longer for a first token
+# than the first third, and at least MIN_QUEUE_GROWTH_S longer (a few ms is jitter, not a queue).
+QUEUE_GROWTH_RATIO = 2.0
+MIN_QUEUE_GROWTH_S = 0.25
+
+
+def distribution_ms(seconds: Sequence[float]) -> Optional[dict[str, Any]]:
+    """p50/p90/p95/p99/mean in milliseconds, with n and each percentile's 95% interval."""
+    if not seconds:
+        return None
+    ms = [s * 1000.0 for s in seconds]
+    out: dict[str, Any] = {k: percentile(ms, q) for k, q in QUANTILES.items()}
+    out["mean"] = sum(ms) / len(ms)
+    out["n"] = len(ms)
+    out["ci95"] = {k: list(ci) for k, q in QUANTILES.items() if (ci := percentile_ci95(ms, q)) is not None}
+    return out
+
+
+def meets_slo(r: Result, ttft_ms: Optional[float], tpot_ms: Optional[float]) -> bool:
+    if not r.ok:
+        return False
+    if ttft_ms is not None and (r.ttft_s is None or r.ttft_s * 1000 > ttft_ms):
+        return False
+    if tpot_ms is not None and r.tpot_s is not None and r.tpot_s * 1000 > tpot_ms:
+        return False
+    return True
+
+
+def queue_grows(measured: list[Result]) -> bool:
+    """TTFT rising through the point: requests are waiting behind an ever longer queue."""
+    ok = sorted((r for r in measured if r.ok), key=lambda r: r.start)
+    if len(ok) < 9:
+        return False
+    third = len(ok) // 3
+    first = percentile([r.ttft_s for r in ok[:third]], 0.5)  # type: ignore[misc]
+    last = percentile([r.ttft_s for r in ok[-third:]], 0.5)  # type: ignore[misc]
+    return last > QUEUE_GROWTH_RATIO * first and last - first > MIN_QUEUE_GROWTH_S
+
+
+def summarize_point(measured: list[Result], span_s: float, offered_rate: Optional[float],
+                    slo_ttft_ms: Optional[float], slo_tpot_ms: Optional[float]) -> dict[str, Any]:
+    """The ``serving`` fields measured from one point's measured (non-warm-up) requests; ``span_s``
+    is from the first measured send to the last measured response."""
+    ok = [r for r in measured if r.ok]
+    out_tokens = sum(r.tokens for r in ok)
+    achieved = len(ok) / span_s if span_s > 0 else None
+    good = [r for r in ok if meets_slo(r, slo_ttft_ms, slo_tpot_ms)]
+    errors: dict[str, int] = {}
+    for r in measured:
+        if not r.ok:
+            key = r.error or "failed"
+            errors[key] = errors.get(key, 0) + 1
+    behind = (offered_rate is not None and math.isfinite(offered_rate) and achieved is not None
+              and achieved < SATURATION_RATE_SHARE * offered_rate)
+    growing = queue_grows(measured)
+    return {
+        "ttft_ms": distribution_ms([r.ttft_s for r in ok if r.ttft_s is not None]),
+        "tpot_ms": distribution_ms([r.tpot_s for r in ok if r.tpot_s is not None]),
+        "itl_ms": distribution_ms([g for r in ok for g in r.itl_s]),
+        "e2e_ms": distribution_ms([r.e2e_s for r in ok if r.e2e_s is not None]),
+        "completed": len(ok),
+        "failed": len(measured) - len(ok),
+        "errors": errors,
+        "achieved_rate": achieved,
+        "output_tokens": out_tokens,
+        "output_tokens_per_s": out_tokens / span_s if span_s > 0 else None,
+        "mean_output_tokens": out_tokens / len(ok) if ok else None,
+        "mean_prompt_tokens": sum(r.prompt_tokens for r in ok) / len(ok) if ok else None,
+        "goodput": len(good) / span_s if span_s > 0 and (slo_ttft_ms is not None or slo_tpot_ms is not None) else None,
+        "slo_attainment": len(good) / len(measured) if measured else None,
+        "saturated": bool(behind or growing),
+        "saturation_reason": ("achieved rate below 90% of the offered rate" if behind else
+                              "time to first token grew through the point (queue growing)" if growing else None),
+        "client_lag_ms_max": max((r.client_lag_s for r in measured), default=0.0) * 1000,
+    }
