@@ -63,8 +63,10 @@ def summarize_point(measured: list[Result], span_s: float, offered_rate: Optiona
         if not r.ok:
             key = r.error or "failed"
             errors[key] = errors.get(key, 0) + 1
-    behind = (offered_rate is not None and math.isfinite(offered_rate) and achieved is not None
-              and achieved < SATURATION_RATE_SHARE * offered_rate)
+    # Keeping up means answering, well or with an error: failures are counted apart (failed, errors).
+    answered = len(measured) / span_s if span_s > 0 else None
+    behind = (offered_rate is not None and math.isfinite(offered_rate) and answered is not None
+              and answered < SATURATION_RATE_SHARE * offered_rate)
     growing = queue_grows(measured)
     return {
         "ttft_ms": distribution_ms([r.ttft_s for r in ok if r.ttft_s is not None]),

@@ -1,0 +1,108 @@
+"""A trivial OpenAI-compatible streaming server on loopback: answers /v1/models and streams
+``tokens`` chunks per /v1/completions after ``ttft_s``, ``itl_s`` apart. It measures effbench's own
+client (benchmarks/serving_client.py) and lets tests inject faults (HTTP errors every Nth request,
+a server that is not OpenAI, one that dies mid-point). It is never a stand-in for a real engine."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+
+
+@dataclass
+class StubBehaviour:
+    ttft_s: float = 0.0
+    itl_s: float = 0.0
+    tokens: int = 8
+    fail_every: int = 0  # every Nth completion answers HTTP 500 (0: never)
+    reject_fields: tuple[str, ...] = ("ignore_eos", "min_tokens")  # 422, as transformers serve does
+    openai: bool = True  # False: every path answers an HTML page
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client closing its keep-alive connections is not an error worth a traceback
+
+
+class StubServer:
+    def __init__(self, behaviour: Optional[StubBehaviour] = None, host: str = "127.0.0.1") -> None:
+        self.behaviour = behaviour or StubBehaviour()
+        self.count = 0
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                b = stub.behaviour
+                if not b.openai:
+                    return self._send(200, b"<html>not an API</html>", "text/html")
+                if self.path.rstrip("/") in ("/v1/models",):
+                    return self._send(200, json.dumps({"object": "list", "data": [{"id": "stub"}]}).encode())
+                if self.path == "/health":
+                    return self._send(200, b"{}")
+                self._send(404, b"{}")
+
+            def do_POST(self) -> None:
+                b = stub.behaviour
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                if not b.openai:
+                    return self._send(200, b"<html>not an API</html>", "text/html")
+                rejected = [f for f in b.reject_fields if f in body]
+                if rejected:
+                    return self._send(422, json.dumps({"detail": f"Unexpected fields in the request: {rejected}"}).encode())
+                with stub._lock:
+                    stub.count += 1
+                    n = stub.count
+                if b.fail_every and n % b.fail_every == 0:
+                    return self._send(500, b'{"error": "injected failure"}')
+                tokens = min(int(body.get("max_tokens") or b.tokens), b.tokens) if "min_tokens" not in body else int(body["max_tokens"])
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                time.sleep(b.ttft_s)
+                for i in range(tokens):
+                    if i:
+                        time.sleep(b.itl_s)
+                    self._chunk({"choices": [{"index": 0, "text": f" w{i}"}]})
+                self._chunk({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": tokens}})
+                self._raw(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+
+            def _chunk(self, obj: dict) -> None:
+                self._raw(f"data: {json.dumps(obj)}\n\n".encode())
+
+            def _raw(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        self.httpd = _QuietServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "StubServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,207 @@
+"""The serving scenario: arrivals, latency statistics, goodput and saturation against known truth;
+the client against a loopback stub with known delays and injected faults; and a real engine
+(`transformers serve` with continuous batching on the bundled model) driven through the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_one_line_error, run_effbench
+from effbench.scenarios.serving.client import Client, Request, Result
+from effbench.scenarios.serving.load import Load, arrival_offsets, run_point
+from effbench.scenarios.serving.metrics import queue_grows, summarize_point
+from effbench.scenarios.serving.stub import StubBehaviour, StubServer
+from effbench.stats import percentile, percentile_ci95
+
+httpx = pytest.importorskip("httpx")
+
+
+# -- arrivals and statistics --------------------------------------------------------------------
+def test_poisson_arrivals_offer_the_rate_and_constant_ones_are_evenly_spaced():
+    offsets = arrival_offsets(4.0, "poisson", 4001, seed=1)
+    assert offsets == sorted(offsets) and offsets[0] == 0.0
+    assert 4000 / offsets[-1] == pytest.approx(4.0, rel=0.05)
+    gaps = [b - a for a, b in zip(offsets, offsets[1:])]
+    mean = sum(gaps) / len(gaps)
+    cv = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
+    assert cv == pytest.approx(1.0, abs=0.06)  # exponential gaps: standard deviation = mean
+    assert arrival_offsets(4.0, "poisson", 50, seed=1) == arrival_offsets(4.0, "poisson", 50, seed=1)
+    assert arrival_offsets(2.0, "constant", 4, seed=0) == [0.0, 0.5, 1.0, 1.5]
+    assert arrival_offsets(math.inf, "poisson", 3, seed=0) == [0.0, 0.0, 0.0]
+
+
+def test_percentiles_match_numpy_and_their_intervals_cover_the_true_quantile():
+    np = pytest.importorskip("numpy")
+    rng = random.Random(3)
+    xs = [rng.expovariate(1.0) for _ in range(101)]
+    for q in (0.5, 0.9, 0.95, 0.99):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q * 100)))
+    true_p90 = -math.log(0.1)  # exponential(1)
+    covered = 0
+    for trial in range(400):
+        sample = [rng.expovariate(1.0) for _ in range(200)]
+        lo, hi = percentile_ci95(sample, 0.9)
+        covered += lo <= true_p90 <= hi
+    assert 0.92 <= covered / 400 <= 0.99
+    assert percentile_ci95([1.0, 2.0, 3.0], 0.99) is None  # too few values to bound a p99
+
+
+def _result(i: int, start: float, ttft: float, itl: float, tokens: int, error: str | None = None) -> Result:
+    r = Result(i, False, start, start=start, prompt_tokens=8, error=error)
+    if error is None:
+        r.chunk_times = [start + ttft + k * itl for k in range(tokens)]
+        r.end = r.chunk_times[-1]
+        r.output_tokens = tokens
+        r.text = "x" * tokens
+    else:
+        r.end = start
+    return r
+
+
+def test_goodput_counts_only_requests_meeting_every_slo():
+    results = [_result(0, 0.0, 0.050, 0.010, 11), _result(1, 1.0, 0.200, 0.010, 11),  # TTFT over 100 ms
+               _result(2, 2.0, 0.050, 0.030, 11), _result(3, 3.0, 0.050, 0.010, 11),  # TPOT over 20 ms
+               _result(4, 3.5, 0, 0, 0, error="HTTP 500: boom")]
+    s = summarize_point(results, span_s=4.0, offered_rate=1.25, slo_ttft_ms=100, slo_tpot_ms=20)
+    assert s["completed"] == 4 and s["failed"] == 1 and s["errors"] == {"HTTP 500: boom": 1}
+    assert s["goodput"] == pytest.approx(2 / 4.0) and s["slo_attainment"] == pytest.approx(2 / 5)
+    assert s["ttft_ms"]["p50"] == pytest.approx(50.0) and s["tpot_ms"]["p50"] == pytest.approx(10.0)
+    assert s["itl_ms"]["n"] == 40 and s["e2e_ms"]["mean"] == pytest.approx((150 + 300 + 350 + 150) / 4)
+    assert s["achieved_rate"] == pytest.approx(1.0) and s["output_tokens_per_s"] == pytest.approx(44 / 4.0)
+    assert not s["saturated"]
+    no_slo = summarize_point(results, 4.0, 1.25, None, None)
+    assert no_slo["goodput"] is None
+
+
+def test_saturation_is_a_rate_the_engine_falls_behind_or_a_growing_queue():
+    steady = [_result(i, i * 0.5, 0.05, 0.01, 5) for i in range(12)]
+    assert not summarize_point(steady, 6.0, 2.0, None, None)["saturated"]
+    behind = summarize_point(steady, 6.0, 4.0, None, None)  # 2 served of 4 offered per second
+    assert behind["saturated"] and "below 90%" in behind["saturation_reason"]
+    queue = [_result(i, i * 0.5, 0.05 + 0.3 * i, 0.01, 5) for i in range(12)]
+    assert queue_grows(queue) and "queue" in summarize_point(queue, 6.0, math.inf, None, None)["saturation_reason"]
+
+
+# -- the client, against a stub with known timing -------------------------------------------------
+class _NoWindow:
+    def stop(self) -> None:
+        return None
+
+
+def _run(url: str, load: Load, max_tokens: int = 6, force: bool = False):
+    return run_point(lambda: Client(url, "stub", 10, force_length=force), load,
+                     lambda i, w: Request(i, "hello", 4, max_tokens, w), _NoWindow, budget_s=60)
+
+
+def test_client_timestamps_match_the_servers_known_delays():
+    with StubServer(StubBehaviour(ttft_s=0.05, itl_s=0.02, tokens=6)) as srv:
+        run = _run(srv.url, Load(concurrency=2, requests=6, warmup_requests=1))
+    measured = [r for r in run.results if not r.warmup]
+    assert len(measured) == 6 and all(r.ok for r in measured)
+    for r in measured:
+        assert 0.05 <= r.ttft_s < 0.05 + 0.04  # the client adds little
+        assert r.tokens == 6 and r.usage_completion_tokens == 6
+        # Each gap jitters with scheduling (a late read shortens the next gap); their mean cannot.
+        assert 0.02 <= sum(r.itl_s) / len(r.itl_s) < 0.02 + 0.01 and max(r.itl_s) < 0.08
+        assert r.tpot_s == pytest.approx(0.02, abs=0.01)
+    assert run.max_in_flight == 2
+
+
+def test_a_server_that_refuses_forced_lengths_gets_422_and_errors_mid_run_are_counted():
+    with StubServer(StubBehaviour(tokens=4, fail_every=3)) as srv:
+        forced = _run(srv.url, Load(rate=50.0, requests=1), force=True)
+        assert forced.results[0].error.startswith("HTTP 422")
+        run = _run(srv.url, Load(rate=100.0, arrival="constant", requests=9))
+    failed = [r for r in run.results if not r.ok]
+    assert len(run.results) == 9 and len(failed) == 3
+    assert all(r.error.startswith("HTTP 500") for r in failed)
+
+
+# -- through the CLI, against the stub ------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SWEEP = ["run", "--scenario", "serving", "--requests", "6", "--new-tokens", "4", "--prompt-tokens", "16",
+         "--sensor", "none", "--idle-s", "0", "--quiet"]
+
+
+def test_a_sweep_against_an_endpoint_records_failures_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    with StubServer(StubBehaviour(ttft_s=0.01, itl_s=0.005, tokens=4, fail_every=4)) as srv:
+        p = run_effbench(*SWEEP, "--endpoint", srv.url, "--rates", "20,40", "--slo-ttft-ms", "500", "--out", str(out))
+        assert p.returncode == 0, p.stderr
+        records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert [r["serving"]["rate"] for r in records] == [20.0, 40.0]
+        for r in records:
+            s = r["serving"]
+            assert r["error"] is None and r["backend"]["name"] == "endpoint"
+            assert s["requests"] == 6 and s["failed"] >= 1 and s["completed"] + s["failed"] == 6
+            assert s["engine"]["managed"] is False and s["engine"]["model"] == "stub"
+            assert s["output_length"].startswith("not forced")
+            assert set(s["ttft_ms"]) >= {"p50", "p90", "p95", "p99", "mean"} and s["goodput"] is not None
+        again = run_effbench(*SWEEP, "--endpoint", srv.url, "--rates", "20,40", "--out", str(out), "--resume")
+        assert again.returncode == 0 and len((out / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_bad_serving_inputs_fail_in_seconds_with_one_line(tmp_path):
+    t0 = time.monotonic()
+    port = _free_port()
+    assert_one_line_error(run_effbench(*SWEEP, "--endpoint", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "a")),
+                          "does not answer")
+    with StubServer(StubBehaviour(openai=False)) as srv:
+        assert_one_line_error(run_effbench(*SWEEP, "--endpoint", srv.url, "--out", str(tmp_path / "b")),
+                              "not an OpenAI-compatible server")
+    assert_one_line_error(run_effbench(*SWEEP, "--rates", "-2", "--out", str(tmp_path / "c")), "must be > 0")
+    assert_one_line_error(run_effbench(*SWEEP, "--rates", "fast", "--out", str(tmp_path / "d")), "not a number")
+    assert_one_line_error(run_effbench(*SWEEP, "--rates", "inf", "--out", str(tmp_path / "e"), "--requests", "0"))
+    assert_one_line_error(run_effbench(*SWEEP, "--out", str(tmp_path / "f"), "--slo-ttft-ms"), "--slo-ttft-ms")
+    assert_one_line_error(run_effbench(*SWEEP, "--engine", "vlm", "--out", str(tmp_path / "g")), "did you mean 'vllm'")
+    assert_one_line_error(run_effbench(*SWEEP, "--endpoint", "localhost:8000", "--out", str(tmp_path / "h")), "http(s) URL")
+    assert time.monotonic() - t0 < 90
+    assert not any((tmp_path / d / "results.jsonl").exists() for d in "abcdefgh")
+
+
+# -- a real engine: transformers serve with continuous batching -----------------------------------
+def _engine_processes() -> list:
+    import psutil
+
+    me = psutil.Process()
+    return [p for p in me.children(recursive=True) if "serve" in " ".join(p.cmdline())]
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("fastapi"), reason="transformers[serving] not installed")
+def test_transformers_serve_two_rate_sweep_on_the_bundled_model(tmp_path):
+    out = tmp_path / "run"
+    p = run_effbench("run", "--scenario", "serving", "--engine", "transformers", "--rates", "1,2", "--requests", "6",
+                     "--new-tokens", "8", "--prompt-tokens", "32", "--threads", "1", "--sensor", "estimate",
+                     "--idle-s", "0", "--slo-ttft-ms", "2000", "--out", str(out), "--quiet", timeout=600)
+    assert p.returncode == 0, p.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["serving"]["rate"] for r in records] == [1.0, 2.0]
+    for r in records:
+        s, e = r["serving"], r["energy"]
+        assert r["error"] is None, r["error"]
+        assert s["engine"]["managed"] and s["engine"]["name"] == "transformers"
+        assert "--continuous-batching" in s["engine"]["args"] and "127.0.0.1" in s["engine"]["args"]
+        assert r["backend"]["version"].startswith("transformers ")
+        assert s["completed"] == 6 and s["failed"] == 0
+        assert s["mean_prompt_tokens"] == 32  # the server's usage agrees with the prompt we built
+        assert 1 <= s["mean_output_tokens"] <= 8 and s["usage_mismatches"] == 0
+        assert s["token_count"] == "the model's tokenizer"
+        assert 0 < s["ttft_ms"]["p50"] <= s["ttft_ms"]["p95"] <= s["ttft_ms"]["p99"]
+        assert s["tpot_ms"]["mean"] > 0 and s["achieved_rate"] > 0
+        assert e["status"] == "estimated" and e["joules_per_request"] > 0 and e["confidence"] == 0.95
+        assert "engine's CPU utilisation" in e["basis"]  # the server's CPU time is counted
+        assert r["stats"]["interference"] is False  # the engine is not interference
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["scenario"] == "serving"
+    assert _engine_processes() == []  # stopped
