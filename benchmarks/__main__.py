@@ -32,6 +32,12 @@ def _launcher_overhead(args: argparse.Namespace) -> None:
     launcher_overhead.main(args.rest)
 
 
+def _serving_load(args: argparse.Namespace) -> None:
+    from benchmarks import serving_load
+
+    serving_load.main(args.rest)
+
+
 def _cpu_sweep(args: argparse.Namespace) -> None:
     from benchmarks.sweeps import cpu_sweep
 
@@ -57,6 +63,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], None]] = {
     "runner-overhead": _runner_overhead,
     "time-to-result": _time_to_result,
     "launcher-overhead": _launcher_overhead,
+    "serving-load": _serving_load,
 }
 
 

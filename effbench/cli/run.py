@@ -95,6 +95,39 @@ def summary_table(records: list[Record], title: str) -> Table:
     return table
 
 
+def _load_cell(r: Record) -> str:
+    s = r.serving
+    if s is None:
+        return str(r.workload.batch_size)
+    if s.concurrency is not None:
+        return f"{s.concurrency} users"
+    return f"{s.rate}/s" if s.rate != "inf" else "inf"
+
+
+def serving_table(records: list[Record], title: str) -> Table:
+    """One row per load point of a serving sweep: what a planner reads off a replica."""
+    table = Table(title=title)
+    cols = ["model", "scheme", "offered", "achieved req/s", "out tok/s", "TTFT p50 ms", "TTFT p95 ms",
+            "TPOT p50 ms", "TPOT p95 ms", "goodput req/s", "J/request", "failed", "note"]
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("model", "scheme", "note") else "right")
+    for r in records:
+        s, e = r.serving, r.energy
+        ttft, tpot = (s.ttft_ms, s.tpot_ms) if s else (None, None)
+        mark = {"measured": "", "estimated": "~"}.get(e.status, "?")
+        note = r.error or (f"saturated: {s.saturation_reason}" if s and s.saturated else "")
+        table.add_row(
+            cell(r.model.id), cell(r.quantization.scheme), _load_cell(r),
+            fmt(s.achieved_rate if s else None, 2), fmt(s.output_tokens_per_s if s else None),
+            fmt(ttft.p50 if ttft else None, 1), fmt(ttft.p95 if ttft else None, 1),
+            fmt(tpot.p50 if tpot else None, 1), fmt(tpot.p95 if tpot else None, 1),
+            fmt(s.goodput if s else None, 2),
+            f"{mark}{e.joules_per_request:,.2f}" if e.joules_per_request is not None else "-",
+            str(s.failed) if s and s.failed is not None else "-", cell(note),
+        )
+    return table
+
+
 def run_command(
     config: Optional[Path] = typer.Argument(None, help="YAML sweep file; its keys are these options' names with underscores.", show_default=False),
     model: Optional[str] = typer.Option(None, "--model", "-m", help=f"Model: 'smollm2-135m' (bundled), a checkpoint dir, a .gguf file or a hub id; {LIST_HELP}. {_d('model')}", show_default=False),
@@ -156,10 +189,13 @@ def run_command(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=quiet) as progress:
         result = sweep.run(_ProgressObserver(progress))
-    out.print(summary_table(result.records, f"effbench run {result.run_id}"))
+    serving = any(r.serving is not None for r in result.records) or sweep.config.scenario == "serving"
+    table = serving_table if serving else summary_table
+    out.print(table(result.records, f"effbench run {result.run_id}"))
     estimated = any(r.energy.status == "estimated" for r in result.records)
     if estimated:
-        out.print("~ tok/J is estimated (TDP x utilisation), not measured; see energy.basis in the records.", style="dim")
+        what = "J/request" if serving else "tok/J"
+        out.print(f"~ {what} is estimated (TDP x utilisation), not measured; see energy.basis in the records.", style="dim")
     out.print(cell(f"results: {result.path / 'results.jsonl'}"))
     if result.records and all(r.error for r in result.records):
         from effbench.errors import EffbenchError

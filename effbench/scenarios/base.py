@@ -72,6 +72,10 @@ class Scenario(ABC):
         """The load axis of a group, as ``ConfigPoint`` fields; offline: the batch sizes, smallest first."""
         return [{"batch_size": b} for b in sorted(config.batch_sizes)]
 
+    @classmethod
+    def check(cls, config: Any) -> None:
+        """Fail fast, before the run directory is touched: libraries missing, an engine unreachable."""
+
     def __init__(self, config: Any) -> None:
         self.config = config
 

@@ -71,6 +71,7 @@ class Sweep:
                           for t in config.targets} or {"": create_launcher(config.launcher, config.launcher_opt, self.store.path)}
         self.local = all(launcher.local for launcher in self.launchers.values())
         self.scenario = scenario_class(config.scenario)
+        self.scenario.check(config)
         self.devices = {b: config.device for b in self.scenario.backends(config)}
         self.detected: Optional[Detected] = None
         self.profile: Optional[str] = config.hardware

@@ -58,6 +58,15 @@ class ServingScenario(Scenario):
             return [{"batch_size": c, "concurrency": c} for c in s.concurrency]
         return [{"batch_size": 1, "rate": r} for r in s.rates]
 
+    @classmethod
+    def check(cls, config: Any) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("httpx") is None:
+            raise EffbenchError("the serving scenario needs httpx; pip install 'effbench[serving]'")
+        if config.serving.endpoint:
+            check_endpoint(config.serving.endpoint)  # one line within seconds, before anything is written
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.s = config.serving
