@@ -296,6 +296,65 @@ def bench_launcher() -> str:
             f"two launchers {agree}.")
 
 
+SERVING_LOAD = "benchmarks/results/intel-r-xeon-r-processor/serving_load.json"
+RUNNER_OVERHEAD_INTEL = "benchmarks/results/intel-r-xeon-r-processor/runner_overhead.json"
+
+
+def _ms(v: Optional[float]) -> str:
+    return f"{v:,.0f}" if v is not None else "-"
+
+
+def bench_serving() -> str:
+    d = _json(SERVING_LOAD)
+    c, e = d["client"], d["engine"]
+    client_rows = "\n".join(
+        f"| {r['offered_rate']:g} | {r['achieved_rate']:.1f} | {r['ttft_ms_p50']:.1f} | {r['ttft_ms_p95']:.1f} | "
+        f"{r['client_lag_ms_max']:.1f} | {'yes' if r['saturated'] else 'no'} |" for r in c["rows"])
+    engine_rows = []
+    for r in e["rows"]:
+        if r.get("error"):
+            engine_rows.append(f"| {r.get('rate') or '-'} | {r['error']} |||||||")
+            continue
+        mark = "~" if r["energy_status"] == "estimated" else ""
+        engine_rows.append(
+            f"| {r['rate']:g} | {r['achieved_rate']:.2f} | {_ms(r['ttft_ms_p50'])} / {_ms(r['ttft_ms_p95'])} | "
+            f"{_ms(r['tpot_ms_p50'])} / {_ms(r['tpot_ms_p95'])} | {r['goodput']:.2f} | "
+            f"{mark}{r['joules_per_request']:.1f} ± {r['uncertainty_rel']:.0%} | {r['energy_status']} ({r['sensor']}) | "
+            f"{'yes: ' + r['saturation_reason'] if r['saturated'] else 'no'} |")
+    return (f"On {d['hardware']} (`python -m benchmarks run serving-load`; from `{SERVING_LOAD}`).\n\n"
+            f"**The client's own cost**: against effbench's loopback stub server (`effbench/scenarios/serving/stub.py`), "
+            f"which streams {c['stub_tokens']} chunks at once, {c['requests_per_point']} requests per rate, constant "
+            "arrivals. The stub shares the two cores, so these are lower bounds for the client alone.\n\n"
+            "| offered req/s | achieved req/s | TTFT p50 ms | TTFT p95 ms | client lag max ms | saturated |\n"
+            "|---:|---:|---:|---:|---:|---|\n" + client_rows + "\n\n"
+            f"It sustains about {c['sustained_rate']:.0f} requests/s and adds a few ms to TTFT, "
+            f"{c['sustained_rate'] / max(r.get('achieved_rate') or 0 for r in e['rows']):.0f}x the highest rate the CPU "
+            "engine below achieved, so it is not the bottleneck in these measurements.\n\n"
+            f"**The CPU engine**: `transformers serve --continuous-batching` on the bundled SmolLM2-135M (fp32, "
+            f"{e['threads']} threads), {e['requests_per_point']} measured requests per rate (2 warm-up), "
+            f"{e['prompt_tokens']} prompt tokens, up to {e['new_tokens']} new tokens (not forced: the server refuses "
+            f"ignore_eos), poisson arrivals, SLO TTFT {e['slo']['ttft_ms']} ms and TPOT {e['slo']['tpot_ms']} ms "
+            f"(run directory `{e['run_dir']}`):\n\n"
+            "| offered req/s | achieved req/s | TTFT p50 / p95 ms | TPOT p50 / p95 ms | goodput req/s | J/request (± 95%) | energy | saturated |\n"
+            "|---:|---:|---:|---:|---:|---:|---|---|\n" + "\n".join(engine_rows) + "\n\n"
+            "`~`: estimated (TDP x the CPU utilisation of effbench and the engine's processes), not measured: this VM "
+            "exposes no RAPL.")
+
+
+def bench_runner_intel() -> str:
+    d = _json(RUNNER_OVERHEAD_INTEL)
+    rows = "\n".join(
+        f"| {bs} | {c['effbench_decode_tps_median']:.1f} | {c['bare_decode_tps_median']:.1f} | {c['overhead_rel']:+.1%} | "
+        f"{c['paired_overhead_min']:+.1%} to {c['paired_overhead_max']:+.1%} | {c['bare_spread_rel']:.0%} |"
+        for bs, c in d["batches"].items())
+    return (f"Re-measured after the scenario/launcher refactor, on {d['hardware']} (`{RUNNER_OVERHEAD_INTEL}`):\n\n"
+            "| batch | effbench decode tok/s | bare decode tok/s | overhead | per-round range | bare spread |\n"
+            "|---:|---:|---:|---:|---:|---:|\n" + rows + "\n\n"
+            + ("Each difference lies inside the machine's own round-to-round spread: no runner overhead is resolvable here."
+               if all(abs(c["overhead_rel"]) <= c["bare_spread_rel"] for c in d["batches"].values()) else
+               "At least one difference exceeds the machine's round-to-round spread: a resolvable overhead."))
+
+
 def bench_findings() -> str:
     ro = _json(f"{MACHINE}/runner_overhead.json")
     so = _json(f"{MACHINE}/sensor_overhead.json")
@@ -626,6 +685,8 @@ BLOCKS = [
     Block("benchmarks/README.md", "bench-quant-ratios", (QUANT_SWEEP,), bench_quant_ratios),
     Block("benchmarks/README.md", "bench-llamacpp", (f"{MACHINE}/llamacpp_overhead.json",), bench_llamacpp),
     Block("benchmarks/README.md", "bench-launcher", (LAUNCHER_OVERHEAD,), bench_launcher),
+    Block("benchmarks/README.md", "bench-serving", (SERVING_LOAD,), bench_serving),
+    Block("benchmarks/README.md", "bench-runner-intel", (RUNNER_OVERHEAD_INTEL,), bench_runner_intel),
     Block("benchmarks/README.md", "bench-findings", (MACHINE,), bench_findings),
     Block("docs/publish-an-efficiency-result.md", "publish-setup", (CPU_SWEEP,), publish_setup),
     Block("docs/publish-an-efficiency-result.md", "publish-table", (CPU_SWEEP,), publish_table),

@@ -143,6 +143,7 @@ class PlanOption:
     projected_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
     random_weights: bool = False  # an architecture-only model: its speed, memory and energy only mean something
+    serving_load: Optional[str] = None  # a serving record's offered load ("rate 2/s", "8 users")
     rank: int = 0
 
 
@@ -162,6 +163,11 @@ class Plan:
 
 # -- arithmetic ---------------------------------------------------------------------------------
 def capacity_tokens_per_s(record: Record, demand: Demand) -> Optional[float]:
+    s = record.serving
+    if s is not None:  # a replica under load: what it served, as requests of the demand's length or as tokens
+        if demand.requests_per_s is not None:
+            return s.achieved_rate * demand.output_tokens if s.achieved_rate else None  # type: ignore[operator]
+        return s.output_tokens_per_s
     t = record.throughput
     if demand.requests_per_s is None:
         return t.e2e_tokens_per_s or t.decode_tokens_per_s
@@ -172,6 +178,8 @@ def capacity_tokens_per_s(record: Record, demand: Demand) -> Optional[float]:
 
 
 def ttft_ms(record: Record, demand: Demand) -> Optional[float]:
+    if record.serving is not None:  # an SLO is a tail: the p95 of the requests served
+        return record.serving.ttft_ms.p95 if record.serving.ttft_ms else None
     t = record.throughput
     if demand.requests_per_s is None:
         return t.ttft_s * 1000 if t.ttft_s is not None else None
@@ -180,8 +188,23 @@ def ttft_ms(record: Record, demand: Demand) -> Optional[float]:
     return record.workload.batch_size * demand.prompt_tokens / t.prefill_tokens_per_s * 1000  # type: ignore[operator]
 
 
+def tpot_ms(record: Record) -> Optional[float]:
+    if record.serving is not None:
+        return record.serving.tpot_ms.p95 if record.serving.tpot_ms else None
+    return record.throughput.tpot_s * 1000 if record.throughput.tpot_s is not None else None
+
+
+def serving_load(record: Record) -> Optional[str]:
+    s = record.serving
+    if s is None:
+        return None
+    return f"{s.concurrency} users" if s.concurrency is not None else f"rate {s.rate}/s"
+
+
 def power_w(record: Record, profile: Optional[HardwareProfile]) -> tuple[Optional[float], str]:
     e, t = record.energy, record.throughput
+    if record.serving is not None and e.status in ("measured", "estimated") and e.mean_power_w:
+        return e.mean_power_w, e.status
     if e.status in ("measured", "estimated") and e.joules_total and t.e2e_latency_s:
         return e.joules_total / t.e2e_latency_s, e.status
     if profile is not None and profile.tdp_w:
@@ -199,11 +222,13 @@ def build_option(record: Record, hw_id: str, profile: Optional[HardwareProfile],
                  basis: str = "measured", projected_from: Optional[str] = None, notes: Sequence[str] = ()) -> tuple[Optional[PlanOption], str]:
     """One option, or (None, why it is excluded)."""
     demand = req.demand
+    if record.serving is not None and record.serving.saturated:
+        return None, f"saturated at {serving_load(record)} ({record.serving.saturation_reason})"
     cap = capacity_tokens_per_s(record, demand)
     if not cap:
         return None, "no throughput for this load form"
     first = ttft_ms(record, demand)
-    tpot = record.throughput.tpot_s * 1000 if record.throughput.tpot_s is not None else None
+    tpot = tpot_ms(record)
     if req.max_ttft_ms is not None and (first is None or first > req.max_ttft_ms):
         return None, f"TTFT {first:,.0f} ms > {req.max_ttft_ms:g} ms" if first is not None else "TTFT unknown"
     if req.max_tpot_ms is not None and (tpot is None or tpot > req.max_tpot_ms):
@@ -227,6 +252,9 @@ def build_option(record: Record, hw_id: str, profile: Optional[HardwareProfile],
         all_notes.append(f"measured at {record.workload.prompt_tokens}/{record.workload.new_tokens} prompt/new tokens; rates applied to {demand.prompt_tokens}/{demand.output_tokens}")
     if record.stats.interference:
         all_notes.append("measured on a busy machine")
+    if record.serving is not None:
+        all_notes.append(f"serving: one replica at {serving_load(record)}, p95 TTFT/TPOT; capacity = the highest load "
+                         "measured that meets the limits")
     if price is None:
         all_notes.append(f"no price: pass --price {hw_id}=USD_PER_HOUR")
     return PlanOption(
@@ -239,7 +267,7 @@ def build_option(record: Record, hw_id: str, profile: Optional[HardwareProfile],
         kg_co2e_per_month=kwh * req.grid_g_per_kwh / 1000 if kwh is not None else None,
         memory_gb=mem, peak_memory_gb=peak / 1e9 if peak is not None else None, memory_headroom_gb=headroom,
         price_source=profile.price_source if profile else None, projected_from=projected_from, notes=all_notes,
-        random_weights=random_weights,
+        random_weights=random_weights, serving_load=serving_load(record),
     ), ""
 
 
@@ -312,6 +340,22 @@ def load_records(dirs: Sequence[str | Path]) -> list[Record]:
     return [r for run in load_runs(dirs) for r in run.records]
 
 
+def _best_serving_load(options: list[PlanOption], excluded: list[str]) -> tuple[list[PlanOption], list[str]]:
+    """A serving replica is one option: the highest measured load that meets the limits (its capacity);
+    its lower loads are the same replica, less used."""
+    best: dict[tuple, PlanOption] = {}
+    for o in options:
+        if o.serving_load is None:
+            continue
+        key = (o.hardware, o.basis, o.model, o.backend, o.scheme)
+        if key not in best or o.capacity_tokens_per_s > best[key].capacity_tokens_per_s:
+            best[key] = o
+    keep = [o for o in options if o.serving_load is None or best.get((o.hardware, o.basis, o.model, o.backend, o.scheme)) is o]
+    dropped = [f"{o.model} {o.scheme} {o.serving_load} on {o.hardware}: a higher load of the same replica meets the limits"
+               for o in options if o not in keep]
+    return keep, excluded + dropped
+
+
 def _rank_key(o: PlanOption) -> tuple:
     # Cheapest first; on equal cost, less energy, measured before projected, then lower TPOT.
     return (o.usd_per_month is None, o.usd_per_month or 0.0, o.kwh_per_month or 0.0, o.basis != "measured",
@@ -362,7 +406,7 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
         profile = resolved.of(r) or _catalog_profile(r, req.prices)
         hw_id = profile.id if profile else (r.hardware.profile or r.hardware.detected_name or "unknown")
         measured_ids.add(hw_id)
-        if profile is not None:
+        if profile is not None and r.serving is None:  # serving points are not roofline-projected
             cfg = (r.model.id, r.backend.name, r.quantization.scheme, r.workload.batch_size, r.workload.prompt_tokens, r.workload.new_tokens)
             measured.setdefault(cfg, []).append((r, profile))
         if wanted is not None and hw_id not in wanted:
@@ -385,6 +429,7 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
                     continue
                 opt, why = build_option(virtual, target.id, target, req, "projected", ref_profile.id, notes)
                 (options.append(opt) if opt else excluded.append(f"{what}: {why}"))
+    options, excluded = _best_serving_load(options, excluded)
     options.sort(key=_rank_key)
     for i, o in enumerate(options, 1):
         o.rank = i

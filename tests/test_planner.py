@@ -273,3 +273,33 @@ def test_cli_plan_uses_the_profile_stored_in_run_json(tmp_path):
     opts = json.loads(p.stdout)["options"]
     assert opts and {o["hardware"] for o in opts} == {"cpu-stored"} and {o["price_per_hour_usd"] for o in opts} == {0.5}
     assert all(o["random_weights"] is False for o in opts)
+
+
+# -- serving records: capacity per replica = the highest measured load meeting the SLO ------------
+def serving_record(rate: float, tokens_per_s: float, ttft_p95: float, tpot_p95: float, watts: float,
+                   saturated: bool = False) -> Record:
+    return record(config_id=f"s{rate}", workload={"batch_size": 1},
+                  serving={"rate": rate, "arrival": "poisson", "achieved_rate": tokens_per_s / 100,
+                           "output_tokens_per_s": tokens_per_s, "ttft_ms": {"p50": ttft_p95 / 2, "p95": ttft_p95},
+                           "tpot_ms": {"p50": tpot_p95 / 2, "p95": tpot_p95}, "saturated": saturated,
+                           "saturation_reason": "achieved rate below 90% of the offered rate" if saturated else None},
+                  energy={"status": "measured", "joules_total": watts * 10, "mean_power_w": watts})
+
+
+def test_serving_capacity_is_the_highest_rate_that_meets_the_slo_at_p95():
+    points = [serving_record(1, 100, 50, 20, 120), serving_record(2, 200, 80, 30, 150),
+              serving_record(4, 380, 400, 60, 190), serving_record(8, 390, 2000, 90, 200, saturated=True)]
+    p = plan(points, request(Demand(tokens_per_s=1000), max_ttft_ms=100))
+    (o,) = p.options
+    assert o.serving_load == "rate 2.0/s" and o.capacity_tokens_per_s == 200
+    assert o.replicas == 5 and (o.ttft_ms, o.tpot_ms) == (80, 30)  # p95s, not means
+    assert (o.power_w, o.power_basis) == (150, "measured")  # the point's steady-state mean power
+    assert any("TTFT 400 ms > 100 ms" in e for e in p.excluded)
+    assert any("saturated at rate 8.0/s" in e for e in p.excluded)
+    assert any("rate 1.0/s" in e and "higher load" in e for e in p.excluded)
+    # Without a TTFT limit the rate-4 point is the replica's capacity; saturated points never are.
+    (o4,) = plan(points, request(Demand(tokens_per_s=1000))).options
+    assert o4.serving_load == "rate 4.0/s" and o4.replicas == 3
+    # The requests form: achieved requests/s x the demand's output length.
+    (oreq,) = plan(points, request(Demand(requests_per_s=10, prompt_tokens=64, output_tokens=50), max_ttft_ms=100)).options
+    assert oreq.capacity_tokens_per_s == pytest.approx(2.0 * 50)

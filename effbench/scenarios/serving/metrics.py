@@ -50,13 +50,23 @@ def queue_grows(measured: list[Result]) -> bool:
     return last > QUEUE_GROWTH_RATIO * first and last - first > MIN_QUEUE_GROWTH_S
 
 
+def completion_rate(answered: list[Result], span_s: float) -> Optional[float]:
+    """Requests/s the engine answers: (n - 1) / (last answer - first answer). Unlike n / (first send
+    to last answer) it does not count the drain of the last requests as serving time, so a short
+    point of an engine that keeps up reads the offered rate, and a saturated one its service rate."""
+    ends = sorted(r.end for r in answered)
+    if len(ends) >= 2 and ends[-1] > ends[0]:
+        return (len(ends) - 1) / (ends[-1] - ends[0])
+    return len(ends) / span_s if ends and span_s > 0 else None
+
+
 def summarize_point(measured: list[Result], span_s: float, offered_rate: Optional[float],
                     slo_ttft_ms: Optional[float], slo_tpot_ms: Optional[float]) -> dict[str, Any]:
     """The ``serving`` fields measured from one point's measured (non-warm-up) requests; ``span_s``
     is from the first measured send to the last measured response."""
     ok = [r for r in measured if r.ok]
     out_tokens = sum(r.tokens for r in ok)
-    achieved = len(ok) / span_s if span_s > 0 else None
+    achieved = completion_rate(ok, span_s)
     good = [r for r in ok if meets_slo(r, slo_ttft_ms, slo_tpot_ms)]
     errors: dict[str, int] = {}
     for r in measured:
@@ -64,7 +74,7 @@ def summarize_point(measured: list[Result], span_s: float, offered_rate: Optiona
             key = r.error or "failed"
             errors[key] = errors.get(key, 0) + 1
     # Keeping up means answering, well or with an error: failures are counted apart (failed, errors).
-    answered = len(measured) / span_s if span_s > 0 else None
+    answered = completion_rate([r for r in measured if r.end], span_s)
     behind = (offered_rate is not None and math.isfinite(offered_rate) and answered is not None
               and answered < SATURATION_RATE_SHARE * offered_rate)
     growing = queue_grows(measured)
@@ -78,10 +88,10 @@ def summarize_point(measured: list[Result], span_s: float, offered_rate: Optiona
         "errors": errors,
         "achieved_rate": achieved,
         "output_tokens": out_tokens,
-        "output_tokens_per_s": out_tokens / span_s if span_s > 0 else None,
+        "output_tokens_per_s": achieved * out_tokens / len(ok) if achieved and ok else None,
         "mean_output_tokens": out_tokens / len(ok) if ok else None,
         "mean_prompt_tokens": sum(r.prompt_tokens for r in ok) / len(ok) if ok else None,
-        "goodput": len(good) / span_s if span_s > 0 and (slo_ttft_ms is not None or slo_tpot_ms is not None) else None,
+        "goodput": (achieved or 0.0) * len(good) / len(ok) if ok and (slo_ttft_ms is not None or slo_tpot_ms is not None) else None,
         "slo_attainment": len(good) / len(measured) if measured else None,
         "saturated": bool(behind or growing),
         "saturation_reason": ("achieved rate below 90% of the offered rate" if behind else
