@@ -8,7 +8,6 @@ import math
 import random
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
