@@ -26,17 +26,14 @@ def client_cost() -> dict[str, Any]:
     from effbench.scenarios.serving.load import Load, run_point
     from effbench.scenarios.serving.metrics import summarize_point
     from effbench.scenarios.serving.stub import StubBehaviour, StubServer
-
-    class NoWindow:
-        def stop(self) -> None:
-            return None
+    from effbench.sensors.base import NullSensor
 
     rows = []
     with StubServer(StubBehaviour(tokens=STUB_TOKENS)) as srv:
         for rate in CLIENT_RATES:
             load = Load(rate=rate, arrival="constant", requests=CLIENT_REQUESTS, warmup_requests=10)
             run = run_point(lambda: Client(srv.url, "stub", 30), load,
-                            lambda i, w: Request(i, "hi", 1, STUB_TOKENS, w), NoWindow, budget_s=120)
+                            lambda i, w: Request(i, "hi", 1, STUB_TOKENS, w), NullSensor().start_window, budget_s=120)
             measured = [r for r in run.results if not r.warmup]
             sent = [r for r in measured if r.start]
             span = max(r.end for r in sent) - min(r.start for r in sent)

@@ -45,6 +45,14 @@ class TargetConfig(BaseModel):
         return {k: v for k, v in (self.model_extra or {}).items()}
 
 
+def _positive_ints(v: list[int]) -> list[int]:
+    """The values, duplicates dropped in order; any value below 1 is an error naming it."""
+    bad = [x for x in v if x < 1]
+    if bad:
+        raise ValueError(f"{bad[0]} is not a positive integer (every value must be >= 1)")
+    return list(dict.fromkeys(v))
+
+
 def _rate(value: Any) -> float:
     """A requests/s rate: a positive number, or inf (all requests at once)."""
     text = str(value).strip().lower()
@@ -103,10 +111,7 @@ class ServingConfig(BaseModel):
     @field_validator("concurrency")
     @classmethod
     def _users(cls, v: list[int]) -> list[int]:
-        bad = [x for x in v if x < 1]
-        if bad:
-            raise ValueError(f"{bad[0]} is not a positive integer (every value must be >= 1)")
-        return sorted(dict.fromkeys(v))
+        return sorted(_positive_ints(v))
 
     @field_validator("engine")
     @classmethod
@@ -237,10 +242,7 @@ class SweepConfig(BaseModel):
     @field_validator("batch_sizes", "prompt_tokens", "new_tokens")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        bad = [x for x in v if x < 1]
-        if bad:
-            raise ValueError(f"{bad[0]} is not a positive integer (every value must be >= 1)")
-        return list(dict.fromkeys(v))  # drop duplicates, keep order
+        return _positive_ints(v)
 
     @field_validator("model", "backend", "quant", "prompts")
     @classmethod

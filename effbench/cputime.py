@@ -1,8 +1,10 @@
-"""CPU seconds of a process tree (a leaf: the estimate sensor and the interference probe both need
-to count a serving engine's processes as the workload)."""
+"""CPU seconds of the workload (a leaf: the estimate sensor and the interference probe both count
+this process, its finished children and a serving engine's processes as the workload)."""
 from __future__ import annotations
 
 from typing import Iterable
+
+import os
 
 import psutil
 
@@ -24,3 +26,9 @@ def tree_cpu_seconds(pids: Iterable[int]) -> float:
             except psutil.Error:
                 continue
     return total
+
+
+def workload_cpu_seconds(pids: Iterable[int] = ()) -> float:
+    """This process's CPU seconds with its waited-for children, plus ``pids`` and their live children."""
+    t = psutil.Process(os.getpid()).cpu_times()
+    return t.user + t.system + t.children_user + t.children_system + tree_cpu_seconds(pids)

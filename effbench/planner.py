@@ -195,10 +195,7 @@ def tpot_ms(record: Record) -> Optional[float]:
 
 
 def serving_load(record: Record) -> Optional[str]:
-    s = record.serving
-    if s is None:
-        return None
-    return f"{s.concurrency} users" if s.concurrency is not None else f"rate {s.rate}/s"
+    return record.serving.load_label if record.serving is not None else None
 
 
 def power_w(record: Record, profile: Optional[HardwareProfile]) -> tuple[Optional[float], str]:

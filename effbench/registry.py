@@ -12,6 +12,16 @@ from effbench.errors import ConfigError, UnsupportedError
 T = TypeVar("T")
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` can be imported here, found without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a missing parent package ("optimum" for "optimum.quanto")
+        return False
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str, entries: Mapping[str, Union[str, T]], aliases: Optional[Mapping[str, str]] = None,
                  extra: Optional[Mapping[str, str]] = None, open_choice: Optional[str] = None) -> None:

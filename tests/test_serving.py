@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import math
 import random
-import socket
 import time
 
 import pytest
 
 from conftest import assert_one_line_error, run_effbench
+from effbench.registry import importable
 from effbench.scenarios.serving.client import Client, Request, Result
+from effbench.scenarios.serving.engines import free_port
 from effbench.scenarios.serving.load import Load, arrival_offsets, run_point
 from effbench.scenarios.serving.metrics import queue_grows, summarize_point
 from effbench.scenarios.serving.stub import StubBehaviour, StubServer
+from effbench.sensors.base import NullSensor
 from effbench.stats import percentile, percentile_ci95
 
 httpx = pytest.importorskip("httpx")
@@ -88,14 +90,9 @@ def test_saturation_is_a_rate_the_engine_falls_behind_or_a_growing_queue():
 
 
 # -- the client, against a stub with known timing -------------------------------------------------
-class _NoWindow:
-    def stop(self) -> None:
-        return None
-
-
 def _run(url: str, load: Load, max_tokens: int = 6, force: bool = False):
     return run_point(lambda: Client(url, "stub", 10, force_length=force), load,
-                     lambda i, w: Request(i, "hello", 4, max_tokens, w), _NoWindow, budget_s=60)
+                     lambda i, w: Request(i, "hello", 4, max_tokens, w), NullSensor().start_window, budget_s=60)
 
 
 def test_client_timestamps_match_the_servers_known_delays():
@@ -123,12 +120,6 @@ def test_a_server_that_refuses_forced_lengths_gets_422_and_errors_mid_run_are_co
 
 
 # -- through the CLI, against the stub ------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 SWEEP = ["run", "--scenario", "serving", "--requests", "6", "--new-tokens", "4", "--prompt-tokens", "16",
          "--sensor", "none", "--idle-s", "0", "--quiet"]
 
@@ -153,7 +144,7 @@ def test_a_sweep_against_an_endpoint_records_failures_and_resumes(tmp_path):
 
 def test_bad_serving_inputs_fail_in_seconds_with_one_line(tmp_path):
     t0 = time.monotonic()
-    port = _free_port()
+    port = free_port()  # nothing listens there
     assert_one_line_error(run_effbench(*SWEEP, "--endpoint", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "a")),
                           "does not answer")
     with StubServer(StubBehaviour(openai=False)) as srv:
@@ -177,7 +168,7 @@ def _engine_processes() -> list:
     return [p for p in me.children(recursive=True) if "serve" in " ".join(p.cmdline())]
 
 
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("fastapi"), reason="transformers[serving] not installed")
+@pytest.mark.skipif(not importable("fastapi"), reason="transformers[serving] not installed")
 def test_transformers_serve_two_rate_sweep_on_the_bundled_model(tmp_path):
     out = tmp_path / "run"
     p = run_effbench("run", "--scenario", "serving", "--engine", "transformers", "--rates", "1,2", "--requests", "6",

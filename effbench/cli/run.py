@@ -95,15 +95,6 @@ def summary_table(records: list[Record], title: str) -> Table:
     return table
 
 
-def _load_cell(r: Record) -> str:
-    s = r.serving
-    if s is None:
-        return str(r.workload.batch_size)
-    if s.concurrency is not None:
-        return f"{s.concurrency} users"
-    return f"{s.rate}/s" if s.rate != "inf" else "inf"
-
-
 def serving_table(records: list[Record], title: str) -> Table:
     """One row per load point of a serving sweep: what a planner reads off a replica."""
     table = Table(title=title)
@@ -117,7 +108,7 @@ def serving_table(records: list[Record], title: str) -> Table:
         mark = {"measured": "", "estimated": "~"}.get(e.status, "?")
         note = r.error or (f"saturated: {s.saturation_reason}" if s and s.saturated else "")
         table.add_row(
-            cell(r.model.id), cell(r.quantization.scheme), _load_cell(r),
+            cell(r.model.id), cell(r.quantization.scheme), s.load_label if s else str(r.workload.batch_size),
             fmt(s.achieved_rate if s else None, 2), fmt(s.output_tokens_per_s if s else None),
             fmt(ttft.p50 if ttft else None, 1), fmt(ttft.p95 if ttft else None, 1),
             fmt(tpot.p50 if tpot else None, 1), fmt(tpot.p95 if tpot else None, 1),

@@ -8,7 +8,7 @@ from typing import Optional
 
 import psutil
 
-from effbench.cputime import tree_cpu_seconds
+from effbench.cputime import workload_cpu_seconds
 
 _PROC_STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
@@ -68,13 +68,11 @@ class LoadSnapshot:
 def _snapshot(workload_pids: tuple[int, ...] = ()) -> LoadSnapshot:
     t = psutil.cpu_times()
     busy = sum(getattr(t, f) for f in t._fields if f not in ("idle", "iowait", "guest", "guest_nice"))
-    own = psutil.Process(os.getpid()).cpu_times()
     try:
         load1 = os.getloadavg()[0]
     except OSError:
         load1 = None
-    own_s = own.user + own.system + own.children_user + own.children_system + tree_cpu_seconds(workload_pids)
-    return LoadSnapshot(time.monotonic(), busy, own_s, load1)
+    return LoadSnapshot(time.monotonic(), busy, workload_cpu_seconds(workload_pids), load1)
 
 
 @dataclass

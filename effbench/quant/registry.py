@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Optional, Protocol
 
 from effbench.errors import ConfigError
-from effbench.registry import Registry
+from effbench.registry import Registry, importable
 
 GGUF_PATTERN = re.compile(r"^gguf-[a-z0-9_]+$")
 
@@ -72,7 +72,7 @@ class Scheme:
                     f"{backend.name} backend does not do (it does: {', '.join(CAPABILITIES[c] for c in sorted(backend.offers)) or 'none'})")
         if device_type not in self.devices:
             return f"scheme '{self.name}' needs a {' or '.join(self.devices).upper()} device, not {device_type}"
-        missing = [m for m in self.requires if not _importable(m)]
+        missing = [m for m in self.requires if not importable(m)]
         if missing:
             return f"scheme '{self.name}' needs the Python package '{missing[0]}' (pip install 'effbench[quant]')"
         return None
@@ -81,15 +81,6 @@ class Scheme:
 class OffersCapabilities(Protocol):
     name: str
     offers: frozenset[str]
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a missing parent package ("optimum" for "optimum.quanto")
-        return False
 
 
 SCHEMES: Registry[Scheme] = Registry("quantization scheme", {}, open_choice="gguf-<type>")

@@ -5,9 +5,10 @@ without bumping ``SCHEMA_VERSION``. Sections that a configuration could not fill
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -176,6 +177,16 @@ class ServingInfo(_Section):
     max_in_flight: Optional[int] = None
     client_lag_ms_max: Optional[float] = None  # how far the client fell behind the arrival schedule
     engine: dict[str, Any] = Field(default_factory=dict)  # name, version, url, managed, args, model
+
+    @field_validator("rate", mode="before")
+    @classmethod
+    def _inf_as_text(cls, v: Any) -> Any:
+        return "inf" if isinstance(v, float) and math.isinf(v) else v  # JSON has no infinity
+
+    @property
+    def load_label(self) -> str:
+        """The offered load in words: "rate 2.0/s", "8 users"."""
+        return f"{self.concurrency} users" if self.concurrency is not None else f"rate {self.rate}/s"
 
 
 class HardwareInfo(_Section):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
 import re
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import psutil
 
-from effbench.cputime import tree_cpu_seconds
+from effbench.cputime import workload_cpu_seconds
 from effbench.errors import UnsupportedError
 from effbench.sensors.base import EnergyReading, EnergySensor, SensorInfo, Window
 from effbench.sensors.poller import Polled, Poller
@@ -60,15 +59,13 @@ def codecarbon_cpu_tdp(model: str) -> Optional[float]:
 class _EstimateWindow(Window):
     def __init__(self, sensor: "EstimateSensor") -> None:
         self._sensor = sensor
-        self._proc = psutil.Process(os.getpid())
         self._others = list(sensor.pids)
         self._t0 = time.perf_counter()
         self._cpu0 = self._cpu_seconds()
         self._gpu_token = sensor._gpu_poller.begin() if sensor._gpu_poller else None
 
     def _cpu_seconds(self) -> float:
-        t = self._proc.cpu_times()
-        return t.user + t.system + t.children_user + t.children_system + tree_cpu_seconds(self._others)
+        return workload_cpu_seconds(self._others)
 
     def stop(self) -> EnergyReading:
         s = self._sensor

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -50,7 +49,7 @@ class ConfigPoint:
 
     def label(self) -> str:
         where = f" on {self.target}" if self.target else ""
-        load = (f"rate={'inf' if self.rate == math.inf else f'{self.rate:g}'}" if self.rate is not None else
+        load = (f"rate={self.rate:g}" if self.rate is not None else  # :g writes inf as "inf"
                 f"users={self.concurrency}" if self.concurrency is not None else f"bs={self.batch_size}")
         return (f"{self.model} {self.backend} {self.scheme} {load} "
                 f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}{where}")

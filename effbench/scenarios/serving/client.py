@@ -146,10 +146,5 @@ class Client:
             res.usage_prompt_tokens = usage.get("prompt_tokens", res.usage_prompt_tokens)
             res.usage_completion_tokens = usage.get("completion_tokens", res.usage_completion_tokens)
 
-    async def get_json(self, path: str) -> Any:
-        r = await self._http.get(f"{self.base_url}{path}", timeout=5.0)
-        r.raise_for_status()
-        return r.json()
-
     async def close(self) -> None:
         await self._http.aclose()

@@ -5,7 +5,6 @@ user's: effbench only checks they answer like an OpenAI server."""
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from effbench.errors import EffbenchError, UnsupportedError
-from effbench.registry import Registry
+from effbench.registry import Registry, importable
 
 LOOPBACK = "127.0.0.1"
 HEALTH_TIMEOUT_S = 300.0  # model load + warm-up of a large model on a slow disk
@@ -52,9 +51,7 @@ def check_endpoint(url: str) -> str:
     """The model id an OpenAI-compatible server at ``url`` serves; one clear line when it is not one."""
     import httpx
 
-    base = url.rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise EffbenchError(f"--endpoint '{url}' is not an http(s) URL; give e.g. http://127.0.0.1:8000")
+    base = url.rstrip("/")  # an http(s) URL: the config checked it
     try:
         r = httpx.get(f"{base}/v1/models", timeout=PROBE_TIMEOUT_S, trust_env=False)
     except httpx.HTTPError as e:
@@ -68,13 +65,6 @@ def check_endpoint(url: str) -> str:
         raise EffbenchError(f"endpoint {base} is not an OpenAI-compatible server (GET /v1/models gave HTTP "
                             f"{r.status_code}, not a model list); point --endpoint at the server's base URL")
     return models[0] if models else ""
-
-
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # the parent package is missing
-        return False
 
 
 def _version(dist: str) -> Optional[str]:
@@ -94,7 +84,7 @@ class ManagedEngine:
 
     def __init__(self, model_path: str, dtype: str, device: str, threads: Optional[int], host: str = LOOPBACK,
                  extra_args: Optional[list[str]] = None, notify: Optional[Callable[[str], None]] = None) -> None:
-        if not _importable(self.module):
+        if not importable(self.module):
             raise UnsupportedError(f"the {self.name} engine needs '{self.module}'; pip install 'effbench[{self.extra}]'")
         self.model_path, self.dtype, self.device, self.threads = model_path, dtype, device, threads
         self.host = host

@@ -16,6 +16,9 @@ from typing import Any, Callable, Optional
 from effbench.scenarios.serving.client import Client, Request, Result
 
 
+CLOSED_LOOP_REQUESTS_PER_S = 50  # prompts prepared per second of a closed loop's --duration
+
+
 @dataclass(frozen=True)
 class Load:
     rate: Optional[float] = None  # requests/s, math.inf = all at once; None for a closed loop
@@ -27,10 +30,15 @@ class Load:
     seed: int = 0
 
     @property
-    def label(self) -> str:
-        if self.concurrency is not None:
-            return f"concurrency {self.concurrency}"
-        return "rate inf" if self.rate == math.inf else f"rate {self.rate:g}/s {self.arrival}"
+    def planned_requests(self) -> int:
+        """Measured requests to prepare: ``requests``, else enough for ``duration_s`` at the rate (a
+        closed loop stops on the clock: enough for any speed a CPU engine reaches)."""
+        if self.requests is not None:
+            return self.requests
+        duration = self.duration_s or 0.0
+        if self.rate is None or math.isinf(self.rate):
+            return max(8, int(duration * CLOSED_LOOP_REQUESTS_PER_S))
+        return math.ceil(duration * self.rate)
 
 
 def arrival_offsets(rate: float, arrival: str, n: int, seed: int) -> list[float]:
@@ -122,7 +130,7 @@ async def _run(client: Client, load: Load, make: Callable[[int, bool], Request],
         return run
 
     assert load.rate is not None
-    n_measured = load.requests if load.requests is not None else math.ceil((load.duration_s or 0) * load.rate)
+    n_measured = load.planned_requests
     offsets = arrival_offsets(load.rate, load.arrival, load.warmup_requests + n_measured, load.seed)
     tasks = []
     warm_offsets = offsets[:load.warmup_requests]

@@ -5,7 +5,7 @@ One group is one model + scheme on one engine: the engine starts once (``--engin
 user's (``--endpoint``), and each rate or concurrency level is one configuration (one record)."""
 from __future__ import annotations
 
-import math
+import random
 import time
 from typing import Any, ClassVar, Optional
 
@@ -13,6 +13,7 @@ from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.measure.host import InterferenceProbe
 from effbench.models import build_token_rows, load_prompt_set
+from effbench.registry import importable
 from effbench.results.schema import Energy, ServingInfo, Stats, Throughput
 from effbench.scenarios.base import Context, Point, Scenario, Session
 from effbench.scenarios.serving.client import Client, Request, Result
@@ -29,8 +30,8 @@ OUTPUT_NOT_FORCED = ("not forced: the server refuses ignore_eos/min_tokens, so r
                      "output tokens are counted as they came back")
 
 
-def endpoint_model_path(spec: Any, notify: Any) -> str:
-    """A directory (or GGUF file for llama.cpp) the engine can load for ``spec``."""
+def servable_model_path(spec: Any, notify: Any) -> str:
+    """A checkpoint directory a managed engine (and the tokenizer) can load for ``spec``."""
     from pathlib import Path
 
     if spec.kind == "gguf":
@@ -60,9 +61,7 @@ class ServingScenario(Scenario):
 
     @classmethod
     def check(cls, config: Any) -> None:
-        import importlib.util
-
-        if importlib.util.find_spec("httpx") is None:
+        if not importable("httpx"):
             raise EffbenchError("the serving scenario needs httpx; pip install 'effbench[serving]'")
         if config.serving.endpoint:
             check_endpoint(config.serving.endpoint)  # one line within seconds, before anything is written
@@ -98,7 +97,7 @@ class ServingScenario(Scenario):
         engine_cls = ENGINES.get(self.s.engine)
         if dtype is None and engine_cls.name != "llamacpp":
             raise UnsupportedError(f"the {engine_cls.name} engine serves fp32/fp16/bf16 here, not '{sess.scheme.name}'")
-        path = sess.spec.location if engine_cls.name == "llamacpp" else endpoint_model_path(sess.spec, sess.notify)
+        path = sess.spec.location if engine_cls.name == "llamacpp" else servable_model_path(sess.spec, sess.notify)
         self.engine = engine_cls(path, dtype or "auto", sess.device, sess.threads, host=self.s.host,
                                  extra_args=self.s.engine_args, notify=sess.notify)
         self.info = self.engine.start()
@@ -129,7 +128,7 @@ class ServingScenario(Scenario):
             quiet_transformers()
             from transformers import AutoTokenizer
 
-            return AutoTokenizer.from_pretrained(endpoint_model_path(sess.spec, sess.notify))
+            return AutoTokenizer.from_pretrained(servable_model_path(sess.spec, sess.notify))
         except Exception as e:  # noqa: BLE001 - an endpoint's model may not be here: count what the server says
             sess.notify(f"no local tokenizer for {sess.spec.id} ({type(e).__name__}); token counts come from the server")
             return None
@@ -180,15 +179,12 @@ class ServingScenario(Scenario):
         requests = s.requests if s.requests or s.duration_s else DEFAULT_REQUESTS
         load = Load(rate=point.rate, concurrency=point.concurrency, arrival=s.arrival, requests=requests,
                     duration_s=s.duration_s, warmup_requests=s.warmup_requests, seed=self.config.seed)
-        n_total = s.warmup_requests + (requests or self._requests_for_duration(point))
-        texts = self._requests(point, n_total)
+        texts = self._requests(point, s.warmup_requests + load.planned_requests)
         spread = s.length_spread
 
         def make(i: int, warmup: bool) -> Request:
             new = point.new_tokens
             if spread:  # deterministic per request: the same lengths at every rate
-                import random
-
                 new = max(1, round(new * random.Random(i * 7919 + self.config.seed).uniform(1 - spread, 1 + spread)))
             return Request(i, texts[i % len(texts)], point.prompt_tokens, new, warmup)
 
@@ -204,17 +200,10 @@ class ServingScenario(Scenario):
         stats.interference = interference.flagged
         stats.other_cpu_frac = interference.other_cpu_frac
         stats.load_avg_before, stats.load_avg_after = interference.load_avg_before, interference.load_avg_after
-        energy = sections["energy"]
-        sections["carbon"] = carbon_section(energy, round(energy.tokens_in_window or 0), ctx.grid) if ctx.grid else None
-        if sections["carbon"] is None:
-            del sections["carbon"]
+        if ctx.grid:
+            energy = sections["energy"]
+            sections["carbon"] = carbon_section(energy, round(energy.tokens_in_window or 0), ctx.grid)
         return sections
-
-    def _requests_for_duration(self, point: Point) -> int:
-        rate = point.rate if point.rate is not None and math.isfinite(point.rate) else None
-        if rate is None:  # a closed loop or all-at-once: enough for the duration at any speed the CPU reaches
-            return max(8, int((self.s.duration_s or 30) * 50))
-        return math.ceil((self.s.duration_s or 30) * rate)
 
     def _count_tokens(self, results: list[Result]) -> None:
         for r in results:
@@ -234,21 +223,20 @@ class ServingScenario(Scenario):
         sent = [r for r in measured if r.start]
         span = (max(r.end for r in sent) - min(r.start for r in sent)) if sent else 0.0
         summary = summarize_point(measured, span, point.rate, s.slo_ttft_ms, s.slo_tpot_ms)
-        if summary["saturated"] and point.rate is not None:
-            self.saturated_at = f"rate {_rate_label(point.rate)}"
         mismatch = [r for r in measured if r.ok and r.output_tokens is not None and r.usage_completion_tokens is not None
                     and r.output_tokens != r.usage_completion_tokens]
         serving = ServingInfo(
-            rate=_rate_value(point.rate), concurrency=point.concurrency,
+            rate=point.rate, concurrency=point.concurrency,
             arrival=s.arrival if point.rate is not None else "closed-loop",
             requests=len(measured), warmup_requests=s.warmup_requests, duration_s=span,
             slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms},
             engine=self.info.to_dict() if self.info else {},
             output_length="forced (ignore_eos, min_tokens)" if self.force_length else OUTPUT_NOT_FORCED,
             token_count=("the model's tokenizer" if self.tokenizer is not None else "the server's usage (no local tokenizer)"),
-            usage_mismatches=len(mismatch), max_in_flight=run.max_in_flight,
-            **{k: v for k, v in summary.items()},
+            usage_mismatches=len(mismatch), max_in_flight=run.max_in_flight, **summary,
         )
+        if serving.saturated and point.rate is not None:
+            self.saturated_at = serving.load_label
         energy = self._energy(run, measured, ctx, to_unix)
         ttft = serving.ttft_ms.mean / 1000 if serving.ttft_ms else None
         tpot = serving.tpot_ms.mean / 1000 if serving.tpot_ms else None
@@ -310,13 +298,3 @@ class ServingScenario(Scenario):
 
         period = ctx.sensor.info().update_period_s or 0.0
         return WINDOW_PERIODS * period
-
-
-def _rate_value(rate: Optional[float]) -> Any:
-    if rate is None:
-        return None
-    return "inf" if math.isinf(rate) else rate
-
-
-def _rate_label(rate: float) -> str:
-    return "inf" if math.isinf(rate) else f"{rate:g}/s"
