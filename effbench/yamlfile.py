@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from effbench.errors import EffbenchError
+from effbench.errors import EffbenchError, first_line
 
 
 def read_yaml(path: str | Path, what: str, error: type[EffbenchError] = EffbenchError) -> Any:
@@ -25,5 +25,5 @@ def read_yaml(path: str | Path, what: str, error: type[EffbenchError] = Effbench
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or first_line(e) or type(e).__name__
         raise error(f"{what} '{path}' is not valid YAML{where}: {problem}") from None

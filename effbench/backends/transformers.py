@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from effbench.backends.base import Backend, LoadedModel, OutputSize
-from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError
+from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError, first_line
 from effbench.models import ModelSpec, PromptSet, build_token_rows
 from effbench.models.hf import quiet_transformers
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, RandomTokenizer, load_random
@@ -116,7 +116,7 @@ class TransformersBackend(Backend):
                     self.model = self.model.to(device)
         except OSError as e:
             where = "from the Hugging Face Hub (is it reachable from here?)" if model.kind == "hub" else f"from '{path}'"
-            raise EffbenchError(f"cannot load model '{model.source}' {where}: {str(e).splitlines()[0]}") from None
+            raise EffbenchError(f"cannot load model '{model.source}' {where}: {first_line(e) or type(e).__name__}") from None
         except torch.OutOfMemoryError:
             raise OutOfMemory(f"model '{model.id}' in {scheme.name} does not fit on {device}") from None
         self.model.eval()

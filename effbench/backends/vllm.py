@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from effbench.backends.base import Backend, LoadedModel, OutputSize
-from effbench.errors import EffbenchError, UnsupportedError
+from effbench.errors import EffbenchError, UnsupportedError, first_line
 from effbench.models import ModelSpec, PromptSet, build_token_rows
 from effbench.models.kv import kv_bytes_per_token
 from effbench.quant import DTYPE_WEIGHTS, Scheme
@@ -61,7 +61,7 @@ class VLLMBackend(Backend):
             self.llm = vllm.LLM(model=model.location, dtype=_DTYPES[scheme.compute_dtype], seed=seed,
                                 enable_prefix_caching=False, max_model_len=self.max_len or None)
         except Exception as e:  # noqa: BLE001 - vLLM raises many types at start-up
-            raise EffbenchError(f"vLLM could not start with '{model.source}': {str(e).splitlines()[0]}") from None
+            raise EffbenchError(f"vLLM could not start with '{model.source}': {first_line(e) or type(e).__name__}") from None
         self.tokenizer = self.llm.get_tokenizer()
         cfg = self.llm.llm_engine.model_config.hf_config
         return LoadedModel(params=None, weights_bytes=_checkpoint_bytes(model.location),

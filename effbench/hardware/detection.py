@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional
 
 from pydantic import ValidationError
 
-from effbench.errors import EffbenchError
+from effbench.errors import EffbenchError, first_line
 from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
 from effbench.hardware.catalog import (
     HardwareProfile, PriceOverride, apply_prices, load_price_file, load_profile_file, looks_like_path,
@@ -80,7 +80,7 @@ def _gpu_name(device: str) -> str:
     try:
         return torch.cuda.get_device_name(index)
     except Exception as e:  # noqa: BLE001 - a driver error: say what it is, in one line
-        raise EffbenchError(f"cannot query CUDA device {index}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise EffbenchError(f"cannot query CUDA device {index}: {first_line(e) or type(e).__name__}") from None
 
 
 def detect(device: str = "cpu") -> Detected:

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import platformdirs
 
-from effbench.errors import EffbenchError
+from effbench.errors import EffbenchError, first_line
 
 MARKER = "effbench-converted.json"
 
@@ -71,6 +71,6 @@ def _convert(gguf: Path, out: Path) -> None:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, **kwargs)
     except Exception as e:  # transformers raises many types for unsupported GGUF architectures
-        raise EffbenchError(f"transformers cannot load '{gguf}': {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise EffbenchError(f"transformers cannot load '{gguf}': {first_line(e) or type(e).__name__}") from None
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
