@@ -1,26 +1,36 @@
-"""Summary statistics of repeated measurements: mean, standard deviation, Student-t 95% interval (a leaf: every part may use it)."""
+"""The one statistics module (a leaf: every part may use it): summaries of repeated measurements with
+their 95% intervals, Welch's test and the interval of a difference, a bootstrap interval of the median,
+percentiles, and the conversion of uncertainties stated at other confidence levels to 95% (brief rule
+14). The distributions come from ``scipy.stats``; nothing here hand-types a table."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-# Two-sided 95% Student-t critical values by degrees of freedom (1..30); beyond that ~normal.
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042]
+import numpy as np
+from scipy import stats as _sp
+
+CONFIDENCE = 0.95
+Z95 = float(_sp.norm.ppf(0.5 + CONFIDENCE / 2))  # 1.95996...: a 1-sigma term times this is a 95% term
 
 
-def t95(df: int) -> float:
-    if df < 1:
+def t95(df: float) -> float:
+    """Two-sided 95% Student-t critical value for ``df`` degrees of freedom (inf below 1)."""
+    if not df >= 1:
         return math.inf
-    if df <= len(_T95):
-        return _T95[df - 1]
-    if df <= 60:  # linear in 1/df between 30 (2.042) and 60 (2.000), then 120 (1.980), inf (1.960)
-        return 2.000 + (2.042 - 2.000) * (1 / df - 1 / 60) / (1 / 30 - 1 / 60)
-    if df <= 120:
-        return 1.980 + (2.000 - 1.980) * (1 / df - 1 / 120) / (1 / 60 - 1 / 120)
-    return 1.960 + (1.980 - 1.960) * (1 / df) / (1 / 120)
+    return float(_sp.t.ppf(0.5 + CONFIDENCE / 2, df))
+
+
+def sigma_to_95(rel_sigma: Optional[float]) -> Optional[float]:
+    """A 1-sigma (standard) uncertainty as a 95% half-width, assuming a normal error."""
+    return None if rel_sigma is None else rel_sigma * Z95
+
+
+def uniform_to_95(half_range: Optional[float]) -> Optional[float]:
+    """A bound +-a with a uniform error inside it (a stated 'accuracy +-a' with no distribution) as a
+    95% half-width: 0.95 a (GUM type B, rectangular)."""
+    return None if half_range is None else CONFIDENCE * half_range
 
 
 @dataclass(frozen=True)
@@ -38,15 +48,14 @@ class Summary:
 
 
 def summarize(values: Sequence[float]) -> Summary:
-    xs = [float(v) for v in values]
+    xs = np.asarray([float(v) for v in values], dtype=float)
     n = len(xs)
     if n == 0:
         raise ValueError("no values to summarize")
-    mean = sum(xs) / n
+    mean = float(xs.mean())
     if n == 1:
         return Summary(1, mean, 0.0, math.inf)
-    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
-    std = math.sqrt(var)
+    std = float(xs.std(ddof=1))
     return Summary(n, mean, std, t95(n - 1) * std / math.sqrt(n))
 
 
@@ -55,28 +64,72 @@ def mean_or_none(values: Sequence[float]) -> Optional[float]:
 
 
 def combine_rel(*parts: Optional[float]) -> Optional[float]:
-    """Root-sum-square of independent relative uncertainties; None when none is known."""
+    """Root-sum-square of independent relative uncertainties, all at the same (95%) level; None when
+    none is known."""
     known = [p for p in parts if p is not None and math.isfinite(p)]
     return math.sqrt(sum(p * p for p in known)) if known else None
 
 
+@dataclass(frozen=True)
+class Difference:
+    """new - base of two means, Welch's test: the difference, its 95% interval and the p-value."""
+    delta: float
+    ci95: tuple[float, float]
+    p: float
+    df: float
+
+
+def welch(base: Sequence[float], new: Sequence[float]) -> Difference:
+    """Welch's unequal-variance t-test of new vs base (each needs n >= 2) with the Welch-Satterthwaite
+    95% interval of the difference of the means."""
+    a, b = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("Welch's test needs at least two values on each side")
+    delta = float(b.mean() - a.mean())
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se2 = float(va + vb)
+    if se2 == 0.0:
+        return Difference(delta, (delta, delta), 1.0 if delta == 0 else 0.0, math.inf)
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = t95(df) * math.sqrt(se2)
+    p = float(2 * _sp.t.sf(abs(delta) / math.sqrt(se2), df))
+    return Difference(delta, (delta - half, delta + half), p, float(df))
+
+
+def welch_p(base: Sequence[float], new: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's test."""
+    return welch(base, new).p
+
+
+def median_ci95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, Optional[tuple[float, float]]]:
+    """The median and its bootstrap 95% interval (percentile method, fixed seed so a record is reproducible from its
+    samples); the interval is None below 3 values or when all values are equal."""
+    xs = np.asarray([float(v) for v in values], dtype=float)
+    if len(xs) == 0:
+        raise ValueError("no values for a median")
+    med = float(np.median(xs))
+    if len(xs) < 3 or float(xs.min()) == float(xs.max()):
+        return med, None
+    res = _sp.bootstrap((xs,), np.median, confidence_level=CONFIDENCE, n_resamples=resamples,
+                        method="percentile", random_state=np.random.default_rng(seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return med, (min(lo, med), max(hi, med))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) with linear interpolation between order statistics (numpy's default)."""
-    xs = sorted(float(v) for v in values)
-    if not xs:
+    xs = np.asarray([float(v) for v in values], dtype=float)
+    if len(xs) == 0:
         raise ValueError("no values for a percentile")
-    pos = q * (len(xs) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    return float(np.quantile(xs, q))
 
 
 def percentile_ci95(values: Sequence[float], q: float) -> Optional[tuple[float, float]]:
     """A distribution-free 95% interval of the ``q`` quantile: the order statistics whose ranks bound
-    the binomial(n, q) count at 1.96 sigma. None when there are too few values to bound it."""
+    the binomial(n, q) count at the normal 95% point. None when there are too few values to bound it."""
     xs = sorted(float(v) for v in values)
     n = len(xs)
-    half = 1.96 * math.sqrt(n * q * (1 - q))
+    half = Z95 * math.sqrt(n * q * (1 - q))
     lo, hi = math.floor(n * q - half), math.ceil(n * q + half)
     if n < 2 or lo < 0 or hi > n - 1:
         return None

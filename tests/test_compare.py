@@ -8,7 +8,8 @@ import pytest
 
 from conftest import run_effbench as effbench
 
-from effbench.analysis.compare import compare_records, load_side, t_two_sided_p, welch_p
+from effbench.analysis.compare import compare_records, load_side
+from effbench.stats import t95, welch, welch_p
 from effbench.errors import EffbenchError
 from effbench.results.schema import Record
 from effbench.results.store import read_run_dir
@@ -41,12 +42,23 @@ def write(tmp_path: Path, name: str, rs: list[Record]) -> Path:
 
 
 # -- statistics ----------------------------------------------------------------------------------
-def test_t_distribution_p_values_by_hand():
-    # two-sided p of t with df degrees of freedom, from tables
-    assert t_two_sided_p(0.0, 5) == pytest.approx(1.0)
-    assert t_two_sided_p(2.570582, 5) == pytest.approx(0.05, abs=1e-5)
-    assert t_two_sided_p(1.959964, 1e6) == pytest.approx(0.05, abs=1e-4)
-    assert t_two_sided_p(12.7062, 1) == pytest.approx(0.05, abs=1e-4)
+def test_t_critical_values_from_tables():
+    # two-sided 95% Student-t critical values, from printed tables
+    assert t95(1) == pytest.approx(12.706, abs=1e-3)
+    assert t95(5) == pytest.approx(2.571, abs=1e-3)
+    assert t95(30) == pytest.approx(2.042, abs=1e-3)
+    assert t95(1e9) == pytest.approx(1.960, abs=1e-3)
+    assert t95(0) == float("inf")
+
+
+def test_welch_difference_interval_by_hand():
+    # means 2.5 and 4.0, variances 5/3 and 5/3, n 4 and 4: se = sqrt(5/6), df = 6
+    d = welch([1, 2, 3, 4], [2.5, 3.5, 4.5, 5.5])
+    assert d.delta == pytest.approx(1.5)
+    assert d.df == pytest.approx(6.0)
+    half = 2.446912 * (5 / 6) ** 0.5
+    assert d.ci95 == pytest.approx((1.5 - half, 1.5 + half), rel=1e-5)
+    assert d.ci95[0] < 0 < d.ci95[1] and d.p > 0.05
 
 
 def test_welch_matches_scipy_when_available():
