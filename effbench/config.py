@@ -164,8 +164,8 @@ class SweepConfig(BaseModel):
     resume: bool = False
     # Method knobs (brief, section 3): warm-up, adaptive repeats, time cap, idle baseline.
     warmup: int = Field(default=1, ge=0)
-    min_repeats: int = Field(default=3, ge=1)
-    max_repeats: int = Field(default=20, ge=1)
+    min_repeats: int = Field(default=5, ge=1)  # the median's bootstrap interval needs a few
+    max_repeats: int = Field(default=30, ge=1)
     ci_target: float = Field(default=0.05, gt=0, lt=1)
     max_time_s: float = Field(default=45.0, gt=0)
     idle_s: float = Field(default=5.0, ge=0)
@@ -289,6 +289,8 @@ class SweepConfig(BaseModel):
 
     @model_validator(mode="after")
     def _repeat_bounds(self) -> "SweepConfig":
+        if self.min_repeats > self.max_repeats and "min_repeats" not in self.model_fields_set:
+            self.min_repeats = self.max_repeats  # a lower --max-repeats alone lowers the default minimum
         if self.min_repeats > self.max_repeats:
             raise ValueError(f"min_repeats ({self.min_repeats}) is larger than max_repeats ({self.max_repeats})")
         return self

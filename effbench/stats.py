@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from scipy import stats as _sp
@@ -134,3 +134,19 @@ def percentile_ci95(values: Sequence[float], q: float) -> Optional[tuple[float, 
     if n < 2 or lo < 0 or hi > n - 1:
         return None
     return xs[lo], xs[hi]
+
+
+QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+
+
+def distribution_ms(seconds: Sequence[float]) -> Optional[dict[str, Any]]:
+    """A latency distribution in milliseconds: p50/p90/p95/p99 and mean, with n and each
+    percentile's distribution-free 95% interval (the fields of a record's ``Latency``)."""
+    if not seconds:
+        return None
+    ms = [s * 1000.0 for s in seconds]
+    out: dict[str, Any] = {k: percentile(ms, q) for k, q in QUANTILES.items()}
+    out["mean"] = sum(ms) / len(ms)
+    out["n"] = len(ms)
+    out["ci95"] = {k: list(ci) for k, q in QUANTILES.items() if (ci := percentile_ci95(ms, q)) is not None}
+    return out

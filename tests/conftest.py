@@ -74,8 +74,10 @@ class FakeBackend(Backend):
     offers = frozenset(CAPABILITIES)  # runs every scheme: it spends known time and never looks at the weights
 
     def __init__(self, spend: Callable[[float], None] = time.sleep, timing: Optional[Timing] = None,
-                 oom_at_batch: Optional[int] = None, jitter: Optional[list[float]] = None) -> None:
+                 oom_at_batch: Optional[int] = None, jitter: Optional[list[float]] = None,
+                 per_token: bool = True) -> None:
         self.spend = spend
+        self.per_token = per_token  # False: an engine without a per-token hook (the loop times prefill apart)
         self.timing = timing or Timing()
         self.oom_at_batch = oom_at_batch
         self.jitter = list(jitter or [])  # multiplicative factors applied to successive generate calls
@@ -100,10 +102,21 @@ class FakeBackend(Backend):
         self.spend(self.timing.prefill_s(batch["b"], batch["p"]))
 
     def generate(self, batch: Any, new_tokens: int) -> Any:
+        return self.generate_timed(batch, new_tokens, None)[0]
+
+    def generate_timed(self, batch: Any, new_tokens: int, clock: Optional[Callable[[], float]]) -> tuple[Any, Any]:
+        """Prefill, then one step per further token, each marked on ``clock`` (when given) as a
+        per-token hook would; ``jitter`` scales the whole call."""
         self.calls["generate"] += 1
         factor = self.jitter.pop(0) if self.jitter else 1.0
-        self.spend(self.timing.full_s(batch["b"], batch["p"], new_tokens) * factor)
-        return new_tokens
+        times: list[float] = []
+        self.spend(self.timing.prefill_s(batch["b"], batch["p"]) * factor)
+        for i in range(new_tokens):
+            if i:
+                self.spend(self.timing.step_s(batch["b"]) * factor)
+            if clock is not None:
+                times.append(clock())
+        return new_tokens, (times if self.per_token and clock is not None else None)
 
     def output_size(self, output: Any, batch: Any) -> OutputSize:
         return OutputSize(tokens=batch["b"] * output, chars=batch["b"] * output * 4)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from effbench.measure.loop import RepeatPolicy, Workload, run_loop
+from effbench.measure import loop
+from effbench.measure.host import Interference
+from effbench.measure.loop import PREFILL_ENERGY_REPEATS, RepeatPolicy, Workload, run_loop
 from effbench.measure.energy import energy_section
 from effbench.measure.summary import stats_section, throughput_section
 from effbench.sensors.base import NullSensor
@@ -36,14 +38,80 @@ def test_ttft_tpot_and_throughputs_match_the_known_cost_model(clock):
 def test_fixed_repeats_and_warmup_call_counts(clock):
     backend, r = _run(clock, RepeatPolicy(warmup=2, fixed_repeats=5))
     assert r.repeats == 5 and r.stop_reason == "fixed-repeats"
-    # warm-up runs one prefill and one generate each; then one of each per repeat (no sensor period)
-    assert backend.calls == {"prefill": 2 + 5, "generate": 2 + 5}
+    # per-token times: one generation per warm-up and per repeat, no prefill-only call without a sensor
+    assert backend.calls == {"prefill": 0, "generate": 2 + 5}
+
+
+def test_prefill_window_only_for_the_energy_split(clock):
+    sensor = ConstantPowerSensor(clock, watts=100.0)
+    backend, r = _run(clock, RepeatPolicy(warmup=1, fixed_repeats=6), sensor=sensor)
+    assert backend.calls == {"prefill": PREFILL_ENERGY_REPEATS, "generate": 1 + 6}
+    assert len(r.prefill) == PREFILL_ENERGY_REPEATS and len(r.full) == 6
+
+
+def test_engine_without_per_token_hook_times_prefill_every_repeat(clock):
+    backend = FakeBackend(spend=clock.advance, per_token=False)
+    _, r = _run(clock, RepeatPolicy(warmup=1, fixed_repeats=4), backend=backend)
+    assert backend.calls == {"prefill": 1 + 4, "generate": 1 + 4}
+    th = throughput_section(r)
+    t = Timing()
+    assert th.ttft_s == pytest.approx(t.prefill_s(B, P)) and th.tpot_s == pytest.approx(t.step_s(B))
+    assert th.itl_ms is None
+
+
+def test_ttft_decode_and_itl_come_from_one_call(clock):
+    # each call is scaled by its own factor: decode and TTFT of one repeat move together, and the
+    # headline is the median over repeats
+    factors = [1.0, 1.0, 2.0, 1.1, 0.9]
+    backend = FakeBackend(spend=clock.advance, jitter=[1.0] + factors)  # the first is the warm-up
+    _, r = _run(clock, RepeatPolicy(fixed_repeats=5), backend=backend)
+    t = Timing()
+    assert r.ttft_samples() == pytest.approx([t.prefill_s(B, P) * f for f in factors])
+    assert r.decode_tps_samples() == pytest.approx([B / (t.step_s(B) * f) for f in factors])
+    th = throughput_section(r)
+    assert th.decode_tokens_per_s == pytest.approx(B / t.step_s(B))  # the median: factor 1.0
+    assert th.ttft_s == pytest.approx(t.prefill_s(B, P))
+    itl = th.itl_ms
+    assert itl.n == 5 * (N - 1)
+    assert itl.p50 == pytest.approx(t.step_s(B) * 1000)
+    assert itl.p99 == pytest.approx(t.step_s(B) * 2 * 1000, rel=0.05)  # the slow repeat's steps
+    s = stats_section(r, warmup=1, interference=None)
+    assert s.estimator == "median" and s.ci95_method == "bootstrap-percentile" and s.excluded_repeats == 0
+
+
+def test_disturbed_repeats_are_left_out_and_counted(clock, monkeypatch):
+    shares = iter([0.0, 0.9, 0.0, 0.0, 0.6, 0.0, 0.0])
+
+    class Probe:
+        def stop(self):
+            return Interference(next(shares), None, None)
+
+    monkeypatch.setattr(loop, "InterferenceProbe", Probe)
+    backend = FakeBackend(spend=clock.advance, jitter=[1.0, 1.0, 5.0, 1.0, 1.0, 5.0, 1.0, 1.0])
+    _, r = _run(clock, RepeatPolicy(fixed_repeats=5), backend=backend)
+    assert r.repeats == 5 and len(r.excluded) == 2
+    assert r.decode_tps_samples() == pytest.approx([B / Timing().step_s(B)] * 5)  # the slow ones are out
+    s = stats_section(r, warmup=1, interference=None)
+    assert s.excluded_repeats == 2 and s.samples["excluded_other_cpu_frac"] == [0.9, 0.6]
+    assert not s.interference  # the kept repeats are clean
+
+
+def test_too_few_clean_repeats_are_readmitted_and_flagged(clock, monkeypatch):
+    class Busy:
+        def stop(self):
+            return Interference(0.8, None, None)
+
+    monkeypatch.setattr(loop, "InterferenceProbe", Busy)
+    _, r = _run(clock, RepeatPolicy(min_repeats=3, max_repeats=4, ci_target=0.01))
+    assert r.repeats == 8 and not r.excluded and r.stop_reason == "max-repeats"
+    s = stats_section(r, warmup=1, interference=None)
+    assert s.interference and s.excluded_repeats == 0
 
 
 def test_adaptive_stops_at_ci_target_when_timings_are_stable(clock):
     _, r = _run(clock, RepeatPolicy(min_repeats=3, max_repeats=20, ci_target=0.05))
     assert r.stop_reason == "ci-target"
-    assert r.repeats == 3  # identical timings: CI width 0 after the minimum
+    assert r.repeats == 3  # identical timings: interval width 0 after the minimum
 
 
 def test_adaptive_hits_max_repeats_when_timings_are_noisy(clock):

@@ -65,6 +65,14 @@ class Backend(ABC):
     def generate(self, batch: Any, new_tokens: int) -> Any:
         """Greedy generation of exactly ``new_tokens`` tokens per row (no early stop on EOS)."""
 
+    def generate_timed(self, batch: Any, new_tokens: int, clock: Callable[[], float]) -> tuple[Any, Optional[list[float]]]:
+        """``generate``, also returning the ``clock`` reading at which each of the ``new_tokens``
+        tokens was ready (for the whole batch: one decode step), so TTFT, decode time and inter-token
+        latency come from one call. An engine without a per-token hook returns None for the times;
+        the loop then times a prefill-only call apart. On an asynchronous device the times must be
+        the device's (events), not the moment a kernel was queued."""
+        return self.generate(batch, new_tokens), None
+
     @abstractmethod
     def output_size(self, output: Any, batch: Any) -> OutputSize:
         """Tokens and decoded characters of a ``generate`` output (called outside timed regions)."""

@@ -10,7 +10,7 @@ import ctypes
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -181,12 +181,25 @@ class LlamaCppBackend(Backend):
         return self._prefill(batch)
 
     def generate(self, batch: _Batch, new_tokens: int) -> list[list[int]]:
+        return self._generate(batch, new_tokens, None)
+
+    def generate_timed(self, batch: _Batch, new_tokens: int, clock: Callable[[], float]) -> tuple[list[list[int]], list[float]]:
+        times: list[float] = []
+        return self._generate(batch, new_tokens, lambda: times.append(clock())), times
+
+    def _generate(self, batch: _Batch, new_tokens: int, on_token: Optional[Callable[[], None]]) -> list[list[int]]:
+        # llama_decode returns when the step is computed (CPU, or a synchronised offload), so a host
+        # timestamp after each argmax is the moment that token was ready.
         last = self._prefill(batch)
+        if on_token:
+            on_token()
         out = [[t] for t in last]
         p = len(batch.rows[0])
         for step in range(1, new_tokens):
             self._decode([(tok, p + step - 1, s, True) for s, tok in enumerate(last)])
             last = [int(self._logits(s).argmax()) for s in range(len(last))]
+            if on_token:
+                on_token()
             for s, tok in enumerate(last):
                 out[s].append(tok)
         return out

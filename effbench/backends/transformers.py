@@ -48,6 +48,36 @@ class _Batch:
     attention_mask: Any
 
 
+class _StepTimer:
+    """A logits processor that marks when each token's logits are ready (generate calls it once per
+    new token, before choosing it). On CPU it reads the clock; on CUDA it records an event on the
+    stream, so nothing synchronises inside the generation, and converts once at the end."""
+
+    def __init__(self, clock: Any, torch: Any = None) -> None:
+        self.clock, self.torch = clock, torch
+        self.marks: list[Any] = []
+        if torch is not None:
+            torch.cuda.synchronize()
+            self.t0 = clock()
+            self.start = torch.cuda.Event(enable_timing=True)
+            self.start.record()
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.torch is None:
+            self.marks.append(self.clock())
+        else:
+            event = self.torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        return scores
+
+    def times(self) -> list[float]:
+        if self.torch is None:
+            return list(self.marks)
+        self.torch.cuda.synchronize()
+        return [self.t0 + self.start.elapsed_time(e) / 1000.0 for e in self.marks]
+
+
 class TransformersBackend(Backend):
     name = "transformers"
     offers = frozenset({DTYPE_WEIGHTS, IN_PLACE, LOAD_TIME})
@@ -167,7 +197,10 @@ class TransformersBackend(Backend):
         ids = self.torch.tensor(rows, dtype=self.torch.long, device=self.device)
         return _Batch(ids, self.torch.ones_like(ids))
 
-    def _generate(self, batch: _Batch, n: int) -> Any:
+    def _generate(self, batch: _Batch, n: int, step_timer: Optional["_StepTimer"] = None) -> Any:
+        from transformers import LogitsProcessorList
+
+        extra = {"logits_processor": LogitsProcessorList([step_timer])} if step_timer else {}
         with self.torch.no_grad():  # not inference_mode: some quantized layers refuse it
             return self.model.generate(
                 input_ids=batch.input_ids,
@@ -176,7 +209,13 @@ class TransformersBackend(Backend):
                 min_new_tokens=n,  # suppress EOS: every configuration does the same work
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
+                **extra,
             )
+
+    def generate_timed(self, batch: _Batch, new_tokens: int, clock: Any) -> tuple[Any, list[float]]:
+        timer = _StepTimer(clock, self.torch if self.device.startswith("cuda") else None)
+        out = self._generate(batch, new_tokens, timer)
+        return out, timer.times()
 
     def prefill(self, batch: _Batch) -> Any:
         return self._generate(batch, 1)

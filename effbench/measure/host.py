@@ -53,8 +53,11 @@ def trim_heap() -> None:
         pass
 
 
-# Share of the whole machine's CPU time used by *other* processes above which a record is flagged.
+# Share of the whole machine's CPU time used by *other* processes above which a repeat is left out
+# and a configuration flagged.
 INTERFERENCE_CPU_FRAC = 0.15
+# Below this wall time the probe cannot tell a share (the CPU counters tick every 10 ms).
+MIN_PROBE_WALL_S = 0.2
 
 
 @dataclass
@@ -99,7 +102,7 @@ class InterferenceProbe:
         wall = end.wall - self.start.wall
         ncpu = psutil.cpu_count(logical=True) or 1
         other = None
-        if wall > 0:
+        if wall >= MIN_PROBE_WALL_S:
             other_s = (end.busy_s - self.start.busy_s) - (end.own_s - self.start.own_s)
             other = max(0.0, min(1.0, other_s / (wall * ncpu)))
         return Interference(other, self.start.load1, end.load1)

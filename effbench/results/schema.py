@@ -48,6 +48,18 @@ class WorkloadInfo(_Section):
     prompt_set: str
 
 
+class Latency(_Section):
+    """One latency distribution (a serving point's TTFT, TPOT, ITL, end-to-end; an offline record's ITL), in milliseconds."""
+
+    p50: Optional[float] = None
+    p90: Optional[float] = None
+    p95: Optional[float] = None
+    p99: Optional[float] = None
+    mean: Optional[float] = None
+    n: Optional[int] = None
+    ci95: dict[str, list[float]] = Field(default_factory=dict)  # percentile -> [low, high], distribution-free
+
+
 class Throughput(_Section):
     prefill_tokens_per_s: Optional[float] = None
     decode_tokens_per_s: Optional[float] = None
@@ -56,6 +68,9 @@ class Throughput(_Section):
     tpot_s: Optional[float] = None
     e2e_latency_s: Optional[float] = None
     output_chars_per_s: Optional[float] = None
+    # Inter-token latency (one decode step of the batch) over every kept repeat, from per-token times;
+    # None for an engine without a per-token hook.
+    itl_ms: Optional[Latency] = None
 
 
 class Energy(_Section):
@@ -121,7 +136,10 @@ class Quality(_Section):
 
 class Stats(_Section):
     repeats: int = 0
-    ci95_rel: Optional[float] = None  # relative half-width of the CI95 of decode tokens/s
+    ci95_rel: Optional[float] = None  # relative half-width of the 95% interval of the headline decode tokens/s
+    estimator: Optional[str] = None  # how per-repeat values become the headline: "median"
+    ci95_method: Optional[str] = None  # "bootstrap-percentile" (the median's interval)
+    excluded_repeats: int = 0  # repeats left out for interference (their values are in samples["excluded_*"])
     stop_reason: Optional[str] = None  # "ci-target", "time-cap", "max-repeats", "fixed-repeats"
     warmup: Optional[int] = None
     duration_s: Optional[float] = None
@@ -130,18 +148,6 @@ class Stats(_Section):
     load_avg_before: Optional[float] = None
     load_avg_after: Optional[float] = None
     samples: dict[str, list[float]] = Field(default_factory=dict)  # per-repeat values, for compare
-
-
-class Latency(_Section):
-    """One latency distribution of a serving point, in milliseconds."""
-
-    p50: Optional[float] = None
-    p90: Optional[float] = None
-    p95: Optional[float] = None
-    p99: Optional[float] = None
-    mean: Optional[float] = None
-    n: Optional[int] = None
-    ci95: dict[str, list[float]] = Field(default_factory=dict)  # percentile -> [low, high], distribution-free
 
 
 class ServingInfo(_Section):

@@ -3,30 +3,17 @@ SLO, and whether the engine kept up with the offered load."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from effbench.scenarios.serving.client import Result
-from effbench.stats import percentile, percentile_ci95
+from effbench.stats import distribution_ms, percentile
 
-QUANTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 # The engine is saturated when it serves less than this share of the offered rate ...
 SATURATION_RATE_SHARE = 0.9
 # ... or its queue grows: the last third of requests waits this much longer for a first token
 # than the first third, and at least MIN_QUEUE_GROWTH_S longer (a few ms is jitter, not a queue).
 QUEUE_GROWTH_RATIO = 2.0
 MIN_QUEUE_GROWTH_S = 0.25
-
-
-def distribution_ms(seconds: Sequence[float]) -> Optional[dict[str, Any]]:
-    """p50/p90/p95/p99/mean in milliseconds, with n and each percentile's 95% interval."""
-    if not seconds:
-        return None
-    ms = [s * 1000.0 for s in seconds]
-    out: dict[str, Any] = {k: percentile(ms, q) for k, q in QUANTILES.items()}
-    out["mean"] = sum(ms) / len(ms)
-    out["n"] = len(ms)
-    out["ci95"] = {k: list(ci) for k, q in QUANTILES.items() if (ci := percentile_ci95(ms, q)) is not None}
-    return out
 
 
 def meets_slo(r: Result, ttft_ms: Optional[float], tpot_ms: Optional[float]) -> bool:
