@@ -50,7 +50,7 @@ def test_windows_are_recorded_and_the_split_follows_the_brief():
 def test_repeat_spread_and_sensor_uncertainty_combine():
     full = [_win(T0 + i, 1.0, 1, w) for i, w in enumerate((90.0, 100.0, 110.0))]
     e = energy_section(_loop([], full), None)
-    ci = 4.303 * 10.0 / 3**0.5 / 100.0
+    ci = 4.302653 * 10.0 / 3**0.5 / 100.0  # t(0.975, df=2)
     assert e.uncertainty_rel == pytest.approx((ci**2 + 0.05**2) ** 0.5)
 
 
