@@ -103,11 +103,15 @@ def welch_p(base: Sequence[float], new: Sequence[float]) -> float:
 
 def median_ci95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, Optional[tuple[float, float]]]:
     """The median and its bootstrap 95% interval (percentile method, fixed seed so a record is reproducible from its
-    samples); the interval is None below 3 values or when all values are equal."""
+    samples). With two values the median is their mean and the interval is Student-t's; None for one
+    value or when all values are equal."""
     xs = np.asarray([float(v) for v in values], dtype=float)
     if len(xs) == 0:
         raise ValueError("no values for a median")
     med = float(np.median(xs))
+    if len(xs) == 2 and xs[0] != xs[1]:  # the median is the mean: its Student-t interval (df 1, wide)
+        s = summarize(xs)
+        return med, (med - s.ci95_half, med + s.ci95_half)
     if len(xs) < 3 or float(xs.min()) == float(xs.max()):
         return med, None
     res = _sp.bootstrap((xs,), np.median, confidence_level=CONFIDENCE, n_resamples=resamples,

@@ -103,9 +103,12 @@ def test_too_few_clean_repeats_are_readmitted_and_flagged(clock, monkeypatch):
 
     monkeypatch.setattr(loop, "InterferenceProbe", Busy)
     _, r = _run(clock, RepeatPolicy(min_repeats=3, max_repeats=4, ci_target=0.01))
-    assert r.repeats == 8 and not r.excluded and r.stop_reason == "max-repeats"
+    assert r.repeats == 2 and len(r.excluded) == 6 and r.stop_reason == "max-repeats"
     s = stats_section(r, warmup=1, interference=None)
-    assert s.interference and s.excluded_repeats == 0
+    assert s.interference and s.excluded_repeats == 6
+    # --repeats N gives exactly N repeats: the least disturbed are readmitted
+    _, r = _run(clock, RepeatPolicy(fixed_repeats=3))
+    assert r.repeats == 3 and len(r.excluded) == 6 and r.stop_reason == "fixed-repeats"
 
 
 def test_adaptive_stops_at_ci_target_when_timings_are_stable(clock):

@@ -192,7 +192,8 @@ def _done(result: LoopResult, policy: RepeatPolicy, elapsed_s: float) -> Optiona
     if policy.fixed_repeats is not None:
         if n >= policy.fixed_repeats:
             return "fixed-repeats"
-        return "max-repeats" if attempts >= 3 * policy.fixed_repeats else None
+        # too many disturbed tries: stop; the least disturbed are readmitted to make up N
+        return "fixed-repeats" if attempts >= 3 * policy.fixed_repeats else None
     if n >= policy.min_repeats:
         rel = ci95_rel(result.headline_samples())
         if rel is not None and rel <= policy.ci_target:
@@ -204,14 +205,17 @@ def _done(result: LoopResult, policy: RepeatPolicy, elapsed_s: float) -> Optiona
     return None
 
 
-def _readmit_if_too_few(result: LoopResult) -> None:
-    """With fewer than two clean repeats there is no interval: keep the disturbed ones (the record
-    then says interference) rather than report nothing."""
-    if result.repeats >= 2 or not result.excluded:
+def _readmit_if_too_few(result: LoopResult, policy: RepeatPolicy) -> None:
+    """Too few clean repeats (fewer than ``--repeats N``, or fewer than two for an interval): readmit
+    the least disturbed ones up to that count rather than report nothing; the record then says
+    interference."""
+    needed = policy.fixed_repeats if policy.fixed_repeats is not None else 2
+    if result.repeats >= needed or not result.excluded:
         return
-    for ex in result.excluded:
+    result.excluded.sort(key=lambda ex: ex.other_cpu_frac)
+    while result.repeats < needed and result.excluded:
+        ex = result.excluded.pop(0)
         _keep(result, ex.window, ex.prefill, ex.timing, ex.other_cpu_frac)
-    result.excluded = []
 
 
 def _keep(result: LoopResult, full: WindowResult, pre: Optional[WindowResult], timing: Optional[TokenTiming],
@@ -279,7 +283,7 @@ def run_loop(
             result.stop_reason = reason
             break
 
-    _readmit_if_too_few(result)
+    _readmit_if_too_few(result, policy)
     result.duration_s = clock() - started
     result.output = backend.output_size(last_output, batch)
     result.peak_host_bytes = peak_rss_bytes()
