@@ -1,9 +1,15 @@
-"""(d) Runner overhead: decode tokens/s as ``effbench.run`` records it vs a bare ``model.generate`` loop.
+"""(d) Runner overhead and the statistics targets of the measurement loop.
 
-Same process, same weights file, same prompt tokens, fp32, one thread, greedy; both compute decode
-tokens/s the same way, batch x (new_tokens - 1) / (t(generate n) - t(generate 1)), so the difference
-is what effbench's path adds (sweep, loop, windows, generate kwargs). The two are interleaved over
-rounds, alternating which goes first, because other work on a shared machine drifts over minutes.
+Part 1, interleaved: decode tokens/s as effbench's loop measures one repeat (``run_loop`` with one
+repeat: the per-token hook, the interference probe, the window) against a bare ``model.generate``
+loop a user would write (decode = batch x (n - 1) / (t(generate n) - t(generate 1))), alternating
+repeat by repeat in one process on one loaded model, so a drifting machine cannot bias the ratio.
+Reported: the median of the per-pair ratios effbench / bare with its bootstrap 95% interval, and
+each side's per-repeat spread (coefficient of variation) with their ratio.
+
+Part 2, time to the target: ``effbench.run`` on the default workload at batch 1 and 4 with the
+default stopping rule (5% on the median's 95% interval); per configuration, the seconds its loop
+took (warm-up included), repeats kept and left out, the interval reached and why it stopped.
 """
 from __future__ import annotations
 
@@ -12,8 +18,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.common import results_dir, write_json
 
@@ -23,126 +28,109 @@ MODEL = "smollm2-135m"
 @dataclass(frozen=True)
 class Setup:
     batch_sizes: tuple[int, ...] = (1, 4)
-    prompt_tokens: int = 64
+    prompt_tokens: int = 64  # the default workload (effbench.config.SweepConfig)
     new_tokens: int = 32
-    rounds: int = 5
-    repeats: int = 3  # timed repeats per round and side, after one warm-up
-    threads: int = 1
+    pairs: int = 16  # interleaved repeats per side and batch size, after one warm-up each
+    threads: int = 2
 
 
-class Bare:
-    """The baseline a user would write: load, then time ``model.generate`` calls."""
-
-    def __init__(self, setup: Setup, **generate_kwargs: Any) -> None:
-        from effbench.backends.transformers import TransformersBackend
-        from effbench.models import load_prompt_set, resolve_model
-        from effbench.quant import get_scheme
-
-        self.setup = setup
-        self.backend = TransformersBackend()  # only to load the same weights and build the same prompts
-        self.backend.load(resolve_model(MODEL), get_scheme("fp32"), "cpu", setup.threads, seed=0)
-        self.prompts = load_prompt_set("en")
-        self.generate_kwargs = generate_kwargs  # --diagnose: effbench's extra kwargs, one at a time
-
-    def _seconds(self, batch: Any, n: int) -> tuple[float, int]:
-        t0 = time.perf_counter()
-        out = self.backend.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                          max_new_tokens=n, do_sample=False,
-                                          pad_token_id=self.backend.tokenizer.pad_token_id,
-                                          **{k: (n if v == "n" else v) for k, v in self.generate_kwargs.items()})
-        return time.perf_counter() - t0, out.shape[1] - batch.input_ids.shape[1]
-
-    def decode_tps(self, batch_size: int) -> list[float]:
-        s = self.setup
-        batch = self.backend.prepare(self.prompts, batch_size, s.prompt_tokens)
-        self._seconds(batch, s.new_tokens)  # warm-up, as effbench's loop does
-        out = []
-        for _ in range(s.repeats):
-            pre, _ = self._seconds(batch, 1)
-            full, made = self._seconds(batch, s.new_tokens)
-            if made != s.new_tokens:  # an early EOS would be less work than effbench does
-                raise RuntimeError(f"bare generate stopped after {made} of {s.new_tokens} tokens")
-            out.append(batch_size * (s.new_tokens - 1) / (full - pre))
-        return out
+def _cv(values: list[float]) -> float:
+    return statistics.stdev(values) / statistics.mean(values)
 
 
-def effbench_decode_tps(setup: Setup, batch_size: int, out_dir: Path) -> list[float]:
-    """One configuration through the public API, as ``effbench run`` would measure it (no sensor:
-    sensor cost is suite (c)); returns the per-repeat decode tokens/s of its record."""
-    import effbench
-
-    run = effbench.run(dict(model=MODEL, quant="fp32", device="cpu", batch_sizes=[batch_size],
-                            prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens,
-                            repeats=setup.repeats, warmup=1, threads=setup.threads, sensor="none",
-                            idle_s=0, perplexity=False, out=str(out_dir)))
-    record = run.records[-1]
-    if record.error:
-        raise RuntimeError(f"effbench run failed: {record.error}")
-    return list(record.stats.samples["decode_tokens_per_s"])
-
-
-def measure(setup: Setup, diagnose: bool = False) -> dict[str, Any]:
-    """Interleaved rounds of each side; ``diagnose`` adds a bare loop with effbench's
-    ``min_new_tokens`` (its only generate kwarg a bare loop lacks), to attribute a difference."""
+def interleaved(setup: Setup) -> dict[str, Any]:
     import torch
 
-    bare = Bare(setup)
-    sides: dict[str, Callable[[int, Path], list[float]]] = {
-        "bare": lambda bs, _: bare.decode_tps(bs),
-        "effbench": lambda bs, out: effbench_decode_tps(setup, bs, out),
-    }
-    if diagnose:
-        forced = Bare(setup, min_new_tokens="n")
-        sides["bare+min_new_tokens"] = lambda bs, _: forced.decode_tps(bs)
-    samples = {bs: {name: [] for name in sides} for bs in setup.batch_sizes}
+    from effbench.backends.transformers import TransformersBackend
+    from effbench.measure.loop import RepeatPolicy, Workload, run_loop
+    from effbench.models import load_prompt_set, resolve_model
+    from effbench.quant import get_scheme
+    from effbench.sensors.base import NullSensor
+    from effbench.stats import median_ci95
+
+    backend = TransformersBackend()
+    backend.load(resolve_model(MODEL), get_scheme("fp32"), "cpu", setup.threads, seed=0)
+    model, tok = backend.model, backend.tokenizer
+    prompts = load_prompt_set("en")
+    n = setup.new_tokens
+    one = RepeatPolicy(warmup=0, fixed_repeats=1, interference_cpu_frac=None)  # every pair kept: the ratio is paired
+
+    def bare_once(batch: Any, b: int) -> float:
+        def seconds(k: int) -> float:
+            t0 = time.perf_counter()
+            out = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=k,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+            if out.shape[1] - batch.input_ids.shape[1] != k:  # an early EOS would be less work
+                raise RuntimeError("bare generate stopped early")
+            return time.perf_counter() - t0
+        pre = seconds(1)
+        return b * (n - 1) / (seconds(n) - pre)
+
+    def effbench_once(batch: Any, b: int) -> float:
+        r = run_loop(backend, batch, Workload(b, setup.prompt_tokens, n), NullSensor(), one)
+        return r.decode_tps_samples()[0]
+
+    out: dict[str, Any] = {}
+    for b in setup.batch_sizes:
+        batch = backend.prepare(prompts, b, setup.prompt_tokens, n)
+        bare_once(batch, b), effbench_once(batch, b)  # warm-up of each path
+        eff, bare = [], []
+        for i in range(setup.pairs):
+            order = (("bare", "eff") if i % 2 else ("eff", "bare"))
+            for side in order:
+                (bare if side == "bare" else eff).append(bare_once(batch, b) if side == "bare" else effbench_once(batch, b))
+        ratios = [e / x for e, x in zip(eff, bare)]
+        med, ci = median_ci95(ratios)
+        out[str(b)] = {
+            "effbench_decode_tps_median": statistics.median(eff), "bare_decode_tps_median": statistics.median(bare),
+            "ratio_median": med, "ratio_ci95": list(ci) if ci else None,
+            "effbench_spread_cv": _cv(eff), "bare_spread_cv": _cv(bare), "spread_ratio": _cv(eff) / _cv(bare),
+            "samples": {"effbench": eff, "bare": bare},
+        }
+    return {"torch_threads": torch.get_num_threads(), "batches": out}
+
+
+def time_to_target(setup: Setup) -> dict[str, Any]:
+    import effbench
+
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(setup.rounds):
-            for bs in setup.batch_sizes:
-                order = list(sides) if r % 2 else list(reversed(sides))
-                for name in order:
-                    samples[bs][name] += sides[name](bs, Path(tmp) / f"r{r}-b{bs}")
-                    torch.set_num_threads(setup.threads)  # every side on the same thread count
-    return {"setup": asdict(setup), "torch_threads": torch.get_num_threads(),
-            "batches": {str(bs): _compare(s, setup.repeats) for bs, s in samples.items()}}
-
-
-def _paired(eff: list[float], bare: list[float], repeats: int) -> tuple[float, float, float]:
-    """Overhead of each round (its two sides ran back to back, so slow drift of other load cancels):
-    median over rounds, and the lowest and highest round."""
-    per_round = [1 - statistics.median(eff[i:i + repeats]) / statistics.median(bare[i:i + repeats])
-                 for i in range(0, len(bare), repeats)]
-    return statistics.median(per_round), min(per_round), max(per_round)
-
-
-def _compare(samples: dict[str, list[float]], repeats: int) -> dict[str, Any]:
-    bare = samples["bare"]
-    b = statistics.median(bare)
-    out: dict[str, Any] = {"bare_decode_tps_median": b, "bare_spread_rel": (max(bare) - min(bare)) / b}
-    out["paired_overhead_rel"], out["paired_overhead_min"], out["paired_overhead_max"] = _paired(
-        samples["effbench"], bare, repeats)
-    for name, values in samples.items():
-        if name != "bare":
-            key = name.replace("+", "_plus_")
-            out[f"{key}_decode_tps_median"] = statistics.median(values)
-            # positive: lower throughput than the bare loop
-            out["overhead_rel" if name == "effbench" else f"{key}_overhead_rel"] = 1 - statistics.median(values) / b
-    out["samples"] = samples
-    return out
+        run = effbench.run(dict(model=MODEL, quant="fp32", device="cpu", batch_sizes=list(setup.batch_sizes),
+                                prompt_tokens=setup.prompt_tokens, new_tokens=setup.new_tokens, threads=setup.threads,
+                                sensor="auto", idle_s=0, perplexity=False, out=tmp))
+    rows = {}
+    for r in run.records:
+        if r.error:
+            rows[str(r.workload.batch_size)] = {"error": r.error}
+            continue
+        s = r.stats
+        rows[str(r.workload.batch_size)] = {
+            "loop_s": s.duration_s, "repeats": s.repeats, "excluded_repeats": s.excluded_repeats,
+            "ci95_rel": s.ci95_rel, "stop_reason": s.stop_reason, "decode_tokens_per_s": r.throughput.decode_tokens_per_s,
+            "decode_spread_cv": _cv(s.samples["decode_tokens_per_s"]) if len(s.samples["decode_tokens_per_s"]) > 1 else None,
+            "itl_ms_p50": r.throughput.itl_ms.p50 if r.throughput.itl_ms else None,
+            "itl_ms_p99": r.throughput.itl_ms.p99 if r.throughput.itl_ms else None,
+            "energy_status": r.energy.status, "sensor": r.energy.sensor,
+        }
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(prog="python -m benchmarks run runner-overhead", description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=Setup.rounds)
-    ap.add_argument("--repeats", type=int, default=Setup.repeats)
-    ap.add_argument("--diagnose", action="store_true", help="also a bare loop with effbench's min_new_tokens")
+    ap.add_argument("--pairs", type=int, default=Setup.pairs)
+    ap.add_argument("--skip-time-to-target", action="store_true")
     args = ap.parse_args(argv)
-    result = measure(Setup(rounds=args.rounds, repeats=args.repeats), args.diagnose)
+    setup = Setup(pairs=args.pairs)
+    result: dict[str, Any] = {"method": "interleaved", "setup": asdict(setup), "interleaved": interleaved(setup)}
+    if not args.skip_time_to_target:
+        result["time_to_target"] = time_to_target(setup)
     path = write_json(results_dir() / "runner_overhead.json", result)
-    for bs, c in result["batches"].items():
-        print(f"batch {bs}: effbench {c['effbench_decode_tps_median']:.2f} tok/s, bare {c['bare_decode_tps_median']:.2f} tok/s, "
-              f"overhead {c['overhead_rel']:+.2%} (bare spread {c['bare_spread_rel']:.1%})")
-        if "bare_plus_min_new_tokens_overhead_rel" in c:
-            print(f"  bare + min_new_tokens: {c['bare_plus_min_new_tokens_overhead_rel']:+.2%}")
+    for bs, c in result["interleaved"]["batches"].items():
+        ci = c["ratio_ci95"]
+        print(f"batch {bs}: effbench/bare decode {c['ratio_median']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] "
+              f"({c['effbench_decode_tps_median']:.1f} vs {c['bare_decode_tps_median']:.1f} tok/s); "
+              f"spread {c['effbench_spread_cv']:.1%} vs {c['bare_spread_cv']:.1%} (x{c['spread_ratio']:.2f})")
+    for bs, t in result.get("time_to_target", {}).items():
+        print(f"batch {bs}: {t}")
     print(f"wrote {path}")
     return result
 
