@@ -83,6 +83,9 @@ def test_disturbed_repeats_are_left_out_and_counted(clock, monkeypatch):
     shares = iter([0.0, 0.9, 0.0, 0.0, 0.6, 0.0, 0.0])
 
     class Probe:
+        def __init__(self, pids=()):
+            pass
+
         def stop(self):
             return Interference(next(shares), None, None)
 
@@ -98,6 +101,9 @@ def test_disturbed_repeats_are_left_out_and_counted(clock, monkeypatch):
 
 def test_too_few_clean_repeats_are_readmitted_and_flagged(clock, monkeypatch):
     class Busy:
+        def __init__(self, pids=()):
+            pass
+
         def stop(self):
             return Interference(0.8, None, None)
 

