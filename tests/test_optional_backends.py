@@ -120,3 +120,19 @@ def test_bnb_schemes_are_recorded_unsupported_on_cpu(tmp_path):
     assert p.stderr.strip().splitlines()[-1].startswith("effbench: error: no configuration could be measured")
     errors = [json.loads(line)["error"] for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(errors) == 2 and all(e.startswith("unsupported:") and "CUDA" in e for e in errors)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llama_cpp.server") is None,
+                    reason="llama-cpp-python[server] is not installed (optional extra; builds from source)")
+def test_llamacpp_serving_engine_on_the_bundled_gguf(tmp_path):
+    out = tmp_path / "run"
+    p = run_cli("--scenario", "serving", "--engine", "llamacpp", "--quant", "gguf-q4_1", "--rates", "1",
+                "--requests", "4", "--new-tokens", "8", "--prompt-tokens", "32", "--threads", "1", "--sensor", "estimate",
+                "--idle-s", "0", "--out", str(out))
+    assert p.returncode == 0, p.stderr[-1500:]
+    (r,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert r["error"] is None, r["error"]
+    s = r["serving"]
+    assert s["engine"]["name"] == "llamacpp" and s["completed"] == 4 and s["ttft_ms"]["p50"] > 0
