@@ -87,6 +87,8 @@ class Energy(_Section):
     mean_power_w: Optional[float] = None
     tokens_in_window: Optional[float] = None  # output tokens streamed inside the window
     confidence: Optional[float] = None  # the level of the intervals stated (0.95, brief rule 14)
+    decode_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_decode (and decode J/token), relative
+    dynamic_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_dynamic, relative
 
 
 class Carbon(_Section):

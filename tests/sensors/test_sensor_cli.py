@@ -73,7 +73,7 @@ def test_sensors_on_a_machine_with_a_gpu_and_rapl_list_their_domains(sensor_mach
     infos = {i["name"]: i for i in json.loads(stdout)}
     nvml, rapl = infos["nvml"], infos["rapl"]
     assert nvml["available"] and nvml["kind"] == "energy-counter" and nvml["domains"] == ["gpu:0"]
-    assert nvml["reason"] == "NVML total energy counter on gpu:0 NVIDIA H100 80GB HBM3"
+    assert nvml["reason"].startswith("NVML total energy counter on gpu:0 NVIDIA H100 80GB HBM3; hopper")
     assert rapl["available"] and rapl["kind"] == "energy-counter" and rapl["domains"] == ["cpu:package-0", "dram:0"]
 
 
