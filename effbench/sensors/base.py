@@ -72,10 +72,12 @@ class EnergyReading:
 # measurement. (A sensor that by design observes only part of each update period, like the A100's
 # and H100's, lowers ``coverage`` but not the reach: its blind share enters the uncertainty.)
 MIN_COVERAGE = 0.5
-# The sampling term below assumes the blind parts of successive update periods err independently;
-# bursts spanning several periods correlate them. Calibrated by benchmarks/energy_calibration.py so
-# that the stated 95% interval holds the truth at least 95% of the time on the simulator's loads.
-SAMPLING_SAFETY = 1.5
+# The sampling term below assumes the blind parts of successive samples err independently. A margin
+# above 1 would widen it; benchmarks/energy_calibration.py finds the truth inside the stated 95%
+# interval at least 95% of the time on the simulator's loads without one, so none is applied.
+SAMPLING_SAFETY = 1.0
+# A polled series' lag varies with when it is read: its bound gets this margin.
+EDGE_LAG_MARGIN = 1.5
 # A sensor whose observed share is unstated is assumed to be as blind as the worst documented one.
 ASSUMED_DUTY = 0.25
 
@@ -103,16 +105,32 @@ def sampling_error_rel(rms_step_w: Optional[float], mean_w: Optional[float], dur
     return SAMPLING_SAFETY * Z95 * per_sample / (mean_w * math.sqrt(n))
 
 
+def edge_error_rel(integral_mean_w: Optional[float], duration_s: float, lag_s: float, edge_step_w: Optional[float],
+                   blur_s: float, max_dev_w: Optional[float]) -> Optional[float]:
+    """Bound of the error at a polled window's edges, relative to its energy (before conversion to
+    95%): a series that lags the power by ``lag_s`` (a sensor that samples early in each period, a
+    trailing average) shifts the window, off by ``lag x (P_end - P_start)``; and each edge blurs
+    over ``blur_s`` of power that may stray from the mean as far as the samples do."""
+    if not integral_mean_w or integral_mean_w <= 0 or duration_s <= 0:
+        return None
+    # The lag itself varies with the reading's phase against the updates: bounded with a margin.
+    shift = EDGE_LAG_MARGIN * lag_s * abs(edge_step_w or 0.0)
+    blur = blur_s * (max_dev_w or 0.0)
+    return (shift + blur) / (integral_mean_w * duration_s)
+
+
 def sensor_uncertainty(accuracy_rel: Optional[float], reach: Optional[float],
                        resolution_s: Optional[float], duration_s: float,
-                       sampling_rel: Optional[float] = None) -> Optional[float]:
+                       sampling_rel: Optional[float] = None, edge_rel: Optional[float] = None) -> Optional[float]:
     """A window's relative uncertainty, a 95% half-width (brief rule 14), root-sum-square of:
     the sensor's stated accuracy bound (uniform inside +-a), the share of the window no sample
     reaches (its power could be anything near the observed: bounded by that share), the time
     resolution at the edges (an update period or averaging span, relative to the window, bounded),
     and the sampling error for what the sensor did not observe (already at 95%)."""
     unreached = None if reach is None else uniform_to_95(1.0 - reach)
-    edges = uniform_to_95(resolution_s / duration_s) if resolution_s and duration_s > 0 else None
+    if edge_rel is None and resolution_s and duration_s > 0:
+        edge_rel = resolution_s / duration_s
+    edges = uniform_to_95(edge_rel)
     return combine_rel(uniform_to_95(accuracy_rel), unreached, edges, sampling_rel)
 
 
@@ -122,6 +140,7 @@ def observed_reading(
     coverage: Optional[float] = 1.0, sampling_interval_s: Optional[float] = None,
     resolution_s: Optional[float] = None, error: Optional[str] = None, basis: Optional[str] = None,
     reach: Optional[float] = None, sampling_rel: Optional[float] = None, flags: Sequence[str] = (),
+    edge_rel: Optional[float] = None,
 ) -> EnergyReading:
     """A reading from a sensor that observed the window (``measured``, or ``estimated`` for the
     utilisation-based estimate); ``unavailable`` when its samples reach too little of it.
@@ -135,7 +154,7 @@ def observed_reading(
         status=status, sensor=sensor, duration_s=duration_s, joules_by_domain=dict(joules_by_domain),
         sampling_interval_s=sampling_interval_s, coverage=coverage,
         uncertainty_rel=sensor_uncertainty(accuracy_rel, reach, resolution_s or sampling_interval_s, duration_s,
-                                           sampling_rel),
+                                           sampling_rel, edge_rel),
         basis=basis, error=error, flags=sorted(set(flags)),
     )
 

@@ -25,6 +25,8 @@ class Integral:
     sampling_interval_s: Optional[float]  # median spacing of the samples used
     samples: int  # samples inside the window
     rms_step_w: Optional[float] = None  # RMS change between successive samples in reach of the window
+    max_dev_w: Optional[float] = None  # largest distance of such a sample from the window's mean power
+    edge_step_w: Optional[float] = None  # power at the window's end minus at its start (interpolated)
 
 
     @property
@@ -87,7 +89,9 @@ def integrate(
     near = (t >= start - (interval or 0.0)) & (t <= end + (interval or 0.0))
     steps = np.diff(w[near])
     rms = float(np.sqrt(np.mean(steps * steps))) if steps.size else None
-    return Integral(joules, duration, cov, interval, int(inside.sum()), rms)
+    mean_w = joules / duration if duration > 0 else float(np.mean(w[near])) if near.any() else 0.0
+    dev = float(np.max(np.abs(w[near] - mean_w))) if near.any() else None
+    return Integral(joules, duration, cov, interval, int(inside.sum()), rms, dev, float(edge_w[1] - edge_w[0]))
 
 
 def counter_delta(before: float, after: float, wrap_range: Optional[float]) -> Optional[float]:

@@ -453,6 +453,8 @@ class NvmlSensor(EnergySensor):
             return _RefusedWindow(self.clock, refusal)
         if self.counter_mode:
             return _CounterWindow(self)
+        if all(g.has_counter for g in self._open().gpus):
+            return _CheckedPolledWindow(self)
         return PolledWindow(self.poller(), self._polled_reading)
 
     def environment(self) -> dict:
@@ -475,6 +477,33 @@ class NvmlSensor(EnergySensor):
         if self._devices is not None:
             self._devices.close()
             self._devices = None
+
+
+class _CheckedPolledWindow(Window):
+    """Polling on GPUs that also have an energy counter (polling forced, e.g. to compare them):
+    the counter, read at both edges, checks the polled figure. A load whose bursts fall where a
+    part-time sensor never looks (periodic at its update period) leaves the samples steady and the
+    sampling estimate small; the counter sees it, and the polled interval is widened to reach it."""
+
+    def __init__(self, sensor: "NvmlSensor") -> None:
+        self._sensor = sensor
+        self._e0, self._error = sensor._counters()
+        self._inner = PolledWindow(sensor.poller(), sensor._polled_reading)
+
+    def stop(self) -> EnergyReading:
+        reading = self._inner.stop()
+        e1, error = self._sensor._counters()
+        if self._error or error or reading.joules is None or not reading.joules:
+            return reading
+        counted = sum(e1[d] - self._e0[d] for d in e1) / 1000.0
+        if counted < 0:
+            return reading
+        gap = abs(reading.joules - counted) / reading.joules
+        if gap > (reading.uncertainty_rel or 0.0):
+            reading.uncertainty_rel = gap * (1.0 + 1e-9)
+            reading.flags = sorted(set(reading.flags) | {"polling-disagrees-with-counter"})
+            reading.basis = (reading.basis or "") + f"; the energy counter read {counted:.1f} J over the same window"
+        return reading
 
 
 class _RefusedWindow(Window):

@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,6 +112,47 @@ class Ramp:
 
     def energy(self, t0: float, t1: float) -> float:
         return self._cumulative(t1) - self._cumulative(t0)
+
+
+class Bursts:
+    """``base`` watts with bursts ``(start, end, watts)`` on top of it (non-overlapping, sorted):
+    a random bursty load with an exact integral (``random_bursts`` draws one)."""
+
+    def __init__(self, base: float, bursts: Sequence[tuple[float, float, float]]) -> None:
+        self.base = float(base)
+        arr = sorted((float(a), float(b), float(w)) for a, b, w in bursts)
+        self.starts = [a for a, _, _ in arr]
+        self.ends = [b for _, b, _ in arr]
+        self.extra = [w - self.base for _, _, w in arr]
+        self._cum = [0.0]  # extra energy of all bursts before each index
+        for a, b, x in zip(self.starts, self.ends, self.extra):
+            self._cum.append(self._cum[-1] + (b - a) * x)
+
+    def power(self, t: float) -> float:
+        i = bisect.bisect_right(self.starts, t) - 1
+        return self.base + (self.extra[i] if i >= 0 and t < self.ends[i] else 0.0)
+
+    def _cumulative(self, t: float) -> float:
+        i = bisect.bisect_right(self.starts, t) - 1
+        extra = self._cum[i] if i >= 0 else 0.0
+        if i >= 0:
+            extra += (min(t, self.ends[i]) - self.starts[i]) * self.extra[i]
+        return self.base * t + extra
+
+    def energy(self, t0: float, t1: float) -> float:
+        return self._cumulative(t1) - self._cumulative(t0)
+
+
+def random_bursts(rng, t_end: float, base: float, peak: float, min_s: float = 0.005, max_s: float = 0.5,
+                  mean_gap_s: float = 0.2) -> Bursts:
+    """Bursts of ``min_s``..``max_s`` (log-uniform) at random phases (exponential gaps) up to
+    ``t_end``, each at a random height between the base and ``peak``. ``rng``: numpy Generator."""
+    bursts, t = [], float(rng.uniform(0.0, mean_gap_s))
+    while t < t_end:
+        width = float(math.exp(rng.uniform(math.log(min_s), math.log(max_s))))
+        bursts.append((t, t + width, float(rng.uniform(base, peak))))
+        t += width + float(rng.exponential(mean_gap_s)) + 1e-6
+    return Bursts(base, bursts)
 
 
 # -- NVML --------------------------------------------------------------------------------------
