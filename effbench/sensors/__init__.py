@@ -77,12 +77,22 @@ def create(name: str = AUTO, device: str = "cpu") -> EnergySensor:
         return sensor
     sensors = _measuring(device)
     chosen: EnergySensor | None = None
+    why: list[str] = []
     try:
-        chosen = next((s for s in _auto_order(sensors, device) if s.info().available), None)
+        for s in _auto_order(sensors, device):
+            info = s.info()
+            if info.available:
+                chosen = s
+                break
+            why.append(f"{info.name}: {info.reason}")
     finally:
         for sensor in sensors:
             if sensor is not chosen:
                 sensor.close()
+    if chosen is None and device.partition(":")[0] == "cuda":
+        # Brief rule 15: a GPU's energy comes only from a GPU sensor. The run goes on, its energy
+        # unavailable with the reason, rather than passing the CPU's energy off as the GPU's.
+        return NullSensor(f"GPU energy unavailable: no GPU sensor can measure {device} here ({'; '.join(why)})")
     if chosen is None:
         raise UnsupportedError(f"no sensor can measure {device} here; use --sensor none")
     return chosen
