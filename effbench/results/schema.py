@@ -191,6 +191,18 @@ class ServingInfo(_Section):
         return f"{self.concurrency} users" if self.concurrency is not None else f"rate {self.rate}/s"
 
 
+class GpuInfo(_Section):
+    """NVIDIA GPU settings and activity of one configuration (hardware/gpu_control.py, sensors/nvml.py):
+    the limit and clock in force (read back, not just requested), and who else was on the GPU."""
+
+    power_limit_w: Optional[float] = None  # enforced power limit read back during this configuration
+    sm_clock_mhz: Optional[int] = None  # SM clock read back (locked, where --gpu-clocks set it)
+    requested_power_limit_w: Optional[float] = None  # --power-limits value for this configuration
+    requested_sm_clock_mhz: Optional[int] = None  # --gpu-clocks value for this configuration
+    other_processes: list[dict[str, Any]] = Field(default_factory=list)  # {gpu, pid, used_memory_bytes} before it
+    utilization_before: dict[str, Optional[float]] = Field(default_factory=dict)  # gpu:N -> 0..1 before it
+
+
 class HardwareInfo(_Section):
     profile: Optional[str] = None
     detected_name: Optional[str] = None
@@ -213,6 +225,7 @@ class Record(_Section):
     hardware: HardwareInfo = Field(default_factory=HardwareInfo)
     carbon: Carbon = Field(default_factory=Carbon)
     serving: Optional[ServingInfo] = None
+    gpu: Optional[GpuInfo] = None  # NVIDIA GPU runs: settings in force and other processes
     error: Optional[str] = None
 
     def to_json_dict(self) -> dict[str, Any]:

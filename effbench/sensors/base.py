@@ -198,6 +198,11 @@ class EnergySensor(ABC):
         """Device facts for ``run.json`` (power limit, clocks, temperature, ...); empty by default."""
         return {}
 
+    def interference(self) -> dict:
+        """Other work on the measured device right now (a GPU's other processes and utilisation):
+        ``{"flagged": bool, ...}``; empty where the sensor cannot see the device's users."""
+        return {}
+
     def close(self) -> None:
         """Stop background threads and release handles."""
 

@@ -190,6 +190,22 @@ class NvmlDevices:
             _shutdown(self.nv)
 
 
+def open_gpu_control(device: str, run_dir: Any = None, nvml: Any = None, env: Optional[dict[str, str]] = None) -> Any:
+    """A ``hardware.gpu_control.GpuControl`` for the GPUs ``device`` selects; one clear line when
+    there is no NVIDIA GPU (or NVML) to control."""
+    from effbench.errors import EffbenchError
+    from effbench.hardware.gpu_control import GpuControl
+
+    if not device.startswith("cuda"):
+        raise EffbenchError(f"--power-limits and --gpu-clocks set NVIDIA GPU settings, but the run is on {device}: "
+                            "run on --device cuda or leave them out")
+    try:
+        devices = NvmlDevices.open(device, nvml, env)
+    except UnsupportedError as e:
+        raise EffbenchError(f"--power-limits and --gpu-clocks need an NVIDIA GPU through NVML: {e}") from None
+    return GpuControl(devices, run_dir)
+
+
 def _import_pynvml() -> Any:
     try:
         import pynvml
