@@ -331,3 +331,15 @@ def test_plugin_synchronises_the_device_after_every_round(monkeypatch):
     cpu = plugin.EnergyBenchmark(object(), sensor=None, options=plugin.EnergyOptions("auto", "cpu", 0.0))  # type: ignore[arg-type]
     f = lambda: 1  # noqa: E731
     assert cpu._synced(f) is f
+
+
+def test_the_environment_block_resolves_a_mig_uuid_to_its_parent_gpu():
+    from effbench.environment import nvml_block
+
+    nv = FakeNvml(_mig_gpus(), SimClock(100.0))
+    block = nvml_block({"CUDA_VISIBLE_DEVICES": MIG_UUID}, nv)
+    (gpu,) = block["gpus"]
+    assert gpu["uuid"] == "GPU-bbbbbbbb-0000-0000-0000-000000000000" and gpu["name"] == H100
+    assert gpu["mig_mode"] is True and gpu["mig_device"] == MIG_UUID and gpu["generation"] == "hopper"
+    assert nvml_block({}, FakeNvml([], SimClock(), init_error=12)) == {
+        "unavailable": "no NVIDIA driver on this machine (NVML library libnvidia-ml.so not found)"}
