@@ -158,6 +158,10 @@ class SweepConfig(BaseModel):
     prompts: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
     repeats: Optional[int] = Field(default=None, ge=1, description="fixed number of repeats (default: adaptive)")
     sensor: str = "auto"
+    # NVIDIA GPU sweep axes (hardware/gpu_control.py): power limits in W, locked SM clocks in MHz.
+    # Empty: the GPU's settings are left as they are.
+    power_limits: list[float] = Field(default_factory=list)
+    gpu_clocks: list[int] = Field(default_factory=list)
     hardware: Optional[str] = None
     region: Optional[str] = None  # grid region for CO2e (ISO country, USA/<state>, world, ...)
     out: Optional[str] = None
@@ -243,6 +247,24 @@ class SweepConfig(BaseModel):
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
         return _positive_ints(v)
+
+    @field_validator("power_limits", "gpu_clocks", mode="before")
+    @classmethod
+    def _listify_gpu_axes(cls, v: Any) -> Any:
+        return [] if v is None else _split(v)
+
+    @field_validator("gpu_clocks")
+    @classmethod
+    def _positive_clocks(cls, v: list[int]) -> list[int]:
+        return _positive_ints(v)
+
+    @field_validator("power_limits")
+    @classmethod
+    def _positive_limits(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not (x > 0 and math.isfinite(x))]
+        if bad:
+            raise ValueError(f"{bad[0]:g} is not a power limit in watts (every value must be a positive number)")
+        return list(dict.fromkeys(v))
 
     @field_validator("model", "backend", "quant", "prompts")
     @classmethod

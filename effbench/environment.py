@@ -68,6 +68,23 @@ def _gpus() -> list[dict[str, Any]]:
     return gpus
 
 
+def nvml_block(env: Optional[dict[str, str]] = None, nvml: Any = None) -> dict[str, Any]:
+    """The GPUs CUDA shows, as NVML sees them: a MIG device in ``CUDA_VISIBLE_DEVICES`` resolves
+    to its parent GPU (name, UUID, MIG mode, the slice), with power limit, clocks, the other
+    compute processes and their memory, and utilisation. ``{"unavailable": why}`` without NVML."""
+    from effbench.errors import UnsupportedError
+    from effbench.sensors.nvml import NvmlDevices
+
+    try:
+        devices = NvmlDevices.open("cuda", nvml, env)
+    except UnsupportedError as e:
+        return {"unavailable": str(e)}
+    try:
+        return devices.environment()
+    finally:
+        devices.close()
+
+
 def _torch_info() -> dict[str, Any]:
     try:
         import torch
@@ -106,6 +123,7 @@ def collect(extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         "load_avg": load,
         "torch": _torch_info(),
         "gpus": _gpus(),
+        "nvml": nvml_block(),
         "packages": package_versions(),
         "env_vars": {k: os.environ[k] for k in _ENV_VARS if k in os.environ},
     }

@@ -182,12 +182,29 @@ class EnergyBenchmark:
 
     def __call__(self, function: Callable[..., Any], *args: Any, tokens: Optional[float] = None, **kwargs: Any) -> Any:
         """``benchmark(function, *args, **kwargs)``; ``tokens`` (reserved) is what one call produces."""
+        function = self._synced(function)
         return self._measured(lambda: self._benchmark(function, *args, **kwargs),
                               lambda: function(*args, **kwargs), tokens)
+
+    def _synced(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` followed by a device sync, so each timed round includes its queued GPU work
+        (brief rule 6: CUDA calls return before the work is done)."""
+        sync = _sync_for(self._options.device)
+        if not self._options.device.startswith("cuda"):
+            return function
+
+        def synced(*args: Any, **kwargs: Any) -> Any:
+            result = function(*args, **kwargs)
+            sync()
+            return result
+
+        return synced
 
     def pedantic(self, target: Callable[..., Any], args: tuple = (), kwargs: Optional[dict] = None,
                  setup: Optional[Callable[[], Any]] = None, *, tokens: Optional[float] = None, **options: Any) -> Any:
         """``benchmark.pedantic(...)``, same arguments, plus ``tokens``."""
+        target = self._synced(target)
+
         def again() -> Any:
             a, k = (setup() or (args, kwargs)) if setup else (args, kwargs)
             return target(*a, **(k or {}))

@@ -237,6 +237,136 @@ def summary_markdown(gpu: str, comparisons: Sequence[LoadComparison], rows: Sequ
     return "\n".join(out)
 
 
+# -- budget mode: the most valuable parts first, inside a fixed time ------------------------------------
+
+# Parts in the order of their value, each with a conservative cost in seconds on an H100 (model
+# load of the 8B architecture with random weights included), so a lent 15-minute slot finishes.
+BUDGET_PARTS: tuple[tuple[str, float], ...] = (
+    ("idle", 25.0),  # idle power over a 20 s counter window
+    ("energy", 60.0),  # counter vs polling, steady and bursty loads (~20 s each)
+    ("bf16", 150.0),  # arch:llama-3.1-8b bf16 at batch 1, 8, 32, short repeats
+    ("power-limits", 100.0),  # bf16 batch 8 at two power limits, 15 s each (needs root)
+)
+BUDGET_BATCH_SIZES = (1, 8, 32)
+BUDGET_POWER_LIMIT_FRACTIONS = (1.0, 0.6)  # of the GPU's maximum limit
+
+
+@dataclass
+class BudgetPlan:
+    """Which parts fit: ``planned`` in order, ``skipped`` with the reason."""
+
+    planned: list[str]
+    skipped: dict[str, str]
+
+
+def plan_budget(budget_s: float, parts: Sequence[tuple[str, float]] = BUDGET_PARTS, startup_s: float = 20.0) -> BudgetPlan:
+    """The parts that fit in ``budget_s`` (after ``startup_s`` for imports and CUDA), most valuable
+    first; a part that does not fit is skipped, later cheaper ones may still run."""
+    left = budget_s - startup_s
+    planned, skipped = [], {}
+    for name, cost in parts:
+        if cost <= left:
+            planned.append(name)
+            left -= cost
+        else:
+            skipped[name] = f"does not fit the budget ({cost:.0f} s needed, {max(left, 0):.0f} s left)"
+    return BudgetPlan(planned, skipped)
+
+
+class Progress:
+    """What a budget run finished, written after every part so a cut-off run keeps it."""
+
+    def __init__(self, out: Path, budget_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.out, self.budget_s, self.clock = out, budget_s, clock
+        self.t0 = clock()
+        self.parts: dict[str, Any] = {}
+
+    def left_s(self) -> float:
+        return self.budget_s - (self.clock() - self.t0)
+
+    def record(self, name: str, result: Any) -> None:
+        self.parts[name] = {"finished_at_s": round(self.clock() - self.t0, 1), "result": result}
+        self.write()
+
+    def write(self) -> None:
+        data = {"budget_s": self.budget_s, "elapsed_s": round(self.clock() - self.t0, 1), "parts": self.parts}
+        tmp = self.out / ".budget.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.replace(self.out / "budget.json")
+
+
+def measure_idle_power(sensor: Any, seconds: float, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    window = sensor.start_window()
+    sleep(seconds)
+    return window.stop().to_dict()
+
+
+def run_budget(args: Any, torch: Any, gpu: str, out: Path) -> int:
+    import effbench
+    from effbench.errors import EffbenchError
+    from effbench.sensors.nvml import NvmlSensor
+
+    plan = plan_budget(args.budget)
+    progress = Progress(out, args.budget)
+    progress.parts.update({name: {"skipped": why} for name, why in plan.skipped.items()})
+    progress.write()
+    comparisons: list[LoadComparison] = []
+    rows: list[Row] = []
+    run_dirs: list[str] = []
+    notes: list[str] = [f"budget mode: {args.budget:.0f} s; parts run: {', '.join(plan.planned) or 'none'}"]
+    for part in plan.planned:
+        if progress.left_s() < dict(BUDGET_PARTS)[part] * 0.5:
+            progress.parts[part] = {"skipped": f"out of time ({progress.left_s():.0f} s left)"}
+            progress.write()
+            continue
+        print(f"gpu_validation: budget part {part} ({progress.left_s():.0f} s left)", flush=True)
+        try:
+            if part == "idle":
+                sensor = NvmlSensor(args.device)
+                try:
+                    progress.record(part, measure_idle_power(sensor, 20.0))
+                finally:
+                    sensor.close()
+            elif part == "energy":
+                comparisons = run_energy_check(torch, args.device, min(args.energy_seconds, 20.0))
+                progress.record(part, [asdict(c) for c in comparisons])
+            elif part == "bf16":
+                cfg = sweep_config(out, "bf16", BUDGET_BATCH_SIZES, args.device, quick=True)
+                run = effbench.run(cfg)
+                run_dirs.append(str(run.path))
+                rows += rows_from_records(run.records)
+                progress.record(part, [asdict(r) for r in rows_from_records(run.records)])
+            elif part == "power-limits":
+                progress.record(part, power_limit_sweep(out, args.device))
+        except EffbenchError as e:  # no root for the limits, a GPU that cannot: one line, keep the rest
+            progress.record(part, {"error": str(e)})
+        (out / "summary.md").write_text(summary_markdown(gpu, comparisons, rows, run_dirs, notes))
+    print(f"gpu_validation: wrote {out / 'summary.md'} and {out / 'budget.json'}")
+    return 0
+
+
+def power_limit_sweep(out: Path, device: str) -> list[dict[str, Any]]:
+    """bf16 batch 8 at the GPU's maximum power limit and 60% of it: tokens/J against TPOT."""
+    import effbench
+    from effbench.sensors.nvml import open_gpu_control
+
+    control = open_gpu_control(device)
+    try:
+        (lo, hi), = list(control.limits_range_w().values())[:1] or [(None, None)]
+    finally:
+        control.close()
+    if hi is None:
+        return [{"error": "the GPU reports no power-limit range"}]
+    limits = sorted({max(lo, round(hi * f)) for f in BUDGET_POWER_LIMIT_FRACTIONS}, reverse=True)
+    cfg = sweep_config(out, "bf16", (8,), device, quick=True).model_copy(
+        update={"power_limits": limits, "out": str(out / "run-bf16-power-limits"), "max_time_s": 15.0})
+    cfg = cfg.model_copy(update={"resume": (out / "run-bf16-power-limits" / "run.json").exists()})
+    run = effbench.run(cfg)
+    return [{"power_limit_w": (r.gpu.power_limit_w if r.gpu else None), "tokens_per_joule": r.energy.tokens_per_joule,
+             "tpot_s": r.throughput.tpot_s, "uncertainty_rel": r.energy.uncertainty_rel, "error": r.error}
+            for r in run.records]
+
+
 # -- command --------------------------------------------------------------------------------------------
 
 def no_gpu_reason(device: str) -> Optional[str]:
@@ -268,7 +398,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--energy-seconds", type=float, default=20.0, help="length of each matmul load in (a)")
     ap.add_argument("--skip-energy", action="store_true", help="skip (a)")
     ap.add_argument("--skip-models", action="store_true", help="skip (b) and (c)")
+    ap.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                    help="finish inside this many seconds (e.g. 360): idle power, counter vs polling, bf16 at a few "
+                         "batch sizes, a short power-limit sweep, in that order; what finished is kept (budget.json)")
     args = ap.parse_args(argv)
+    if args.budget is not None and args.budget <= 0:
+        ap.error(f"--budget {args.budget:g}: give a positive number of seconds, e.g. 360")
     reason = no_gpu_reason(args.device)
     if reason:
         print(f"gpu_validation: skipped, {reason}: this suite needs an NVIDIA GPU")
@@ -282,6 +417,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gpu = torch.cuda.get_device_name(args.device)
     out = args.out or RESULTS / _slug(gpu) / "gpu-validation"
     out.mkdir(parents=True, exist_ok=True)
+    if args.budget is not None:
+        return run_budget(args, torch, gpu, out)
     comparisons = [] if args.skip_energy else run_energy_check(torch, args.device, args.energy_seconds)
     env = NvmlSensor(args.device).environment()
     (out / "energy_check.json").write_text(json.dumps(

@@ -130,6 +130,8 @@ def run_command(
     new_tokens: Optional[str] = typer.Option(None, "--new-tokens", help=f"Generated tokens per sequence (forced, greedy), {LIST_HELP}. {_d('new_tokens')}", show_default=False),
     prompts: Optional[str] = typer.Option(None, "--prompts", help=f"Prompt sets: en, ko, ja or a text/JSONL file; {LIST_HELP}. {_d('prompts')}", show_default=False),
     repeats: Optional[int] = typer.Option(None, "--repeats", "-r", help="Exactly this many repeats per configuration. (default: adaptive, until CI95 <= --ci-target)", show_default=False),
+    power_limits: Optional[str] = typer.Option(None, "--power-limits", help=f"NVIDIA GPU power limits to sweep, in W, {LIST_HELP} (needs root; originals restored). (default: unchanged)", show_default=False),
+    gpu_clocks: Optional[str] = typer.Option(None, "--gpu-clocks", help=f"Locked SM clocks to sweep, in MHz, {LIST_HELP} (needs root; reset afterwards). (default: unchanged)", show_default=False),
     sensor: Optional[str] = typer.Option(None, "--sensor", help=f"Energy sensor: auto, nvml, rapl, estimate or none. {_d('sensor')}", show_default=False),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Hardware profile id or profile YAML path. (default: detected)", show_default=False),
     region: Optional[str] = typer.Option(None, "--region", help="Grid region for CO2e: ISO country code, USA/<state>, world, ... (default: EFFBENCH_REGION, else this machine's country, else world)", show_default=False),
@@ -177,6 +179,7 @@ def run_command(
         endpoint=endpoint, engine=engine, rates=rates, concurrency=concurrency, arrival=arrival, requests=requests,
         duration=duration, warmup_requests=warmup_requests, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
         length_spread=length_spread,
+        power_limits=power_limits, gpu_clocks=gpu_clocks,
     )
     sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -43,7 +43,7 @@ def list_sensors(
         table.add_row(
             cell(i.name), i.kind, "yes" if i.available else "no",
             f"{i.update_period_s * 1000:.0f} ms" if i.update_period_s else "-",
-            f"±{i.accuracy_rel:.0%}" if i.accuracy_rel is not None else "-",
+            f"±{i.accuracy_rel:.0%}" if i.accuracy_rel is not None else ("unstated" if i.kind != "none" else "-"),
             cell(", ".join(i.domains) or "-"), cell(i.reason),
         )
     out.print(table)
@@ -71,14 +71,24 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t).isoformat(timespec="milliseconds")
 
 
-def _load_trace(path: Path) -> Trace:
+def _load_trace(path: Path, gpu_model: Optional[str] = None) -> Trace:
     """The trace, with one warning line on stderr for each thing repaired while reading it."""
     from effbench.sensors.trace import load_trace
 
-    t = load_trace(path)
+    t = load_trace(path, gpu_model)
     for w in t.warnings:
         sys.stderr.write(f"effbench: warning: {w}\n")
     return t
+
+
+_GPU_MODEL_OPTION = typer.Option(
+    None, "--gpu-model", help="The GPU the trace was logged on (e.g. H100, 'NVIDIA A100-SXM4-80GB'), when it has no "
+    "name column: its generation's sensor semantics (1 s averaging, part-time sampling) enter the uncertainty.")
+
+
+def _check_accuracy(accuracy: Optional[float]) -> None:
+    if accuracy is not None and not 0.0 <= accuracy < 1.0:
+        raise EffbenchError(f"--accuracy {accuracy}: give a relative bound between 0 and 1, e.g. 0.02 for ±2%")
 
 
 @sensors_app.command("integrate")
@@ -87,25 +97,34 @@ def integrate_cmd(
     start: Optional[str] = typer.Option(None, "--start", help="Window start: ISO-8601 or epoch seconds (default: the trace's first sample)."),
     end: Optional[str] = typer.Option(None, "--end", help="Window end: ISO-8601 or epoch seconds (default: the trace's last sample)."),
     gpu: Optional[int] = typer.Option(None, "--gpu", help="Only this GPU index of an nvidia-smi trace (default: all, summed)."),
+    gpu_model: Optional[str] = _GPU_MODEL_OPTION,
+    accuracy: Optional[float] = typer.Option(None, "--accuracy", help="The meter's stated relative accuracy bound, e.g. 0.01 for ±1%."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Integrate a recorded power trace over a window: joules, mean watts, duration, coverage."""
+    """Integrate a recorded power trace over a window: joules with a 95% interval, mean watts,
+    duration, coverage (the share the sensor observed)."""
     from effbench.sensors.base import MIN_COVERAGE
     from effbench.sensors.trace import integrate_trace
+    from effbench.stats import CONFIDENCE
 
-    t = _load_trace(trace)
-    te = integrate_trace(t, _time_option(start, "--start"), _time_option(end, "--end"), gpu)
-    if te.coverage == 0.0:
+    _check_accuracy(accuracy)
+    t = _load_trace(trace, gpu_model)
+    te = integrate_trace(t, _time_option(start, "--start"), _time_option(end, "--end"), gpu, accuracy)
+    if te.reach == 0.0:
         raise EffbenchError(f"the trace has no samples in the window {_when(te.start)} to {_when(te.end)}; "
                             f"it covers {_when(t.start)} to {_when(t.end)} (epoch {t.start:.3f} to {t.end:.3f})")
-    if te.coverage < MIN_COVERAGE:
-        err.print(f"effbench: warning: the trace covers only {te.coverage:.1%} of the window (it spans {_when(t.start)} "
+    if te.reach < MIN_COVERAGE:
+        err.print(f"effbench: warning: the trace covers only {te.reach:.1%} of the window (it spans {_when(t.start)} "
                   f"to {_when(t.end)}); the rest holds the nearest samples' power", style="yellow")
+    reading = te.reading()
+    generations = sorted({g.name for d in te.integrals if (g := t.generation(d))})
     result = {
         "trace": str(trace), "kind": t.kind, "start": te.start, "end": te.end, "duration_s": te.duration_s,
-        "joules": te.joules, "mean_power_w": te.mean_power_w, "coverage": te.coverage,
-        "uncertainty_rel": te.uncertainty_rel, "sampling_interval_s": te.sampling_interval_s,
-        "warnings": t.warnings,
+        "joules": te.joules, "mean_power_w": te.mean_power_w, "coverage": reading.coverage,
+        "uncertainty_rel": reading.uncertainty_rel, "confidence": CONFIDENCE,
+        "sampling_interval_s": te.sampling_interval_s, "reach": te.reach, "flags": reading.flags,
+        "gpu_models": {d: m for d in te.integrals if (m := t.gpu_model or t.gpu_models.get(d))},
+        "generations": generations, "warnings": t.warnings,
         "domains": {d: {"joules": i.joules, "mean_power_w": i.mean_power_w, "coverage": i.coverage,
                         "samples": i.samples} for d, i in te.integrals.items()},
     }
@@ -123,9 +142,14 @@ def integrate_cmd(
                       f"{te.coverage:.1%}", "")
     out.print(table)
     interval = f"{te.sampling_interval_s * 1000:.0f} ms" if te.sampling_interval_s else "unknown"
-    uncertainty = f"±{te.uncertainty_rel:.1%}" if te.uncertainty_rel is not None else "unknown"
-    out.print(f"joules {te.joules:.3f}  mean {fmt(te.mean_power_w, 2)} W  duration {te.duration_s:.3f} s  "
-              f"coverage {te.coverage:.1%}  sampling interval {interval}  uncertainty {uncertainty}")
+    unc = reading.uncertainty_rel
+    interval_j = f" ± {unc * te.joules:.3f} J (95%)" if unc is not None else " (uncertainty unknown)"
+    uncertainty = f"±{unc:.1%} (95%)" if unc is not None else "unknown"
+    out.print(f"joules {te.joules:.3f}{interval_j}  mean {fmt(te.mean_power_w, 2)} W  duration {te.duration_s:.3f} s  "
+              f"coverage {reading.coverage or 0.0:.1%}  sampling interval {interval}  uncertainty {uncertainty}")
+    if reading.flags:
+        out.print(f"flags: {', '.join(reading.flags)}" + (" (NVIDIA states no accuracy for this GPU, or the meter's "
+                  "is not given: pass --accuracy)" if "accuracy-unstated" in reading.flags else ""))
 
 
 @sensors_app.command("attach")
@@ -133,12 +157,14 @@ def attach_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'effbench run'."),
     trace: Path = typer.Argument(..., help="Power trace CSV recorded during the run (same formats as 'integrate')."),
     gpu: Optional[int] = typer.Option(None, "--gpu", help="Only this GPU index of an nvidia-smi trace (default: all, summed)."),
-    accuracy: Optional[float] = typer.Option(None, "--accuracy", help="The meter's relative accuracy, e.g. 0.01 for 1% (nvidia-smi traces: 0.05)."),
+    accuracy: Optional[float] = typer.Option(None, "--accuracy", help="The meter's stated relative accuracy bound, e.g. 0.01 for ±1% (nvidia-smi traces: the GPU generation's, where NVIDIA states one)."),
+    gpu_model: Optional[str] = _GPU_MODEL_OPTION,
 ) -> None:
     """Recompute every record's energy of a finished run from a power trace, over its own windows."""
     from effbench.measure.attach import BACKUP_FILE, attach_trace
 
-    report = attach_trace(run_dir, _load_trace(trace), gpu, accuracy)
+    _check_accuracy(accuracy)
+    report = attach_trace(run_dir, _load_trace(trace, gpu_model), gpu, accuracy)
     out.print(f"attached {trace} to {report.updated} record(s) in {run_dir} (originals kept in {BACKUP_FILE}); {report.idle_note}")
     for s in report.skipped:
         err.print(f"skipped {s}")

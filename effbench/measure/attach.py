@@ -44,8 +44,8 @@ def _idle_from_trace(trace: Trace, run: dict, gpu: Optional[int]) -> tuple[Optio
     if start is None or end is None:
         return None, "the run recorded no idle window: dynamic energy left out"
     te = integrate_trace(trace, float(start), float(end), gpu)
-    if te.coverage < MIN_COVERAGE:
-        return None, f"the trace covers only {te.coverage:.0%} of the idle window: dynamic energy left out"
+    if te.reach < MIN_COVERAGE:
+        return None, f"the trace covers only {te.reach:.0%} of the idle window: dynamic energy left out"
     return te.mean_power_w, f"idle {te.mean_power_w:.1f} W from the trace over the run's idle window"
 
 

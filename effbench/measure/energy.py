@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from effbench.measure.loop import LoopResult, WindowResult
-from effbench.stats import combine_rel, mean_or_none, summarize
+from effbench.stats import CONFIDENCE, combine_rel, mean_or_none, summarize
 from effbench.results.schema import Energy
 from effbench.sensors.base import EnergyReading
 
@@ -34,6 +34,8 @@ def _flags(windows: list[WindowResult]) -> list[str]:
         flags.add("low-coverage")
     if len({rd.status for rd in readings}) > 1:
         flags.add("mixed-status")
+    for rd in readings:  # what the sensor said about itself: accuracy-unstated, mig-whole-gpu, ...
+        flags.update(rd.flags)
     return sorted(flags)
 
 
@@ -81,26 +83,43 @@ def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: i
             energy.basis = "; ".join(sorted({rd.error for rd in readings if rd.error}))
         return energy
     total = summarize(full_j)
+    energy.confidence = CONFIDENCE
     energy.joules_total = total.mean
     energy.joules_by_domain = _domains_per_call(full)
     tokens = batch_size * new_tokens
     energy.joules_per_token = total.mean / tokens
     energy.tokens_per_joule = tokens / total.mean if total.mean > 0 else None
+    # Rule 8 at one level (rule 14): the spread across repeats (CI95 of the mean) and the sensor's
+    # own 95% half-width (stated accuracy, unobserved share, sampling error, time resolution).
+    sensor_rel = mean_or_none([rd.uncertainty_rel for rd in readings if rd.uncertainty_rel is not None])
+    energy.uncertainty_rel = combine_rel(total.ci95_rel, sensor_rel)
+    total_abs = (energy.uncertainty_rel or 0.0) * total.mean
     if pre_j and len(pre_j) == len(prefill):
-        energy.joules_prefill = summarize(pre_j).mean
-        energy.joules_decode = max(0.0, total.mean - energy.joules_prefill)
-        if new_tokens > 1:
-            energy.decode_joules_per_token = energy.joules_decode / (batch_size * (new_tokens - 1))
+        pre = summarize(pre_j)
+        energy.joules_prefill = pre.mean
+        pre_abs = (combine_rel(pre.ci95_rel, sensor_rel) or 0.0) * pre.mean
+        decode = total.mean - pre.mean
+        if decode < 0:
+            # Prefill alone cannot cost more than prefill + decode: a sensor or timing problem. The
+            # split is flagged and left out rather than clamped to a zero that looks measured.
+            energy.flags = sorted(set(energy.flags) | {"impossible-split"})
+        else:
+            energy.joules_decode = decode
+            # The difference of two figures: their absolute uncertainties add in quadrature.
+            decode_abs = (total_abs ** 2 + pre_abs ** 2) ** 0.5
+            energy.decode_uncertainty_rel = decode_abs / decode if decode > 0 else None
+            if new_tokens > 1:
+                energy.decode_joules_per_token = decode / (batch_size * (new_tokens - 1))
     if output_chars:
         energy.joules_per_kchar = total.mean / (output_chars / 1000)
     if idle_power_w is not None:
-        energy.joules_dynamic = total.mean - idle_power_w * mean_or_none([w.seconds_per_call for w in full])
+        idle_j = idle_power_w * mean_or_none([w.seconds_per_call for w in full])
+        energy.joules_dynamic = total.mean - idle_j
+        # The idle power came from the same sensor: its window carries the same relative uncertainty.
+        dyn_abs = (total_abs ** 2 + ((sensor_rel or 0.0) * idle_j) ** 2) ** 0.5
+        energy.dynamic_uncertainty_rel = dyn_abs / energy.joules_dynamic if energy.joules_dynamic > 0 else None
         if energy.joules_dynamic > 0:
             energy.tokens_per_joule_dynamic = tokens / energy.joules_dynamic
-    # Rule 8: the spread across repeats (CI95 of the mean) and the sensor's own uncertainty, which
-    # already holds its stated accuracy, the unobserved share of the window and its time resolution.
-    sensor_rel = mean_or_none([rd.uncertainty_rel for rd in readings if rd.uncertainty_rel is not None])
-    energy.uncertainty_rel = combine_rel(total.ci95_rel, sensor_rel)
     if total.n < 2:  # one repeat: the spread is unknown, so the sensor's part alone would look too tight
         energy.flags = sorted(set(energy.flags) | {"single-repeat"})
     return energy

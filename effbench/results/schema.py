@@ -102,6 +102,8 @@ class Energy(_Section):
     mean_power_w: Optional[float] = None
     tokens_in_window: Optional[float] = None  # output tokens streamed inside the window
     confidence: Optional[float] = None  # the level of the intervals stated (0.95, brief rule 14)
+    decode_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_decode (and decode J/token), relative
+    dynamic_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_dynamic, relative
 
 
 class Carbon(_Section):
@@ -195,6 +197,18 @@ class ServingInfo(_Section):
         return f"{self.concurrency} users" if self.concurrency is not None else f"rate {self.rate}/s"
 
 
+class GpuInfo(_Section):
+    """NVIDIA GPU settings and activity of one configuration (hardware/gpu_control.py, sensors/nvml.py):
+    the limit and clock in force (read back, not just requested), and who else was on the GPU."""
+
+    power_limit_w: Optional[float] = None  # enforced power limit read back during this configuration
+    sm_clock_mhz: Optional[int] = None  # SM clock read back (locked, where --gpu-clocks set it)
+    requested_power_limit_w: Optional[float] = None  # --power-limits value for this configuration
+    requested_sm_clock_mhz: Optional[int] = None  # --gpu-clocks value for this configuration
+    other_processes: list[dict[str, Any]] = Field(default_factory=list)  # {gpu, pid, used_memory_bytes} before it
+    utilization_before: dict[str, Optional[float]] = Field(default_factory=dict)  # gpu:N -> 0..1 before it
+
+
 class HardwareInfo(_Section):
     profile: Optional[str] = None
     detected_name: Optional[str] = None
@@ -217,6 +231,7 @@ class Record(_Section):
     hardware: HardwareInfo = Field(default_factory=HardwareInfo)
     carbon: Carbon = Field(default_factory=Carbon)
     serving: Optional[ServingInfo] = None
+    gpu: Optional[GpuInfo] = None  # NVIDIA GPU runs: settings in force and other processes
     error: Optional[str] = None
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Energy sensors behind one interface (see ``base``), and how a name becomes a sensor."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from effbench.errors import ConfigError, UnsupportedError
 from effbench.registry import Registry
@@ -77,41 +78,110 @@ def create(name: str = AUTO, device: str = "cpu") -> EnergySensor:
         return sensor
     sensors = _measuring(device)
     chosen: EnergySensor | None = None
+    why: list[str] = []
     try:
-        chosen = next((s for s in _auto_order(sensors, device) if s.info().available), None)
+        for s in _auto_order(sensors, device):
+            info = s.info()
+            if info.available:
+                chosen = s
+                break
+            why.append(f"{info.name}: {info.reason}")
     finally:
         for sensor in sensors:
             if sensor is not chosen:
                 sensor.close()
+    if chosen is None and device.partition(":")[0] == "cuda":
+        # Brief rule 15: a GPU's energy comes only from a GPU sensor. The run goes on, its energy
+        # unavailable with the reason, rather than passing the CPU's energy off as the GPU's.
+        return NullSensor(f"GPU energy unavailable: no GPU sensor can measure {device} here ({'; '.join(why)})")
     if chosen is None:
         raise UnsupportedError(f"no sensor can measure {device} here; use --sensor none")
     return chosen
 
 
+# A window must span at least this many sensor update periods (brief rule 2), as in the loop.
+MIN_WINDOW_PERIODS = 10
+
+
 @dataclass
 class Measurement:
-    """Filled when the ``measure`` block exits."""
+    """Filled when the ``measure`` block exits. ``calls``: how many times ``measure_call`` ran the
+    function inside the window (the reading is the whole window's; ``per_call_joules`` divides)."""
 
     result: EnergyReading | None = None
+    calls: int = 1
+
+    @property
+    def per_call_joules(self) -> float | None:
+        j = self.result.joules if self.result else None
+        return None if j is None else j / self.calls
+
+
+def min_window_s(sensor: EnergySensor) -> float:
+    """The shortest window this sensor can measure: 10 of its update periods (0 when it has none)."""
+    return MIN_WINDOW_PERIODS * (sensor.info().update_period_s or 0.0)
+
+
+def _checked(reading: EnergyReading, minimum_s: float) -> EnergyReading:
+    """A window shorter than the sensor's minimum is not a measurement: an energy counter may not
+    have moved at all (0 J for real work). Flagged, and ``unavailable`` with what to do."""
+    if minimum_s <= 0 or reading.duration_s >= minimum_s or reading.status == "unavailable":
+        return reading
+    reading.flags = sorted(set(reading.flags) | {"short-window"})
+    reading.error = (f"the window lasted {reading.duration_s * 1000:.0f} ms, shorter than {MIN_WINDOW_PERIODS} "
+                     f"sensor periods ({minimum_s:.2f} s): repeat the work inside one window "
+                     "(effbench.sensors.measure_call does) to measure it")
+    reading.status = "unavailable"
+    reading.joules_by_domain = {}
+    return reading
 
 
 @contextmanager
 def measure(sensor: str | EnergySensor = "auto", device: str = "cpu") -> Iterator[Measurement]:
-    """``with measure() as m: work()`` then ``m.result`` holds joules per domain, duration, status."""
+    """``with measure() as m: work()`` then ``m.result`` holds joules per domain, duration, status,
+    coverage and the 95% uncertainty. A block shorter than 10 sensor periods is flagged
+    ``short-window`` and ``unavailable`` (use ``measure_call`` to repeat short work)."""
     own = not isinstance(sensor, EnergySensor)
     s = create(sensor, device) if own else sensor
     m = Measurement()
+    minimum = min_window_s(s)
     window = s.start_window()
     try:
         yield m
     finally:
-        m.result = window.stop()
+        m.result = _checked(window.stop(), minimum)
+        if own:
+            s.close()
+
+
+def measure_call(fn: Callable[[], object], sensor: str | EnergySensor = "auto", device: str = "cpu",
+                 sync: Callable[[], object] | None = None, max_calls: int = 1_000_000) -> Measurement:
+    """Run ``fn`` repeatedly inside one window until it spans 10 sensor periods; ``sync`` (e.g.
+    ``torch.cuda.synchronize``) runs before the window closes so queued device work is inside it."""
+    own = not isinstance(sensor, EnergySensor)
+    s = create(sensor, device) if own else sensor
+    try:
+        minimum = min_window_s(s)
+        m = Measurement(calls=0)
+        clock = getattr(s, "clock", time.perf_counter)  # the sensor's own time (simulated in tests)
+        t0 = clock()
+        window = s.start_window()
+        while m.calls < max_calls:
+            fn()
+            m.calls += 1
+            if sync is not None:
+                sync()
+            if clock() - t0 >= minimum:
+                break
+        m.result = _checked(window.stop(), minimum)
+        return m
+    finally:
         if own:
             s.close()
 
 
 __all__ = [
     "EnergyReading", "EnergySensor", "SensorInfo", "Window", "NullSensor", "EstimateSensor",
-    "SENSORS", "SENSOR_NAMES", "available", "canonical_sensor_name", "create", "measure", "Measurement",
+    "SENSORS", "SENSOR_NAMES", "available", "canonical_sensor_name", "create", "measure", "measure_call", "min_window_s", "Measurement",
     "register_sensor",
 ]

@@ -7,12 +7,13 @@ sampled, what fraction of the window the samples cover) or *estimated* (and from
 """
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
-from effbench.stats import combine_rel
+from effbench.stats import Z95, combine_rel, uniform_to_95
 
 EnergyStatus = Literal["measured", "estimated", "unavailable"]
 
@@ -27,7 +28,8 @@ class SensorInfo:
     reason: str  # why it is unavailable, or what it measures / is based on
     domains: tuple[str, ...] = ()  # e.g. ("gpu:0", "cpu:package-0", "dram:0")
     update_period_s: float | None = None  # how often the underlying value changes
-    accuracy_rel: float | None = None  # the sensor's stated accuracy (relative, 1 sigma-ish)
+    accuracy_rel: float | None = None  # the sensor's stated accuracy bound +-a (relative), None when unstated
+    accuracy_source: str | None = None  # where that accuracy is stated, or "unstated"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,10 +44,11 @@ class EnergyReading:
     duration_s: float
     joules_by_domain: dict[str, float] = field(default_factory=dict)
     sampling_interval_s: float | None = None
-    coverage: float | None = None  # fraction of the window actually observed by samples (0..1)
-    uncertainty_rel: float | None = None  # sensor-side relative uncertainty of this window's joules
-    basis: str | None = None  # estimates: what the figure was computed from
+    coverage: float | None = None  # share of the window the sensor actually observed (0..1)
+    uncertainty_rel: float | None = None  # sensor-side relative half-width of a 95% interval of the joules
+    basis: str | None = None  # what the figure was computed from / why unavailable
     error: str | None = None  # set when the sensor failed during the window
+    flags: list[str] = field(default_factory=list)  # e.g. "accuracy-unstated", "short-window"
 
     @property
     def joules(self) -> float | None:
@@ -65,18 +68,70 @@ class EnergyReading:
         return d
 
 
-# Below this fraction of the window observed, a polled figure is not called a measurement.
+# Below this fraction of the window within reach of a sample, a polled figure is not called a
+# measurement. (A sensor that by design observes only part of each update period, like the A100's
+# and H100's, lowers ``coverage`` but not the reach: its blind share enters the uncertainty.)
 MIN_COVERAGE = 0.5
+# The sampling term below assumes the blind parts of successive samples err independently. A margin
+# above 1 would widen it; benchmarks/energy_calibration.py finds the truth inside the stated 95%
+# interval at least 95% of the time on the simulator's loads without one, so none is applied.
+SAMPLING_SAFETY = 1.0
+# A polled series' lag varies with when it is read: its bound gets this margin.
+EDGE_LAG_MARGIN = 1.5
+# A sensor whose observed share is unstated is assumed to be as blind as the worst documented one.
+ASSUMED_DUTY = 0.25
 
 
-def sensor_uncertainty(accuracy_rel: Optional[float], coverage: Optional[float],
-                       resolution_s: Optional[float], duration_s: float) -> Optional[float]:
-    """A window's relative uncertainty: the sensor's stated accuracy, the unobserved share of the
-    window (its power could be anything near the observed), and the time resolution at the edges
-    (a sample interval or counter update period, relative to the window)."""
-    unobserved = None if coverage is None else 1.0 - coverage
-    edges = resolution_s / duration_s if resolution_s and duration_s > 0 else None
-    return combine_rel(accuracy_rel, unobserved, edges)
+def sampling_error_rel(rms_step_w: Optional[float], mean_w: Optional[float], duration_s: float,
+                       interval_s: Optional[float], duty: Optional[float], average_s: Optional[float] = None,
+                       period_s: float = 0.1) -> Optional[float]:
+    """95% relative error of an energy integrated from power samples, for what the sensor did not
+    observe, estimated from the samples' own variability.
+
+    ``rms_step_w`` is the root-mean-square change between successive samples: a sample's scatter
+    about the level is that over sqrt(2). Each sample stands for ``interval_s`` of which the sensor
+    saw a share ``duty x span/interval`` (``span``: what one value averages, an update period or
+    ``average_s``); the blind rest differs from the seen part by about that scatter, independently
+    from sample to sample, so the window's error shrinks with the square root of their number. An
+    averaged value scatters less than the periods inside it: its scatter is scaled back up."""
+    if rms_step_w is None or not mean_w or mean_w <= 0 or not interval_s or duration_s <= 0:
+        return None
+    seen = (ASSUMED_DUTY if duty is None else duty) * min(1.0, max(period_s, average_s or 0.0) / interval_s)
+    # Polled faster than an average moves, successive values share most of it: undo that shrinkage.
+    shrink = max(1.0, (average_s or 0.0) / interval_s)
+    scatter = rms_step_w / math.sqrt(2.0) * shrink
+    n = max(1.0, duration_s / interval_s)
+    per_sample = (1.0 - seen) * math.sqrt(2.0) * scatter  # blind share x (blind - seen)
+    return SAMPLING_SAFETY * Z95 * per_sample / (mean_w * math.sqrt(n))
+
+
+def edge_error_rel(integral_mean_w: Optional[float], duration_s: float, lag_s: float, edge_step_w: Optional[float],
+                   blur_s: float, max_dev_w: Optional[float]) -> Optional[float]:
+    """Bound of the error at a polled window's edges, relative to its energy (before conversion to
+    95%): a series that lags the power by ``lag_s`` (a sensor that samples early in each period, a
+    trailing average) shifts the window, off by ``lag x (P_end - P_start)``; and each edge blurs
+    over ``blur_s`` of power that may stray from the mean as far as the samples do."""
+    if not integral_mean_w or integral_mean_w <= 0 or duration_s <= 0:
+        return None
+    # The lag itself varies with the reading's phase against the updates: bounded with a margin.
+    shift = EDGE_LAG_MARGIN * lag_s * abs(edge_step_w or 0.0)
+    blur = blur_s * (max_dev_w or 0.0)
+    return (shift + blur) / (integral_mean_w * duration_s)
+
+
+def sensor_uncertainty(accuracy_rel: Optional[float], reach: Optional[float],
+                       resolution_s: Optional[float], duration_s: float,
+                       sampling_rel: Optional[float] = None, edge_rel: Optional[float] = None) -> Optional[float]:
+    """A window's relative uncertainty, a 95% half-width (brief rule 14), root-sum-square of:
+    the sensor's stated accuracy bound (uniform inside +-a), the share of the window no sample
+    reaches (its power could be anything near the observed: bounded by that share), the time
+    resolution at the edges (an update period or averaging span, relative to the window, bounded),
+    and the sampling error for what the sensor did not observe (already at 95%)."""
+    unreached = None if reach is None else uniform_to_95(1.0 - reach)
+    if edge_rel is None and resolution_s and duration_s > 0:
+        edge_rel = resolution_s / duration_s
+    edges = uniform_to_95(edge_rel)
+    return combine_rel(uniform_to_95(accuracy_rel), unreached, edges, sampling_rel)
 
 
 def observed_reading(
@@ -84,17 +139,23 @@ def observed_reading(
     status: EnergyStatus = "measured",
     coverage: Optional[float] = 1.0, sampling_interval_s: Optional[float] = None,
     resolution_s: Optional[float] = None, error: Optional[str] = None, basis: Optional[str] = None,
+    reach: Optional[float] = None, sampling_rel: Optional[float] = None, flags: Sequence[str] = (),
+    edge_rel: Optional[float] = None,
 ) -> EnergyReading:
     """A reading from a sensor that observed the window (``measured``, or ``estimated`` for the
-    utilisation-based estimate); ``unavailable`` when its samples cover too little of it."""
-    if coverage is not None and coverage < MIN_COVERAGE:
+    utilisation-based estimate); ``unavailable`` when its samples reach too little of it.
+    ``coverage`` is the share the sensor observed; ``reach`` the share within reach of a sample
+    (default: the coverage)."""
+    reach = coverage if reach is None else reach
+    if reach is not None and reach < MIN_COVERAGE:
         status = "unavailable"
-        error = (f"{error}; " if error else "") + f"samples cover only {coverage:.0%} of the window"
+        error = (f"{error}; " if error else "") + f"samples cover only {reach:.0%} of the window"
     return EnergyReading(
         status=status, sensor=sensor, duration_s=duration_s, joules_by_domain=dict(joules_by_domain),
         sampling_interval_s=sampling_interval_s, coverage=coverage,
-        uncertainty_rel=sensor_uncertainty(accuracy_rel, coverage, resolution_s or sampling_interval_s, duration_s),
-        basis=basis, error=error,
+        uncertainty_rel=sensor_uncertainty(accuracy_rel, reach, resolution_s or sampling_interval_s, duration_s,
+                                           sampling_rel, edge_rel),
+        basis=basis, error=error, flags=sorted(set(flags)),
     )
 
 
@@ -135,6 +196,11 @@ class EnergySensor(ABC):
 
     def environment(self) -> dict:
         """Device facts for ``run.json`` (power limit, clocks, temperature, ...); empty by default."""
+        return {}
+
+    def interference(self) -> dict:
+        """Other work on the measured device right now (a GPU's other processes and utilisation):
+        ``{"flagged": bool, ...}``; empty where the sensor cannot see the device's users."""
         return {}
 
     def close(self) -> None:

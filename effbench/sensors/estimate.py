@@ -87,6 +87,7 @@ class _EstimateWindow(Window):
             joules.update(gpu.joules_by_domain)
             coverage, interval, error = gpu.coverage, gpu.sampling_interval_s, gpu.error
             basis.append(f"GPU power limit x NVML utilisation polled every {s._gpu_poller.interval_s * 1000:.0f} ms")  # type: ignore[union-attr]
+        basis.append(f"covers {', '.join(sorted(joules)) or 'nothing'}")
         return EnergyReading(
             status="estimated" if joules else "unavailable", sensor="estimate", duration_s=duration,
             joules_by_domain=joules, sampling_interval_s=interval, coverage=coverage,
@@ -115,6 +116,7 @@ class EstimateSensor(EnergySensor):
                  nvml: Any = None, clock: Callable[[], float] = time.monotonic, threaded: bool = True,
                  cpu: bool = True) -> None:
         self.cpu = cpu
+        self.device = device
         self.pids: list[int] = []
         self.logical_cpus = psutil.cpu_count(logical=True) or 1
         if cpu_tdp_w is None:
@@ -151,6 +153,11 @@ class EstimateSensor(EnergySensor):
         self._gpu_poller = Poller(read, GPU_UTIL_POLL_S, clock, threaded)
 
     def info(self) -> SensorInfo:
+        if self.device.startswith("cuda") and self._gpus is None:
+            # A GPU run's estimate must cover the GPU (brief rule 15): CPU TDP x utilisation is not it.
+            return SensorInfo(name="estimate", kind="estimate", available=False,
+                              reason=f"cannot estimate the GPU{self.gpu_note.replace('; GPU not estimated', '')}: "
+                                     "a GPU run's energy is not the CPU's", accuracy_rel=ESTIMATE_UNCERTAINTY_REL)
         domains = (("cpu:estimate",) if self.cpu else ()) + tuple(g.domain for g in (self._gpus.gpus if self._gpus else []))
         gpu = " + GPU power limit x NVML utilisation" if self._gpus else ""
         return SensorInfo(

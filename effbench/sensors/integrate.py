@@ -24,6 +24,10 @@ class Integral:
     coverage: float  # fraction of the window within reach of a sample (0..1)
     sampling_interval_s: Optional[float]  # median spacing of the samples used
     samples: int  # samples inside the window
+    rms_step_w: Optional[float] = None  # RMS change between successive samples in reach of the window
+    max_dev_w: Optional[float] = None  # largest distance of such a sample from the window's mean power
+    edge_step_w: Optional[float] = None  # power at the window's end minus at its start (interpolated)
+
 
     @property
     def mean_power_w(self) -> Optional[float]:
@@ -82,15 +86,24 @@ def integrate(
     reach = (max_gap_intervals * interval / 2.0) if interval else 0.0
     # Without a known interval (a single sample) nothing says how far a sample reaches.
     cov = coverage(t, start, end, reach) if reach > 0 else 0.0
-    return Integral(joules, duration, cov, interval, int(inside.sum()))
+    near = (t >= start - (interval or 0.0)) & (t <= end + (interval or 0.0))
+    steps = np.diff(w[near])
+    rms = float(np.sqrt(np.mean(steps * steps))) if steps.size else None
+    mean_w = joules / duration if duration > 0 else float(np.mean(w[near])) if near.any() else 0.0
+    dev = float(np.max(np.abs(w[near] - mean_w))) if near.any() else None
+    return Integral(joules, duration, cov, interval, int(inside.sum()), rms, dev, float(edge_w[1] - edge_w[0]))
 
 
-def counter_delta(before: float, after: float, wrap_range: Optional[float]) -> float:
+def counter_delta(before: float, after: float, wrap_range: Optional[float]) -> Optional[float]:
     """Increase of a monotonically increasing counter that restarts at zero after ``wrap_range``.
 
-    One wrap between the two reads is undone; callers read often enough that two cannot happen."""
-    if after >= before or not wrap_range:
+    One wrap between the two reads is undone; callers read often enough that two cannot happen.
+    None when the counter went down and no wrap range is known: it was reset (a driver reload) or
+    wrapped at an unknown range, and either way the increase is not known."""
+    if after >= before:
         return after - before
+    if not wrap_range:
+        return None
     return after + wrap_range - before
 
 

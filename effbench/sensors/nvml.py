@@ -22,14 +22,17 @@ from effbench.errors import UnsupportedError
 from effbench.sensors.base import (
     EnergyReading, EnergySensor, SensorInfo, Window, observed_reading, unavailable_reading,
 )
-from effbench.sensors.poller import Polled, PolledWindow, Poller, describe_error
+from effbench.sensors.generations import GENERATIONS, Generation, generation_of
+from effbench.sensors.generations import UPDATE_PERIOD_S as GEN_UPDATE_PERIOD_S
+from effbench.sensors.poller import Polled, PolledWindow, Poller, Sensing, describe_error
 
-# NVML publishes power and energy about every 100 ms on recent GPUs; poll at that rate.
-UPDATE_PERIOD_S = 0.1
-# NVIDIA states board power readings to about +-5%.
-ACCURACY_REL = 0.05
-# nvmlDeviceGetPowerUsage averages over 1 s on Ampere and newer: a polled window is that blurry.
-POWER_USAGE_AVERAGE_S = 1.0
+# NVML publishes power and energy about every 100 ms on recent GPUs; poll at that rate. What each
+# generation's sensor observes, averages and states as accuracy lives in ``generations``.
+UPDATE_PERIOD_S = GEN_UPDATE_PERIOD_S
+# Only Fermi and Kepler have a stated accuracy (+-5%, NVML reference); later GPUs: unstated.
+ACCURACY_REL = GENERATIONS["kepler"].accuracy_rel
+# Set to 1 to measure the whole GPU for a run on a MIG slice (every slice's energy, flagged).
+MIG_WHOLE_GPU_ENV = "EFFBENCH_MIG_WHOLE_GPU"
 
 _VALUE_ATTR = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
@@ -38,14 +41,19 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def visible_indices(env: Optional[str], uuids: list[str]) -> list[int]:
+def visible_indices(env: Optional[str], uuids: list[str], mig_parents: Optional[dict[str, int]] = None) -> list[int]:
     """NVML indices of the GPUs CUDA shows, in CUDA order. Like CUDA, parsing stops at the first
-    entry that names no GPU; an unset variable shows every GPU."""
+    entry that names no GPU; an unset variable shows every GPU. ``mig_parents`` maps MIG device
+    UUIDs (``MIG-...``) to their parent GPU's NVML index: a slice resolves to its GPU."""
     if env is None:
         return list(range(len(uuids)))
     out: list[int] = []
     for token in (t.strip() for t in env.split(",")):
-        if token.lstrip("-").isdigit():
+        if token.startswith("MIG-"):
+            if mig_parents is None or token not in mig_parents:
+                break
+            index = mig_parents[token]
+        elif token.lstrip("-").isdigit():
             index = int(token)
             if not 0 <= index < len(uuids):
                 break
@@ -69,6 +77,9 @@ class Gpu:
     name: str
     has_counter: bool
     has_instant: bool
+    generation: Generation = GENERATIONS["unknown"]
+    mig_mode: Optional[bool] = None  # None: the GPU cannot say (no MIG support)
+    mig_slice: Optional[str] = None  # the MIG device UUID the run is on, when CUDA shows a slice
 
 
 class NvmlDevices:
@@ -136,14 +147,63 @@ class NvmlDevices:
                 "persistence_mode": None if persistence is None else bool(persistence),
                 "energy_counter": g.has_counter,
                 "power_source": _power_source(g),
+                "generation": g.generation.name,
+                "sensor_semantics": g.generation.describe(),
+                "mig_mode": g.mig_mode,
+                "mig_device": g.mig_slice,
+                **self._activity(g),
             })
         driver = self._try(nv.nvmlSystemGetDriverVersion)
         return {"driver": None if driver is None else _text(driver), "gpus": gpus}
+
+    def processes(self, gpu: Gpu) -> Optional[list[dict[str, Any]]]:
+        """Compute processes on this GPU (pid, GPU memory in bytes); None when NVML cannot say."""
+        procs = self._try(self.nv.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
+        if procs is None:
+            return None
+        out = []
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            out.append({"pid": int(p.pid), "used_memory_bytes": int(used) if isinstance(used, int) else None})
+        return out
+
+    def _activity(self, g: Gpu) -> dict[str, Any]:
+        util = self._try(self.utilization, g)
+        return {"utilization": util, "processes": self.processes(g)}
+
+    def interference(self, own_pids: Optional[set[int]] = None) -> dict[str, Any]:
+        """Other compute processes on these GPUs and their utilisation, right now. ``flagged`` when
+        another process holds a GPU (its work shares the energy counter and the SMs)."""
+        own = {os.getpid()} | set(own_pids or ())
+        others: list[dict[str, Any]] = []
+        util: dict[str, Optional[float]] = {}
+        for g in self.gpus:
+            util[g.domain] = self._try(self.utilization, g)
+            for p in self.processes(g) or []:
+                if p["pid"] not in own:
+                    others.append({"gpu": g.domain, **p})
+        return {"gpu_other_processes": others, "gpu_utilization_before": util, "flagged": bool(others)}
 
     def close(self) -> None:
         if self._own_init:
             self._own_init = False
             _shutdown(self.nv)
+
+
+def open_gpu_control(device: str, run_dir: Any = None, nvml: Any = None, env: Optional[dict[str, str]] = None) -> Any:
+    """A ``hardware.gpu_control.GpuControl`` for the GPUs ``device`` selects; one clear line when
+    there is no NVIDIA GPU (or NVML) to control."""
+    from effbench.errors import EffbenchError
+    from effbench.hardware.gpu_control import GpuControl
+
+    if not device.startswith("cuda"):
+        raise EffbenchError(f"--power-limits and --gpu-clocks set NVIDIA GPU settings, but the run is on {device}: "
+                            "run on --device cuda or leave them out")
+    try:
+        devices = NvmlDevices.open(device, nvml, env)
+    except UnsupportedError as e:
+        raise EffbenchError(f"--power-limits and --gpu-clocks need an NVIDIA GPU through NVML: {e}") from None
+    return GpuControl(devices, run_dir)
 
 
 def _import_pynvml() -> Any:
@@ -170,6 +230,20 @@ def _shutdown(nv: Any) -> None:
         pass
 
 
+def _mig_parents(nv: Any, cvd: Optional[str], uuids: list[str]) -> dict[str, int]:
+    """MIG device UUIDs named in ``CUDA_VISIBLE_DEVICES`` -> their parent GPU's NVML index."""
+    out: dict[str, int] = {}
+    for token in (t.strip() for t in (cvd or "").split(",")):
+        if not token.startswith("MIG-"):
+            continue
+        try:
+            parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nv.nvmlDeviceGetHandleByUUID(token))
+            out[token] = uuids.index(_text(nv.nvmlDeviceGetUUID(parent)))
+        except (nv.NVMLError, AttributeError, ValueError):
+            continue  # not a MIG device NVML knows: CUDA would stop here too
+    return out
+
+
 def _select(nv: Any, device: str, env: dict[str, str]) -> list[Gpu]:
     count = nv.nvmlDeviceGetCount()
     if count == 0:
@@ -177,20 +251,31 @@ def _select(nv: Any, device: str, env: dict[str, str]) -> list[Gpu]:
     handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
     uuids = [_text(nv.nvmlDeviceGetUUID(h)) for h in handles]
     cvd = env.get("CUDA_VISIBLE_DEVICES")
-    visible = visible_indices(cvd, uuids)
+    parents = _mig_parents(nv, cvd, uuids)
+    visible = visible_indices(cvd, uuids, parents)
     if not visible:
         raise UnsupportedError(f"CUDA_VISIBLE_DEVICES={cvd!r} hides every GPU")
+    slices = {index: mig for mig, index in parents.items()}
     wanted = list(enumerate(visible))
     kind, _, index = device.partition(":")
     if kind == "cuda" and index:
         if not index.isdigit() or int(index) >= len(visible):
             raise UnsupportedError(f"{device} is not a visible GPU ({len(visible)} visible)")
         wanted = [wanted[int(index)]]
-    return [_probe(nv, cuda_i, nvml_i, handles[nvml_i], uuids[nvml_i]) for cuda_i, nvml_i in wanted]
+    return [_probe(nv, cuda_i, nvml_i, handles[nvml_i], uuids[nvml_i], slices.get(nvml_i)) for cuda_i, nvml_i in wanted]
 
 
-def _probe(nv: Any, cuda_index: int, nvml_index: int, handle: Any, uuid: str) -> Gpu:
-    """What this GPU can report: an energy counter (Volta+), the instantaneous power field."""
+def _mig_mode(nv: Any, handle: Any) -> Optional[bool]:
+    try:
+        current = nv.nvmlDeviceGetMigMode(handle)
+    except (nv.NVMLError, AttributeError):
+        return None  # no MIG on this GPU (NotSupported) or an old binding
+    current = current[0] if isinstance(current, (tuple, list)) else current
+    return bool(current)
+
+
+def _probe(nv: Any, cuda_index: int, nvml_index: int, handle: Any, uuid: str, mig_slice: Optional[str] = None) -> Gpu:
+    """What this GPU can report: an energy counter (Volta+), the instantaneous power field, MIG."""
     try:
         nv.nvmlDeviceGetTotalEnergyConsumption(handle)
         has_counter = True
@@ -201,39 +286,84 @@ def _probe(nv: Any, cuda_index: int, nvml_index: int, handle: Any, uuid: str) ->
         has_instant = field.nvmlReturn == 0
     except (nv.NVMLError, AttributeError):
         has_instant = False
-    return Gpu(f"gpu:{cuda_index}", nvml_index, handle, uuid, _text(nv.nvmlDeviceGetName(handle)), has_counter, has_instant)
+    name = _text(nv.nvmlDeviceGetName(handle))
+    return Gpu(f"gpu:{cuda_index}", nvml_index, handle, uuid, name, has_counter, has_instant,
+               generation_of(name), _mig_mode(nv, handle), mig_slice)
 
 
 def _power_source(g: Gpu, polling: bool = False) -> str:
     if g.has_counter and not polling:
         return "total energy counter"
-    return "instantaneous power field" if g.has_instant else "power usage (1 s average on Ampere+)"
+    if g.has_instant:
+        return "instantaneous power field"
+    avg = g.generation.power_usage_average_s
+    return f"power usage ({avg:g} s average on {g.generation.name})" if avg else "power usage (instantaneous)"
+
+
+def _flags_for(gpus: list[Gpu]) -> tuple[str, ...]:
+    flags = []
+    if any(not g.generation.accuracy_stated for g in gpus):
+        flags.append("accuracy-unstated")
+    if any(g.mig_mode for g in gpus):
+        flags.append("mig-whole-gpu")
+    return tuple(flags)
+
+
+def _accuracy(gpus: list[Gpu]) -> Optional[float]:
+    """The stated accuracy bound of these GPUs (the worst), None when any is unstated."""
+    stated = [g.generation.accuracy_rel for g in gpus]
+    return None if any(a is None for a in stated) else max(stated)  # type: ignore[type-var]
 
 
 class _CounterWindow(Window):
-    """The difference of each GPU's energy counter; no thread, no sampling."""
+    """The difference of each GPU's energy counter; no thread, no sampling. The power at each edge
+    (one instantaneous read) bounds what the counter's ~100 ms steps at the edges can hide."""
 
     def __init__(self, sensor: "NvmlSensor") -> None:
         self._sensor = sensor
         self._t0 = sensor.clock()
         self._e0, self._error = sensor._counters()
+        self._p0 = sensor._edge_power()
 
     def stop(self) -> EnergyReading:
-        e1, error = self._sensor._counters()
-        duration = self._sensor.clock() - self._t0
+        s = self._sensor
+        e1, error = s._counters()
+        p1 = s._edge_power()
+        duration = s.clock() - self._t0
         error = self._error or error
         if error:
             return unavailable_reading("nvml", duration, f"NVML energy counter failed mid-window: {error}")
+        fell = [d for d in e1 if e1[d] < self._e0[d]]
+        if fell:
+            return unavailable_reading("nvml", duration, f"the NVML energy counter of {', '.join(fell)} went down "
+                                       "(a driver reload or GPU reset restarts it): this window's energy is unknown")
         joules = {d: (e1[d] - self._e0[d]) / 1000.0 for d in e1}
+        gpus = s._open().gpus
+        total = sum(joules.values())
+        mean_w = total / duration if duration > 0 else 0.0
+        edge_w = max([mean_w, *(self._p0 or {}).values(), *(p1 or {}).values()])
+        # Each edge hides up to one update period of power; relative to the window that is at most
+        # (period x edge power) / energy.
+        period = max(g.generation.update_period_s for g in gpus)
+        resolution = period * (edge_w / mean_w if mean_w > 0 else 1.0)
         return observed_reading(
-            "nvml", duration, joules, accuracy_rel=ACCURACY_REL, coverage=1.0,
-            resolution_s=UPDATE_PERIOD_S, basis="NVML total energy counter",
+            "nvml", duration, joules, accuracy_rel=_accuracy(gpus), coverage=1.0,
+            resolution_s=resolution, basis=f"NVML total energy counter ({_generations(gpus)})",
+            flags=_flags_for(gpus),
         )
+
+
+def _generations(gpus: list[Gpu]) -> str:
+    return "; ".join(sorted({g.generation.describe() for g in gpus}))
 
 
 class NvmlSensor(EnergySensor):
     """GPU energy from NVML. ``nvml`` is the ``pynvml`` module or a stand-in (``simulated.FakeNvml``);
-    ``clock``, ``threaded`` and ``env`` are injectable so tests run on simulated time."""
+    ``clock``, ``threaded`` and ``env`` are injectable so tests run on simulated time.
+
+    A GPU in MIG mode cannot be measured per slice (NVML reports power and energy for the whole
+    GPU only): its windows are ``unavailable`` with that reason, unless ``mig_whole_gpu`` (or the
+    ``EFFBENCH_MIG_WHOLE_GPU=1`` environment variable) asks for the whole GPU's energy, flagged."""
 
     name = "nvml"
     auto_for = ("cuda",)  # on a CPU run a GPU's power is not the workload's: NVML only when asked by name
@@ -245,11 +375,13 @@ class NvmlSensor(EnergySensor):
 
     def __init__(self, device: str = "cuda", nvml: Any = None, clock: Callable[[], float] = time.monotonic,
                  threaded: bool = True, poll_interval_s: float = UPDATE_PERIOD_S, force_polling: bool = False,
-                 env: Optional[dict[str, str]] = None) -> None:
+                 env: Optional[dict[str, str]] = None, mig_whole_gpu: Optional[bool] = None) -> None:
         self.device = device
         self.clock = clock
         self.poll_interval_s = poll_interval_s
         self._nvml, self._env, self._threaded, self._force_polling = nvml, env, threaded, force_polling
+        environ = os.environ if env is None else env
+        self.mig_whole_gpu = (environ.get(MIG_WHOLE_GPU_ENV, "") == "1") if mig_whole_gpu is None else mig_whole_gpu
         self._devices: Optional[NvmlDevices] = None
         self._failure: Optional[str] = None
         self._poller: Optional[Poller] = None
@@ -269,19 +401,34 @@ class NvmlSensor(EnergySensor):
     def counter_mode(self) -> bool:
         return not self._force_polling and all(g.has_counter for g in self._open().gpus)
 
+    def mig_refusal(self) -> Optional[str]:
+        """Why this run's GPU energy cannot be measured (a MIG slice), or None."""
+        if self.mig_whole_gpu:
+            return None
+        on_mig = [g for g in self._open().gpus if g.mig_mode]
+        if not on_mig:
+            return None
+        where = ", ".join(f"{g.domain} {g.name}" + (f" (slice {g.mig_slice})" if g.mig_slice else "") for g in on_mig)
+        return (f"{where} is in MIG mode: NVML measures only the whole GPU, not a MIG slice, so this slice's "
+                f"energy is unavailable (set {MIG_WHOLE_GPU_ENV}=1 to record the whole GPU's energy, flagged)")
+
     def info(self) -> SensorInfo:
         try:
             devices = self._open()
         except UnsupportedError as e:
-            return SensorInfo("nvml", "energy-counter", False, str(e), accuracy_rel=ACCURACY_REL)
+            return SensorInfo("nvml", "energy-counter", False, str(e), accuracy_rel=None, accuracy_source="unstated")
         names = ", ".join(f"{g.domain} {g.name}" for g in devices.gpus)
         if self.counter_mode:
             kind, how = "energy-counter", "NVML total energy counter"
         else:
             kind = "power-polling"
             how = f"NVML power polled every {self.poll_interval_s * 1000:.0f} ms ({_power_source(devices.gpus[0], polling=True)})"
-        return SensorInfo("nvml", kind, True, f"{how} on {names}", tuple(g.domain for g in devices.gpus),
-                          UPDATE_PERIOD_S, ACCURACY_REL)
+        refusal = self.mig_refusal()
+        accuracy = _accuracy(devices.gpus)
+        source = "; ".join(sorted({g.generation.accuracy_source for g in devices.gpus}))
+        reason = f"{how} on {names}; {_generations(devices.gpus)}" + (f"; {refusal}" if refusal else "")
+        return SensorInfo("nvml", kind, True, reason, tuple(g.domain for g in devices.gpus),
+                          UPDATE_PERIOD_S, accuracy, source)
 
     def _counters(self) -> tuple[dict[str, int], Optional[str]]:
         devices = self._open()
@@ -289,6 +436,12 @@ class NvmlSensor(EnergySensor):
             return {g.domain: devices.energy_mj(g) for g in devices.gpus}, None
         except Exception as e:  # noqa: BLE001 - a lost GPU ends this window, not the sweep
             return {}, describe_error(e)
+
+    def _edge_power(self) -> Optional[dict[str, float]]:
+        try:
+            return self._read_power()
+        except Exception:  # noqa: BLE001 - the edge power only sharpens the bound; the counter decides
+            return None
 
     def _read_power(self) -> dict[str, float]:
         devices = self._open()
@@ -300,20 +453,24 @@ class NvmlSensor(EnergySensor):
         return self._poller
 
     def _polled_reading(self, polled: Polled) -> EnergyReading:
-        devices = self._open()
-        averaged = any(not g.has_instant for g in devices.gpus)
-        reading = polled.reading("nvml", ACCURACY_REL, basis=f"NVML power polled, {_power_source(devices.gpus[0], polling=True)}",
-                                 domains=tuple(g.domain for g in devices.gpus))
-        if averaged and reading.status == "measured":
-            # A 1 s moving average blurs each edge of the window by up to that much.
-            reading.uncertainty_rel = observed_reading(
-                "nvml", reading.duration_s, {}, accuracy_rel=ACCURACY_REL, coverage=reading.coverage,
-                resolution_s=max(POWER_USAGE_AVERAGE_S, self.poll_interval_s)).uncertainty_rel
-        return reading
+        gpus = self._open().gpus
+        g = gpus[0]
+        # The instantaneous field is the last update period's value; nvmlDeviceGetPowerUsage is
+        # that too on GA100 and older, a 1 s average on later GPUs (generations.py).
+        average = None if g.has_instant else g.generation.power_usage_average_s
+        sensing = Sensing(g.generation.duty, average, g.generation.update_period_s)
+        return polled.reading("nvml", _accuracy(gpus), basis=f"NVML power polled, {_power_source(g, polling=True)} "
+                              f"({_generations(gpus)})", domains=tuple(x.domain for x in gpus), sensing=sensing,
+                              flags=_flags_for(gpus) + (() if g.generation.duty is not None else ("duty-unstated",)))
 
     def start_window(self) -> Window:
+        refusal = self.mig_refusal()
+        if refusal:
+            return _RefusedWindow(self.clock, refusal)
         if self.counter_mode:
             return _CounterWindow(self)
+        if all(g.has_counter for g in self._open().gpus):
+            return _CheckedPolledWindow(self)
         return PolledWindow(self.poller(), self._polled_reading)
 
     def environment(self) -> dict:
@@ -322,6 +479,13 @@ class NvmlSensor(EnergySensor):
         except UnsupportedError as e:
             return {"nvml": f"unavailable: {e}"}
 
+    def interference(self) -> dict:
+        """Other processes on this run's GPUs and their utilisation now (brief rule 12)."""
+        try:
+            return self._open().interference()
+        except UnsupportedError:
+            return {}
+
     def close(self) -> None:
         if self._poller is not None:
             self._poller.close()
@@ -329,3 +493,38 @@ class NvmlSensor(EnergySensor):
         if self._devices is not None:
             self._devices.close()
             self._devices = None
+
+
+class _CheckedPolledWindow(Window):
+    """Polling on GPUs that also have an energy counter (polling forced, e.g. to compare them):
+    the counter, read at both edges, checks the polled figure. A load whose bursts fall where a
+    part-time sensor never looks (periodic at its update period) leaves the samples steady and the
+    sampling estimate small; the counter sees it, and the polled interval is widened to reach it."""
+
+    def __init__(self, sensor: "NvmlSensor") -> None:
+        self._sensor = sensor
+        self._e0, self._error = sensor._counters()
+        self._inner = PolledWindow(sensor.poller(), sensor._polled_reading)
+
+    def stop(self) -> EnergyReading:
+        reading = self._inner.stop()
+        e1, error = self._sensor._counters()
+        if self._error or error or reading.joules is None or not reading.joules:
+            return reading
+        counted = sum(e1[d] - self._e0[d] for d in e1) / 1000.0
+        if counted < 0:
+            return reading
+        gap = abs(reading.joules - counted) / reading.joules
+        if gap > (reading.uncertainty_rel or 0.0):
+            reading.uncertainty_rel = gap * (1.0 + 1e-9)
+            reading.flags = sorted(set(reading.flags) | {"polling-disagrees-with-counter"})
+            reading.basis = (reading.basis or "") + f"; the energy counter read {counted:.1f} J over the same window"
+        return reading
+
+
+class _RefusedWindow(Window):
+    def __init__(self, clock: Callable[[], float], reason: str) -> None:
+        self._clock, self._t0, self._reason = clock, clock(), reason
+
+    def stop(self) -> EnergyReading:
+        return unavailable_reading("nvml", self._clock() - self._t0, self._reason)

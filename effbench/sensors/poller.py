@@ -12,7 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from effbench.sensors.base import EnergyReading, EnergyStatus, Window, observed_reading, unavailable_reading
+from effbench.sensors.base import (
+    ASSUMED_DUTY, EnergyReading, EnergyStatus, Window, edge_error_rel, observed_reading, sampling_error_rel,
+    unavailable_reading,
+)
 from effbench.sensors.integrate import Integral, integrate
 
 Reader = Callable[[], dict[str, float]]  # domain -> watts now; raises when the device fails
@@ -34,19 +37,63 @@ class Polled:
     error: Optional[str] = None  # the first read failure inside the window
 
     def reading(self, sensor: str, accuracy_rel: Optional[float], basis: Optional[str] = None,
-                status: EnergyStatus = "measured", domains: tuple[str, ...] = ()) -> EnergyReading:
+                status: EnergyStatus = "measured", domains: tuple[str, ...] = (),
+                sensing: Optional[Sensing] = None, flags: tuple[str, ...] = ()) -> EnergyReading:
+        """The window's reading. ``sensing`` says what each sample saw (a GPU generation's duty
+        cycle and averaging): its blind share lowers the coverage and enters the uncertainty."""
         duration = self.end - self.start
         missing = [d for d in domains if self.integrals.get(d) is None]
         got = {d: i for d, i in self.integrals.items() if i is not None}
         if missing or not got:
             why = self.error or "no power sample could be read"
             return unavailable_reading(sensor, duration, f"no samples for {', '.join(missing) or 'any domain'} ({why})")
+        reach = min(i.coverage for i in got.values())
+        interval = max((i.sampling_interval_s or 0.0) for i in got.values()) or None
+        coverage, sampling, edge = reach, None, None
+        if sensing is not None:
+            coverage = reach * sensing.observed_share(interval)
+            # Domains err independently: their absolute errors add in quadrature.
+            total = sum(i.joules for i in got.values())
+            parts = [(sampling_error_rel(i.rms_step_w, i.mean_power_w, duration, i.sampling_interval_s or interval,
+                                         sensing.duty, sensing.average_s, sensing.period_s) or 0.0) * i.joules
+                     for i in got.values()]
+            sampling = (sum(p * p for p in parts) ** 0.5 / total) if total > 0 else None
+            edges = [(edge_error_rel(i.mean_power_w, duration, sensing.lag_s, i.edge_step_w,
+                                     max(interval or 0.0, sensing.average_s or 0.0), i.max_dev_w) or 0.0) * i.joules
+                     for i in got.values()]
+            edge = sum(edges) / total if total > 0 else None
         return observed_reading(
             sensor, duration, {d: i.joules for d, i in got.items()}, accuracy_rel=accuracy_rel, status=status,
-            coverage=min(i.coverage for i in got.values()),
-            sampling_interval_s=max((i.sampling_interval_s or 0.0) for i in got.values()) or None,
-            error=self.error, basis=basis,
+            coverage=coverage, reach=reach, sampling_interval_s=interval, sampling_rel=sampling,
+            error=self.error, basis=basis, flags=flags, edge_rel=edge,
         )
+
+
+@dataclass(frozen=True)
+class Sensing:
+    """What one power sample saw: ``duty`` of every ``period_s`` (None: unstated), averaged over
+    ``average_s`` (None: the last period only)."""
+
+    duty: Optional[float]
+    average_s: Optional[float] = None
+    period_s: float = 0.1
+
+    @property
+    def lag_s(self) -> float:
+        """How far a polled series trails the power, on average: a value is published when its
+        period ends and read up to a period later (1.5 periods), less half the sensed part at the
+        period's start (a blind rest of unstated size counts as the assumed one); a trailing
+        average over several periods lags by half of the rest of its span."""
+        duty = ASSUMED_DUTY if self.duty is None else self.duty
+        extra = max(0.0, (self.average_s or 0.0) - self.period_s) / 2.0
+        return self.period_s * (1.5 - duty / 2.0) + extra
+
+    def observed_share(self, interval_s: Optional[float]) -> float:
+        """Share of the time a series of such samples, ``interval_s`` apart, observed (an unstated
+        duty counts as fully observed here; its assumed blindness enters the uncertainty)."""
+        span = max(self.period_s, self.average_s or 0.0)
+        reach = 1.0 if not interval_s else min(1.0, span / interval_s)
+        return (1.0 if self.duty is None else self.duty) * reach
 
 
 class Poller:

@@ -114,7 +114,9 @@ class RaplSensor(EnergySensor):
     """RAPL counters; ``root`` and ``clock`` are injectable so tests drive a fake powercap tree."""
 
     name = "rapl"
-    auto_for = ("cpu", "cuda")  # on a GPU run it covers the host's share, after the GPU's own counter
+    # Not for "cuda": a GPU run's energy comes only from a GPU sensor (brief rule 15); asked for by
+    # name on a GPU run, RAPL's domains stay labelled as the CPU's.
+    auto_for = ("cpu",)
     auto_rank = 10
 
     def __init__(self, root: Path | str = POWERCAP_ROOT, clock: Callable[[], float] = time.monotonic,
@@ -158,8 +160,12 @@ class RaplSensor(EnergySensor):
                 if run is None:
                     self._running[z.domain] = _Running(raw)
                     continue
-                run.total_uj += counter_delta(run.last_raw, raw, z.max_range_uj)
+                delta = counter_delta(run.last_raw, raw, z.max_range_uj)
                 run.last_raw = raw
+                if delta is None:  # the window spanning this read fails; the next starts afresh
+                    raise ValueError(f"{z.path} went down ({raw} uJ) and max_energy_range_uj is unreadable: "
+                                     "a wrap of unknown range, so the energy is not known")
+                run.total_uj += delta
             return {d: r.total_uj for d, r in self._running.items()}
 
     def _totals(self, opening: bool) -> tuple[dict[str, int], Optional[str]]:

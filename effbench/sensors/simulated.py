@@ -2,11 +2,16 @@
 
 - Waveforms with an exact energy integral (constant, square/spiky pulses, ramp), so an
   integrated figure can be checked against the analytic truth.
-- ``FakeNvml``: a module-like stand-in for ``pynvml`` driven by a waveform and a clock. Like an
-  A100/H100, its power sensor observes only part of each update period (``sense_s`` of every
-  ``update_period_s``) and ``nvmlDeviceGetPowerUsage`` averages the last ``average_s``, so polling
-  can miss spikes; its energy counter integrates the true waveform. It can lose the GPU at a set
-  time and drop power reads in given intervals.
+- ``FakeNvml``: a module-like stand-in for ``pynvml`` driven by a waveform and a clock, with a
+  per-generation sensor model (``FakeGpu.of(name)``): the power sensor observes only part of each
+  update period (``sense_s`` of every ``update_period_s``: 25 ms of 100 ms on A100/H100),
+  ``nvmlDeviceGetPowerUsage`` is instantaneous on GA100 and older and a 1 s average on later
+  GPUs, so polling can miss spikes; the energy counter moves once per update period (true energy
+  up to the last update, or with ``counter_sensed`` the sensed power only) and can be reset
+  (``counter_reset_at``, a driver reload). It can lose the GPU at a set time, drop power reads in
+  given intervals, answer NotSupported/NoPermission per call (``errors``), be in MIG mode with
+  MIG devices, list running processes, and take power-limit and locked-clock settings (root only,
+  within the GPU's range; read back as in force).
 - ``FakePowercap``: writes a ``/sys/class/powercap``-like tree whose ``energy_uj`` files follow a
   waveform and wrap around at ``max_energy_range_uj``.
 - ``nvidia_smi_csv``: the CSV ``nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms N``
@@ -14,6 +19,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -108,16 +114,72 @@ class Ramp:
         return self._cumulative(t1) - self._cumulative(t0)
 
 
+class Bursts:
+    """``base`` watts with bursts ``(start, end, watts)`` on top of it (non-overlapping, sorted):
+    a random bursty load with an exact integral (``random_bursts`` draws one)."""
+
+    def __init__(self, base: float, bursts: Sequence[tuple[float, float, float]]) -> None:
+        self.base = float(base)
+        arr = sorted((float(a), float(b), float(w)) for a, b, w in bursts)
+        self.starts = [a for a, _, _ in arr]
+        self.ends = [b for _, b, _ in arr]
+        self.extra = [w - self.base for _, _, w in arr]
+        self._cum = [0.0]  # extra energy of all bursts before each index
+        for a, b, x in zip(self.starts, self.ends, self.extra):
+            self._cum.append(self._cum[-1] + (b - a) * x)
+
+    def power(self, t: float) -> float:
+        i = bisect.bisect_right(self.starts, t) - 1
+        return self.base + (self.extra[i] if i >= 0 and t < self.ends[i] else 0.0)
+
+    def _cumulative(self, t: float) -> float:
+        i = bisect.bisect_right(self.starts, t) - 1
+        extra = self._cum[i] if i >= 0 else 0.0
+        if i >= 0:
+            extra += (min(t, self.ends[i]) - self.starts[i]) * self.extra[i]
+        return self.base * t + extra
+
+    def energy(self, t0: float, t1: float) -> float:
+        return self._cumulative(t1) - self._cumulative(t0)
+
+
+def random_bursts(rng, t_end: float, base: float, peak: float, min_s: float = 0.005, max_s: float = 0.5,
+                  mean_gap_s: float = 0.2) -> Bursts:
+    """Bursts of ``min_s``..``max_s`` (log-uniform) at random phases (exponential gaps) up to
+    ``t_end``, each at a random height between the base and ``peak``. ``rng``: numpy Generator."""
+    bursts, t = [], float(rng.uniform(0.0, mean_gap_s))
+    while t < t_end:
+        width = float(math.exp(rng.uniform(math.log(min_s), math.log(max_s))))
+        bursts.append((t, t + width, float(rng.uniform(base, peak))))
+        t += width + float(rng.exponential(mean_gap_s)) + 1e-6
+    return Bursts(base, bursts)
+
+
 # -- NVML --------------------------------------------------------------------------------------
 
 class FakeNVMLError(Exception):
     """Shaped like ``pynvml.NVMLError``: ``value`` is the NVML return code."""
 
-    _TEXT = {3: "Not Supported", 9: "Driver Not Loaded", 12: "NVML Shared Library Not Found", 15: "GPU is lost"}
+    _TEXT = {3: "Not Supported", 4: "Insufficient Permissions", 9: "Driver Not Loaded",
+             12: "NVML Shared Library Not Found", 15: "GPU is lost", 2: "Invalid Argument"}
 
     def __init__(self, value: int) -> None:
         super().__init__(self._TEXT.get(value, f"NVML error {value}"))
         self.value = value
+
+
+@dataclass
+class FakeMig:
+    """A MIG device (slice) of a FakeGpu."""
+
+    uuid: str
+    profile: str = "1g.10gb"
+
+
+@dataclass
+class FakeProcess:
+    pid: int
+    usedGpuMemory: Optional[int] = None  # bytes, as pynvml names it
 
 
 @dataclass
@@ -129,12 +191,39 @@ class FakeGpu:
     has_instant: bool = True
     update_period_s: float = 0.1
     sense_s: float = 0.025  # A100/H100 observe ~25% of each update period
-    average_s: float = 1.0  # nvmlDeviceGetPowerUsage is a 1 s average on A100/H100
+    average_s: float = 1.0  # nvmlDeviceGetPowerUsage is a 1 s average on Ampere (except GA100) and newer
     fail_at: Optional[float] = None  # the GPU is lost from this time on
     missing: Sequence[tuple[float, float]] = ()  # power reads fail inside these intervals
     power_limit_w: float = 700.0
     utilization: float = 50.0  # percent, for the estimate
     counter_offset_mj: int = 123_456_789  # the counter counts since the driver loaded
+    counter_sensed: bool = False  # the counter accumulates the sensed power, not the true energy
+    counter_reset_at: Optional[float] = None  # the driver reloads: the counter restarts from 0 here
+    errors: dict = field(default_factory=dict)  # NVML call name -> return code it raises
+    mig_mode: Optional[bool] = None  # None: no MIG support (NotSupported)
+    migs: list = field(default_factory=list)  # FakeMig devices when in MIG mode
+    processes: list = field(default_factory=list)  # FakeProcess running on the GPU
+    # Settable limits and clocks (nvmlDeviceSetPowerManagementLimit, nvmlDeviceSetGpuLockedClocks).
+    min_power_limit_w: float = 200.0
+    max_power_limit_w: float = 700.0
+    default_power_limit_w: float = 700.0
+    sm_clock_mhz: int = 1755
+    max_sm_clock_mhz: int = 1980
+    supported_sm_clocks: Sequence[int] = ()  # empty: any clock up to the maximum
+    locked_sm_clocks: Optional[tuple[int, int]] = None
+
+    @classmethod
+    def of(cls, name: str, waveform: Waveform, **kw) -> "FakeGpu":
+        """A GPU whose sensor behaves like its generation's (``generations.generation_of``): duty
+        cycle where published (else the whole period), averaging of nvmlDeviceGetPowerUsage."""
+        from effbench.sensors.generations import generation_of
+
+        gen = generation_of(name)
+        period = kw.pop("update_period_s", gen.update_period_s)
+        sense = period * (gen.duty if gen.duty is not None else 1.0)
+        average = gen.power_usage_average_s or period
+        return cls(waveform, name=name, update_period_s=period, sense_s=kw.pop("sense_s", sense),
+                   average_s=kw.pop("average_s", average), **kw)
 
     def sensed(self, tick: int) -> float:
         """Mean power the device observed in update period ``tick`` (over its first ``sense_s``)."""
@@ -144,6 +233,20 @@ class FakeGpu:
     def last_tick(self, t: float) -> int:
         # The value published at the end of period k covers [k*T, k*T + sense_s].
         return math.floor(t / self.update_period_s + 1e-9) - 1
+
+    def counter_mj(self, t: float) -> int:
+        """The energy counter at time ``t``: it moves once per update period."""
+        base, offset = 0.0, self.counter_offset_mj
+        if self.counter_reset_at is not None and t >= self.counter_reset_at:
+            base, offset = self.counter_reset_at, 0
+        ticks = math.floor(t / self.update_period_s + 1e-9)
+        t_pub = ticks * self.update_period_s
+        if self.counter_sensed:
+            first = math.ceil(base / self.update_period_s - 1e-9)
+            joules = sum(self.sensed(k) for k in range(first, ticks)) * self.update_period_s
+        else:
+            joules = self.waveform.energy(base, max(base, t_pub))
+        return offset + int(joules * 1000)
 
 
 @dataclass
@@ -170,7 +273,9 @@ class FakeNvml:
     """The parts of ``pynvml`` effbench uses, for GPUs in ``gpus``; time comes from ``clock``."""
 
     NVML_SUCCESS = 0
+    NVML_ERROR_INVALID_ARGUMENT = 2
     NVML_ERROR_NOT_SUPPORTED = 3
+    NVML_ERROR_NO_PERMISSION = 4
     NVML_ERROR_DRIVER_NOT_LOADED = 9
     NVML_ERROR_LIBRARY_NOT_FOUND = 12
     NVML_ERROR_GPU_IS_LOST = 15
@@ -183,15 +288,19 @@ class FakeNvml:
     NVMLError = FakeNVMLError
 
     def __init__(self, gpus: Sequence[FakeGpu], clock: SimClock, init_error: Optional[int] = None,
-                 driver: str = "580.65.06") -> None:
+                 driver: str = "580.65.06", root: bool = True) -> None:
         self.gpus = list(gpus)
         self.clock = clock
         self.init_error = init_error
         self.driver = driver
+        self.root = root  # setters need root (NoPermission otherwise), as on a real driver
         self.calls: dict[str, int] = {}
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
+        for gpu in self.gpus:  # a call-specific error set on any GPU (tests use one GPU for these)
+            if name in gpu.errors:
+                raise FakeNVMLError(gpu.errors[name])
 
     def _gpu(self, handle: int, power_read: bool = False) -> FakeGpu:
         gpu = self.gpus[handle]
@@ -222,11 +331,30 @@ class FakeNvml:
             raise FakeNVMLError(2)
         return index
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int:
+    def nvmlDeviceGetHandleByUUID(self, uuid: str):
         for i, g in enumerate(self.gpus):
             if g.uuid == uuid:
                 return i
+            for j, m in enumerate(g.migs):
+                if m.uuid == uuid:
+                    return ("mig", i, j)
         raise FakeNVMLError(6)
+
+    # MIG
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
+        gpu = self.gpus[h]
+        if gpu.mig_mode is None:
+            raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
+        return [int(gpu.mig_mode), int(gpu.mig_mode)]  # [current, pending]
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, h) -> int:
+        if not isinstance(h, tuple):
+            raise FakeNVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        return h[1]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[FakeProcess]:
+        self._count("nvmlDeviceGetComputeRunningProcesses")
+        return list(self._gpu(h).processes)
 
     # device facts
     def nvmlDeviceGetUUID(self, h: int) -> str:
@@ -239,13 +367,46 @@ class FakeNvml:
         return int(self._gpu(h).power_limit_w * 1000)
 
     def nvmlDeviceGetPowerManagementDefaultLimit(self, h: int) -> int:
-        return int(self._gpu(h).power_limit_w * 1000)
+        return int(self._gpu(h).default_power_limit_w * 1000)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, h: int) -> list[int]:
+        g = self._gpu(h)
+        return [int(g.min_power_limit_w * 1000), int(g.max_power_limit_w * 1000)]
 
     def nvmlDeviceGetClockInfo(self, h: int, kind: int) -> int:
-        return {0: 1755, 1: 1755, 2: 2619}[kind]
+        g = self._gpu(h)
+        sm = g.locked_sm_clocks[1] if g.locked_sm_clocks else g.sm_clock_mhz
+        return {0: sm, 1: sm, 2: 2619}[kind]
 
     def nvmlDeviceGetMaxClockInfo(self, h: int, kind: int) -> int:
-        return {0: 1980, 1: 1980, 2: 2619}[kind]
+        g = self._gpu(h)
+        return {0: g.max_sm_clock_mhz, 1: g.max_sm_clock_mhz, 2: 2619}[kind]
+
+    # setters (root only)
+    def _settable(self, h: int, name: str) -> FakeGpu:
+        self._count(name)
+        if not self.root:
+            raise FakeNVMLError(self.NVML_ERROR_NO_PERMISSION)
+        return self._gpu(h)
+
+    def nvmlDeviceSetPowerManagementLimit(self, h: int, limit_mw: int) -> None:
+        g = self._settable(h, "nvmlDeviceSetPowerManagementLimit")
+        if not g.min_power_limit_w * 1000 <= limit_mw <= g.max_power_limit_w * 1000:
+            raise FakeNVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        g.power_limit_w = limit_mw / 1000.0
+
+    def nvmlDeviceSetGpuLockedClocks(self, h: int, min_mhz: int, max_mhz: int) -> None:
+        g = self._settable(h, "nvmlDeviceSetGpuLockedClocks")
+        if not 0 < min_mhz <= max_mhz <= g.max_sm_clock_mhz:
+            raise FakeNVMLError(self.NVML_ERROR_INVALID_ARGUMENT)
+        if g.supported_sm_clocks:  # the driver rounds to the nearest supported clock at or below
+            below = [c for c in g.supported_sm_clocks if c <= max_mhz] or [min(g.supported_sm_clocks)]
+            max_mhz = min_mhz = max(below)
+        g.locked_sm_clocks = (min_mhz, max_mhz)
+
+    def nvmlDeviceResetGpuLockedClocks(self, h: int) -> None:
+        g = self._settable(h, "nvmlDeviceResetGpuLockedClocks")
+        g.locked_sm_clocks = None
 
     def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
         return 41
@@ -263,9 +424,7 @@ class FakeNvml:
         gpu = self._gpu(h)
         if not gpu.has_counter:
             raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
-        # The counter moves once per update period, like the device's.
-        t = math.floor(self.clock() / gpu.update_period_s + 1e-9) * gpu.update_period_s
-        return gpu.counter_offset_mj + int(gpu.waveform.energy(0.0, t) * 1000)
+        return gpu.counter_mj(self.clock())
 
     def nvmlDeviceGetPowerUsage(self, h: int) -> int:
         self._count("nvmlDeviceGetPowerUsage")

@@ -20,11 +20,13 @@ from typing import Optional
 import numpy as np
 
 from effbench.errors import EffbenchError
-from effbench.sensors.base import EnergyReading, observed_reading, sensor_uncertainty, unavailable_reading
+from effbench.sensors.base import EnergyReading, unavailable_reading
+from effbench.sensors.generations import Generation, generation_of
 from effbench.sensors.integrate import Integral, integrate, median_interval
+from effbench.sensors.poller import Polled, Sensing
 
-# nvidia-smi's power.draw: NVIDIA states about +-5%. A meter's own accuracy is the user's to give.
-NVIDIA_SMI_ACCURACY_REL = 0.05
+# nvidia-smi's power.draw has the accuracy NVML states for the GPU's generation (generations.py:
+# +-5% for Fermi/Kepler, unstated since). A meter's own accuracy is the user's to give (--accuracy).
 _MISSING = {"", "n/a", "[n/a]", "[not supported]", "not supported", "[unknown error]", "nan"}
 _UNIT = re.compile(r"\s*(w|watts?)\s*$", re.IGNORECASE)
 
@@ -61,6 +63,8 @@ class _Columns:
     time: int
     power: int
     index: Optional[int]
+    name: Optional[int] = None  # nvidia-smi's "name" column: the GPU model, hence its generation
+    instant: bool = False  # power.draw.instant: the last update period, not power.draw's average
 
 
 def _columns_from_header(cells: list[str]) -> Optional[_Columns]:
@@ -68,9 +72,10 @@ def _columns_from_header(cells: list[str]) -> Optional[_Columns]:
     time_col = next((i for i, n in enumerate(names) if n.split(" ")[0] in ("timestamp", "time", "t", "epoch", "unix", "datetime")), None)
     power_col = next((i for i, n in enumerate(names) if "power" in n or "watt" in n or n in ("w", "[w]")), None)
     index_col = next((i for i, n in enumerate(names) if n in ("index", "gpu", "gpu_index")), None)
+    name_col = next((i for i, n in enumerate(names) if n in ("name", "gpu_name", "model")), None)
     if time_col is None or power_col is None:
         return None
-    return _Columns(time_col, power_col, index_col)
+    return _Columns(time_col, power_col, index_col, name_col, "instant" in names[power_col])
 
 
 @dataclass
@@ -79,6 +84,9 @@ class Trace:
     kind: str  # "nvidia-smi" or "plain"
     series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # domain -> (epoch s, W)
     warnings: list[str] = field(default_factory=list)  # what was repaired on reading (samples sorted by time)
+    gpu_models: dict[str, str] = field(default_factory=dict)  # domain -> GPU model (the "name" column)
+    instant: bool = False  # the power column is power.draw.instant
+    gpu_model: Optional[str] = None  # given by the user (--gpu-model): wins over the name column
 
     @property
     def start(self) -> float:
@@ -88,9 +96,29 @@ class Trace:
     def end(self) -> float:
         return max(float(t[-1]) for t, _ in self.series.values())
 
+    def generation(self, domain: str) -> Optional[Generation]:
+        """The GPU generation behind a domain (None for a plain meter trace or an unnamed GPU)."""
+        model = self.gpu_model or self.gpu_models.get(domain)
+        return generation_of(model) if model else None
+
+    def sensing(self, domain: str) -> Sensing:
+        """What one of this domain's samples saw: a named GPU's sensor semantics by generation, an
+        unnamed GPU's as the newest (averaged, blind share unstated), a meter's unstated."""
+        gen = self.generation(domain)
+        if gen is None and self.kind == "nvidia-smi":
+            gen = generation_of(None)
+        if gen is None:
+            return Sensing(None, None, 0.0)
+        return Sensing(gen.duty, None if self.instant else gen.power_usage_average_s, gen.update_period_s)
+
+    def accuracy(self, domains: list[str]) -> Optional[float]:
+        """The stated accuracy of these domains (the worst), None when any is unstated."""
+        stated = [(g.accuracy_rel if (g := self.generation(d)) else None) for d in domains]
+        return None if any(a is None for a in stated) else max(stated)  # type: ignore[type-var]
+
     @property
     def accuracy_rel(self) -> Optional[float]:
-        return NVIDIA_SMI_ACCURACY_REL if self.kind == "nvidia-smi" else None
+        return self.accuracy(sorted(self.series))
 
     def domains(self, gpu: Optional[int] = None) -> list[str]:
         if gpu is None:
@@ -101,8 +129,9 @@ class Trace:
         return [domain]
 
 
-def load_trace(path: str | Path) -> Trace:
-    """Read a trace; a malformed file raises ``EffbenchError`` naming the line."""
+def load_trace(path: str | Path, gpu_model: Optional[str] = None) -> Trace:
+    """Read a trace; a malformed file raises ``EffbenchError`` naming the line. ``gpu_model``
+    (e.g. "H100") names the GPU of a trace without a ``name`` column, for its sensor semantics."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -126,7 +155,8 @@ def load_trace(path: str | Path) -> Trace:
                             "(nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv) or 'timestamp,watts'")
     kind = "nvidia-smi" if cols.index is not None or any("power.draw" in c for c in header_cells) else "plain"
     points: dict[str, list[tuple[float, float]]] = {}
-    width = max(cols.time, cols.power, cols.index or 0) + 1
+    models: dict[str, str] = {}
+    width = max(cols.time, cols.power, cols.index or 0, cols.name or 0) + 1
     for n, row in rows:
         if has_header and [c.strip() for c in row] == [c.strip() for c in header_cells]:
             continue  # a repeated header (a restarted logger appending to the same file)
@@ -140,9 +170,11 @@ def load_trace(path: str | Path) -> Trace:
             raise EffbenchError(f"{path}:{n}: {e}") from None
         if w is not None:
             points.setdefault(domain, []).append((t, w))
+        if cols.name is not None and row[cols.name].strip():
+            models.setdefault(domain, row[cols.name].strip())
     if not points:
         raise EffbenchError(f"trace '{path}' has no power samples")
-    trace = Trace(str(path), kind)
+    trace = Trace(str(path), kind, gpu_models=models, instant=cols.instant, gpu_model=gpu_model)
     for domain, pts in points.items():
         times, watts, disorder = _in_time_order(str(path), domain, pts, len(points) > 1)
         trace.series[domain] = (times, watts)
@@ -187,7 +219,8 @@ class TraceEnergy:
     start: float
     end: float
     integrals: dict[str, Integral]
-    accuracy_rel: Optional[float] = None  # the trace's stated accuracy (nvidia-smi: 5%)
+    trace: Optional[Trace] = None
+    accuracy_override: Optional[float] = None  # a meter's accuracy the user gave (--accuracy)
 
     @property
     def joules(self) -> float:
@@ -202,8 +235,15 @@ class TraceEnergy:
         return self.joules / self.duration_s if self.duration_s > 0 else None
 
     @property
-    def coverage(self) -> float:
+    def reach(self) -> float:
+        """Share of the window within reach of a sample (the logger's gaps left out)."""
         return min(i.coverage for i in self.integrals.values())
+
+    @property
+    def coverage(self) -> float:
+        """Share of the window the sensor observed: the reach times what each sample saw (a named
+        A100/H100 observes 25% of each update period)."""
+        return self.reading().coverage or 0.0
 
     @property
     def sampling_interval_s(self) -> Optional[float]:
@@ -212,12 +252,42 @@ class TraceEnergy:
 
     @property
     def uncertainty_rel(self) -> Optional[float]:
-        """The same window uncertainty a live sensor's reading carries (sensors/base.py)."""
-        return sensor_uncertainty(self.accuracy_rel, self.coverage, self.sampling_interval_s, self.duration_s)
+        """The 95% half-width a live sensor's reading of the same samples would carry."""
+        return self.reading().uncertainty_rel
+
+    @property
+    def flags(self) -> list[str]:
+        return self.reading().flags
+
+    def reading(self) -> EnergyReading:
+        """One ``EnergyReading`` of the window, through the same arithmetic as a polled sensor,
+        each domain with its own sensor semantics; domains' absolute errors add in quadrature."""
+        parts = []
+        for d, integral in self.integrals.items():
+            gen = self.trace.generation(d) if self.trace else None
+            accuracy = self.accuracy_override if self.accuracy_override is not None else (gen.accuracy_rel if gen else None)
+            sensing = self.trace.sensing(d) if self.trace else Sensing(None, None, 0.0)
+            if not sensing.period_s:  # a meter: each sample stands for its own interval
+                sensing = Sensing(None, None, integral.sampling_interval_s or 0.0)
+            flags = () if accuracy is not None else ("accuracy-unstated",)
+            if sensing.duty is None:
+                flags += ("duty-unstated",)
+            parts.append(Polled(self.start, self.end, {d: integral}).reading(
+                "trace", accuracy, domains=(d,), sensing=sensing, flags=flags))
+        total = sum(p.joules or 0.0 for p in parts)
+        unc = (sum(((p.uncertainty_rel or 0.0) * (p.joules or 0.0)) ** 2 for p in parts) ** 0.5 / total) if total > 0 else None
+        unavailable = [p for p in parts if p.status == "unavailable"]
+        return EnergyReading(
+            status="unavailable" if unavailable else "measured", sensor="trace", duration_s=self.duration_s,
+            joules_by_domain={} if unavailable else {d: i.joules for d, i in self.integrals.items()},
+            sampling_interval_s=self.sampling_interval_s, coverage=min(p.coverage or 0.0 for p in parts),
+            uncertainty_rel=unc, error="; ".join(p.error for p in parts if p.error) or None,
+            flags=sorted({f for p in parts for f in p.flags}),
+        )
 
 
 def integrate_trace(trace: Trace, start: Optional[float] = None, end: Optional[float] = None,
-                    gpu: Optional[int] = None) -> TraceEnergy:
+                    gpu: Optional[int] = None, accuracy_rel: Optional[float] = None) -> TraceEnergy:
     """Joules of the trace's domains (or one GPU) over [start, end] (default: the whole trace)."""
     start = trace.start if start is None else start
     end = trace.end if end is None else end
@@ -230,18 +300,17 @@ def integrate_trace(trace: Trace, start: Optional[float] = None, end: Optional[f
         integral = integrate(t, w, start, end, median_interval(t))
         assert integral is not None  # every stored series has samples
         integrals[d] = integral
-    return TraceEnergy(start, end, integrals, trace.accuracy_rel)
+    return TraceEnergy(start, end, integrals, trace, accuracy_rel)
 
 
 def trace_reading(trace: Trace, start: float, end: float, gpu: Optional[int] = None,
                   accuracy_rel: Optional[float] = None) -> EnergyReading:
     """An ``EnergyReading`` for one window of a finished run, from a trace recorded beside it."""
-    te = integrate_trace(trace, start, end, gpu)
-    if te.coverage == 0.0:
+    te = integrate_trace(trace, start, end, gpu, accuracy_rel)
+    if te.reach == 0.0:
         return unavailable_reading("trace", te.duration_s, f"{trace.path} has no samples in this window")
-    return observed_reading(
-        "trace", te.duration_s, {d: i.joules for d, i in te.integrals.items()},
-        accuracy_rel=accuracy_rel if accuracy_rel is not None else trace.accuracy_rel,
-        coverage=te.coverage, sampling_interval_s=te.sampling_interval_s,
-        basis=f"{trace.kind} power trace {Path(trace.path).name}, trapezoid",
-    )
+    reading = te.reading()
+    models = sorted({m for d in te.integrals if (m := trace.gpu_model or trace.gpu_models.get(d))})
+    reading.basis = (f"{trace.kind} power trace {Path(trace.path).name}, trapezoid"
+                     + (f" ({', '.join(models)})" if models else ""))
+    return reading

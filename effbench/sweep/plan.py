@@ -30,6 +30,8 @@ class ConfigPoint:
     rate: Optional[float] = None  # serving: offered requests/s (math.inf = all at once)
     concurrency: Optional[int] = None  # serving: closed-loop users
     scenario: str = "offline"
+    power_limit_w: Optional[float] = None  # --power-limits: the GPU power limit set for this point
+    gpu_clock_mhz: Optional[int] = None  # --gpu-clocks: the SM clock locked for this point
 
     @property
     def config_id(self) -> str:
@@ -39,7 +41,7 @@ class ConfigPoint:
             del fields["compile"]
         if not self.target:
             del fields["target"]
-        for name in ("rate", "concurrency"):
+        for name in ("rate", "concurrency", "power_limit_w", "gpu_clock_mhz"):
             if fields[name] is None:
                 del fields[name]
         if self.scenario == "offline":
@@ -51,8 +53,10 @@ class ConfigPoint:
         where = f" on {self.target}" if self.target else ""
         load = (f"rate={self.rate:g}" if self.rate is not None else  # :g writes inf as "inf"
                 f"users={self.concurrency}" if self.concurrency is not None else f"bs={self.batch_size}")
+        gpu = (f" {self.power_limit_w:g}W" if self.power_limit_w is not None else "") + \
+              (f" {self.gpu_clock_mhz}MHz" if self.gpu_clock_mhz is not None else "")
         return (f"{self.model} {self.backend} {self.scheme} {load} "
-                f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}{where}")
+                f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}{gpu}{where}")
 
 
 @dataclass
@@ -95,7 +99,9 @@ def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, 
                 for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
                     points = [
                         ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, compile=config.compile,
-                                    target=where, scenario=scenario.name, **load)
+                                    target=where, scenario=scenario.name, power_limit_w=pl, gpu_clock_mhz=clk, **load)
+                        for pl in (config.power_limits or [None])
+                        for clk in (config.gpu_clocks or [None])
                         for ps in config.prompts
                         for pt in config.prompt_tokens
                         for nt in config.new_tokens

@@ -16,6 +16,7 @@ from effbench.analysis.carbon import resolve as resolve_grid
 from effbench.backends import BACKENDS, create_backend
 from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
+from effbench.hardware.gpu_control import RESTORE_FILE as GPU_RESTORE_FILE, restoring_on_signals
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.hardware import Detected, detect, get_profile, resolve_profile_id
 from effbench.launchers import GroupFailed, Launcher, create_launcher
@@ -76,8 +77,12 @@ class Sweep:
         self.detected: Optional[Detected] = None
         self.profile: Optional[str] = config.hardware
         self.sensor: Optional[EnergySensor] = None  # this machine's, for the idle baseline (local launchers)
+        self.gpu_control: Any = None  # hardware.gpu_control.GpuControl for --power-limits / --gpu-clocks
         if self.local:
             self._preflight_here()
+        elif config.power_limits or config.gpu_clocks:
+            raise EffbenchError("--power-limits and --gpu-clocks need a local launcher (inline or process): the "
+                                "original GPU settings are restored by this process")
         self.groups = expand(config, self.specs, self.devices)
         self.run_id = ""
         self.hardware: Optional[dict[str, Any]] = None
@@ -103,6 +108,7 @@ class Sweep:
         first_device = next((d for d in self.devices.values() if d != "auto"), "cpu")
         self.sensor_device = first_device
         self.sensor = create_sensor(self.config.sensor, first_device)  # an unavailable sensor fails here
+        self._preflight_gpu_control(first_device)
         self.detected = detect(first_device)
         self.profile = resolve_profile_id(self.config.hardware, self.detected)
         if self.config.hardware and self.profile:
@@ -113,16 +119,46 @@ class Sweep:
                 raise EffbenchError(f"hardware profile '{profile.id}' is a {profile.kind} but this run measures the "
                                     f"{self.detected.kind} ({self.detected.name}); pass a {self.detected.kind} profile or leave --hardware out")
 
+    def _preflight_gpu_control(self, device: str) -> None:
+        """--power-limits / --gpu-clocks: a GPU this process can set, values in its range, a local
+        launcher (the originals are restored from here); each problem is one line before any load."""
+        self.gpu_control = None
+        if not (self.config.power_limits or self.config.gpu_clocks):
+            return
+        if not self.local:
+            raise EffbenchError("--power-limits and --gpu-clocks need a local launcher (inline or process): the "
+                                "original GPU settings are restored by this process")
+        from effbench.sensors.nvml import open_gpu_control
+
+        self.gpu_control = open_gpu_control(device, self.store.path)
+        self.gpu_control.check(self.config.power_limits, self.config.gpu_clocks)
+
+    def _restore_gpu(self) -> None:
+        if self.gpu_control is None:
+            return
+        failures = self.gpu_control.restore()
+        if failures:
+            self.observer.message(f"warning: could not restore the GPU settings ({'; '.join(failures)}); "
+                                  f"they are kept in {self.store.path}: python -m effbench.hardware.gpu_control {self.store.path}")
+
     # -- run directory -----------------------------------------------------------------------
     def _open_store(self) -> set[str]:
         if self.store.exists() and not self.config.resume:
             raise EffbenchError(f"'{self.store.path}' already holds a run; pass --resume to continue it or choose another --out")
         previous = self.store.read_run() if self.config.resume else {}
         sensor_info: dict[str, Any] = {}
+        sensor_env: dict[str, Any] = {}
         idle = None
+        if (self.store.path / GPU_RESTORE_FILE).exists():  # a run killed before it could restore
+            from effbench.hardware.gpu_control import restore_pending
+
+            note = restore_pending(self.store.path, self.gpu_control.nv if self.gpu_control else None)
+            if note:
+                self.observer.message(note)
         if self.sensor is not None:
             try:
                 sensor_info = self.sensor.info().to_dict()
+                sensor_env = self.sensor.environment()
                 self._check_same_setup(previous, sensor_info.get("name"))
                 idle = measure_idle(self.sensor, self.config.idle_s, self.observer.message)
             finally:  # each worker opens its own sensor: this one must not poll beside it
@@ -145,7 +181,8 @@ class Sweep:
             "run_id": self.run_id,
             "created_at": previous.get("created_at", now_iso()),
             "config": self.config.model_dump(mode="json"),
-            "environment": collect({"seed": self.config.seed, "sensor_device": sensor_info.get("device")}),
+            "environment": collect({"seed": self.config.seed, "sensor_device": sensor_info.get("device"),
+                                    **({"sensor_environment": sensor_env} if sensor_env else {})}),
             "sensor": sensor_info or previous.get("sensor") or {"name": self.config.sensor},
             "idle_baseline": idle,
             "grid": {"region": self.grid.region, "intensity_g_per_kwh": self.grid.g_per_kwh, "source": self.grid.source},
@@ -190,15 +227,21 @@ class Sweep:
         total = sum(len(g.points) for g in self.groups)
         self.observer.start(total, sum(p.config_id in done for g in self.groups for p in g.points))
         status = "interrupted"
+        if self.gpu_control is not None:
+            self.gpu_control.save_originals()  # in the run directory, before the first change
         try:
-            for group in self.groups:
-                todo = [p for p in group.points if p.config_id not in done]
-                if todo:
-                    self._launch(replace(group, points=todo, run_id=self.run_id, grid=self.grid,
-                                         idle_power_w=dict(self.idle_power_w),
-                                         hardware=self._hardware_info() if self.local else None))
+            with restoring_on_signals(self._restore_gpu):
+                for group in self.groups:
+                    todo = [p for p in group.points if p.config_id not in done]
+                    if todo:
+                        self._launch(replace(group, points=todo, run_id=self.run_id, grid=self.grid,
+                                             idle_power_w=dict(self.idle_power_w),
+                                             hardware=self._hardware_info() if self.local else None))
             status = "complete"
         finally:
+            if self.gpu_control is not None:
+                self.gpu_control.close()
+                self.gpu_control = None
             self._close_store(status)
             for launcher in self.launchers.values():
                 launcher.close()

@@ -25,7 +25,9 @@ from effbench.models import load_quality_text
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.models.resolve import model_dims
 from effbench.quant import get_scheme
-from effbench.results.schema import BackendInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, ServingInfo, WorkloadInfo
+from effbench.results.schema import (
+    BackendInfo, GpuInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, ServingInfo, WorkloadInfo,
+)
 from effbench.scenarios import Context, Point, Session, create_scenario
 from effbench.sensors import EnergySensor, create as create_sensor
 from effbench.sweep.plan import ConfigPoint, GroupSpec
@@ -87,6 +89,8 @@ class GroupWorker:
         self.quality: Optional[Quality] = None
         self.kv_bytes_per_token: Optional[int] = None
         self.engine_version: Optional[str] = None  # a scenario's own engine (a server), when it runs one
+        self.gpu_control: Any = None  # hardware.gpu_control.GpuControl when the sweep sets GPU limits/clocks
+        self._gpu_setting: Optional[tuple] = None  # (power_limit_w, gpu_clock_mhz) in force now
 
     # -- records -----------------------------------------------------------------------------
     def record(self, p: ConfigPoint, **sections: Any) -> Record:
@@ -114,8 +118,48 @@ class GroupWorker:
                            arrival=s.arrival if p.rate is not None else "closed-loop",
                            warmup_requests=s.warmup_requests, slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms})
 
-    def finish(self, p: ConfigPoint, record: Record) -> None:
+    def finish(self, p: ConfigPoint, record: Record, gpu: Optional[GpuInfo] = None) -> None:
+        if gpu is not None:
+            stats = record.stats
+            if gpu.other_processes:  # another process on the GPU shares its counter and its SMs (rule 12)
+                stats = stats.model_copy(update={"interference": True})
+            record = record.model_copy(update={"gpu": gpu, "stats": stats})
         self.emit(("record", record.to_json_dict()))
+
+    # -- GPU settings and activity (--power-limits, --gpu-clocks; rule 12) ----------------------
+    def _gpu_before(self, p: ConfigPoint, sensor: EnergySensor) -> Optional[GpuInfo]:
+        """Apply this point's power limit / locked clock (read back), and note who else is on the GPU."""
+        applied = None
+        if self.gpu_control is not None:
+            setting = (p.power_limit_w, p.gpu_clock_mhz)
+            if setting != self._gpu_setting:
+                self.emit(("message", f"GPU settings: {p.power_limit_w or 'unchanged'} W, "
+                                      f"{p.gpu_clock_mhz or 'unchanged'} MHz"))
+                self.gpu_control.apply(*setting)
+                self._gpu_setting = setting
+            in_force = list(self.gpu_control.in_force().values())
+            applied = in_force[0] if in_force else None
+        seen = sensor.interference()
+        if applied is None and not seen:
+            return None
+        return GpuInfo(power_limit_w=applied.power_limit_w if applied else None,
+                       sm_clock_mhz=applied.sm_clock_mhz if applied else None,
+                       requested_power_limit_w=p.power_limit_w, requested_sm_clock_mhz=p.gpu_clock_mhz,
+                       other_processes=seen.get("gpu_other_processes", []),
+                       utilization_before=seen.get("gpu_utilization_before", {}))
+
+    def _open_gpu_control(self) -> None:
+        if not (self.config.power_limits or self.config.gpu_clocks) or self.gpu_control is not None:
+            return
+        from effbench.sensors.nvml import open_gpu_control
+
+        # The parent saved the originals in the run directory; this process only applies and reads back.
+        self.gpu_control = open_gpu_control(self.device)
+
+    def _close_gpu_control(self) -> None:
+        if self.gpu_control is not None:
+            self.gpu_control.close()
+            self.gpu_control = None
 
     def fail_all(self, points: list[ConfigPoint], error: str) -> None:
         for p in points:
@@ -138,8 +182,10 @@ class GroupWorker:
             return self.fail_all(g.points, f"unsupported: {reason}")
         sensor = self._start_host()
         try:
+            self._open_gpu_control()
             self._run_points(scenario, sensor)
         finally:
+            self._close_gpu_control()
             sensor.close()
 
     def _run_own_engine(self, scenario: Any) -> None:
@@ -150,6 +196,7 @@ class GroupWorker:
         self.quality = Quality(note=f"not scored in the {scenario.name} scenario (the offline scenario scores perplexity)")
         sensor = self._start_host()
         try:
+            self._open_gpu_control()
             try:
                 self.engine_version = scenario.open(Session(g.spec, self.scheme, self.device, self.config.threads, sensor,
                                                             lambda m: self.emit(("message", m))))
@@ -166,9 +213,11 @@ class GroupWorker:
                     self.finish(p, self.record(p, error=skip))
                     continue
                 self.emit(("started", p.config_id))
-                self.finish(p, self._measure(scenario, sensor, None, p))
+                gpu = self._gpu_before(p, sensor)
+                self.finish(p, self._measure(scenario, sensor, None, p), gpu)
         finally:
             scenario.close()
+            self._close_gpu_control()
             sensor.close()
 
     def _start_host(self) -> EnergySensor:
@@ -227,10 +276,11 @@ class GroupWorker:
                 if too_big:
                     self.finish(p, self.record(p, error=too_big))
                     continue
+                gpu = self._gpu_before(p, sensor)
                 record = self._measure(scenario, sensor, loaded, p)
                 if record.error and record.error.startswith("out of memory"):
                     oom_at[key] = p.batch_size
-                self.finish(p, record)
+                self.finish(p, record, gpu)
         finally:
             backend.unload()
             trim_heap()

@@ -8,7 +8,9 @@ from effbench.sensors.simulated import FakeGpu, FakeNvml, SimClock, Waveform
 
 
 def ideal_gpu(waveform: Waveform, **kw) -> FakeGpu:
-    """A sensor that observes all of every 100 ms period and publishes that period's mean."""
+    """A sensor that observes all of every 100 ms period and publishes that period's mean (a V100:
+    instantaneous power usage; its observed share and accuracy are unstated)."""
+    kw.setdefault("name", "Tesla V100-SXM2-16GB")
     return FakeGpu(waveform, sense_s=0.1, average_s=0.1, **kw)
 
 

@@ -73,7 +73,7 @@ def test_sensors_on_a_machine_with_a_gpu_and_rapl_list_their_domains(sensor_mach
     infos = {i["name"]: i for i in json.loads(stdout)}
     nvml, rapl = infos["nvml"], infos["rapl"]
     assert nvml["available"] and nvml["kind"] == "energy-counter" and nvml["domains"] == ["gpu:0"]
-    assert nvml["reason"] == "NVML total energy counter on gpu:0 NVIDIA H100 80GB HBM3"
+    assert nvml["reason"].startswith("NVML total energy counter on gpu:0 NVIDIA H100 80GB HBM3; hopper")
     assert rapl["available"] and rapl["kind"] == "energy-counter" and rapl["domains"] == ["cpu:package-0", "dram:0"]
 
 
@@ -93,7 +93,7 @@ def test_run_with_an_unavailable_sensor_fails_with_one_line(bare_machine, capsys
 
 
 @pytest.mark.parametrize("machine, device, expected", [
-    ("bare_machine", "cpu", "estimate"), ("bare_machine", "cuda", "estimate"),
+    ("bare_machine", "cpu", "estimate"), ("bare_machine", "cuda", "none"),
     ("sensor_machine", "cpu", "rapl"), ("sensor_machine", "cuda", "nvml"),
 ])
 def test_auto_picks_the_best_available_sensor(request, machine, device, expected):
@@ -101,6 +101,8 @@ def test_auto_picks_the_best_available_sensor(request, machine, device, expected
     s = create("auto", device)
     try:
         assert s.name == expected and s.info().available
+        if expected == "none":  # a GPU run without a GPU sensor: unavailable with the reason, never the CPU's
+            assert s.info().reason.startswith("GPU energy unavailable: no GPU sensor can measure cuda here")
     finally:
         s.close()
 
@@ -126,7 +128,7 @@ def test_auto_chooses_by_what_sensors_declare_not_by_name(bare_machine, monkeypa
 
     monkeypatch.setitem(sensors.SENSORS.entries, "wallmeter", Wallmeter)
     assert create("auto", "cpu").name == "wallmeter"
-    assert create("auto", "cuda").name == "estimate"
+    assert create("auto", "cuda").name == "none"  # GPU energy only from a GPU sensor
     assert create("Wallmeter", "cuda").name == "wallmeter"  # by name, anywhere
     with pytest.raises(UnsupportedError, match="did you mean 'wallmeter'"):
         create("walmeter")

@@ -10,6 +10,7 @@ from effbench.results.schema import Energy, ModelInfo, BackendInfo, Quantization
 from effbench.results.store import RunStore
 from effbench.measure.attach import BACKUP_FILE, attach_trace
 from effbench.sensors.base import EnergyReading
+from effbench.stats import t95
 from effbench.sensors.simulated import Constant, Pulses, nvidia_smi_csv
 from effbench.sensors.trace import load_trace
 
@@ -50,7 +51,7 @@ def test_windows_are_recorded_and_the_split_follows_the_brief():
 def test_repeat_spread_and_sensor_uncertainty_combine():
     full = [_win(T0 + i, 1.0, 1, w) for i, w in enumerate((90.0, 100.0, 110.0))]
     e = energy_section(_loop([], full), None)
-    ci = 4.302653 * 10.0 / 3**0.5 / 100.0  # t(0.975, df=2)
+    ci = t95(2) * 10.0 / 3**0.5 / 100.0
     assert e.uncertainty_rel == pytest.approx((ci**2 + 0.05**2) ** 0.5)
 
 

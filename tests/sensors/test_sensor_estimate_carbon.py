@@ -35,9 +35,25 @@ def test_cpu_estimate_states_its_basis():
     assert s.info().kind == "estimate" and not s.info().reason.startswith("measured")
 
 
-def test_estimate_on_cuda_without_nvml_says_gpu_not_estimated():
+def test_estimate_on_cuda_without_nvml_is_unavailable_rather_than_the_cpus():
     s = EstimateSensor(device="cuda", nvml=FakeNvml([], SimClock(), init_error=12))
-    assert "GPU not estimated" in s.info().reason
+    info = s.info()
+    assert not info.available  # brief rule 15: CPU TDP x utilisation is not a GPU's energy
+    assert info.reason.startswith("cannot estimate the GPU (no NVIDIA driver") and "not the CPU's" in info.reason
+
+
+def test_estimate_on_cuda_names_the_devices_it_covers():
+    clock = SimClock(10.0)
+    s = EstimateSensor(cpu_tdp_w=100.0, device="cuda", nvml=FakeNvml([FakeGpu(Constant(1.0))], clock),
+                       clock=clock, threaded=False)
+    w = s.start_window()
+    for _ in range(20):
+        clock.advance(0.2)
+        s._gpu_poller.sample()
+    r = w.stop()
+    s.close()
+    assert r.status == "estimated" and set(r.joules_by_domain) == {"cpu:estimate", "gpu:0"}
+    assert "covers cpu:estimate, gpu:0" in r.basis
 
 
 def test_codecarbon_cpu_table_exact_model_match():

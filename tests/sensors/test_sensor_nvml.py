@@ -36,7 +36,10 @@ def test_counter_path_matches_the_analytic_energy(name):
     assert reading.status == "measured" and reading.sensor == "nvml"
     assert reading.coverage == 1.0 and reading.sampling_interval_s is None
     assert abs(err) < COUNTER_TOL
-    assert reading.uncertainty_rel >= 0.05  # NVIDIA's stated +-5% is always part of it
+    # NVIDIA states no accuracy for a V100: the reading says so; the edge term (one 100 ms update
+    # at each edge of 20 s, bounded at 95%) is always part of it.
+    assert "accuracy-unstated" in reading.flags
+    assert reading.uncertainty_rel >= 0.95 * 0.1 / 20
 
 
 @pytest.mark.parametrize("name", sorted(WAVEFORMS))
@@ -179,7 +182,7 @@ def test_nvml_with_one_gpu_is_available_and_measures():
     sensor = nvml_sensor([ideal_gpu(Constant(250.0))], clock, polling=False)
     info = sensor.info()
     assert info.available and info.kind == "energy-counter" and info.domains == ("gpu:0",)
-    assert info.reason == "NVML total energy counter on gpu:0 NVIDIA H100 80GB HBM3"
+    assert info.reason.startswith("NVML total energy counter on gpu:0 Tesla V100-SXM2-16GB; volta")
     reading = run_window(sensor, clock, 10.0)
     assert reading.status == "measured" and set(reading.joules_by_domain) == {"gpu:0"}
     assert reading.joules == pytest.approx(2500.0, rel=COUNTER_TOL)
