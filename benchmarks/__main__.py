@@ -1,12 +1,13 @@
 """``python -m benchmarks run SUITE [options]``: effbench's own benchmark suites.
 
 Suites: cpu-sweep (a), gpu-sweep --model PATH (b), sensor-overhead (c), runner-overhead (d),
-time-to-result [--from RUN_DIR] (e), launcher-overhead (f). Results go under benchmarks/results/<hardware>/. On a shared
+time-to-result [--from RUN_DIR] (e), launcher-overhead (f), serving-load, energy-calibration (simulated GPU sensors). Results go under benchmarks/results/<hardware>/. On a shared
 machine run each CPU-heavy suite alone (e.g. under ``flock /tmp/effbench-cpu.lock``).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 from typing import Callable
@@ -14,28 +15,17 @@ from typing import Callable
 from benchmarks.common import HERE
 
 
+def _module_suite(module: str) -> Callable[[argparse.Namespace], None]:
+    """A suite that is its own module with ``main(argv)``: the options after the suite name go to it."""
+    def run(args: argparse.Namespace) -> None:
+        importlib.import_module(f"benchmarks.{module}").main(args.rest)
+    return run
+
+
 def _sensor_overhead(args: argparse.Namespace) -> None:
     # Owned by the sensors work; called as it is, not duplicated.
     cmd = [sys.executable, str(HERE / "sensor_overhead.py"), *args.rest]
     raise SystemExit(subprocess.call(cmd))
-
-
-def _runner_overhead(args: argparse.Namespace) -> None:
-    from benchmarks import runner_overhead
-
-    runner_overhead.main(args.rest)
-
-
-def _launcher_overhead(args: argparse.Namespace) -> None:
-    from benchmarks import launcher_overhead
-
-    launcher_overhead.main(args.rest)
-
-
-def _serving_load(args: argparse.Namespace) -> None:
-    from benchmarks import serving_load
-
-    serving_load.main(args.rest)
 
 
 def _cpu_sweep(args: argparse.Namespace) -> None:
@@ -60,10 +50,9 @@ SUITES: dict[str, Callable[[argparse.Namespace], None]] = {
     "cpu-sweep": _cpu_sweep,
     "gpu-sweep": _gpu_sweep,
     "sensor-overhead": _sensor_overhead,
-    "runner-overhead": _runner_overhead,
     "time-to-result": _time_to_result,
-    "launcher-overhead": _launcher_overhead,
-    "serving-load": _serving_load,
+    **{name.replace("_", "-"): _module_suite(name) for name in
+       ("runner_overhead", "launcher_overhead", "serving_load", "energy_calibration")},
 }
 
 
