@@ -178,3 +178,18 @@ def test_single_new_token_has_no_decode_phase(clock):
     th = throughput_section(r)
     assert th.decode_tokens_per_s is None and th.tpot_s is None
     assert th.ttft_s == pytest.approx(Timing().prefill_s(2, 8))
+
+
+def test_a_repeat_with_another_process_on_the_gpu_is_left_out(clock):
+    class SharedGpu(ConstantPowerSensor):
+        def __init__(self, clock):
+            super().__init__(clock, watts=100.0)
+            self.busy = iter([False, True, False, False, False, False])
+
+        def interference(self):
+            return {"flagged": next(self.busy, False)}
+
+    _, r = _run(clock, RepeatPolicy(fixed_repeats=5), sensor=SharedGpu(clock))
+    assert r.repeats == 5 and [e.reason for e in r.excluded] == ["gpu"]
+    s = stats_section(r, warmup=1, interference=None)
+    assert s.excluded_repeats == 1 and s.samples["excluded_for_gpu_process"] == [1.0]

@@ -7,8 +7,9 @@ decode (last token - first token) and every inter-token latency come from the sa
 5). A prefill-only window is kept only where the energy split needs it: on the first
 ``PREFILL_ENERGY_REPEATS`` repeats when a sensor reads energy (decode energy = full - prefill), and on
 every repeat for an engine without a per-token hook (then decode time is full - prefill, too).
-A repeat during which other processes took more than the interference share of the CPU is left out
-of every figure and counted (robust statistics; ``effbench.measure.host``).
+A repeat during which other processes took more than the interference share of the CPU, or after
+which the sensor sees another process on the measured GPU, is left out of every figure and counted
+(robust statistics; ``effbench.measure.host``).
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ class ExcludedRepeat:
     window: WindowResult
     prefill: Optional[WindowResult] = None
     timing: Optional[TokenTiming] = None
+    reason: str = "cpu"  # "cpu": other processes' CPU share; "gpu": another process on the measured GPU
 
 
 @dataclass
@@ -273,8 +275,10 @@ def run_loop(
             pre, _ = timed_window(lambda: backend.prefill(batch), backend.synchronize, sensor, min_window, clock)
         other = probe.stop().other_cpu_frac
         timing = TokenTiming.of_calls(calls) if per_token else None
-        if policy.interference_cpu_frac is not None and other is not None and other > policy.interference_cpu_frac:
-            result.excluded.append(ExcludedRepeat(other, full, pre, timing))
+        cpu_busy = policy.interference_cpu_frac is not None and other is not None and other > policy.interference_cpu_frac
+        gpu_busy = policy.interference_cpu_frac is not None and bool(sensor.interference().get("flagged"))
+        if cpu_busy or gpu_busy:
+            result.excluded.append(ExcludedRepeat(other or 0.0, full, pre, timing, "cpu" if cpu_busy else "gpu"))
         else:
             _keep(result, full, pre, timing, other)
             if on_repeat:

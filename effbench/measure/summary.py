@@ -64,6 +64,7 @@ def stats_section(r: LoopResult, warmup: int, interference: Optional[Interferenc
         samples["other_cpu_frac"] = [o if o is not None else 0.0 for o in r.other_cpu]
     if r.excluded:
         samples["excluded_other_cpu_frac"] = [e.other_cpu_frac for e in r.excluded]
+        samples["excluded_for_gpu_process"] = [1.0 if e.reason == "gpu" else 0.0 for e in r.excluded]
         samples["excluded_e2e_latency_s"] = [e.window.seconds_per_call for e in r.excluded]
     return Stats(
         repeats=r.repeats,
