@@ -282,13 +282,43 @@ def peak_memory_bytes(record: Record) -> Optional[float]:
     return float(v) if v is not None else None
 
 
-def quality_flag(record: Record, req: PlanRequest) -> Optional[str]:
+def scheme_rises(records: Sequence[Record]) -> dict[tuple[str, str, str], float]:
+    """(model, backend, scheme) -> perplexity rise over the unquantized baseline of the same model and
+    backend: a scheme's quality is one figure, whichever batch size's record carries it (a resumed
+    sweep may have written it on some records only)."""
+    from effbench.quant.registry import get_scheme
+
+    def unquantized(scheme: str) -> bool:
+        try:
+            return get_scheme(scheme).unquantized
+        except Exception:  # noqa: BLE001 - a scheme this effbench does not know is not a baseline
+            return False
+
+    base: dict[tuple[str, str], float] = {}
+    for r in records:
+        ppl = r.quality.perplexity
+        if ppl and unquantized(r.quantization.scheme):
+            key = (r.model.id, r.backend.name)
+            base[key] = min(base.get(key, ppl), ppl)
+    rises: dict[tuple[str, str, str], float] = {}
+    for r in records:
+        key = (r.model.id, r.backend.name, r.quantization.scheme)
+        rise = r.quality.perplexity_rise
+        if rise is None and r.quality.perplexity and (r.model.id, r.backend.name) in base:
+            rise = r.quality.perplexity / base[(r.model.id, r.backend.name)] - 1
+        if rise is not None:
+            rises[key] = max(rises.get(key, rise), rise)
+    return rises
+
+
+def quality_flag(record: Record, req: PlanRequest, rises: Optional[dict[tuple[str, str, str], float]] = None) -> Optional[str]:
     """Why a record's scheme fails the quality limit (its perplexity rise, or the sweep's flag), else None."""
     q = record.quality
     if req.max_ppl_rise is None:
         return None
-    if q.perplexity_rise is not None and q.perplexity_rise > req.max_ppl_rise:
-        return f"perplexity +{q.perplexity_rise:.0%} over {q.baseline_scheme or 'the baseline'} > --max-ppl-rise {req.max_ppl_rise:.0%}"
+    rise = (rises or {}).get((record.model.id, record.backend.name, record.quantization.scheme), q.perplexity_rise)
+    if rise is not None and rise > req.max_ppl_rise:
+        return f"perplexity +{rise:.0%} over {q.baseline_scheme or 'the unquantized baseline'} > --max-ppl-rise {req.max_ppl_rise:.0%}"
     if q.flagged:
         return "quality flagged by its sweep (perplexity rise above the sweep's threshold)"
     return None
@@ -349,12 +379,12 @@ def price_fields(profile: Optional[HardwareProfile], gpus: int, req: PlanRequest
 
 def build_option(record: Record, hw_id: str, profile: Optional[HardwareProfile], req: PlanRequest,
                  basis: str = "measured", projected_from: Optional[str] = None, notes: Sequence[str] = (),
-                 band: Optional[dict] = None) -> tuple[Optional[PlanOption], str]:
+                 band: Optional[dict] = None, rises: Optional[dict[tuple[str, str, str], float]] = None) -> tuple[Optional[PlanOption], str]:
     """One option, or (None, why it is excluded)."""
     demand = req.demand
     if record.serving is not None and record.serving.saturated:
         return None, f"saturated at {serving_load(record)} ({record.serving.saturation_reason})"
-    flag = quality_flag(record, req)
+    flag = quality_flag(record, req, rises)
     if flag and not req.show_flagged:
         return None, f"{flag} (--show-flagged keeps it, marked)"
     cap = capacity_tokens_per_s(record, demand)
@@ -496,6 +526,20 @@ def arch_name(model_id: Optional[str]) -> Optional[str]:
     return name if name in catalog() else None
 
 
+def known_arch(model_id: Optional[str]) -> Optional[str]:
+    """The shipped architecture of a record's model: ``arch:NAME``, or a model id that is a shipped
+    name or its Hugging Face id (the bundled smollm2-135m) - for its maximum context."""
+    from effbench.models.arch import catalog
+
+    if not model_id:
+        return None
+    found = arch_name(model_id)
+    if found:
+        return found
+    low = model_id.lower()
+    return next((n for n, e in catalog().items() if low in (n, e.hf_id.lower())), None)
+
+
 def _p95_over_median_itl() -> float:
     """How much higher the p95 inter-token latency is than the median in the reference data (the
     projection predicts a typical step; limits are on the p95)."""
@@ -632,10 +676,10 @@ def _best_serving_load(options: list[PlanOption], excluded: list[str]) -> tuple[
     for o in options:
         if o.serving_load is None:
             continue
-        key = (o.hardware, o.basis, o.model, o.backend, o.scheme)
+        key = (o.hardware, o.gpus_per_replica, o.basis, o.model, o.backend, o.scheme)
         if key not in best or o.capacity_tokens_per_s > best[key].capacity_tokens_per_s:
             best[key] = o
-    keep = [o for o in options if o.serving_load is None or best.get((o.hardware, o.basis, o.model, o.backend, o.scheme)) is o]
+    keep = [o for o in options if o.serving_load is None or best.get((o.hardware, o.gpus_per_replica, o.basis, o.model, o.backend, o.scheme)) is o]
     dropped = [f"{o.model} {o.scheme} {o.serving_load} on {o.hardware}: a higher load of the same replica meets the limits"
                for o in options if o not in keep]
     return keep, excluded + dropped
@@ -687,12 +731,13 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
     if not records and model_arch is None:
         raise EffbenchError("no records in the results given")
     archs = sorted({a for a in [model_arch, *(arch_name(r.model.id) for r in records)] if a})
-    _check_context(archs, req.demand)
+    _check_context(sorted({*archs, *(a for a in (known_arch(r.model.id) for r in records) if a)}), req.demand)
     options: list[PlanOption] = []
     excluded: list[str] = []
     warnings: list[str] = []
     measured: dict[tuple, list[tuple[Record, HardwareProfile]]] = {}
     measured_ids: dict[str, set[str]] = {}  # model id -> profiles it was measured on
+    rises = scheme_rises(records)
     for r in records:
         what = f"{r.model.id} {r.quantization.scheme} b{r.workload.batch_size}"
         if r.error:
@@ -707,7 +752,7 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
         if wanted is not None and hw_id not in wanted:
             continue
         notes = [] if profile else [f"no hardware profile for '{hw_id}': no price, TDP or memory size"]
-        opt, why = build_option(r, hw_id, profile, req, notes=notes)
+        opt, why = build_option(r, hw_id, profile, req, notes=notes, rises=rises)
         (options.append(opt) if opt else excluded.append(f"{what} on {hw_id}: {why}"))
     all_measured = set().union(*measured_ids.values()) if measured_ids else set()
     cpu_skipped = 0
@@ -732,7 +777,7 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
                 if virtual is None:
                     excluded.append(f"{what}: {notes[0]}")
                     continue
-                opt, why = build_option(virtual, target.id, target, req, "projected", ref_profile.id, notes, band=band)
+                opt, why = build_option(virtual, target.id, target, req, "projected", ref_profile.id, notes, band=band, rises=rises)
                 (options.append(opt) if opt else excluded.append(f"{what}: {why}"))
         for name in archs:
             done = measured_ids.get(f"arch:{name}", set())

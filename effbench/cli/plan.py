@@ -40,24 +40,24 @@ def _table(p: Plan, top: int) -> Table:
 
     rows = p.options[:top]
     show_model = len({o.model for o in rows}) > 1
-    table = Table(title=f"effbench plan: {p.demand}; {p.hours_per_month:g} h/month", box=box.SIMPLE_HEAD, padding=(0, 1),
-                  pad_edge=False, caption="basis: meas(ured) / ref(erence, published) / proj(ected); $/1M: at full capacity / "
-                                          "at the target load", caption_justify="left")
-    cols = ["#", "hardware", "basis", *(["model"] if show_model else []), "scheme", "conc", "tok/s/rep", "band",
-            "replicas", "TPOT", "$/month", "$/1M cap", "$/1M tgt", "free GB"]
+    table = Table(title=f"effbench plan: {p.demand}; {p.hours_per_month:g} h/month", box=box.SIMPLE_HEAD, padding=(0, 0),
+                  pad_edge=False,
+                  caption="basis: meas(ured) / ref(erence, published) / proj(ected); band: 95% on tok/s", caption_justify="left")
+    cols = ["#", "hardware", "basis", *(["model"] if show_model else []), "scheme", "conc", "tok/s\n/replica", "band",
+            "repl", "TPOT\np95 ms", "$/month", "$/1M tok\nat cap.", "$/1M tok\nat target", "free\nGB"]
     for c in cols:
         left = c in ("hardware", "basis", "model", "scheme")
-        table.add_column(c, justify="left" if left else "right", no_wrap=True, min_width=len(c))
+        table.add_column(c, justify="left" if left else "right", no_wrap=True, min_width=max(map(len, c.split("\n"))))
     for o in rows:
         basis = Text(BASIS_SHORT.get(o.basis, o.basis), style={"projected": "yellow", "reference": "cyan"}.get(o.basis, "green"))
         spare = o.replicas - o.active_replicas
         band = _band(o, "output_tokens_per_s")
         table.add_row(str(o.rank), cell(f"{o.gpus_per_replica}x {o.hardware}" if o.gpus_per_replica > 1 else o.hardware), basis,
                       *([cell(o.model)] if show_model else []), cell(o.scheme), str(o.batch_size), fmt(o.capacity_tokens_per_s, 0),
-                      f"+-{band:.0%}" if band is not None else "-",
+                      ("-" if band is None else f"x{band + 1:.0f}" if band >= 1 else f"+-{band:.0%}"),
                       f"{o.active_replicas}+{spare}" if spare else str(o.replicas), fmt(o.tpot_ms, 1),
-                      _usd(o.usd_per_month, 0) + ("!" if o.price_stale else ""), _usd(o.usd_per_million_tokens_at_capacity, 3),
-                      _usd(o.usd_per_million_tokens, 3), fmt(o.memory_headroom_gb, 1))
+                      fmt(o.usd_per_month, 0) + ("!" if o.price_stale else ""), fmt(o.usd_per_million_tokens_at_capacity, 3),
+                      fmt(o.usd_per_million_tokens, 3), fmt(o.memory_headroom_gb, 0))
     return table
 
 
