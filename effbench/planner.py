@@ -631,8 +631,8 @@ def _option_from_point(r: dict, prof: HardwareProfile, tpot_p95: float, req: Pla
     if r["basis"] == "reference":
         notes.append(f"reference: published, not measured by effbench ({r['reference_key']}); TPOT is the published p95 inter-token latency")
     else:
-        notes.append(f"projected from the GPU model fitted to the reference data; 95% band tokens/s +-{r['band']['output_tokens_per_s']:.0%}, "
-                     f"J/token +-{r['band']['joules_per_token']:.0%} ({r['band']['method']}); p95 TPOT = projected step x {tpot_p95 / r['tpot_ms']:.2f}")
+        notes.append(f"projected from the GPU model fitted to the reference data; 95% band: tokens/s x/÷ {1 + r['band']['output_tokens_per_s']:.2f}, "
+                     f"J/token x/÷ {1 + r['band']['joules_per_token']:.2f} ({r['band']['method']}); p95 TPOT = projected step x {tpot_p95 / r['tpot_ms']:.2f}")
     if price is None:
         notes.append(f"no price: pass --price {prof.id}=USD_PER_HOUR")
     return PlanOption(

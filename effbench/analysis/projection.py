@@ -320,8 +320,8 @@ class FittedModel:
 
     def band(self, profile_id: str) -> dict[str, Any]:
         """The 95% band of a projection on ``profile_id``: from the leave-one-model-out errors of the
-        reference GPU whose terms apply. Relative: +x means the truth may be up to (1 + x) times higher
-        or 1 / (1 + x) times lower than the projection."""
+        reference GPU whose terms apply. Relative, as a factor less one: x means the truth lies within
+        projection / (1 + x) .. projection x (1 + x) (``interval`` gives the two ends)."""
         ref, _ = self.coefficients.of(profile_id)
         dev = self.errors.per_device.get(ref) or {"tokens_per_s": self.errors.tokens_per_s, "joules_per_token": self.errors.joules_per_token}
         f_t, f_j = dev["tokens_per_s"]["factor95"], dev["joules_per_token"]["factor95"]

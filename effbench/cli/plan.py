@@ -42,7 +42,7 @@ def _table(p: Plan, top: int) -> Table:
     show_model = len({o.model for o in rows}) > 1
     table = Table(title=f"effbench plan: {p.demand}; {p.hours_per_month:g} h/month", box=box.SIMPLE_HEAD, padding=(0, 0),
                   pad_edge=False,
-                  caption="basis: meas(ured) / ref(erence, published) / proj(ected); band: 95% on tok/s", caption_justify="left")
+                  caption="basis: meas(ured) / ref(erence, published) / proj(ected); band: tok/s within x/÷ this (95%)", caption_justify="left")
     cols = ["#", "hardware", "basis", *(["model"] if show_model else []), "scheme", "conc", "tok/s\n/replica", "band",
             "repl", "TPOT\np95 ms", "$/month", "$/1M tok\nat cap.", "$/1M tok\nat target", "free\nGB"]
     for c in cols:
@@ -54,7 +54,7 @@ def _table(p: Plan, top: int) -> Table:
         band = _band(o, "output_tokens_per_s")
         table.add_row(str(o.rank), cell(f"{o.gpus_per_replica}x {o.hardware}" if o.gpus_per_replica > 1 else o.hardware), basis,
                       *([cell(o.model)] if show_model else []), cell(o.scheme), str(o.batch_size), fmt(o.capacity_tokens_per_s, 0),
-                      ("-" if band is None else f"x{band + 1:.0f}" if band >= 1 else f"+-{band:.0%}"),
+                      ("-" if band is None else f"x{band + 1:.0f}" if band >= 9 else f"x{band + 1:.2f}"),
                       f"{o.active_replicas}+{spare}" if spare else str(o.replicas), fmt(o.tpot_ms, 1),
                       fmt(o.usd_per_month, 0) + ("!" if o.price_stale else ""), fmt(o.usd_per_million_tokens_at_capacity, 3),
                       fmt(o.usd_per_million_tokens, 3), fmt(o.memory_headroom_gb, 0))
