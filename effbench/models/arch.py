@@ -340,8 +340,8 @@ def _expert_params(text: Any) -> tuple[int, int, int]:
 @lru_cache(maxsize=64)
 def shape(location: str) -> ArchShape:
     """The shape of a shipped (``arch:NAME``) or local config; parameter counts from the meta device."""
-    if not location.startswith(PREFIX) and not Path(location).is_file():
-        location = resolve_arch(f"{PREFIX}{location}")[1]
+    if location.startswith(PREFIX) or not Path(location).is_file():  # a one-line error for unknown names
+        location = resolve_arch(location if location.startswith(PREFIX) else f"{PREFIX}{location}")[1]
     config = load_config(location)
     text = getattr(config, "text_config", config)
     params = count_params(config)
