@@ -415,7 +415,7 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     ``projected`` with its band."""
     from effbench.hardware import get_profile
     from effbench.models.arch import PREFIX, shape
-    from effbench.reference import SOURCE, workload as reference_workload
+    from effbench.reference import CITATION, SOURCE, workload as reference_workload
 
     name = model[len(PREFIX):] if model.lower().startswith(PREFIX) else model
     if not name:
@@ -467,7 +467,7 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
                 "tpot_p95_ms": ref.itl_ms["p95"],
                 "band": {"output_tokens_per_s": None, "joules_per_token": None, "confidence": CONFIDENCE,
                          "method": "a published measurement, not a projection (its own uncertainty is not published)"},
-                "source": SOURCE, "reference_key": ref.key, "fitted_on": [], "notes": notes}
+                "source": f"{SOURCE}; cite: {CITATION}", "reference_key": ref.key, "fitted_on": [], "notes": notes}
     p = predict(Shape(arch, prof, gpus, effective, prompt_tokens, output_tokens, scheme), m.coefficients)
     band = m.band(prof.id)
     anchor = _exact_reference(arch.name, band["terms_from"], gpus, concurrency, scheme, workload)
