@@ -786,8 +786,10 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
             options += more
             excluded += why
     if cpu_skipped:
-        warnings.append(f"{cpu_skipped} projection(s) of a CPU run to a GPU left out: a CPU's roofline fraction says little "
-                        "about a GPU; --project-from-cpu shows them, with a wide band")
+        why = (f"{cpu_skipped} projection(s) of a CPU run to a GPU left out: a CPU's roofline fraction says little "
+               "about a GPU; --project-from-cpu shows them, with a wide band")
+        warnings.append(why)
+        excluded.append(why)
     options, excluded = _best_serving_load(options, excluded)
     options.sort(key=_rank_key)
     for i, o in enumerate(options, 1):

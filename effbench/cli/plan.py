@@ -186,10 +186,11 @@ def _print(result: Plan, source: str, top: int) -> None:
     out.print(cell(f"replicas: the load at <= {result.max_utilisation:.0%} of capacity{spares}; '!' after $/month: price older than "
                    f"180 days. Grid intensity: {source}. Energy: every replica at full load (an upper bound). kWh, CO2e, spot prices, "
                    "bands and sources: --json or --csv."), style="dim")
-    for e in result.excluded[:10]:
+    excluded = [e for e in result.excluded if e not in result.warnings]  # a warning is said once
+    for e in excluded[:10]:
         err.print(cell(f"excluded: {e}"), style="dim")
-    if len(result.excluded) > 10:
-        err.print(f"... {len(result.excluded) - 10} more excluded (see --json)", style="dim")
+    if len(excluded) > 10:
+        err.print(f"... {len(excluded) - 10} more excluded (see --json)", style="dim")
 
 
 def register(app: typer.Typer) -> None:
