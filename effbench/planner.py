@@ -558,15 +558,15 @@ def _projected_schemes(profile: HardwareProfile) -> list[str]:
     return [s for s in (half, "fp8") if s and scheme_runs_on(s, profile)]
 
 
-def _request_shape(req: PlanRequest) -> tuple[int, int, Optional[str], list[str]]:
+def _request_shape(req: PlanRequest, arch: str) -> tuple[int, int, Optional[str], list[str]]:
     """(prompt tokens, output tokens, reference task or None, notes) of the demand's requests."""
     from effbench.reference import workload
 
     d = req.demand
     if d.prompt_tokens is not None and d.output_tokens is not None:
         return d.prompt_tokens, d.output_tokens, req.workload, []
-    w = workload(req.workload or DEFAULT_WORKLOAD)
-    return w.prompt_tokens, w.output_tokens, w.name, [f"requests shaped as {w.name}: {w.output_tokens} output tokens, {w.prompt_note}"]
+    w = workload(req.workload or DEFAULT_WORKLOAD, arch)
+    return w.prompt_tokens, w.output_tokens, w.name, [f"requests shaped as {w.name}: {w.prompt_note}"]
 
 
 def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest) -> tuple[list[PlanOption], list[str]]:
@@ -576,7 +576,7 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
     from effbench.models.arch import shape
 
     arch = shape(f"arch:{name}")
-    prompt, output, task, shape_notes = _request_shape(req)
+    prompt, output, task, shape_notes = _request_shape(req, name)
     p95 = _p95_over_median_itl()
     options: list[PlanOption] = []
     excluded: list[str] = []

@@ -434,9 +434,9 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
         raise EffbenchError("give --workload NAME or --prompt-tokens P --output-tokens O, not both")
     notes: list[str] = []
     if workload is not None:
-        w = reference_workload(workload)
+        w = reference_workload(workload, arch.name)
         prompt_tokens, output_tokens = w.prompt_tokens, w.output_tokens
-        notes.append(f"workload {w.name}: {w.output_tokens} output tokens (median of the published models), {w.prompt_note}")
+        notes.append(f"workload {w.name}: {w.prompt_note}")
     elif prompt_tokens is None or output_tokens is None:
         raise EffbenchError("give --workload lm-arena-chat|gpqa|sourcegraph-fim, or both --prompt-tokens P and --output-tokens O")
     for flag, v in (("--prompt-tokens", prompt_tokens), ("--output-tokens", output_tokens)):

@@ -35,15 +35,20 @@ class Workload:
 ASSUMED_PROMPT_TOKENS = {"lm-arena-chat": 256, "gpqa": 256, "sourcegraph-fim": 1024}
 
 
-def workload(name: str) -> Workload:
+def workload(name: str, arch: Optional[str] = None) -> Workload:
+    """A task's request shape; the output length is ``arch``'s own published mean on that task where the
+    data has it (models differ in verbosity by 2x), else the median over the published models."""
     from effbench.errors import EffbenchError
 
     if name not in TASKS:
         raise EffbenchError(f"unknown workload '{name}': use one of {', '.join(TASKS)} (the reference data's tasks), "
                             "or --prompt-tokens P --output-tokens O")
-    outs = [p.avg_output_len for p in points() if p.task == name]
+    own = [p.avg_output_len for p in points() if p.task == name and arch is not None and p.arch == arch]
+    outs = own or [p.avg_output_len for p in points() if p.task == name]
+    whose = f"{arch}'s published mean" if own else "median of the published models"
     return Workload(name, ASSUMED_PROMPT_TOKENS[name], round(median(outs)),
-                    f"prompt length {ASSUMED_PROMPT_TOKENS[name]} tokens assumed (the published data gives output lengths only)")
+                    f"{round(median(outs))} output tokens ({whose}); prompt length {ASSUMED_PROMPT_TOKENS[name]} tokens assumed "
+                    "(the published data gives output lengths only)")
 
 
 def to_record(p: ReferencePoint) -> Record:
