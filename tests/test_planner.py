@@ -60,6 +60,7 @@ def record(**sections: dict) -> Record:
 def request(demand: Demand, **kw) -> PlanRequest:
     kw.setdefault("hardware", ["testgpu"])
     kw.setdefault("grid_g_per_kwh", 400.0)
+    kw.setdefault("max_utilisation", 1.0)  # the hand-computed cases below leave no queueing headroom
     return PlanRequest(demand, **kw)
 
 
@@ -177,7 +178,8 @@ def test_unknown_hardware_is_an_error():
 
 
 def test_cli_plan_on_the_real_cpu_run():
-    p = effbench("plan", "--results", str(RUN), "--target-tokens-per-s", "500", "--hardware", "l4,h100-sxm", "--json")
+    p = effbench("plan", "--results", str(RUN), "--target-tokens-per-s", "500", "--hardware", "l4,h100-sxm", "--json",
+                 "--project-from-cpu")
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     assert data["options"] and all(o["basis"] == "projected" for o in data["options"])  # the CPU run is not in --hardware
@@ -186,7 +188,7 @@ def test_cli_plan_on_the_real_cpu_run():
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader(io.StringIO(p.stdout)))
     assert len(rows) == 3 and {r["basis"] for r in rows} == {"measured"}
-    p = effbench("plan", "--results", str(RUN), "--target-tokens-per-s", "500", "--top", "5")
+    p = effbench("plan", "--results", str(RUN), "--target-tokens-per-s", "500", "--top", "5", "--project-from-cpu")
     assert p.returncode == 0 and "projected" in p.stdout
 
 

@@ -19,7 +19,7 @@ from effbench.cli import main
 DATA = Path(__file__).parent / "data"
 RUN = DATA / "r1_cpu_fp32"
 REPORT_RUN = DATA / "report_run"
-PLAN = ["plan", "--target-tokens-per-s", "500", "--hardware", "cpu-amd-epyc,l4,h100-sxm", "--json"]
+PLAN = ["plan", "--target-tokens-per-s", "500", "--hardware", "cpu-amd-epyc,l4,h100-sxm", "--project-from-cpu", "--json"]
 
 
 def _fake_host(monkeypatch: pytest.MonkeyPatch, name: str, cores: int) -> None:

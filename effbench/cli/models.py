@@ -46,21 +46,24 @@ def models_command(
     else:
         out.print(f"bundled model: {bundled['name']}: not installed ({bundled['reason']})")
     table = Table(title="Architecture-only models (--model arch:NAME; random weights: speed, memory, energy, never quality)")
-    for col in ("model", "type", "params", "stated", "diff", "fp32", "bf16", "int8", "int4", "KV/token bf16", "published as"):
+    for col in ("model", "type", "params", "active", "stated", "diff", "bf16", "int8", "int4", "KV/token bf16", "context", "published as"):
         table.add_column(col, justify="left" if col in ("model", "type", "published as") else "right")
     for s in summaries:
         stated = (f"{s.stated_params / 1e9:.3g}B{' non-emb' if s.stated_scope == 'non-embedding' else ''}"
                   if s.stated_params else "-")
         table.add_row(
-            cell(f"{arch.PREFIX}{s.name}"), cell(s.model_type), f"{s.params.total / 1e9:.3f}B", stated,
+            cell(f"{arch.PREFIX}{s.name}"), cell(s.model_type), f"{s.params.total / 1e9:.3f}B",
+            (f"{s.active_params / 1e9:.2f}B" + (f" ({s.stated_active_params / 1e9:.3g}B)" if s.stated_active_params else "")
+             if s.active_params is not None else "all"), stated,
             f"{s.stated_deviation:+.2%}" if s.stated_deviation is not None else "-",
-            *(fmt_bytes(s.weight_bytes(d)) for d in arch.BYTES_PER_PARAM),
-            fmt_bytes(s.kv_bytes_per_token_bf16), cell(s.hf_id or "-"),
+            *(fmt_bytes(s.weight_bytes(d)) for d in ("bf16", "int8", "int4")),
+            fmt_bytes(s.kv_bytes_per_token_bf16), f"{s.max_context_tokens:,}" if s.max_context_tokens else "-", cell(s.hf_id or "-"),
         )
     out.print(table)
-    out.print("params: unique parameters from the config (tied embeddings once); stated: the model card's count "
-              "('non-emb' = without embeddings), compared like for like. int8/int4: weights alone, "
-              "before scales and unquantized layers.")
+    out.print("params: unique parameters from the config (tied embeddings once); active: used per token by a mixture of "
+              "experts (the model card's figure in brackets); stated: the model card's count ('non-emb' = without "
+              "embeddings), compared like for like. int8/int4: weights alone, before scales and unquantized layers; "
+              "fp32 weights in --json. context: the config's maximum (max_position_embeddings).")
 
 
 def register(app: typer.Typer) -> None:

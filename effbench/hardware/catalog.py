@@ -51,6 +51,12 @@ class HardwareProfile(BaseModel):
     price_per_hour_usd: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
     price_source: Optional[str] = None
     price_date: Optional[str] = Field(None, pattern=DATE_PATTERN)
+    spot_price_per_hour_usd: Optional[float] = Field(None, ge=0, allow_inf_nan=False)
+    spot_price_source: Optional[str] = None
+    # Multi-GPU replicas (tensor parallel inside one node): the GPU-to-GPU link and how many GPUs a node holds.
+    interconnect: Optional[str] = None  # e.g. "NVLink 4", "PCIe Gen4 x16"
+    interconnect_gbps: Optional[float] = Field(None, gt=0)  # GB/s per GPU, one direction
+    max_gpus_per_node: int = Field(8, ge=1)
     # Optional extras, used by detected CPU profiles.
     cores: Optional[int] = Field(None, gt=0)
     bandwidth_source: Optional[str] = None

@@ -74,7 +74,8 @@ class Throughput(_Section):
 
 
 class Energy(_Section):
-    status: Literal["measured", "estimated", "unavailable"] = "unavailable"
+    # "reference": published figures (a reference record, basis "reference"), never this tool's sensor
+    status: Literal["measured", "estimated", "unavailable", "reference"] = "unavailable"
     sensor: Optional[str] = None
     sampling_interval_s: Optional[float] = None
     coverage: Optional[float] = None
@@ -212,6 +213,7 @@ class GpuInfo(_Section):
 class HardwareInfo(_Section):
     profile: Optional[str] = None
     detected_name: Optional[str] = None
+    gpus: Optional[int] = None  # devices of one replica (tensor/expert parallel); None = one
 
 
 class Record(_Section):
@@ -233,6 +235,10 @@ class Record(_Section):
     serving: Optional[ServingInfo] = None
     gpu: Optional[GpuInfo] = None  # NVIDIA GPU runs: settings in force and other processes
     error: Optional[str] = None
+    # Brief rule 16: "measured" (this tool, a sensor), "reference" (published data; ``source`` cites it),
+    # "projected" (a model's prediction). Records effbench runs write are always "measured".
+    basis: Literal["measured", "reference", "projected"] = "measured"
+    source: Optional[str] = None  # the citation of a reference record
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
