@@ -32,7 +32,8 @@ def _table(t: Table) -> str:
 
 def _image(i: Image, base: Path) -> str:
     data = base64.b64encode((base / i.path).read_bytes()).decode("ascii")
-    caption = f"<figcaption>{esc(i.caption)}</figcaption>" if i.caption else ""
+    also = f" Also as {', '.join(i.alternates)} beside this report." if i.alternates else ""
+    caption = f"<figcaption>{esc(i.caption + also)}</figcaption>" if i.caption or also else ""
     return f'<figure><img alt="{esc(i.alt)}" src="data:image/png;base64,{data}">{caption}</figure>'
 
 

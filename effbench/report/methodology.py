@@ -59,17 +59,36 @@ def _machine(env: dict, hw: dict, rows: Sequence[Row]) -> str:
     return "; ".join(parts)
 
 
+def git_sha(env: dict) -> str:
+    """The git sha exactly as the run stored it (a ``-dirty`` suffix says the tree had local changes)."""
+    return str(env.get("git_sha") or "")
+
+
+def threads_text(rows: Sequence[Row], env: dict) -> str:
+    """The threads the configurations ran with, from each record's ``backend.threads`` (what the
+    backend was set to), not the process default the environment block saw at start."""
+    recorded = sorted({r.threads for r in rows if r.threads is not None})
+    torch = _mapping(env.get("torch"))
+    default = torch.get("threads") if torch else None
+    if not recorded:
+        return f"threads not recorded per configuration (torch default at start {default if default is not None else '?'})"
+    text = f"{_join(recorded)} thread(s) per configuration (backend.threads)"
+    if default is not None and {default} != set(recorded):
+        text += f"; the process default at start was {default}"
+    return text
+
+
 def _software(env: dict, rows: Sequence[Row]) -> str:
-    sha = str(env.get("git_sha") or "")
-    parts = [f"effbench {env.get('effbench_version', '?')}" + (f" (git {sha[:10]})" if sha else ""),
+    sha = git_sha(env)
+    parts = [f"effbench {env.get('effbench_version', '?')}" + (f" (git {sha})" if sha else ""),
              f"Python {env.get('python', '?')}", str(env.get("platform", "?"))]
     backends = _join(r.backend_version for r in rows)
     if backends != "-":
         parts.append(f"backend {backends}")
+    parts.append(threads_text(rows, env))
     torch = _mapping(env.get("torch"))
     if torch:
-        parts.append(f"torch threads {torch.get('threads', '?')} (interop {torch.get('interop_threads', '?')}), "
-                     f"CUDA {torch.get('cuda') or 'none'}")
+        parts.append(f"torch interop threads {torch.get('interop_threads', '?')}, CUDA {torch.get('cuda') or 'none'}")
     return "; ".join(parts)
 
 
@@ -96,6 +115,15 @@ def _repeats_achieved(rows: Sequence[Row], cfg: dict) -> str:
     if wide:
         text += f"; {len(wide)} configuration(s) wider than the ±{pct(target, 0)} target"
     return text
+
+
+def _time_capped(rows: Sequence[Row], cfg: dict) -> str:
+    capped = [r for r in rows if r.time_capped]
+    if not capped:
+        return "none"
+    target = cfg.get("ci_target")
+    return (f"{len(capped)} of {len(rows)} configuration(s) (marked 'time cap' in the tables): their CI95 may be "
+            f"wider than the ±{pct(target, 0)} target" if target else f"{len(capped)} of {len(rows)} configuration(s)")
 
 
 def _sensor(sensor: dict) -> str:
@@ -193,6 +221,7 @@ def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
                      f"{_join(r.prompt_set for r in rows)}; seed {cfg.get('seed', env.get('seed', '?'))}"),
         ("timing", _repeats_rule(cfg)),
         ("repeats achieved", _repeats_achieved(ok, cfg)),
+        ("stopped at the time cap", _time_capped(ok, cfg)),
         ("energy sensor", _sensor(sensor)),
         ("sampling", _sampling(ok, sensor)),
         ("energy windows", f"length {_span(value_range(r.energy_window_s for r in ok), num, ' s')}; flags: {_flags(ok)}"),
@@ -226,14 +255,15 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
         where = f"{gpus} GPU(s)"
     else:
         where = f"{cpu.get('model', 'an unnamed CPU')} ({cpu.get('logical_cpus', '?')} logical CPUs)"
-    sha = str(env.get("git_sha") or "")[:10]
+    sha = git_sha(env)
     ci = value_range(r.ci95_rel for r in rows)
     n = value_range(r.repeats for r in rows)
     text = (
         f"We measured {_join(r.model for r in rows)} ({_join(r.scheme for r in rows)}; batch sizes "
         f"{_join(sorted({r.batch_size for r in rows}))}; {_join(sorted({r.prompt_tokens for r in rows}))} prompt tokens, "
         f"{_join(sorted({r.new_tokens for r in rows}))} generated tokens) with effbench {env.get('effbench_version', 'of unknown version')}"
-        f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}. "
+        f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}, "
+        f"{threads_text(rows, env)}. "
         f"Timing used {_repeats_rule(cfg)}; the configurations took {_span(n, lambda v: f'{v:.0f}')} repeats, with CI95 "
         f"half-widths of {_span(ci, pct)} of the mean. "
     )
