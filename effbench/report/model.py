@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from effbench.results.hardware import RunProfiles, StoredRun, resolve_run_profiles
 from effbench.results.schema import Record
 from effbench.results.store import RUN_FILE, read_run_dir, run_dir_of
+from effbench.stats import summarize
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Row:
     new_tokens: int
     prompt_set: str
     prefill_tokens_per_s: Optional[float] = None
+    prefill_ci95_rel: Optional[float] = None  # of the per-repeat prefill tokens/s (from the TTFT samples)
     decode_tokens_per_s: Optional[float] = None
     e2e_tokens_per_s: Optional[float] = None
     ttft_s: Optional[float] = None
@@ -290,6 +292,15 @@ def _hardware_id(source: RunSource, r: Record) -> str:
     return r.hardware.profile or (stored.id if stored is not None else None) or r.hardware.detected_name or "unknown hardware"
 
 
+def _prefill_ci95_rel(r: Record) -> Optional[float]:
+    """The CI95 of prefill tokens/s over the repeats: batch x prompt tokens / TTFT, per repeat."""
+    ttft = [t for t in r.stats.samples.get("ttft_s") or [] if t > 0]
+    if r.serving is not None or len(ttft) < 2:
+        return None
+    tokens = r.workload.batch_size * r.workload.prompt_tokens
+    return summarize([tokens / t for t in ttft]).ci95_rel
+
+
 def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, line: Optional[int] = None) -> Row:
     t, e, m, s = r.throughput, r.energy, r.memory, r.stats
     bound, frac = roofline(r) if not r.error else (None, None)
@@ -301,7 +312,8 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, li
         backend_version=r.backend.version, threads=r.backend.threads, scheme=r.quantization.scheme, weight_bits=r.quantization.weight_bits,
         batch_size=r.workload.batch_size, prompt_tokens=r.workload.prompt_tokens, new_tokens=r.workload.new_tokens,
         prompt_set=r.workload.prompt_set,
-        prefill_tokens_per_s=t.prefill_tokens_per_s, decode_tokens_per_s=t.decode_tokens_per_s,
+        prefill_tokens_per_s=t.prefill_tokens_per_s, prefill_ci95_rel=_prefill_ci95_rel(r),
+        decode_tokens_per_s=t.decode_tokens_per_s,
         e2e_tokens_per_s=t.e2e_tokens_per_s, ttft_s=t.ttft_s, tpot_s=t.tpot_s,
         energy_status=e.status, energy_sensor=e.sensor, energy_domains=";".join(sorted(e.joules_by_domain)),
         energy_basis=e.basis, energy_flags=";".join(e.flags),
@@ -373,7 +385,7 @@ _SERIES_DIMENSIONS: list[tuple[str, Callable[[Row], str]]] = [
     ("prompt_set", lambda r: r.prompt_set),
     ("prompt_tokens", lambda r: f"p{r.prompt_tokens}"),
     ("new_tokens", lambda r: f"n{r.new_tokens}"),
-    ("threads", lambda r: f"{r.threads} threads" if r.threads is not None else "? threads"),
+    ("threads", lambda r: f"{r.threads} thread{'' if r.threads == 1 else 's'}" if r.threads is not None else "? threads"),
     ("source", lambda r: r.source),
 ]
 
@@ -440,7 +452,7 @@ class Metric:
 GIB = 1024 ** 3
 _NO_ENERGY = "the run had no energy sensor; rerun with --sensor auto, nvml, rapl or estimate"
 METRICS = {
-    "prefill": Metric("prefill_tokens_per_s", "prefill tokens/s"),
+    "prefill": Metric("prefill_tokens_per_s", "prefill tokens/s", err_key="prefill_ci95_rel"),
     "decode": Metric("decode_tokens_per_s", "decode tokens/s", err_key="ci95_rel"),
     "tokens_per_joule": Metric("tokens_per_joule", "tokens/J", energy=True, err_key="energy_uncertainty_rel",
                                missing=_NO_ENERGY),
@@ -449,7 +461,7 @@ METRICS = {
     "host_memory": Metric("peak_host_bytes", "peak host memory (GiB)", scale=1 / GIB),
     "device_memory": Metric("peak_device_bytes", "peak device memory (GiB)", scale=1 / GIB),
     "perplexity": Metric("perplexity", "perplexity (lower is better)", missing="run with --perplexity"),
-    "roofline": Metric("roofline_fraction", "% of the decode roofline bound", scale=100.0,
+    "roofline": Metric("roofline_fraction", "% of the decode roofline bound", scale=100.0, err_key="ci95_rel",
                        missing="needs a hardware profile with memory bandwidth: run with --hardware ID"),
     # serving points
     "achieved_rate": Metric("achieved_rate", "achieved requests/s", unit="req/s"),

@@ -194,7 +194,7 @@ def _why(metric: Metric) -> str:
 
 def _caption(metrics: Sequence[Metric]) -> str:
     parts = []
-    if any(m.err_key == "ci95_rel" for m in metrics):
+    if any(m.err_key in ("ci95_rel", "prefill_ci95_rel") for m in metrics):
         parts.append("error bars: 95% confidence interval of the mean over repeats")
     if any(m.err_key == "energy_uncertainty_rel" for m in metrics):
         parts.append("energy error bars: the 95% energy uncertainty (repeat spread and sensor accuracy)")
