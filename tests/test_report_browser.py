@@ -56,7 +56,9 @@ class DevTools:
              "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage",
              "--remote-debugging-pipe", f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            pass_fds=(3, 4, child_r, child_w), preexec_fn=fds)  # subprocess closes the rest after fds() ran
+            # no pass_fds: fds 3 and 4 need not exist here; dup2 makes them inheritable, and every other
+            # descriptor Python opened is close-on-exec
+            close_fds=False, preexec_fn=fds)
         for fd in {to_child_r, from_child_w, child_r, child_w}:
             os.close(fd)
         self._buf = b""

@@ -48,8 +48,9 @@ def _display_size(png: bytes) -> str:
 def _image(i: Image, base: Path) -> str:
     raw = (base / i.path).read_bytes()
     data = base64.b64encode(raw).decode("ascii")
-    also = f" Also as {', '.join(i.alternates)} beside this report." if i.alternates else ""
-    caption = f"<figcaption>{esc(i.caption + also)}</figcaption>" if i.caption or also else ""
+    also = f"Also as {', '.join(i.alternates)} beside this report." if i.alternates else ""
+    text = f"{i.caption.rstrip('.')}. {also}" if i.caption and also else (i.caption or also)
+    caption = f"<figcaption>{esc(text)}</figcaption>" if text else ""
     return f'<figure><img alt="{esc(i.alt)}"{_display_size(raw)} src="data:image/png;base64,{data}">{caption}</figure>'
 
 

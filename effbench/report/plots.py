@@ -278,14 +278,14 @@ def _serving_panel(ax, rows: Sequence[Row], metrics: Sequence[Metric], xfn: Call
             if not pts:
                 continue
             drawn = True
-            name = f"{label}: {metric.label.split(' (')[0]}" if len(metrics) > 1 else label
+            name = f"{label}: {metric.label.split(' (')[0]}"  # one figure legend: every entry names its metric
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=_yerr([(p[0], p[1], p[2]) for p in pts]),
                         marker=marker, markersize=4, capsize=3, label=text(name, 44), **_style(line, metric))
             _mark_saturated(ax, [(p[0], p[1], p[3]) for p in pts])
     if drawn:
         ax.set_xlabel(xlabel, fontsize=8.5)
-        quantity = metrics[0].label.split(" ")[0]  # "TTFT" of "TTFT p50 (ms)"
-        shared = f"{quantity} ({metrics[0].unit})" if len({m.unit for m in metrics}) == 1 else metrics[0].unit
+        quantities = {m.label.split(" ")[0] for m in metrics}  # "TTFT" of "TTFT p50 (ms)"
+        shared = f"{quantities.pop()} ({metrics[0].unit})" if len(quantities) == 1 else metrics[0].unit
         ax.set_ylabel(_axis_label(metrics[0], rows) if len(metrics) == 1 else shared, fontsize=8.5)
         ax.set_ylim(bottom=0)
         ax.set_xlim(left=0)
@@ -301,7 +301,7 @@ def serving_curves(rows: Sequence[Row], panels: Sequence[tuple[Sequence[Metric],
     if not usable:
         return Plot(title, None, note="; ".join(_why(m) for ms, _, _ in panels for m in ms))
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(usable), figsize=(PANEL_SIZE[0] * len(usable) + 1.6 * len(usable), PANEL_SIZE[1]),
+    fig, axes = plt.subplots(1, len(usable), figsize=(PANEL_SIZE[0] * len(usable), PANEL_SIZE[1]),
                              squeeze=False)
     for ax, (ms, fx, xl) in zip(axes[0], usable):
         _serving_panel(ax, rows, ms, fx, xl)
