@@ -238,3 +238,14 @@ def test_citation_file_names_this_version():
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["type"] == "software"
     assert cff["version"] == effbench.__version__ and "effbench" in cff["title"] and cff["authors"]
+
+
+def test_a_serving_runs_method_comes_from_its_serving_records(serving):
+    md = serving.markdown.read_text()
+    method = md[md.index("### Run serving-20261201-102739"):]
+    assert "arrival poisson; 16 measured request(s) per point after 2 warm-up request(s)" in method
+    assert "offered 0.5 req/s, 1.0 req/s, 2.0 req/s, 4.0 req/s" in method and "saturated points**: 1 of 4" in method
+    assert "not forced" in method and "(forced, greedy)" not in method
+    assert "repeats until the CI95 of decode tokens/s" not in method  # the offline rule does not apply
+    citable = next(x for x in method.splitlines() if x.startswith("Citable summary: "))
+    assert citable.startswith("Citable summary: We loaded smollm2-135m") and "16bd3016e9c12c577e04b4646aaec16cffc03eaf-dirty" in citable
