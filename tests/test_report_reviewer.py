@@ -108,13 +108,20 @@ def test_best_figures_skip_quality_flagged_rows(three):
     header, rows = md_table(three.markdown.read_text(), "hardware")
     (row,) = [r for r in rows if r[0] == "cpu-amd-epyc"]
     best_tpj = row[header.index("best tok/J \\[95% interval\\]")]
-    # int8-dynamic of the 1-thread sweep (18.1 tok/J) is quality-flagged; the best unflagged row is
-    # int8-dynamic batch 4 of quant-sweep (flag off there: its baseline differs) at 6.67
-    assert best_tpj.startswith("~6.67") and "quant-sweep" in best_tpj and "18.1" not in best_tpj
-    assert row[header.index("quality-flagged rows excluded")] == "5"
+    # int8-dynamic (18.1 tok/J at 1 thread, 10.5 and 6.67 at 2) is quality-flagged: perplexity 174.97 vs
+    # fp32 47.70. quant-sweep's int8-dynamic batch 4 record was written by a --resume session without
+    # the baseline (flagged false, "no unquantized scheme"); the report compares it with its own run's
+    # fp32 and flags it too. The best unflagged tok/J is fp32 batch 16 at 1 thread: 6.59.
+    assert best_tpj.startswith("~6.59") and "fp32, batch 16, 1 thread, run cpu-sweep" in best_tpj
+    assert "18.1" not in best_tpj and "6.67" not in best_tpj
+    assert row[header.index("quality-flagged rows excluded")] == "6"
     summary = json.loads(three.summary.read_text())
     best = next(b for b in summary["best"] if b["hardware"] == "cpu-amd-epyc")["best_tokens_per_joule"]
-    assert best["value"] == pytest.approx(6.6667, rel=1e-3) and best["excluded_quality_flagged"] == 5
+    assert best["value"] == pytest.approx(6.5852, rel=1e-3) and best["excluded_quality_flagged"] == 6
+    rows = tidy(load_sources([TWO_THREADS]))
+    (resumed,) = [r for r in rows if r.scheme == "int8-dynamic" and r.batch_size == 4]
+    assert resumed.quality_flagged and resumed.perplexity_rise == pytest.approx(174.97 / 47.70 - 1, rel=1e-3)
+    assert resumed.hardware == "cpu-amd-epyc" and resumed.roofline_fraction is not None
 
 
 def test_one_unit_per_column(three):

@@ -295,7 +295,8 @@ def comparison_section(rows: Sequence[Row], out: Path, skipped: list[str]) -> Op
 
 def _best_text(r: Row, value: Optional[float], metric) -> str:
     interval = metric.interval(r)
-    where = f"{r.scheme}, batch {r.batch_size}, {r.threads if r.threads is not None else '?'} threads, run {r.source}"
+    threads = "? threads" if r.threads is None else f"{r.threads} thread{'' if r.threads == 1 else 's'}"
+    where = f"{r.scheme}, batch {r.batch_size}, {threads}, run {r.source}"
     ci = f" [{num(interval[0])}, {num(interval[1])}]" if interval else ""
     return f"{num(value)}{ci} ({where})"
 

@@ -333,10 +333,30 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, li
     )
 
 
+def with_quality_baseline(src: RunSource) -> list[Record]:
+    """The run's records with perplexity compared to the run's own unquantized baseline where a record
+    lacks the comparison (a --resume session that had no baseline in memory wrote it unflagged): the
+    sweep's rule (``sweep.baseline``) and threshold (``config.ppl_threshold``), on this run's records only."""
+    if not any(r.quality.perplexity is not None and r.quality.baseline_scheme is None for r in src.records):
+        return list(src.records)
+    from effbench.sweep.baseline import Baselines
+
+    threshold = (src.run.get("config") or {}).get("ppl_threshold") or 0.10
+    baselines = Baselines(float(threshold))
+    baselines.add_stored(r.to_json_dict() for r in src.records if not r.error)
+    out = []
+    for r in src.records:
+        new = baselines.apply(r) if r.quality.baseline_scheme is None and not r.error else r
+        if new is not r and (profile := src.profiles.of(r)) is not None:
+            src.profiles.by_record[id(new)] = profile  # the copy ran on the same hardware
+        out.append(new)
+    return out
+
+
 def tidy(sources: Iterable[RunSource], roofline: Optional[RooflineFn] = None) -> list[Row]:
     sources = list(sources)
     fn = roofline or roofline_function(sources)
-    rows = [to_row(src, r, fn, i) for src in sources for i, r in enumerate(src.records, 1)]
+    rows = [to_row(src, r, fn, i) for src in sources for i, r in enumerate(with_quality_baseline(src), 1)]
     return sorted(rows, key=_sort_key)
 
 
