@@ -204,3 +204,160 @@ def test_prefill_significance_from_ttft_samples():
     c = compare_records(rs, slow)
     d = next(d for d in c.configs[0].deltas if d.metric == "prefill_tokens_per_s")
     assert d.method == "welch" and d.significant and d.regression
+
+
+# -- the setup match key, hardware ids, intervals, energy uncertainty (issue 17) -----------------
+SWEEP_1T = Path(__file__).parents[1] / "benchmarks" / "results" / "amd-epyc" / "cpu-sweep-20261123-220246"
+QUANT_2T = Path(__file__).parents[1] / "benchmarks" / "results" / "amd-epyc" / "quant-sweep"
+SERVING = Path(__file__).parents[1] / "benchmarks" / "results" / "intel-r-xeon-r-processor" / "serving-20261201-102739"
+
+
+def with_backend(rs: list[Record], **update) -> list[Record]:
+    return [r.model_copy(update={"backend": r.backend.model_copy(update=update)}) for r in rs]
+
+
+def with_energy(rs: list[Record], **update) -> list[Record]:
+    return [r.model_copy(update={"energy": r.energy.model_copy(update=update)}) for r in rs]
+
+
+def test_other_thread_count_is_not_comparable_unless_loosened():
+    base, new = with_backend(records(), threads=1), with_backend(records(), threads=2)
+    with pytest.raises(EffbenchError, match=r"threads \(1 vs 2\).*--match-loose threads"):
+        compare_records(base, new)
+    c = compare_records(base, new, match_loose=["threads"])
+    assert len(c.configs) == 3 and c.match_loose == ["threads"]
+    assert [d.field for d in c.configs[0].loosened] == ["threads"]
+    # one configuration differs, the others compare: it is listed with the differing key
+    mixed = new[:2] + with_backend(new[2:], threads=1, version="transformers 9")
+    c = compare_records(with_backend(records(), threads=2), mixed)
+    assert len(c.configs) == 2 and len(c.not_comparable) == 1
+    assert {d.field for d in c.not_comparable[0].differences} == {"backend_version", "threads"}
+
+
+@pytest.mark.parametrize("field_update, name", [({"name": "llamacpp"}, "backend"), ({"version": "torch 9"}, "backend_version"),
+                                                ({"device": "cuda:0"}, "device")])
+def test_each_backend_field_is_in_the_key(field_update, name):
+    rs = [r.model_copy(update={"hardware": r.hardware.model_copy(update={"profile": "cpu-amd-epyc"})}) for r in records()]
+    with pytest.raises(EffbenchError, match=f"--match-loose {name} "):
+        compare_records(rs, with_backend(rs, **field_update))
+    assert compare_records(rs, with_backend(rs, **field_update), match_loose=[name.replace("_", "-")]).configs
+
+
+def test_unknown_match_loose_field_is_one_clear_line():
+    with pytest.raises(EffbenchError, match="unknown field.*threads"):
+        compare_records(records(), records(), match_loose=["thread"])
+
+
+def test_hardware_ids_are_normalised():
+    named = [r.model_copy(update={"hardware": r.hardware.model_copy(update={"profile": None, "detected_name": "AMD EPYC"})})
+             for r in records()]
+    profiled = [r.model_copy(update={"hardware": r.hardware.model_copy(update={"profile": "cpu-amd-epyc"})}) for r in records()]
+    c = compare_records(named, profiled)
+    assert len(c.configs) == 3 and c.configs[0].label.endswith("on cpu-amd-epyc")
+    # the committed runs: one stores no profile id in its records, the other does
+    p = effbench("compare", str(RUN), str(QUANT_2T), "--json")
+    assert p.returncode in (0, 1), p.stderr
+    assert len(json.loads(p.stdout)["configs"]) == 3
+
+
+def test_different_sensors_are_refused_like_measured_vs_estimated():
+    nvml = with_energy(records(), status="measured", sensor="nvml", joules_by_domain={"gpu:0": 1.0})
+    rapl = with_energy(records(), status="measured", sensor="rapl", joules_by_domain={"cpu:package-0": 1.0})
+    with pytest.raises(EffbenchError, match="sensor"):
+        compare_records(nvml, rapl)
+    c = compare_records(nvml, [r.model_copy(update={"energy": r.energy.model_copy(update={"tokens_per_joule": r.energy.tokens_per_joule / 3})})
+                               for r in rapl], match_loose=["sensor", "domains"])
+    tpj = [d for cfg in c.configs for d in cfg.deltas if d.metric == "tokens_per_joule"]
+    assert tpj and all(not d.regression and "different sensor" in d.note for d in tpj)
+
+
+def test_deltas_carry_the_welch_interval():
+    c = compare_records(records(), slowed(records(), 0.8))
+    r0, s0 = records()[0], slowed(records(), 0.8)[0]
+    d = next(x for x in c.configs[0].deltas if x.metric == "decode_tokens_per_s")
+    w = welch(r0.stats.samples["decode_tokens_per_s"], s0.stats.samples["decode_tokens_per_s"])
+    mean = sum(r0.stats.samples["decode_tokens_per_s"]) / len(r0.stats.samples["decode_tokens_per_s"])
+    half = (w.ci95[1] - w.ci95[0]) / 2 / mean
+    assert d.ci95_rel == pytest.approx((d.delta_rel - half, d.delta_rel + half))
+    assert d.ci95_rel[1] < 0  # a 20% slowdown with 3-4% repeat spread: the interval excludes zero
+
+
+def test_an_energy_change_inside_the_estimates_uncertainty_is_not_significant():
+    # tokens/J halved (estimate +-50% on both sides): Welch on the repeats says p ~ 0, but the stated
+    # uncertainties propagated to the difference are hypot(0.68*0.5, 0.34*0.5)/0.68 = 55.9% > 50%.
+    rs = records()
+    halved = []
+    for r in rs:
+        s = dict(r.stats.samples)
+        s["joules_total"] = [j * 2 for j in s["joules_total"]]
+        e = r.energy.model_copy(update={"joules_total": r.energy.joules_total * 2, "tokens_per_joule": r.energy.tokens_per_joule / 2})
+        halved.append(r.model_copy(update={"energy": e, "stats": r.stats.model_copy(update={"samples": s})}))
+    c = compare_records(rs, halved)
+    d = next(x for x in c.configs[0].deltas if x.metric == "tokens_per_joule")
+    u0, u1 = rs[0].energy.uncertainty_rel, halved[0].energy.uncertainty_rel
+    assert d.delta_rel == pytest.approx(-0.5) and d.p_value < 0.05
+    assert d.energy_uncertainty_rel == pytest.approx((u0 ** 2 + (u1 / 2) ** 2) ** 0.5)
+    assert not d.significant and not d.regression and "energy uncertainty" in d.note
+    assert d.ci95_rel[0] == pytest.approx(-1.0) and d.ci95_rel[1] > 0  # clipped at -100%
+    assert d.base_estimated and d.new_estimated
+    # the same halving with a measured +-5% energy figure is a regression
+    tight = with_energy(rs, uncertainty_rel=0.05, status="measured")
+    tight_new = [h.model_copy(update={"energy": h.energy.model_copy(update={"uncertainty_rel": 0.05, "status": "measured"})}) for h in halved]
+    d = next(x for x in compare_records(tight, tight_new).configs[0].deltas if x.metric == "tokens_per_joule")
+    assert d.regression
+
+
+def test_issue_runs_differ_in_threads_and_say_so():
+    p = effbench("compare", str(SWEEP_1T), str(QUANT_2T))
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "threads (1 vs 2)" in lines[0] and "--match-loose threads" in lines[0]
+    p = effbench("compare", str(SWEEP_1T), str(QUANT_2T), "--match-loose", "threads", "--json")
+    data = json.loads(p.stdout)
+    tpj = [d for cfg in data["configs"] for d in cfg["deltas"] if d["metric"] == "tokens_per_joule"]
+    assert len(tpj) == 6 and not any(d["regression"] or d["significant"] for d in tpj)
+    assert all(d["ci95_rel"][0] < 0 < d["ci95_rel"][1] for d in tpj)
+
+
+def test_table_and_markdown_explain_every_mark():
+    slow = slowed(records(), 0.8)
+    for fmt in ([], ["--md"]):
+        p = effbench("compare", str(RUN), str(RUN / "results.jsonl"), *fmt)
+        assert p.returncode == 0, p.stderr
+        assert "TTFT ms" in p.stdout and "TTFT s" not in p.stdout and "peak memory MiB" in p.stdout
+        assert "~0.680" in p.stdout  # estimated energy is marked
+        for mark in ("* = significant", "REGRESSION =", "~ = energy ESTIMATED", "95% interval"):
+            assert mark.replace("*", "\\*") in p.stdout or mark in p.stdout, (mark, p.stdout)
+    c = compare_records(records(), slow)
+    from effbench.cli.compare import markdown
+    md = markdown(c)
+    assert md.count("|") > 20 and "REGRESSION" in md and "[" in md
+
+
+def test_json_and_md_are_exclusive_and_md_is_a_table(tmp_path):
+    p = effbench("compare", str(RUN), str(RUN), "--json", "--md")
+    assert p.returncode == 2 and "--json" in p.stderr
+    p = effbench("compare", str(RUN), str(RUN), "--md")
+    assert p.stdout.splitlines()[4].startswith("| configuration | metric | base | new | delta [95% CI] |")
+
+
+def test_serving_points_match_on_their_offered_load():
+    side = load_side(SERVING)
+    c = compare_records(side, side)
+    assert len(c.configs) == 4 and all(cfg.serving for cfg in c.configs)
+    assert {cfg.label.split(" serving ")[1].split(" ")[1] for cfg in c.configs} == {"0.5/s", "1.0/s", "2.0/s", "4.0/s"}
+    shown = {d.metric for d in c.configs[0].deltas if d.base is not None}
+    assert {"ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "goodput", "joules_per_request", "achieved_rate"} <= shown
+    assert "decode_tokens_per_s" not in shown
+    # a TTFT p50 three times as slow: the recorded distribution-free intervals separate (p95 has none at n=16)
+    slower = []
+    for r in side:
+        if r.serving is None:
+            slower.append(r)
+            continue
+        t = r.serving.ttft_ms
+        t2 = t.model_copy(update={"p50": t.p50 * 3, "ci95": {k: [v[0] * 3, v[1] * 3] for k, v in t.ci95.items()}})
+        slower.append(r.model_copy(update={"serving": r.serving.model_copy(update={"ttft_ms": t2})}))
+    c = compare_records(side, slower)
+    d = [x for cfg in c.configs for x in cfg.deltas if x.metric == "ttft_p50_ms"]
+    assert d and all(x.method == "ci-overlap" and x.regression and x.delta_rel == pytest.approx(2.0) for x in d)
+    assert all(x.ci95_rel[0] > 0 for x in d)

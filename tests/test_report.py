@@ -259,7 +259,9 @@ def test_collapse_texts_merges_numbers_into_ranges() -> None:
 def test_rows_flatten_records() -> None:
     rows = tidy(load_sources([REAL_RUN]), roofline=lambda rec: (None, None))
     assert [r.batch_size for r in rows] == [1, 4, 16]
-    assert isinstance(rows[0], Row) and rows[0].estimated and rows[0].hardware == "AMD EPYC"
+    # the records name only the detected "AMD EPYC"; the section key is the profile id the run stored
+    assert isinstance(rows[0], Row) and rows[0].estimated and rows[0].hardware == "cpu-amd-epyc"
+    assert rows[0].detected_name == "AMD EPYC" and rows[0].threads == 2
 
 
 # -- CLI ---------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ def report_command(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Report directory. (default: DIR/report for one run, ./effbench-report for several)", show_default=False),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="The profile (id or YAML) that runs storing no hardware profile ran on (runs from effbench < 0.2).", show_default=False),
 ) -> None:
-    """Write report.md, a self-contained report.html, PNG plots, results.csv and results.tex. A run's
+    """Write report.md, a self-contained report.html, plots (PNG at 300 dpi, SVG, PDF), results.csv,
+    results.tex and summary.json (every quoted figure with its 95% interval and source record). A run's
     hardware is what its run.json stored; this machine is never consulted."""
     from effbench.report import write_report
 
@@ -24,7 +25,8 @@ def report_command(
     out.print(cell(f"report: {files.html}"))
     out.print(cell(f"        {files.markdown}"))
     out.print(cell(f"tables: {files.csv}, {files.latex}"))
-    out.print(cell(f"plots:  {len(files.plots)} in {files.out / 'plots'}"))
+    out.print(cell(f"figures with their 95% intervals and source records: {files.summary}"))
+    out.print(cell(f"plots:  {len(files.plots)} in {files.out / 'plots'} (PNG 300 dpi, SVG and PDF)"))
     for note in files.skipped:
         out.print(cell(f"not drawn: {note}"), style="dim")
 

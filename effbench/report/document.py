@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class Image:
     path: str  # relative to the report directory
     alt: str
     caption: str = ""
+    alternates: tuple[str, ...] = ()  # the same figure in other formats (SVG, PDF), for a paper
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,25 @@ def size(n: Optional[float]) -> str:
             return f"{x:,.0f} {unit}" if unit == "B" else f"{x:,.1f} {unit}"
         x /= 1024
     return str(n)
+
+
+_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def size_unit(values: "Iterable[Optional[float]]") -> tuple[str, float]:
+    """One binary unit for a whole column (the largest value's), so a column never mixes MiB and GiB."""
+    top = max((abs(float(v)) for v in values if v is not None), default=0.0)
+    i = 0
+    while i < len(_BINARY_UNITS) - 1 and top >= 1024 ** (i + 1):
+        i += 1
+    return _BINARY_UNITS[i], float(1024 ** i)
+
+
+def size_in(n: Optional[float], unit: str) -> str:
+    if n is None:
+        return "-"
+    x = float(n) / 1024 ** _BINARY_UNITS.index(unit)
+    return f"{x:,.0f}" if unit == "B" else f"{x:,.2f}" if x < 10 else f"{x:,.1f}"
 
 
 def slug(text: str) -> str:

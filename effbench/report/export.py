@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any, Sequence
 
 from effbench.report.document import num
-from effbench.report.model import Row, ok_rows, row_fields
+from effbench.report.model import Row, ok_rows, row_fields, row_flags
 
 # Spreadsheets execute cells that start with these (CSV injection); a leading apostrophe keeps the
 # text literal. Numbers are written as numbers, so only strings are touched.
@@ -59,36 +59,93 @@ def _energy(r: Row) -> str:
     return text + r"\textsuperscript{\dag}" if r.estimated and r.tokens_per_joule is not None else text
 
 
-LATEX_COLUMNS = ["Hardware", "Model", "Scheme", "Batch", "Prefill tok/s", "Decode tok/s", "Tokens/J", "PPL", "$n$"]
+LATEX_COLUMNS = ["Hardware", "Model", "Scheme", "Batch", "Threads", "Prefill tok/s", "Decode tok/s", "Tokens/J", "PPL",
+                 "$n$", "Flags"]
+# one letter per row caveat, explained in the caption (the row_flags words in the other outputs)
+_FLAG_LETTERS = (("time cap", "T"), ("interference", "I"), ("quality", "Q"), ("saturated", "S"))
+
+
+def _flag_letters(r: Row) -> str:
+    words = row_flags(r)
+    return ",".join(letter for word, letter in _FLAG_LETTERS if any(w.startswith(word) for w in words)) or "--"
 
 
 def to_latex(rows: Sequence[Row]) -> str:
     """A ``table`` environment (needs ``\\usepackage{booktabs}``). Failed configurations are left out:
-    they are listed in the report."""
+    they are listed in the report. Rows of several runs carry a run letter (a, b, ...) keyed in the caption."""
+    ok = [r for r in ok_rows(rows) if not r.serving]
+    runs = sorted({r.source for r in ok})
+    letters = {src: chr(ord("a") + i) if i < 26 else str(i + 1) for i, src in enumerate(runs)}
+    several = len(runs) > 1
     body = []
-    for r in ok_rows(rows):
+    for r in ok:
         cells = [latex_escape(r.hardware), latex_escape(r.model), latex_escape(r.scheme), str(r.batch_size),
+                 str(r.threads) if r.threads is not None else "--",
                  _pm(r.prefill_tokens_per_s, None), _pm(r.decode_tokens_per_s, r.ci95_rel), _energy(r),
-                 num(r.perplexity, 2) if r.perplexity is not None else "--", str(r.repeats)]
+                 num(r.perplexity, 2) if r.perplexity is not None else "--", str(r.repeats), _flag_letters(r)]
+        if several:
+            cells.append(letters[r.source])
         body.append(" & ".join(cells) + r" \\")
     notes = [r"Decode $\pm$: half-width of the 95\% confidence interval over $n$ repeats.",
-             r"Tokens/J $\pm$: relative energy uncertainty (repeat spread and sensor accuracy)."]
+             r"Tokens/J $\pm$: the 95\% energy uncertainty (repeat spread and sensor accuracy).",
+             r"Flags: T stopped at the time cap before the CI target; I other work competed (interference); "
+             r"Q perplexity rise above the sweep's threshold (quality flagged)."]
     if any(r.estimated for r in rows):
         notes.append(r"\textsuperscript{\dag}Energy ESTIMATED from TDP $\times$ utilisation, not measured.")
+    if several:
+        notes.append("Run: " + "; ".join(f"{letters[s]} = {latex_escape(s)}" for s in runs) + ".")
+    columns = LATEX_COLUMNS + (["Run"] if several else [])
     lines = [
         "% effbench results table; requires \\usepackage{booktabs}",
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        r"\begin{tabular}{lllrrrrrr}",
+        r"\begin{tabular}{lll" + "r" * 7 + "l" + ("l" if several else "") + "}",
         r"\toprule",
-        " & ".join(LATEX_COLUMNS) + r" \\",
+        " & ".join(columns) + r" \\",
         r"\midrule",
         *body,
         r"\bottomrule",
         r"\end{tabular}",
         r"\caption{LLM inference efficiency measured with effbench. " + " ".join(notes) + "}",
         r"\label{tab:effbench}",
+        r"\end{table}",
+    ]
+    serving = [r for r in ok_rows(rows) if r.serving]
+    return "\n".join(lines) + "\n" + (serving_latex(serving) if serving else "")
+
+
+SERVING_LATEX_COLUMNS = ["Hardware", "Model", "Scheme", "Offered", "Achieved req/s", "TTFT p50 ms", "TTFT p95 ms",
+                         "TPOT p50 ms", "TPOT p95 ms", "Goodput req/s", "J/request", "Sat."]
+
+
+def _bounds(value: float | None, lo: float | None, hi: float | None) -> str:
+    if value is None:
+        return "--"
+    return num(value) + (f" [{num(lo)}, {num(hi)}]" if lo is not None and hi is not None else "")
+
+
+def serving_latex(rows: Sequence[Row]) -> str:
+    """The serving points: one row per offered load."""
+    body = []
+    for r in rows:
+        jpr = _pm(r.joules_per_request, r.energy_uncertainty_rel)
+        if r.estimated and r.joules_per_request is not None:
+            jpr += r"\textsuperscript{\dag}"
+        cells = [latex_escape(r.hardware), latex_escape(r.model), latex_escape(r.scheme), latex_escape(r.load),
+                 num(r.achieved_rate), _bounds(r.ttft_p50_ms, r.ttft_p50_ci95_low_ms, r.ttft_p50_ci95_high_ms),
+                 num(r.ttft_p95_ms), _bounds(r.tpot_p50_ms, r.tpot_p50_ci95_low_ms, r.tpot_p50_ci95_high_ms),
+                 num(r.tpot_p95_ms), num(r.goodput), jpr, "yes" if r.saturated else "no"]
+        body.append(" & ".join(c if c != "-" else "--" for c in cells) + r" \\")
+    notes = [r"p50 latencies with their distribution-free 95\% interval in brackets.",
+             r"J/request $\pm$: the 95\% energy uncertainty.",
+             r"Sat.: the engine saturated at this load (its figures are the engine's limit)."]
+    if any(r.estimated for r in rows):
+        notes.append(r"\textsuperscript{\dag}Energy ESTIMATED from TDP $\times$ utilisation, not measured.")
+    lines = [
+        r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{llll" + "r" * 7 + "l}", r"\toprule",
+        " & ".join(SERVING_LATEX_COLUMNS) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}",
+        r"\caption{Serving load measured with effbench. " + " ".join(notes) + "}", r"\label{tab:effbench-serving}",
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"

@@ -27,13 +27,31 @@ def _table(t: Table) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in t.columns)
     rows = "\n".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in t.rows)
     caption = f"<caption>{esc(t.caption)}</caption>" if t.caption else ""
-    return f"<table>{caption}\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>"
+    # a wide table scrolls inside its own box instead of widening the page
+    return (f'<div class="table-wrap"><table>{caption}\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>'
+            "</table></div>")
+
+
+CSS_DPI = 96  # a CSS pixel is 1/96 inch: a plot is shown at the size it was drawn, not at 300 dpi's pixel count
+
+
+def _display_size(png: bytes) -> str:
+    """width/height attributes for a PNG written at ``plots.DPI`` (read from its IHDR chunk)."""
+    from effbench.report.plots import DPI
+
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        return ""
+    w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    return f' width="{round(w * CSS_DPI / DPI)}" height="{round(h * CSS_DPI / DPI)}"'
 
 
 def _image(i: Image, base: Path) -> str:
-    data = base64.b64encode((base / i.path).read_bytes()).decode("ascii")
-    caption = f"<figcaption>{esc(i.caption)}</figcaption>" if i.caption else ""
-    return f'<figure><img alt="{esc(i.alt)}" src="data:image/png;base64,{data}">{caption}</figure>'
+    raw = (base / i.path).read_bytes()
+    data = base64.b64encode(raw).decode("ascii")
+    also = f"Also as {', '.join(i.alternates)} beside this report." if i.alternates else ""
+    text = f"{i.caption.rstrip('.')}. {also}" if i.caption and also else (i.caption or also)
+    caption = f"<figcaption>{esc(text)}</figcaption>" if text else ""
+    return f'<figure><img alt="{esc(i.alt)}"{_display_size(raw)} src="data:image/png;base64,{data}">{caption}</figure>'
 
 
 def block(b: Block, level: int, base: Path) -> str:

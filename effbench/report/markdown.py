@@ -39,6 +39,8 @@ def _note(n: Note) -> str:
 def _image(i: Image) -> str:
     # The path is ours (ASCII slug), but escape the alt text, which holds model ids.
     text = f"![{escape(i.alt)}]({i.path})"
+    if i.alternates:
+        text += "\n\nAlso as " + ", ".join(f"[{p.rsplit('.', 1)[-1].upper()}]({p})" for p in i.alternates) + "."
     return text + (f"\n\n*{escape(i.caption)}*" if i.caption else "")
 
 

@@ -59,17 +59,36 @@ def _machine(env: dict, hw: dict, rows: Sequence[Row]) -> str:
     return "; ".join(parts)
 
 
+def git_sha(env: dict) -> str:
+    """The git sha exactly as the run stored it (a ``-dirty`` suffix says the tree had local changes)."""
+    return str(env.get("git_sha") or "")
+
+
+def threads_text(rows: Sequence[Row], env: dict) -> str:
+    """The threads the configurations ran with, from each record's ``backend.threads`` (what the
+    backend was set to), not the process default the environment block saw at start."""
+    recorded = sorted({r.threads for r in rows if r.threads is not None})
+    torch = _mapping(env.get("torch"))
+    default = torch.get("threads") if torch else None
+    if not recorded:
+        return f"threads not recorded per configuration (torch default at start {default if default is not None else '?'})"
+    text = f"{_join(recorded)} thread(s) per configuration (backend.threads)"
+    if default is not None and {default} != set(recorded):
+        text += f"; the process default at start was {default}"
+    return text
+
+
 def _software(env: dict, rows: Sequence[Row]) -> str:
-    sha = str(env.get("git_sha") or "")
-    parts = [f"effbench {env.get('effbench_version', '?')}" + (f" (git {sha[:10]})" if sha else ""),
+    sha = git_sha(env)
+    parts = [f"effbench {env.get('effbench_version', '?')}" + (f" (git {sha})" if sha else ""),
              f"Python {env.get('python', '?')}", str(env.get("platform", "?"))]
     backends = _join(r.backend_version for r in rows)
     if backends != "-":
         parts.append(f"backend {backends}")
+    parts.append(threads_text(rows, env))
     torch = _mapping(env.get("torch"))
     if torch:
-        parts.append(f"torch threads {torch.get('threads', '?')} (interop {torch.get('interop_threads', '?')}), "
-                     f"CUDA {torch.get('cuda') or 'none'}")
+        parts.append(f"torch interop threads {torch.get('interop_threads', '?')}, CUDA {torch.get('cuda') or 'none'}")
     return "; ".join(parts)
 
 
@@ -96,6 +115,15 @@ def _repeats_achieved(rows: Sequence[Row], cfg: dict) -> str:
     if wide:
         text += f"; {len(wide)} configuration(s) wider than the ±{pct(target, 0)} target"
     return text
+
+
+def _time_capped(rows: Sequence[Row], cfg: dict) -> str:
+    capped = [r for r in rows if r.time_capped]
+    if not capped:
+        return "none"
+    target = cfg.get("ci_target")
+    return (f"{len(capped)} of {len(rows)} configuration(s) (marked 'time cap' in the tables): their CI95 may be "
+            f"wider than the ±{pct(target, 0)} target" if target else f"{len(capped)} of {len(rows)} configuration(s)")
 
 
 def _sensor(sensor: dict) -> str:
@@ -175,10 +203,15 @@ def _flags(rows: Sequence[Row]) -> str:
     return ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) or "none"
 
 
+SERVING_ENERGY = ("tokens/J = output tokens streamed inside one steady-state window per point / the window's total "
+                  "energy (idle power included); J/request = J/token x the mean output tokens of a request")
+
+
 def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
     run, env, cfg = src.run, _mapping(src.run.get("environment")), _mapping(src.run.get("config"))
     sensor, hw = _mapping(run.get("sensor")), _mapping(run.get("hardware"))
     ok = [r for r in rows if not r.error]
+    serving = bool(ok) and all(r.serving for r in ok)
     idle_text, _ = _idle(run, sensor, cfg)
     sessions = run.get("sessions") or []
     facts = [
@@ -189,15 +222,19 @@ def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
         ("workload", f"models {_join(r.model for r in rows)}; schemes {_join(r.scheme for r in rows)}; "
                      f"batch sizes {_join(sorted({r.batch_size for r in rows}))}; prompt tokens "
                      f"{_join(sorted({r.prompt_tokens for r in rows}))}; generated tokens "
-                     f"{_join(sorted({r.new_tokens for r in rows}))} (forced, greedy); prompt sets "
+                     f"{_join(sorted({r.new_tokens for r in rows}))}"
+                     f"{'' if serving else ' (forced, greedy)'}; prompt sets "
                      f"{_join(r.prompt_set for r in rows)}; seed {cfg.get('seed', env.get('seed', '?'))}"),
-        ("timing", _repeats_rule(cfg)),
-        ("repeats achieved", _repeats_achieved(ok, cfg)),
+        *(_serving_facts(src, ok) if serving else [
+            ("timing", _repeats_rule(cfg)),
+            ("repeats achieved", _repeats_achieved(ok, cfg)),
+            ("stopped at the time cap", _time_capped(ok, cfg))]),
         ("energy sensor", _sensor(sensor)),
         ("sampling", _sampling(ok, sensor)),
         ("energy windows", f"length {_span(value_range(r.energy_window_s for r in ok), num, ' s')}; flags: {_flags(ok)}"),
         ("idle baseline", idle_text),
-        ("energy figures", "tokens/J = generated tokens / total energy of one generate call (prefill + decode, whole "
+        ("energy figures", SERVING_ENERGY if serving else
+                           "tokens/J = generated tokens / total energy of one generate call (prefill + decode, whole "
                            "batch, idle power included: what the bill sees); decode J/token = decode energy / decoded tokens"),
         ("measured vs estimated", _energy_status(ok)),
         ("energy uncertainty", _uncertainty(ok)),
@@ -206,6 +243,26 @@ def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
         ("failed configurations", str(len(rows) - len(ok))),
     ]
     return RunMethod(src.label, facts, _statement(src, ok, cfg, sensor, idle_text), any(r.estimated for r in ok))
+
+
+def _serving_facts(src: RunSource, rows: Sequence[Row]) -> list[tuple[str, str]]:
+    """A serving run's method, from its records' serving sections (not the offline repeat rule)."""
+    sv = [r.serving for r in src.records if r.serving is not None and not r.error]
+    slo = {k: v for s in sv for k, v in s.slo.items() if v is not None}
+    return [
+        ("serving load", f"offered {_join(r.load for r in rows)}; arrival {_join(s.arrival for s in sv)}; "
+                         f"{_join(s.requests for s in sv)} measured request(s) per point after "
+                         f"{_join(s.warmup_requests for s in sv)} warm-up request(s); engine "
+                         f"{_join((s.engine or {}).get('version') or (s.engine or {}).get('name') for s in sv)}"),
+        ("serving figures", "TTFT, TPOT, ITL and end-to-end latency percentiles per point (p50 with its distribution-free "
+                            "95% interval); achieved rate = completed requests/s; goodput = requests/s meeting every SLO"
+                            + (f" ({', '.join(f'{k} {num(v)}' for k, v in sorted(slo.items()))})" if slo else "")
+                            + "; energy in one steady-state window per point, J/request = J/token x mean output tokens"),
+        ("output length", _join(s.output_length for s in sv)),
+        ("saturated points", f"{sum(r.saturated for r in rows)} of {len(rows)}: "
+                             + (_join(s.saturation_reason for s in sv if s.saturated) if any(r.saturated for r in rows)
+                                else "none")),
+    ]
 
 
 def _quality(rows: Sequence[Row]) -> str:
@@ -226,14 +283,17 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
         where = f"{gpus} GPU(s)"
     else:
         where = f"{cpu.get('model', 'an unnamed CPU')} ({cpu.get('logical_cpus', '?')} logical CPUs)"
-    sha = str(env.get("git_sha") or "")[:10]
+    sha = git_sha(env)
     ci = value_range(r.ci95_rel for r in rows)
     n = value_range(r.repeats for r in rows)
+    if rows and all(r.serving for r in rows):
+        return _serving_statement(src, rows, where, sha, sensor, idle_text, env)
     text = (
         f"We measured {_join(r.model for r in rows)} ({_join(r.scheme for r in rows)}; batch sizes "
         f"{_join(sorted({r.batch_size for r in rows}))}; {_join(sorted({r.prompt_tokens for r in rows}))} prompt tokens, "
         f"{_join(sorted({r.new_tokens for r in rows}))} generated tokens) with effbench {env.get('effbench_version', 'of unknown version')}"
-        f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}. "
+        f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}, "
+        f"{threads_text(rows, env)}. "
         f"Timing used {_repeats_rule(cfg)}; the configurations took {_span(n, lambda v: f'{v:.0f}')} repeats, with CI95 "
         f"half-widths of {_span(ci, pct)} of the mean. "
     )
@@ -252,6 +312,27 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
     flagged = sum(r.interference for r in rows)
     text += (f"{flagged} configuration(s) were flagged for interference from other processes."
              if flagged else "No configuration was flagged for interference from other processes.")
+    return text
+
+
+def _serving_statement(src: RunSource, rows: Sequence[Row], where: str, sha: str, sensor: dict, idle_text: str,
+                       env: dict) -> str:
+    facts = dict(_serving_facts(src, rows))
+    text = (f"We loaded {_join(r.model for r in rows)} ({_join(r.scheme for r in rows)}) served by "
+            f"{_join(r.backend_version or r.backend for r in rows)} on {where}, {threads_text(rows, env)}, with effbench "
+            f"{env.get('effbench_version', 'of unknown version')}{f' (git {sha})' if sha else ''}: {facts['serving load']}. "
+            f"Figures: {facts['serving figures']}. Saturated points: {facts['saturated points']}. ")
+    statuses = {r.energy_status for r in rows}
+    if "estimated" in statuses:
+        text += (f"Energy was ESTIMATED, not measured ({'; '.join(collapse_texts(r.energy_basis for r in rows if r.estimated))}), "
+                 f"with a relative 95% uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
+    if "measured" in statuses:
+        text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}), with a relative 95% "
+                 f"uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)}. ")
+    text += f"Idle baseline: {idle_text}. "
+    flagged = sum(r.interference for r in rows)
+    text += (f"{flagged} point(s) were flagged for interference from other processes."
+             if flagged else "No point was flagged for interference from other processes.")
     return text
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from effbench.results.hardware import RunProfiles, StoredRun, resolve_run_profiles
 from effbench.results.schema import Record
 from effbench.results.store import RUN_FILE, read_run_dir, run_dir_of
+from effbench.stats import summarize
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Row:
     params: Optional[int]
     backend: str
     backend_version: Optional[str]
+    threads: Optional[int]  # the backend's threads for this record (backend.threads), not the process default
     scheme: str
     weight_bits: Optional[float]
     batch_size: int
@@ -56,12 +58,14 @@ class Row:
     new_tokens: int
     prompt_set: str
     prefill_tokens_per_s: Optional[float] = None
+    prefill_ci95_rel: Optional[float] = None  # of the per-repeat prefill tokens/s (from the TTFT samples)
     decode_tokens_per_s: Optional[float] = None
     e2e_tokens_per_s: Optional[float] = None
     ttft_s: Optional[float] = None
     tpot_s: Optional[float] = None
     energy_status: str = "unavailable"
     energy_sensor: Optional[str] = None
+    energy_domains: str = ""  # the sensor domains of this record's energy ("cpu:package-0;dram:0")
     energy_basis: Optional[str] = None
     energy_flags: str = ""
     sampling_interval_s: Optional[float] = None
@@ -91,6 +95,28 @@ class Row:
     load_avg_after: Optional[float] = None
     roofline_bound_tokens_per_s: Optional[float] = None
     roofline_fraction: Optional[float] = None
+    # serving points (records with a serving section); latencies in ms
+    scenario: str = "offline"
+    offered_rate: Optional[str] = None  # requests/s, "inf" = all at once
+    concurrency: Optional[int] = None
+    arrival: Optional[str] = None
+    requests: Optional[int] = None
+    achieved_rate: Optional[float] = None
+    output_tokens_per_s: Optional[float] = None
+    ttft_p50_ms: Optional[float] = None
+    ttft_p50_ci95_low_ms: Optional[float] = None
+    ttft_p50_ci95_high_ms: Optional[float] = None
+    ttft_p95_ms: Optional[float] = None
+    tpot_p50_ms: Optional[float] = None
+    tpot_p50_ci95_low_ms: Optional[float] = None
+    tpot_p50_ci95_high_ms: Optional[float] = None
+    tpot_p95_ms: Optional[float] = None
+    goodput: Optional[float] = None
+    slo_attainment: Optional[float] = None
+    joules_per_request: Optional[float] = None
+    saturated: bool = False
+    saturation_reason: Optional[str] = None
+    line: Optional[int] = None  # 1-based line of the record in its run's results.jsonl
     error: Optional[str] = None
 
     @property
@@ -98,9 +124,48 @@ class Row:
         return self.energy_status == "estimated"
 
     @property
+    def serving(self) -> bool:
+        return self.scenario == "serving"
+
+    @property
+    def load(self) -> str:
+        """A serving point's offered load in words: "2.0 req/s", "8 users"."""
+        if self.concurrency is not None:
+            return f"{self.concurrency} users"
+        return "all at once" if self.offered_rate == "inf" else f"{self.offered_rate} req/s"
+
+    @property
+    def offered_rate_value(self) -> Optional[float]:
+        try:
+            return float(self.offered_rate) if self.offered_rate not in (None, "inf") else None
+        except ValueError:
+            return None
+
+    @property
+    def time_capped(self) -> bool:
+        return self.stop_reason == "time-cap"
+
+    @property
     def peak_memory_bytes(self) -> Optional[int]:
         """Device memory where the model ran on an accelerator, else host memory."""
         return self.peak_device_bytes if self.peak_device_bytes is not None else self.peak_host_bytes
+
+
+def row_flags(r: Row) -> list[str]:
+    """Every caveat of one row, in words: the per-row marks of every table and export."""
+    flags = []
+    if r.time_capped:
+        flags.append("time cap")
+    if r.interference:
+        flags.append("interference")
+    if r.quality_flagged:
+        flags.append(f"quality: perplexity +{r.perplexity_rise:.0%}" if r.perplexity_rise is not None else "quality flagged")
+    if r.saturated:
+        flags.append("saturated")
+    flags += [f for f in r.energy_flags.split(";") if f]
+    if r.random_weights:
+        flags.append("random weights")
+    return flags
 
 
 def row_fields() -> list[str]:
@@ -195,20 +260,63 @@ def _finite(x: Any) -> Optional[float]:
 
 # -- tidy rows ---------------------------------------------------------------------------------
 
-def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline) -> Row:
+def _serving_fields(r: Record) -> dict[str, Any]:
+    sv = r.serving
+    if sv is None:
+        return {}
+
+    def pct(name: str, q: str) -> Optional[float]:
+        lat = getattr(sv, name)
+        return getattr(lat, q) if lat is not None else None
+
+    def ci(name: str, i: int) -> Optional[float]:
+        lat = getattr(sv, name)
+        bounds = lat.ci95.get("p50") if lat is not None else None
+        return float(bounds[i]) if bounds and len(bounds) == 2 else None
+
+    return dict(
+        scenario="serving", offered_rate=None if sv.rate is None else str(sv.rate), concurrency=sv.concurrency,
+        arrival=sv.arrival, requests=sv.requests, achieved_rate=sv.achieved_rate, output_tokens_per_s=sv.output_tokens_per_s,
+        ttft_p50_ms=pct("ttft_ms", "p50"), ttft_p50_ci95_low_ms=ci("ttft_ms", 0), ttft_p50_ci95_high_ms=ci("ttft_ms", 1),
+        ttft_p95_ms=pct("ttft_ms", "p95"),
+        tpot_p50_ms=pct("tpot_ms", "p50"), tpot_p50_ci95_low_ms=ci("tpot_ms", 0), tpot_p50_ci95_high_ms=ci("tpot_ms", 1),
+        tpot_p95_ms=pct("tpot_ms", "p95"), goodput=sv.goodput, slo_attainment=sv.slo_attainment,
+        saturated=sv.saturated, saturation_reason=sv.saturation_reason,
+    )
+
+
+def _hardware_id(source: RunSource, r: Record) -> str:
+    """The section key: the record's profile id, else the profile its run stored (so a run whose records
+    name only "AMD EPYC" and one that names ``cpu-amd-epyc`` share a section), else the detected name."""
+    stored = source.profiles.of(r)
+    return r.hardware.profile or (stored.id if stored is not None else None) or r.hardware.detected_name or "unknown hardware"
+
+
+def _prefill_ci95_rel(r: Record) -> Optional[float]:
+    """The CI95 of prefill tokens/s over the repeats: batch x prompt tokens / TTFT, per repeat."""
+    ttft = [t for t in r.stats.samples.get("ttft_s") or [] if t > 0]
+    if r.serving is not None or len(ttft) < 2:
+        return None
+    tokens = r.workload.batch_size * r.workload.prompt_tokens
+    return summarize([tokens / t for t in ttft]).ci95_rel
+
+
+def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, line: Optional[int] = None) -> Row:
     t, e, m, s = r.throughput, r.energy, r.memory, r.stats
     bound, frac = roofline(r) if not r.error else (None, None)
     return Row(
         source=source.label, run_id=r.run_id, config_id=r.config_id,
-        hardware=r.hardware.profile or r.hardware.detected_name or "unknown hardware",
+        hardware=_hardware_id(source, r),
         hardware_profile=r.hardware.profile, detected_name=r.hardware.detected_name, hostname=source.hostname,
         device=r.backend.device, model=r.model.id, params=r.model.params, backend=r.backend.name,
-        backend_version=r.backend.version, scheme=r.quantization.scheme, weight_bits=r.quantization.weight_bits,
+        backend_version=r.backend.version, threads=r.backend.threads, scheme=r.quantization.scheme, weight_bits=r.quantization.weight_bits,
         batch_size=r.workload.batch_size, prompt_tokens=r.workload.prompt_tokens, new_tokens=r.workload.new_tokens,
         prompt_set=r.workload.prompt_set,
-        prefill_tokens_per_s=t.prefill_tokens_per_s, decode_tokens_per_s=t.decode_tokens_per_s,
+        prefill_tokens_per_s=t.prefill_tokens_per_s, prefill_ci95_rel=_prefill_ci95_rel(r),
+        decode_tokens_per_s=t.decode_tokens_per_s,
         e2e_tokens_per_s=t.e2e_tokens_per_s, ttft_s=t.ttft_s, tpot_s=t.tpot_s,
-        energy_status=e.status, energy_sensor=e.sensor, energy_basis=e.basis, energy_flags=";".join(e.flags),
+        energy_status=e.status, energy_sensor=e.sensor, energy_domains=";".join(sorted(e.joules_by_domain)),
+        energy_basis=e.basis, energy_flags=";".join(e.flags),
         sampling_interval_s=e.sampling_interval_s, energy_window_s=e.window_s, coverage=e.coverage,
         idle_power_w=e.idle_power_w,
         joules_total=e.joules_total, joules_dynamic=e.joules_dynamic, joules_per_token=e.joules_per_token,
@@ -220,19 +328,42 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline) ->
         interference=s.interference, load_avg_before=s.load_avg_before, load_avg_after=s.load_avg_after,
         perplexity_rise=r.quality.perplexity_rise, quality_flagged=r.quality.flagged,
         random_weights=r.model.weights == "random",
-        roofline_bound_tokens_per_s=bound, roofline_fraction=frac, error=r.error,
+        roofline_bound_tokens_per_s=bound, roofline_fraction=frac, joules_per_request=e.joules_per_request,
+        line=line, error=r.error, **_serving_fields(r),
     )
+
+
+def with_quality_baseline(src: RunSource) -> list[Record]:
+    """The run's records with perplexity compared to the run's own unquantized baseline where a record
+    lacks the comparison (a --resume session that had no baseline in memory wrote it unflagged): the
+    sweep's rule (``sweep.baseline``) and threshold (``config.ppl_threshold``), on this run's records only."""
+    if not any(r.quality.perplexity is not None and r.quality.baseline_scheme is None for r in src.records):
+        return list(src.records)
+    from effbench.sweep.baseline import Baselines
+
+    threshold = (src.run.get("config") or {}).get("ppl_threshold") or 0.10
+    baselines = Baselines(float(threshold))
+    baselines.add_stored(r.to_json_dict() for r in src.records if not r.error)
+    out = []
+    for r in src.records:
+        new = baselines.apply(r) if r.quality.baseline_scheme is None and not r.error else r
+        if new is not r and (profile := src.profiles.of(r)) is not None:
+            src.profiles.by_record[id(new)] = profile  # the copy ran on the same hardware
+        out.append(new)
+    return out
 
 
 def tidy(sources: Iterable[RunSource], roofline: Optional[RooflineFn] = None) -> list[Row]:
     sources = list(sources)
     fn = roofline or roofline_function(sources)
-    rows = [to_row(src, r, fn) for src in sources for r in src.records]
+    rows = [to_row(src, r, fn, i) for src in sources for i, r in enumerate(with_quality_baseline(src), 1)]
     return sorted(rows, key=_sort_key)
 
 
 def _sort_key(r: Row) -> tuple:
-    return (r.hardware, r.model, r.scheme, r.backend, r.prompt_set, r.prompt_tokens, r.new_tokens, r.batch_size, r.source)
+    # a run's batch sizes (or serving loads) stay together, so rows of two runs never interleave
+    return (r.hardware, r.model, r.scenario, r.scheme, r.backend, r.prompt_set, r.prompt_tokens, r.new_tokens,
+            r.source, r.threads or 0, r.batch_size, r.concurrency or 0, r.offered_rate_value or math.inf)
 
 
 # -- grouping ----------------------------------------------------------------------------------
@@ -274,6 +405,7 @@ _SERIES_DIMENSIONS: list[tuple[str, Callable[[Row], str]]] = [
     ("prompt_set", lambda r: r.prompt_set),
     ("prompt_tokens", lambda r: f"p{r.prompt_tokens}"),
     ("new_tokens", lambda r: f"n{r.new_tokens}"),
+    ("threads", lambda r: f"{r.threads} thread{'' if r.threads == 1 else 's'}" if r.threads is not None else "? threads"),
     ("source", lambda r: r.source),
 ]
 
@@ -282,13 +414,20 @@ def series(rows: Sequence[Row], always: Sequence[str] = ("scheme",)) -> dict[str
     """Rows split into lines (label -> rows sorted by batch size). Besides ``always``, a dimension
     joins the label only where it separates rows that agree on every other dimension."""
     def needed(name: str, fn: Callable[[Row], str]) -> bool:
-        others = [f for n, f in _SERIES_DIMENSIONS if n != name]
+        # the run is not one of the "others": two runs that differ in threads read "2 threads", not their names
+        others = [f for n, f in _SERIES_DIMENSIONS if n not in (name, "source")]
         seen: dict[tuple[str, ...], set[str]] = {}
         for r in rows:
             seen.setdefault(tuple(f(r) for f in others), set()).add(fn(r))
         return any(len(v) > 1 for v in seen.values())
 
-    used = [(name, fn) for name, fn in _SERIES_DIMENSIONS if name in always or needed(name, fn)]
+    used = [(name, fn) for name, fn in _SERIES_DIMENSIONS if name != "source" and (name in always or needed(name, fn))]
+    # the run joins the label only where two runs would otherwise share a line (same label, same x)
+    points: dict[tuple[str, ...], set[str]] = {}
+    for r in rows:
+        points.setdefault((*(fn(r) for _, fn in used), str(r.batch_size), r.load if r.serving else ""), set()).add(r.source)
+    if "source" in always or any(len(v) > 1 for v in points.values()):
+        used.append(_SERIES_DIMENSIONS[-1])
     out: dict[str, list[Row]] = {}
     for r in rows:
         out.setdefault(" / ".join(fn(r) for _, fn in used), []).append(r)
@@ -307,6 +446,8 @@ class Metric:
     err_key: Optional[str] = None  # row attribute holding the relative uncertainty
     scale: float = 1.0
     missing: str = ""  # what to do when no record has it (shown where a plot is skipped)
+    bounds: Optional[tuple[str, str]] = None  # row attributes of an asymmetric 95% interval (low, high)
+    unit: str = ""
 
     def value(self, r: Row) -> Optional[float]:
         v = getattr(r, self.key)
@@ -316,11 +457,22 @@ class Metric:
         v, rel = self.value(r), getattr(r, self.err_key) if self.err_key else None
         return None if v is None or rel is None else abs(v) * float(rel)
 
+    def interval(self, r: Row) -> Optional[tuple[float, float]]:
+        """The 95% interval of the value: the recorded bounds, else value +- error; None when unknown."""
+        v = self.value(r)
+        if v is None:
+            return None
+        if self.bounds:
+            lo, hi = getattr(r, self.bounds[0]), getattr(r, self.bounds[1])
+            return None if lo is None or hi is None else (float(lo) * self.scale, float(hi) * self.scale)
+        e = self.error(r)
+        return None if e is None else (max(v - e, 0.0), v + e)
+
 
 GIB = 1024 ** 3
 _NO_ENERGY = "the run had no energy sensor; rerun with --sensor auto, nvml, rapl or estimate"
 METRICS = {
-    "prefill": Metric("prefill_tokens_per_s", "prefill tokens/s"),
+    "prefill": Metric("prefill_tokens_per_s", "prefill tokens/s", err_key="prefill_ci95_rel"),
     "decode": Metric("decode_tokens_per_s", "decode tokens/s", err_key="ci95_rel"),
     "tokens_per_joule": Metric("tokens_per_joule", "tokens/J", energy=True, err_key="energy_uncertainty_rel",
                                missing=_NO_ENERGY),
@@ -329,8 +481,18 @@ METRICS = {
     "host_memory": Metric("peak_host_bytes", "peak host memory (GiB)", scale=1 / GIB),
     "device_memory": Metric("peak_device_bytes", "peak device memory (GiB)", scale=1 / GIB),
     "perplexity": Metric("perplexity", "perplexity (lower is better)", missing="run with --perplexity"),
-    "roofline": Metric("roofline_fraction", "% of the decode roofline bound", scale=100.0,
+    "roofline": Metric("roofline_fraction", "% of the decode roofline bound", scale=100.0, err_key="ci95_rel",
                        missing="needs a hardware profile with memory bandwidth: run with --hardware ID"),
+    # serving points
+    "achieved_rate": Metric("achieved_rate", "achieved requests/s", unit="req/s"),
+    "output_tokens_per_s": Metric("output_tokens_per_s", "output tokens/s", unit="tok/s"),
+    "ttft_p50": Metric("ttft_p50_ms", "TTFT p50 (ms)", bounds=("ttft_p50_ci95_low_ms", "ttft_p50_ci95_high_ms"), unit="ms"),
+    "ttft_p95": Metric("ttft_p95_ms", "TTFT p95 (ms)", unit="ms"),
+    "tpot_p50": Metric("tpot_p50_ms", "TPOT p50 (ms)", bounds=("tpot_p50_ci95_low_ms", "tpot_p50_ci95_high_ms"), unit="ms"),
+    "tpot_p95": Metric("tpot_p95_ms", "TPOT p95 (ms)", unit="ms"),
+    "goodput": Metric("goodput", "goodput (requests/s meeting the SLO)", unit="req/s"),
+    "joules_per_request": Metric("joules_per_request", "J per request", energy=True, err_key="energy_uncertainty_rel",
+                                 missing=_NO_ENERGY, unit="J"),
 }
 
 
@@ -380,8 +542,9 @@ def collapse_texts(texts: Iterable[Optional[str]]) -> list[str]:
     return out
 
 
-def best(rows: Iterable[Row], metric: Metric) -> Optional[Row]:
-    """The row with the highest value of ``metric``."""
-    scored = [(metric.value(r), r) for r in rows]
+def best(rows: Iterable[Row], metric: Metric, include_flagged: bool = False) -> Optional[Row]:
+    """The row with the highest value of ``metric``; rows whose quality is flagged (perplexity rise
+    above the sweep's threshold) are no candidate unless ``include_flagged``."""
+    scored = [(metric.value(r), r) for r in rows if include_flagged or not r.quality_flagged]
     scored = [(v, r) for v, r in scored if v is not None]
     return max(scored, key=lambda p: p[0])[1] if scored else None
