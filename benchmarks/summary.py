@@ -40,7 +40,14 @@ def ci(rel: Optional[float]) -> str:
 
 def _rows(machine: Path) -> Iterator[tuple[str, str, str]]:
     ro = _load(machine / "runner_overhead.json")
-    if ro:
+    if ro and "interleaved" in ro:  # interleaved repeat by repeat: the ratio with its 95% interval
+        for bs, c in ro["interleaved"]["batches"].items():
+            lo, hi = c["ratio_ci95"]
+            yield (f"runner overhead, batch {bs}", _verdict(1 - c["ratio_median"], RUNNER_TARGET, max(1 - lo, hi - 1)),
+                   f"effbench / bare decode {c['ratio_median']:.3f} [{lo:.3f}, {hi:.3f}] over "
+                   f"{len(c['samples']['bare'])} interleaved pairs; spread {c['effbench_spread_cv']:.1%} vs "
+                   f"{c['bare_spread_cv']:.1%}; {ro['created_at'][:10]}")
+    elif ro:
         for bs, c in ro["batches"].items():
             paired = (f"; per round {c['paired_overhead_rel']:+.1%} [{c['paired_overhead_min']:+.1%}, "
                       f"{c['paired_overhead_max']:+.1%}]" if "paired_overhead_rel" in c else "")

@@ -256,3 +256,20 @@ def test_a_serving_runs_method_comes_from_its_serving_records(serving):
     assert "repeats until the CI95 of decode tokens/s" not in method  # the offline rule does not apply
     citable = next(x for x in method.splitlines() if x.startswith("Citable summary: "))
     assert citable.startswith("Citable summary: We loaded smollm2-135m") and "16bd3016e9c12c577e04b4646aaec16cffc03eaf-dirty" in citable
+
+
+def test_a_power_limit_sweep_gets_its_energy_latency_pareto_front(tmp_path):
+    """tokens/J against TPOT across the limits; the front keeps the settings no other beats on both."""
+    from effbench.report import plots
+    from effbench.report.model import METRICS, pareto_front
+
+    base = [r for r in tidy(load_sources([ONE_THREAD])) if not r.error and r.batch_size == 1][0]
+    # (limit W, TPOT s, tokens/J): 300 W slow and frugal, 500 W balanced, 700 W fast, 600 W dominated by 500 W
+    settings = [(300.0, 0.030, 9.0), (500.0, 0.020, 8.0), (600.0, 0.022, 7.0), (700.0, 0.015, 5.0)]
+    rows = [base.__class__(**{**base.__dict__, "power_limit_w": w, "tpot_s": t, "tokens_per_joule": tpj,
+                             "config_id": f"pl{w:g}"}) for w, t, tpj in settings]
+    front = pareto_front(rows, METRICS["tpot"], METRICS["tokens_per_joule"], x_lower_is_better=True)
+    assert [r.power_limit_w for r in front] == [700.0, 500.0, 300.0]
+    (p,) = plots.gpu_setting_plots(rows, "m on h", tmp_path, "k")
+    assert p.file and (tmp_path / p.file.split("/")[-1]).exists() and "Pareto" in p.caption
+    assert plots.gpu_setting_plots([base], "m on h", tmp_path, "k") == []  # no sweep, no plot

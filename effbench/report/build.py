@@ -202,6 +202,7 @@ def group_section(g: Group, out: Path, skipped: list[str]) -> Section:
     if offline:
         s.add(results_table(offline, RESULTS_CAPTION))
         found = plots.group_plots(offline, f"{g.model} on {g.hardware}", out / PLOT_DIR, key)
+        found += plots.gpu_setting_plots(offline, f"{g.model} on {g.hardware}", out / PLOT_DIR, key)
         skipped += [f"{p.title}: {p.note}" for p in found if not p.file]
         s.add(*_images(found))
     if serving:
@@ -209,7 +210,8 @@ def group_section(g: Group, out: Path, skipped: list[str]) -> Section:
     return s
 
 
-RESULTS_CAPTION = ("CI95: half-width of the 95% confidence interval of decode tokens/s over n repeats; energy ±: the "
+RESULTS_CAPTION = ("CI95: half-width of the 95% interval of decode tokens/s over n repeats (of the median; of the mean in "
+                   "records written before stats.estimator existed); energy ±: the "
                    "95% energy uncertainty (repeat spread and sensor accuracy); ~ marks ESTIMATED energy; units in the "
                    "headers; stop: why the repeats ended (ci-target, time-cap, max-repeats, fixed-repeats); flags: time "
                    "cap (stopped before the CI target), interference (other work competed), quality (perplexity rise "

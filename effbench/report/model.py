@@ -63,6 +63,8 @@ class Row:
     e2e_tokens_per_s: Optional[float] = None
     ttft_s: Optional[float] = None
     tpot_s: Optional[float] = None
+    power_limit_w: Optional[float] = None  # the GPU power limit in force (--power-limits), read back
+    sm_clock_mhz: Optional[float] = None  # the locked SM clock in force (--gpu-clocks), read back
     energy_status: str = "unavailable"
     energy_sensor: Optional[str] = None
     energy_domains: str = ""  # the sensor domains of this record's energy ("cpu:package-0;dram:0")
@@ -315,6 +317,7 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, li
         prefill_tokens_per_s=t.prefill_tokens_per_s, prefill_ci95_rel=_prefill_ci95_rel(r),
         decode_tokens_per_s=t.decode_tokens_per_s,
         e2e_tokens_per_s=t.e2e_tokens_per_s, ttft_s=t.ttft_s, tpot_s=t.tpot_s,
+        power_limit_w=r.gpu.power_limit_w if r.gpu else None, sm_clock_mhz=r.gpu.sm_clock_mhz if r.gpu else None,
         energy_status=e.status, energy_sensor=e.sensor, energy_domains=";".join(sorted(e.joules_by_domain)),
         energy_basis=e.basis, energy_flags=";".join(e.flags),
         sampling_interval_s=e.sampling_interval_s, energy_window_s=e.window_s, coverage=e.coverage,
@@ -398,6 +401,13 @@ def group_rows(rows: Iterable[Row]) -> list[Group]:
 
 # Dimensions that split a plot's series when they vary within the plotted rows. A scheme is always
 # part of the label; the others only when needed, so a plain sweep reads "fp32", not "fp32/en/64/32".
+def gpu_setting_label(r: Row) -> str:
+    """'300 W, 1500 MHz' for a point of a power-limit / clock sweep; '' where none was set."""
+    parts = [f"{r.power_limit_w:g} W" if r.power_limit_w is not None else "",
+             f"{r.sm_clock_mhz:g} MHz" if r.sm_clock_mhz is not None else ""]
+    return ", ".join(p for p in parts if p)
+
+
 _SERIES_DIMENSIONS: list[tuple[str, Callable[[Row], str]]] = [
     ("hardware", lambda r: r.hardware),
     ("scheme", lambda r: r.scheme),
@@ -406,6 +416,7 @@ _SERIES_DIMENSIONS: list[tuple[str, Callable[[Row], str]]] = [
     ("prompt_tokens", lambda r: f"p{r.prompt_tokens}"),
     ("new_tokens", lambda r: f"n{r.new_tokens}"),
     ("threads", lambda r: f"{r.threads} thread{'' if r.threads == 1 else 's'}" if r.threads is not None else "? threads"),
+    ("power_limit", lambda r: gpu_setting_label(r)),
     ("source", lambda r: r.source),
 ]
 
@@ -474,6 +485,8 @@ _NO_ENERGY = "the run had no energy sensor; rerun with --sensor auto, nvml, rapl
 METRICS = {
     "prefill": Metric("prefill_tokens_per_s", "prefill tokens/s", err_key="prefill_ci95_rel"),
     "decode": Metric("decode_tokens_per_s", "decode tokens/s", err_key="ci95_rel"),
+    # TPOT = batch / decode tokens/s: the same relative interval
+    "tpot": Metric("tpot_s", "TPOT (ms, lower is better)", err_key="ci95_rel", scale=1000.0, unit="ms"),
     "tokens_per_joule": Metric("tokens_per_joule", "tokens/J", energy=True, err_key="energy_uncertainty_rel",
                                missing=_NO_ENERGY),
     "joules_per_kchar": Metric("joules_per_kchar", "J per 1,000 output chars", energy=True,
@@ -502,16 +515,17 @@ def has_data(rows: Iterable[Row], metric: Metric) -> bool:
 
 # -- Pareto front ------------------------------------------------------------------------------
 
-def pareto_front(rows: Sequence[Row], x: Metric, y: Metric) -> list[Row]:
-    """Rows not dominated on (x, y), both to maximise; sorted by x. A row is dominated when another
-    is at least as good on both and strictly better on one."""
+def pareto_front(rows: Sequence[Row], x: Metric, y: Metric, x_lower_is_better: bool = False) -> list[Row]:
+    """Rows not dominated on (x, y), both to maximise (x minimised with ``x_lower_is_better``); sorted by
+    x. A row is dominated when another is at least as good on both and strictly better on one."""
+    sign = -1.0 if x_lower_is_better else 1.0
     pts = [(r, x.value(r), y.value(r)) for r in rows]
-    pts = [(r, a, b) for r, a, b in pts if a is not None and b is not None]
+    pts = [(r, sign * a, b) for r, a, b in pts if a is not None and b is not None]
     front = [
         (r, a, b) for r, a, b in pts
         if not any(a2 >= a and b2 >= b and (a2 > a or b2 > b) for _, a2, b2 in pts)
     ]
-    return [r for r, _, _ in sorted(front, key=lambda p: (p[1], p[2]))]
+    return [r for r, _, _ in sorted(front, key=lambda p: (sign * p[1], p[2]))]
 
 
 # -- summaries used by several sections --------------------------------------------------------

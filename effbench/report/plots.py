@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from effbench.errors import EffbenchError
-from effbench.report.model import METRICS, Metric, Row, has_data, pareto_front, series
+from effbench.report.model import METRICS, Metric, Row, gpu_setting_label, has_data, pareto_front, series
 
 DPI = 300
 FORMATS = ("png", "svg", "pdf")  # the PNG is what the HTML embeds; SVG and PDF lie beside it
@@ -208,9 +208,10 @@ def _caption(metrics: Sequence[Metric]) -> str:
 
 
 def scatter(rows: Sequence[Row], x: Metric, y: Metric, title: str, out_dir: Path, name: str,
-            front: bool = False, annotate: Callable[[Row], str] = lambda r: f"b{r.batch_size}") -> Plot:
+            front: bool = False, annotate: Callable[[Row], str] = lambda r: f"b{r.batch_size}",
+            x_lower_is_better: bool = False) -> Plot:
     """y vs x, one colour per series, error bars on both axes; with ``front`` the Pareto front (both
-    maximised) is drawn."""
+    maximised, or x minimised with ``x_lower_is_better``) is drawn."""
     usable = [r for r in rows if x.value(r) is not None and y.value(r) is not None]
     if not usable:
         missing = [_why(m) for m in (x, y) if not has_data(rows, m)]
@@ -231,10 +232,10 @@ def scatter(rows: Sequence[Row], x: Metric, y: Metric, title: str, out_dir: Path
     caption = ("error bars: 95% intervals (decode: CI95 of the mean; energy: the stated 95% energy uncertainty)"
                if any(x.interval(r) or y.interval(r) for r in usable) else "")
     if front:
-        best = pareto_front(usable, x, y)
+        best = pareto_front(usable, x, y, x_lower_is_better)
         xs, ys = [x.value(r) for r in best], [y.value(r) for r in best]
         # Staircase between front points; rings mark them (a one-point front has no line to see).
-        ax.step(xs, ys, where="pre", color="black", linewidth=1, alpha=0.6)
+        ax.step(xs, ys, where="post" if x_lower_is_better else "pre", color="black", linewidth=1, alpha=0.6)
         ax.scatter(xs, ys, s=130, facecolors="none", edgecolors="black", linewidths=1, label="Pareto front", zorder=5)
         caption = "; ".join(c for c in (caption, "Pareto front (on the means): configurations no other configuration "
                                         "beats on both axes; overlapping error bars mean the ranking is not resolved") if c)
@@ -357,6 +358,17 @@ def group_plots(rows: Sequence[Row], heading: str, out_dir: Path, key: str) -> l
                 f"quality-{key}.png"),
         vs_batch(rows, [m["roofline"]], f"Achieved % of the decode roofline: {heading}", out_dir, f"roofline-{key}.png"),
     ]
+
+
+def gpu_setting_plots(rows: Sequence[Row], heading: str, out_dir: Path, key: str) -> list[Plot]:
+    """A power-limit / locked-clock sweep: tokens/J against TPOT across the settings, with the
+    energy-latency Pareto front (lower TPOT and more tokens/J are better). None without a sweep."""
+    if not any(r.power_limit_w is not None or r.sm_clock_mhz is not None for r in rows):
+        return []
+    m = METRICS
+    return [scatter(rows, m["tpot"], m["tokens_per_joule"], f"Energy vs latency across GPU power limits and clocks: {heading}",
+                    out_dir, f"gpu-settings-{key}.png", front=True, x_lower_is_better=True,
+                    annotate=lambda r: f"{gpu_setting_label(r)} b{r.batch_size}")]
 
 
 def hardware_plots(rows: Sequence[Row], heading: str, out_dir: Path, key: str) -> list[Plot]:
