@@ -266,3 +266,14 @@ def test_a_managed_engine_that_dies_mid_point_is_restarted_for_the_next(tmp_path
     pids = [r.serving.engine.get("url") for r in (recs[0], recs[2])]
     assert pids[0] != pids[1]  # restarted on a new free port
     assert _engine_processes() == []
+
+
+def test_answers_batched_into_a_burst_do_not_read_faster_than_they_were_sent():
+    # 10 requests sent 0.25 s apart (4/s); the engine answers all of them within 0.1 s at the end
+    rs = []
+    for i in range(10):
+        r = _result(i, 1.0 + i * 0.25, ttft=0.0, itl=0.0, tokens=1)
+        r.end = r.chunk_times[-1] = 4.0 + i * 0.01
+        rs.append(r)
+    s = summarize_point(rs, 3.1, 4.0, None, None)
+    assert s["achieved_rate"] == pytest.approx(9 / 2.25)  # the send span, not 9 / 0.09 s

@@ -38,12 +38,16 @@ def queue_grows(measured: list[Result]) -> bool:
 
 
 def completion_rate(answered: list[Result], span_s: float) -> Optional[float]:
-    """Requests/s the engine answers: (n - 1) / (last answer - first answer). Unlike n / (first send
-    to last answer) it does not count the drain of the last requests as serving time, so a short
-    point of an engine that keeps up reads the offered rate, and a saturated one its service rate."""
+    """Requests/s the engine answers: (n - 1) / (last answer - first answer), but never over a span
+    shorter than the one in which those requests were sent (last send - first send). Unlike n / (first
+    send to last answer) it does not count the drain of the last requests as serving time, so a short
+    point of an engine that keeps up reads the offered rate and a saturated one its service rate; the
+    send span keeps answers that an engine batches into a burst from reading faster than they came."""
     ends = sorted(r.end for r in answered)
-    if len(ends) >= 2 and ends[-1] > ends[0]:
-        return (len(ends) - 1) / (ends[-1] - ends[0])
+    starts = sorted(r.start for r in answered if r.start)
+    window = max(ends[-1] - ends[0], starts[-1] - starts[0] if len(starts) >= 2 else 0.0) if ends else 0.0
+    if len(ends) >= 2 and window > 0:
+        return (len(ends) - 1) / window
     return len(ends) / span_s if ends and span_s > 0 else None
 
 
