@@ -97,9 +97,35 @@ def _repeats_rule(cfg: dict) -> str:
     warm_s = f"{warm} warm-up generation(s), then " if warm is not None else ""
     if cfg.get("repeats"):
         return f"{warm_s}exactly {cfg['repeats']} timed repeats per configuration"
-    return (f"{warm_s}repeats until the CI95 of decode tokens/s is within ±{pct(cfg.get('ci_target'), 0)} "
+    return (f"{warm_s}repeats until the 95% interval of decode tokens/s is within ±{pct(cfg.get('ci_target'), 0)} "
             f"(at least {cfg.get('min_repeats', '?')}, at most {cfg.get('max_repeats', '?')} repeats, "
             f"time cap {num(cfg.get('max_time_s'))} s per configuration)")
+
+
+def _headline(rows: Sequence[Row]) -> str:
+    """What the per-repeat headline is, from the records: the median (stats.estimator), or the mean in
+    records written before effbench recorded it."""
+    kinds = {"the median" if r.estimator == "median" else "the mean" for r in rows}
+    return " or ".join(sorted(kinds))
+
+
+def _excluded(rows: Sequence[Row]) -> str:
+    left = sum(r.excluded_repeats for r in rows)
+    return f"; {left} repeat(s) disturbed by other processes were left out" if left else ""
+
+
+def _energy_statement(rows: Sequence[Row], sensor: dict, sampling: str = "") -> str:
+    """Energy: estimated (its basis) and/or measured (the sensor), each with its relative 95% uncertainty."""
+    statuses = {r.energy_status for r in rows}
+    text = ""
+    if "estimated" in statuses:
+        text += (f"Energy was ESTIMATED, not measured ({'; '.join(collapse_texts(r.energy_basis for r in rows if r.estimated))}), "
+                 f"with a relative 95% uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
+    if "measured" in statuses:
+        text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}{sampling}), with a relative 95% "
+                 f"uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)} "
+                 "combining repeat spread and sensor accuracy. ")
+    return text
 
 
 def _repeats_achieved(rows: Sequence[Row], cfg: dict) -> str:
@@ -108,7 +134,7 @@ def _repeats_achieved(rows: Sequence[Row], cfg: dict) -> str:
     n = value_range(r.repeats for r in rows)
     ci = value_range(r.ci95_rel for r in rows)
     stops = Counter(r.stop_reason or "unknown" for r in rows)
-    text = f"n = {_span(n, lambda v: f'{v:.0f}')}, CI95 half-width {_span(ci, pct)} of the mean"
+    text = f"n = {_span(n, lambda v: f'{v:.0f}')}, CI95 half-width {_span(ci, pct)} of {_headline(rows)}"
     text += "; stopped by " + ", ".join(f"{k} ({v})" for k, v in sorted(stops.items()))
     target = cfg.get("ci_target")
     wide = [r for r in rows if target and r.ci95_rel is not None and r.ci95_rel > target]
@@ -295,17 +321,10 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
         f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}, "
         f"{threads_text(rows, env)}. "
         f"Timing used {_repeats_rule(cfg)}; the configurations took {_span(n, lambda v: f'{v:.0f}')} repeats, with CI95 "
-        f"half-widths of {_span(ci, pct)} of the mean. "
+        f"half-widths of {_span(ci, pct)} of {_headline(rows)}{_excluded(rows)}. "
     )
+    text += _energy_statement(rows, sensor, f"; {_sampling([r for r in rows if r.energy_status == 'measured'], sensor)}")
     statuses = {r.energy_status for r in rows}
-    if "estimated" in statuses:
-        text += (f"Energy was ESTIMATED, not measured ({'; '.join(collapse_texts(r.energy_basis for r in rows if r.estimated))}), with a relative "
-                 f"uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
-    if "measured" in statuses:
-        text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}; "
-                 f"{_sampling([r for r in rows if r.energy_status == 'measured'], sensor)}), with a relative uncertainty "
-                 f"of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)} "
-                 f"combining repeat spread and sensor accuracy. ")
     if statuses <= {"unavailable"}:
         text += "No energy was measured. "
     text += f"Idle baseline: {idle_text}. Tokens per joule use total energy, idle included. "
@@ -322,13 +341,7 @@ def _serving_statement(src: RunSource, rows: Sequence[Row], where: str, sha: str
             f"{_join(r.backend_version or r.backend for r in rows)} on {where}, {threads_text(rows, env)}, with effbench "
             f"{env.get('effbench_version', 'of unknown version')}{f' (git {sha})' if sha else ''}: {facts['serving load']}. "
             f"Figures: {facts['serving figures']}. Saturated points: {facts['saturated points']}. ")
-    statuses = {r.energy_status for r in rows}
-    if "estimated" in statuses:
-        text += (f"Energy was ESTIMATED, not measured ({'; '.join(collapse_texts(r.energy_basis for r in rows if r.estimated))}), "
-                 f"with a relative 95% uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
-    if "measured" in statuses:
-        text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}), with a relative 95% "
-                 f"uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)}. ")
+    text += _energy_statement(rows, sensor)
     text += f"Idle baseline: {idle_text}. "
     flagged = sum(r.interference for r in rows)
     text += (f"{flagged} point(s) were flagged for interference from other processes."
