@@ -73,6 +73,12 @@ class Scenario(ABC):
         return [{"batch_size": b} for b in sorted(config.batch_sizes)]
 
     @classmethod
+    def point_sections(cls, config: Any, point: Any) -> dict[str, Any]:
+        """Record sections that describe the point itself (not what was measured), so a record that
+        failed still names it; ``point`` is a ``Point`` or the sweep's ``ConfigPoint``."""
+        return {}
+
+    @classmethod
     def check(cls, config: Any) -> None:
         """Fail fast, before the run directory is touched: libraries missing, an engine unreachable."""
 

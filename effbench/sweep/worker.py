@@ -26,9 +26,9 @@ from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.models.resolve import model_dims
 from effbench.quant import get_scheme
 from effbench.results.schema import (
-    BackendInfo, GpuInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, ServingInfo, WorkloadInfo,
+    BackendInfo, GpuInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, WorkloadInfo,
 )
-from effbench.scenarios import Context, Point, Session, create_scenario
+from effbench.scenarios import Context, Point, Session, create_scenario, scenario_class
 from effbench.sensors import EnergySensor, create as create_sensor
 from effbench.sweep.plan import ConfigPoint, GroupSpec
 
@@ -107,16 +107,9 @@ class GroupWorker:
                                   prompt_set=p.prompt_set),
             hardware=HardwareInfo(profile=hw.get("profile"), detected_name=hw.get("detected_name")),
             **({"quality": self.quality} if self.quality is not None and "quality" not in sections else {}),
-            **({"serving": self._offered_load(p)} if p.scenario == "serving" and "serving" not in sections else {}),
+            **{k: v for k, v in scenario_class(p.scenario).point_sections(self.config, p).items() if k not in sections},
             **sections,
         )
-
-    def _offered_load(self, p: ConfigPoint) -> ServingInfo:
-        """A serving point's offered load, also on a record that failed (reports, plans and resume name it)."""
-        s = self.config.serving
-        return ServingInfo(rate=p.rate, concurrency=p.concurrency,
-                           arrival=s.arrival if p.rate is not None else "closed-loop",
-                           warmup_requests=s.warmup_requests, slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms})
 
     def finish(self, p: ConfigPoint, record: Record, gpu: Optional[GpuInfo] = None) -> None:
         if gpu is not None:

@@ -60,6 +60,18 @@ class ServingScenario(Scenario):
         return [{"batch_size": 1, "rate": r} for r in s.rates]
 
     @classmethod
+    def offered_load(cls, config: Any, point: Any) -> dict[str, Any]:
+        """The ``serving`` fields of the offered load: what every record of the point carries."""
+        s = config.serving
+        return dict(rate=point.rate, concurrency=point.concurrency,
+                    arrival=s.arrival if point.rate is not None else "closed-loop",
+                    warmup_requests=s.warmup_requests, slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms})
+
+    @classmethod
+    def point_sections(cls, config: Any, point: Any) -> dict[str, Any]:
+        return {"serving": ServingInfo(**cls.offered_load(config, point))}
+
+    @classmethod
     def check(cls, config: Any) -> None:
         if not importable("httpx"):
             raise EffbenchError("the serving scenario needs httpx; pip install 'effbench[serving]'")
@@ -226,10 +238,7 @@ class ServingScenario(Scenario):
         mismatch = [r for r in measured if r.ok and r.output_tokens is not None and r.usage_completion_tokens is not None
                     and r.output_tokens != r.usage_completion_tokens]
         serving = ServingInfo(
-            rate=point.rate, concurrency=point.concurrency,
-            arrival=s.arrival if point.rate is not None else "closed-loop",
-            requests=len(measured), warmup_requests=s.warmup_requests, duration_s=span,
-            slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms},
+            **self.offered_load(self.config, point), requests=len(measured), duration_s=span,
             engine=self.info.to_dict() if self.info else {},
             output_length="forced (ignore_eos, min_tokens)" if self.force_length else OUTPUT_NOT_FORCED,
             token_count=("the model's tokenizer" if self.tokenizer is not None else "the server's usage (no local tokenizer)"),
