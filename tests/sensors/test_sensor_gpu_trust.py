@@ -16,7 +16,6 @@ from effbench.measure.loop import WindowResult
 from effbench.sensors import measure, measure_call
 from effbench.sensors.base import EnergyReading
 from effbench.sensors.generations import generation_of
-from effbench.sensors.nvml import NvmlSensor
 from effbench.sensors.rapl import RaplSensor
 from effbench.sensors.simulated import (
     Constant, FakeGpu, FakeMig, FakeNvml, FakePowercap, FakeProcess, FakeZone, SimClock, random_bursts, spiky,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.gpu_validation.suite import BUDGET_PARTS, Progress, measure_idle_power, plan_budget
-from effbench.sensors.simulated import Constant, FakeGpu, FakeNvml, SimClock
+from effbench.sensors.simulated import Constant, FakeGpu, SimClock
 
 from helpers import nvml_sensor
 
