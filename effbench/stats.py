@@ -59,6 +59,23 @@ def summarize(values: Sequence[float]) -> Summary:
     return Summary(n, mean, std, t95(n - 1) * std / math.sqrt(n))
 
 
+def spread_cv(values: Sequence[float]) -> Optional[float]:
+    """The per-repeat spread: the coefficient of variation (sample standard deviation / |mean|); None
+    for fewer than two values or a zero mean."""
+    xs = np.asarray([float(v) for v in values], dtype=float)
+    if len(xs) < 2 or float(xs.mean()) == 0:
+        return None
+    return float(xs.std(ddof=1) / abs(xs.mean()))
+
+
+def repeats_for_target(repeats: int, ci95_rel: float, target: float) -> int:
+    """About how many repeats an interval of ``ci95_rel`` after ``repeats`` repeats needs to narrow to
+    ``target``, at the same spread (an interval narrows as 1/sqrt(n))."""
+    if target <= 0:
+        raise ValueError("target must be > 0")
+    return max(repeats, math.ceil(repeats * (ci95_rel / target) ** 2))
+
+
 def mean_or_none(values: Sequence[float]) -> Optional[float]:
     return summarize(values).mean if values else None
 

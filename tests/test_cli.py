@@ -86,3 +86,31 @@ def test_unreachable_hub_id_fails_fast_with_one_line(tmp_path):
     p = subprocess.run([sys.executable, "-m", "effbench", "run", "--model", "some-org/some-model"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert_one_line_error(p, "some-org/some-model", "not reachable")
+
+
+def test_run_says_how_far_short_of_the_target_a_noisy_configuration_ended(tmp_path, stand_in, model_dir):
+    """Repeats that spread too much for the target within the caps: the table's note says so and one
+    line says how many repeats (and how long) the target would take at that spread."""
+    import effbench
+    from effbench.cli.run import summary_table, target_hint
+    from effbench.stats import repeats_for_target
+
+    from conftest import FAST, FakeBackend, tiny_config
+
+    stand_in(lambda: FakeBackend(timing=FAST, jitter=[1.0, 1.6, 0.7, 1.5] * 20))
+    run = effbench.run(tiny_config(model_dir, tmp_path / "out", repeats=None, min_repeats=3, max_repeats=4, ci_target=0.01))
+    s = run.records[0].stats
+    assert s.stop_reason == "max-repeats" and s.short_of_target and s.spread_cv > 0.2
+    hint = target_hint(run.records)
+    assert hint.startswith("2 configuration(s) stopped before the ±1% target; their repeats spread ")
+    needed = sorted(repeats_for_target(r.stats.repeats, r.stats.ci95_rel, 0.01) for r in run.records)
+    assert f"about {needed[0]}" in hint and "--max-repeats" in hint and "--max-time-s" in hint
+    from rich.console import Console
+
+    console = Console(width=250, record=True)
+    console.print(summary_table(run.records, "t"))
+    assert "short of ±1% (max-repeats)" in console.export_text()
+    # a run that reaches its target has nothing to say
+    stand_in(lambda: FakeBackend(timing=FAST))
+    run = effbench.run(tiny_config(model_dir, tmp_path / "ok", repeats=None, min_repeats=3, max_repeats=4, ci_target=0.5))
+    assert target_hint(run.records) is None

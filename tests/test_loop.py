@@ -193,3 +193,33 @@ def test_a_repeat_with_another_process_on_the_gpu_is_left_out(clock):
     assert r.repeats == 5 and [e.reason for e in r.excluded] == ["gpu"]
     s = stats_section(r, warmup=1, interference=None)
     assert s.excluded_repeats == 1 and s.samples["excluded_for_gpu_process"] == [1.0]
+
+
+def test_spread_and_target_are_recorded_when_the_repeats_end_short_of_it(clock):
+    factors = [1.0, 1.6, 0.7, 1.5] * 10
+    noisy = FakeBackend(spend=clock.advance, jitter=[1.0] + factors)  # the first call is the warm-up
+    _, r = _run(clock, RepeatPolicy(min_repeats=3, max_repeats=6, ci_target=0.01, max_time_s=1e9), backend=noisy)
+    s = stats_section(r, warmup=1, interference=None)
+    decode = [B / (Timing().step_s(B) * f) for f in factors[:6]]
+    mean = sum(decode) / 6
+    sd = (sum((x - mean) ** 2 for x in decode) / 5) ** 0.5
+    assert s.ci_target == 0.01 and s.spread_cv == pytest.approx(sd / mean)
+    assert s.short_of_target
+    # stable timings reach the target: nothing to say
+    _, r = _run(clock, RepeatPolicy(min_repeats=3, max_repeats=20, ci_target=0.05))
+    s = stats_section(r, warmup=1, interference=None)
+    assert s.ci_target == 0.05 and s.spread_cv == 0.0 and not s.short_of_target
+    # --repeats N has no target
+    _, r = _run(clock, RepeatPolicy(fixed_repeats=3))
+    s = stats_section(r, warmup=1, interference=None)
+    assert s.ci_target is None and not s.short_of_target
+
+
+def test_repeats_for_target_scales_as_one_over_root_n():
+    from effbench.stats import repeats_for_target, spread_cv
+
+    assert repeats_for_target(10, 0.10, 0.05) == 40  # half the width: four times the repeats
+    assert repeats_for_target(17, 0.1145, 0.05) == 90
+    assert repeats_for_target(12, 0.04, 0.05) == 12  # already there
+    assert spread_cv([1.0]) is None and spread_cv([2.0, 2.0]) == 0.0
+    assert spread_cv([9.0, 11.0]) == pytest.approx(2 ** 0.5 / 10)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from effbench.cli._console import cell, comma_items, err, fmt, fmt_bytes, out
 from effbench.results.schema import Record
+from effbench.stats import repeats_for_target
 from effbench.sweep import ConfigPoint, SweepObserver
 
 LIST_HELP = "comma-separated"
@@ -76,6 +77,31 @@ def _energy_cell(r: Record) -> str:
     return f"{mark}{e.tokens_per_joule:,.1f}"
 
 
+def _short_note(r: Record) -> str:
+    s = r.stats
+    return f"short of ±{s.ci_target:.0%} ({s.stop_reason})" if s.short_of_target else ""
+
+
+def target_hint(records: list[Record]) -> Optional[str]:
+    """One line for the configurations whose repeats ended before the interval reached its target:
+    how much they spread and about how many repeats (and how long) the target would take."""
+    short = [r for r in records if not r.error and r.stats.short_of_target]
+    if not short:
+        return None
+    needed = [repeats_for_target(r.stats.repeats, r.stats.ci95_rel, r.stats.ci_target) for r in short]
+    seconds = [n * (r.stats.duration_s or 0.0) / max(1, r.stats.repeats + r.stats.excluded_repeats + (r.stats.warmup or 0))
+               for n, r in zip(needed, short)]
+    spreads = [r.stats.spread_cv for r in short if r.stats.spread_cv is not None]
+
+    def span(lo: str, hi: str) -> str:
+        return lo if lo == hi else f"{lo} to {hi}"
+    spread = f"their repeats spread {span(f'{min(spreads):.0%}', f'{max(spreads):.0%}')}, so " if spreads else ""
+    return (f"{len(short)} configuration(s) stopped before the ±{short[0].stats.ci_target:.0%} target; {spread}about "
+            f"{span(str(min(needed)), str(max(needed)))} repeats (~{span(f'{min(seconds) / 60:.1f}', f'{max(seconds) / 60:.1f}')} min each) "
+            "would reach it: raise --max-repeats and --max-time-s, or measure on a quieter machine "
+            "(other work, or a shared VM's neighbours, vary each repeat's speed).")
+
+
 def summary_table(records: list[Record], title: str) -> Table:
     table = Table(title=title)
     cols = ["model", "scheme", "batch", "prefill tok/s", "decode tok/s", "TTFT ms", "TPOT ms",
@@ -84,7 +110,7 @@ def summary_table(records: list[Record], title: str) -> Table:
         table.add_column(c, justify="right" if c not in ("model", "scheme", "note") else "left")
     for r in records:
         t = r.throughput
-        note = r.error or ("busy machine" if r.stats.interference else "")
+        note = r.error or "; ".join(n for n in ("busy machine" if r.stats.interference else "", _short_note(r)) if n)
         table.add_row(
             cell(r.model.id), cell(r.quantization.scheme), str(r.workload.batch_size),
             fmt(t.prefill_tokens_per_s), fmt(t.decode_tokens_per_s), fmt(t.ttft_s, 1, 1000), fmt(t.tpot_s, 1, 1000),
@@ -188,6 +214,9 @@ def run_command(
     serving = any(r.serving is not None for r in result.records) or sweep.config.scenario == "serving"
     table = serving_table if serving else summary_table
     out.print(table(result.records, f"effbench run {result.run_id}"))
+    hint = None if serving else target_hint(result.records)
+    if hint:
+        out.print(cell(hint), style="dim")
     estimated = any(r.energy.status == "estimated" for r in result.records)
     if estimated:
         what = "J/request" if serving else "tok/J"

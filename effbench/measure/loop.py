@@ -103,6 +103,7 @@ class LoopResult:
     excluded: list[ExcludedRepeat] = field(default_factory=list)
     output: Optional[OutputSize] = None  # of one full generation
     stop_reason: str = ""
+    ci_target: Optional[float] = None  # the stopping rule's target (None for a fixed number of repeats)
     duration_s: float = 0.0
     peak_host_bytes: Optional[int] = None
     peak_device_bytes: Optional[int] = None
@@ -241,7 +242,7 @@ def run_loop(
 ) -> LoopResult:
     """Measure one configuration. ``batch`` comes from ``backend.prepare``; ``clock`` is
     injectable so tests can drive the loop with a simulated backend and exact timings."""
-    result = LoopResult(workload)
+    result = LoopResult(workload, ci_target=policy.ci_target if policy.fixed_repeats is None else None)
     min_window = _min_window_s(sensor)
     reads_energy = sensor.name != "none"
     trim_heap()  # freed memory of earlier work (a GGUF conversion, a previous batch) is not this peak

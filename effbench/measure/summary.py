@@ -12,7 +12,7 @@ from effbench.measure.host import INTERFERENCE_CPU_FRAC, Interference
 from effbench.measure.energy import _per_call
 from effbench.measure.loop import LoopResult, ci95_rel
 from effbench.results.schema import Latency, Stats, Throughput
-from effbench.stats import distribution_ms
+from effbench.stats import distribution_ms, spread_cv
 
 ESTIMATOR = "median"
 CI95_METHOD = "bootstrap-percentile"
@@ -71,6 +71,8 @@ def stats_section(r: LoopResult, warmup: int, interference: Optional[Interferenc
         ci95_rel=ci95_rel(r.headline_samples()),
         estimator=ESTIMATOR,
         ci95_method=CI95_METHOD,
+        ci_target=r.ci_target,
+        spread_cv=spread_cv(r.headline_samples()),
         excluded_repeats=len(r.excluded),
         stop_reason=r.stop_reason,
         warmup=warmup,

@@ -148,8 +148,13 @@ def _time_capped(rows: Sequence[Row], cfg: dict) -> str:
     if not capped:
         return "none"
     target = cfg.get("ci_target")
-    return (f"{len(capped)} of {len(rows)} configuration(s) (marked 'time cap' in the tables): their CI95 may be "
+    text = (f"{len(capped)} of {len(rows)} configuration(s) (marked 'time cap' in the tables): their CI95 may be "
             f"wider than the ±{pct(target, 0)} target" if target else f"{len(capped)} of {len(rows)} configuration(s)")
+    spread = value_range(r.spread_cv for r in capped)
+    if spread:
+        text += (f"; their repeats spread {_span(spread, pct)} (standard deviation / mean of the per-repeat values): "
+                 "on a busy or shared machine each repeat's speed varies, and more repeats or a quieter machine narrow it")
+    return text
 
 
 def _sensor(sensor: dict) -> str:

@@ -88,6 +88,7 @@ class Row:
     repeats: int = 0
     warmup: Optional[int] = None
     ci95_rel: Optional[float] = None
+    spread_cv: Optional[float] = None  # stats.spread_cv: the kept repeats' coefficient of variation
     estimator: Optional[str] = None  # stats.estimator: "median"; None in records that predate it (the mean)
     excluded_repeats: int = 0  # repeats the loop left out for interference
     stop_reason: Optional[str] = None
@@ -329,7 +330,7 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, li
         joules_per_kchar=e.joules_per_kchar, energy_uncertainty_rel=e.uncertainty_rel,
         peak_host_bytes=m.peak_host_bytes, peak_device_bytes=m.peak_device_bytes,
         weights_bytes=m.weights_bytes or r.model.weights_bytes, perplexity=r.quality.perplexity,
-        repeats=s.repeats, warmup=s.warmup, ci95_rel=s.ci95_rel, estimator=s.estimator,
+        repeats=s.repeats, warmup=s.warmup, ci95_rel=s.ci95_rel, spread_cv=s.spread_cv, estimator=s.estimator,
         excluded_repeats=s.excluded_repeats, stop_reason=s.stop_reason,
         interference=s.interference, load_avg_before=s.load_avg_before, load_avg_after=s.load_avg_after,
         perplexity_rise=r.quality.perplexity_rise, quality_flagged=r.quality.flagged,

@@ -142,6 +142,8 @@ class Stats(_Section):
     ci95_rel: Optional[float] = None  # relative half-width of the 95% interval of the headline decode tokens/s
     estimator: Optional[str] = None  # how per-repeat values become the headline: "median"
     ci95_method: Optional[str] = None  # "bootstrap-percentile" (the median's interval)
+    ci_target: Optional[float] = None  # the stopping rule's target for ci95_rel (None with --repeats N)
+    spread_cv: Optional[float] = None  # per-repeat spread of the headline: standard deviation / mean of the kept repeats
     excluded_repeats: int = 0  # repeats left out for interference (their values are in samples["excluded_*"])
     stop_reason: Optional[str] = None  # "ci-target", "time-cap", "max-repeats", "fixed-repeats"
     warmup: Optional[int] = None
@@ -151,6 +153,11 @@ class Stats(_Section):
     load_avg_before: Optional[float] = None
     load_avg_after: Optional[float] = None
     samples: dict[str, list[float]] = Field(default_factory=dict)  # per-repeat values, for compare
+
+    @property
+    def short_of_target(self) -> bool:
+        """The repeats ended (time cap or most repeats) before the interval reached its target."""
+        return self.ci_target is not None and self.ci95_rel is not None and self.ci95_rel > self.ci_target
 
 
 class ServingInfo(_Section):
