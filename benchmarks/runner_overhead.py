@@ -22,6 +22,7 @@ import json
 import statistics
 import tempfile
 import time
+from datetime import datetime, timezone
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -150,8 +151,9 @@ def time_to_target(setup: Setup, trials: int, wait_quiet_s: float = 0.0) -> dict
         before, waited = _wait_for_quiet(backend, batch, setup, wait_quiet_s)
         rows = _one_run(setup)
         after = machine_spread(backend, batch, setup)
+        taken_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for bs, row in rows.items():
-            row.update(machine_spread_before=before, machine_spread_after=after, waited_s=waited,
+            row.update(taken_at=taken_at, machine_spread_before=before, machine_spread_after=after, waited_s=waited,
                        quiet=before <= QUIET_SPREAD_CV and after <= QUIET_SPREAD_CV)
             out.setdefault(bs, []).append(row)
     backend.unload()
@@ -189,11 +191,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                     help="before each run, wait up to this long for a quiet machine (bare-loop spread <= QUIET_SPREAD_CV)")
     ap.add_argument("--skip-interleaved", action="store_true", help="keep the committed interleaved part; run the time to the target only")
+    ap.add_argument("--append", action="store_true", help="add the runs to the committed time-to-target runs (implies --skip-interleaved)")
     args = ap.parse_args(argv)
     setup = Setup(pairs=args.pairs)
     path = results_dir() / "runner_overhead.json"
-    if args.skip_interleaved:
-        old = json.loads(path.read_text())
+    old = json.loads(path.read_text()) if path.exists() and (args.skip_interleaved or args.append) else {}
+    if args.skip_interleaved or args.append:
         result = {k: v for k, v in old.items() if k in ("method", "setup", "interleaved")}
         result["interleaved_taken"] = old.get("interleaved_taken") or {k: old.get(k) for k in ("created_at", "git_sha")}
         if result.get("setup") != json.loads(json.dumps(asdict(setup))):
@@ -202,7 +205,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = {"method": "interleaved", "setup": asdict(setup), "interleaved": interleaved(setup)}
     if args.trials:
         result["quiet_spread_cv"] = QUIET_SPREAD_CV
-        result["time_to_target"] = time_to_target(setup, args.trials, args.wait_quiet)
+        new = time_to_target(setup, args.trials, args.wait_quiet)
+        kept = old.get("time_to_target", {}) if args.append else {}
+        result["time_to_target"] = {bs: kept.get(bs, []) + new.get(bs, []) for bs in dict.fromkeys([*kept, *new])}
     path = write_json(path, result)
     for bs, c in result["interleaved"]["batches"].items():
         ci = c["ratio_ci95"]

@@ -399,9 +399,11 @@ def bench_runner_intel() -> str:
         return [t for t in ts if t.get("stop_reason") == "ci-target" and t["loop_s"] <= 30]
     quiet = [t for t in runs if t.get("quiet")]
     time_verdict = f"met in {len(met(runs))} of {len(runs)} configuration runs"
-    if probed:
+    if probed and quiet:
         time_verdict += (f"; on a quiet machine (both probes of the bare loop's spread within {quiet_cv:.0%}) "
                          f"in {len(met(quiet))} of {len(quiet)}")
+    elif probed:
+        time_verdict += f"; no run had both probes of the bare loop's spread within {quiet_cv:.0%}"
     elif len(met(runs)) < len(runs):
         time_verdict += " (the others ran while this VM was noisier: see their spread)"
     verdict = (f"Targets: decode at least 0.98x the bare loop's: {'met' if ratio_ok else 'not met'} (the interval reaches 0.98 "
