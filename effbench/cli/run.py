@@ -97,7 +97,7 @@ def target_hint(records: list[Record]) -> Optional[str]:
         return lo if lo == hi else f"{lo} to {hi}"
     spread = f"their repeats spread {span(f'{min(spreads):.0%}', f'{max(spreads):.0%}')}, so " if spreads else ""
     return (f"{len(short)} configuration(s) stopped before the ±{short[0].stats.ci_target:.0%} target; {spread}about "
-            f"{span(str(min(needed)), str(max(needed)))} repeats (~{span(f'{min(seconds) / 60:.1f}', f'{max(seconds) / 60:.1f}')} min each) "
+            f"{span(str(min(needed)), str(max(needed)))} repeats (~{span(f'{min(seconds) / 60:.1f}', f'{max(seconds) / 60:.1f}')} min per configuration) "
             "would reach it: raise --max-repeats and --max-time-s, or measure on a quieter machine "
             "(other work, or a shared VM's neighbours, vary each repeat's speed).")
 
