@@ -223,3 +223,42 @@ def test_repeats_for_target_scales_as_one_over_root_n():
     assert repeats_for_target(12, 0.04, 0.05) == 12  # already there
     assert spread_cv([1.0]) is None and spread_cv([2.0, 2.0]) == 0.0
     assert spread_cv([9.0, 11.0]) == pytest.approx(2 ** 0.5 / 10)
+
+
+def test_peak_memory_counts_the_engines_own_processes(clock, tmp_path):
+    """An engine whose weights live in its own processes (vLLM's engine core and workers): the
+    record's peak RSS is ours plus theirs, found down the process tree."""
+    import subprocess
+    import sys
+    import time as _time
+
+    from effbench.measure.host import engine_tree, peak_rss_bytes
+
+    mib = 256
+    ready = tmp_path / "ready"
+    hold = (f"import pathlib, time; b = bytearray(b'x') * ({mib} << 20); pathlib.Path({str(ready)!r}).write_text('1'); "
+            "time.sleep(60)")
+    # a shell that starts the process holding the memory: the engine's pid is its parent
+    sh = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c \"{hold}\" & wait"])
+    try:
+        deadline = _time.monotonic() + 30
+        while not ready.exists() and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        assert ready.exists()
+
+        class Engine(FakeBackend):
+            def worker_pids(self):
+                return [sh.pid]
+
+        tree = engine_tree([sh.pid])
+        assert sh.pid in tree and len(tree) == 2  # the shell and the python it started
+        backend = Engine(spend=clock.advance)
+        _, r = _run(clock, RepeatPolicy(fixed_repeats=2), backend=backend)
+        own = peak_rss_bytes()
+        assert r.peak_host_bytes >= own + 0.95 * (mib << 20)
+        assert r.peak_host_bytes <= own + (mib + 200) * (1 << 20)  # interpreter and shell overhead, not double counting
+    finally:
+        sh.kill()
+        subprocess.run(["pkill", "-f", str(ready)], check=False)
+        sh.wait()
+    assert engine_tree([sh.pid]) == []  # ended processes are left out

@@ -10,34 +10,65 @@ import psutil
 
 from effbench.cputime import workload_cpu_seconds
 
-_PROC_STATUS = "/proc/self/status"
-_CLEAR_REFS = "/proc/self/clear_refs"
+_PROC_STATUS = "/proc/{pid}/status"
+_CLEAR_REFS = "/proc/{pid}/clear_refs"
 
 
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) so the next peak belongs to this configuration.
-    Linux only; returns False where it cannot (then the peak is the process's lifetime peak)."""
+def engine_tree(workload_pids: tuple[int, ...] | list[int] = ()) -> list[int]:
+    """The engine's own processes besides this one (``Backend.worker_pids``) and all their children
+    (vLLM's engine core starts the workers that hold the weights); those that have ended are left out."""
+    tree: dict[int, None] = {}
+    for pid in workload_pids:
+        try:
+            proc = psutil.Process(pid)
+            tree[pid] = None
+            tree.update((c.pid, None) for c in proc.children(recursive=True))
+        except psutil.Error:
+            continue
+    tree.pop(os.getpid(), None)
+    return list(tree)
+
+
+def _clear_peak(pid: str | int) -> bool:
     try:
-        with open(_CLEAR_REFS, "w") as f:
+        with open(_CLEAR_REFS.format(pid=pid), "w") as f:
             f.write("5")
         return True
     except OSError:
         return False
 
 
-def peak_rss_bytes() -> int:
+def _vm_hwm_bytes(pid: str | int) -> Optional[int]:
     try:
-        with open(_PROC_STATUS) as f:
+        with open(_PROC_STATUS.format(pid=pid)) as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import resource
-    import sys
+    return None
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+def reset_peak_rss(workload_pids: tuple[int, ...] | list[int] = ()) -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process and of the engine's own processes,
+    so the next peak belongs to this configuration. Linux only; returns False where it cannot reset
+    this process's (then the peak is the process's lifetime peak)."""
+    for pid in engine_tree(workload_pids):
+        _clear_peak(pid)
+    return _clear_peak("self")
+
+
+def peak_rss_bytes(workload_pids: tuple[int, ...] | list[int] = ()) -> int:
+    """Peak resident memory of the workload: this process's, plus each of the engine's own processes'
+    (their sum: an upper bound on the peak they reached together, and pages they share count in each)."""
+    own = _vm_hwm_bytes("self")
+    if own is None:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        own = int(peak if sys.platform == "darwin" else peak * 1024)
+    return own + sum(b for pid in engine_tree(workload_pids) if (b := _vm_hwm_bytes(pid)) is not None)
 
 
 def trim_heap() -> None:

@@ -245,8 +245,10 @@ def run_loop(
     result = LoopResult(workload, ci_target=policy.ci_target if policy.fixed_repeats is None else None)
     min_window = _min_window_s(sensor)
     reads_energy = sensor.name != "none"
+    # the engine's own processes are the workload: their CPU is not interference, their memory counts
+    workers = tuple(backend.worker_pids())
     trim_heap()  # freed memory of earlier work (a GGUF conversion, a previous batch) is not this peak
-    reset_peak_rss()
+    reset_peak_rss(workers)
     backend.reset_peak_device_memory()
     started = clock()
 
@@ -257,7 +259,6 @@ def run_loop(
     backend.synchronize()
 
     last_output = None
-    workers = tuple(backend.worker_pids())  # the engine's own processes are the workload, not interference
     while True:
         probe = InterferenceProbe(workers)
         calls: list[tuple[float, list[float]]] = []
@@ -292,6 +293,6 @@ def run_loop(
     _readmit_if_too_few(result, policy)
     result.duration_s = clock() - started
     result.output = backend.output_size(last_output, batch)
-    result.peak_host_bytes = peak_rss_bytes()
+    result.peak_host_bytes = peak_rss_bytes(workers)
     result.peak_device_bytes, result.peak_device_reserved_bytes = backend.peak_device_memory()
     return result
