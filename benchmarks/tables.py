@@ -463,7 +463,9 @@ def bench_findings() -> str:
               "By construction effbench adds nothing inside the timed calls: energy windows open before and close after "
               "the timed region, `synchronize` is a no-op on CPU, and its generate call differs from the bare one only by "
               "`min_new_tokens=n` (a logits processor that masks EOS each step, so every configuration does the same work) "
-              "and an outer `no_grad` (generate already runs under one); `--diagnose` measures the `min_new_tokens` part alone.")
+              "and an outer `no_grad` (generate already runs under one). These AMD EPYC figures come from the benchmark's "
+              "earlier, round-based method (two windows per repeat); the Intel Xeon table above is the current, "
+              "per-token and interleaved one.")
 
     conds = {k: v["overhead_rel"] for k, v in so["conditions"].items() if k != "none"}
     spread = so["baseline_spread_rel"]
