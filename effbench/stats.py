@@ -76,6 +76,18 @@ def repeats_for_target(repeats: int, ci95_rel: float, target: float) -> int:
     return max(repeats, math.ceil(repeats * (ci95_rel / target) ** 2))
 
 
+def poisson_rate_ci95(count: int, seconds: float) -> Optional[tuple[float, float]]:
+    """The exact (Garwood) 95% interval of an event rate from ``count`` events in ``seconds``: how
+    precisely a serving point's completions pin its achieved rate. Conservative for arrivals more
+    regular than Poisson (constant rate, a closed loop). None without a positive span."""
+    if seconds <= 0 or count < 0:
+        return None
+    alpha = 1 - CONFIDENCE
+    lo = 0.0 if count == 0 else float(_sp.chi2.ppf(alpha / 2, 2 * count)) / 2
+    hi = float(_sp.chi2.ppf(1 - alpha / 2, 2 * count + 2)) / 2
+    return lo / seconds, hi / seconds
+
+
 def mean_or_none(values: Sequence[float]) -> Optional[float]:
     return summarize(values).mean if values else None
 

@@ -361,3 +361,45 @@ def test_serving_points_match_on_their_offered_load():
     d = [x for cfg in c.configs for x in cfg.deltas if x.metric == "ttft_p50_ms"]
     assert d and all(x.method == "ci-overlap" and x.regression and x.delta_rel == pytest.approx(2.0) for x in d)
     assert all(x.ci95_rel[0] > 0 for x in d)
+
+
+def test_poisson_rate_interval_matches_the_exact_table():
+    from effbench.stats import poisson_rate_ci95
+
+    lo, hi = poisson_rate_ci95(10, 1.0)  # Garwood's exact 95% interval for 10 events: 4.795 to 18.39
+    assert lo == pytest.approx(4.7954, abs=1e-3) and hi == pytest.approx(18.3904, abs=1e-3)
+    assert poisson_rate_ci95(0, 2.0) == (0.0, pytest.approx(3.6889 / 2, abs=1e-3))
+    assert poisson_rate_ci95(5, 0.0) is None
+
+
+def test_serving_rates_carry_count_intervals_and_a_real_drop_is_a_regression():
+    """Achieved rate, output tokens/s and goodput: a drop the request counts pin is a regression;
+    one inside what the counts allow is not."""
+    side = load_side(SERVING)
+
+    def scaled(f):
+        out = []
+        for r in side:
+            s = r.serving
+            if s is None or not s.achieved_rate:
+                out.append(r)
+                continue
+            # the same span, f times the completions (and so f times the rate, tokens and goodput)
+            span = s.completed / s.achieved_rate
+            completed = max(1, round(s.completed * f))
+            upd = {"completed": completed, "achieved_rate": completed / span,
+                   "output_tokens_per_s": s.output_tokens_per_s * completed / s.completed,
+                   "goodput": s.goodput * completed / s.completed if s.goodput is not None else None}
+            out.append(r.model_copy(update={"serving": s.model_copy(update=upd)}))
+        return out
+
+    big = scaled(8.0)  # many requests: tight intervals
+    c = compare_records(big, scaled(8.0 * 0.5))
+    for name in ("achieved_rate", "output_tokens_per_s", "goodput"):
+        d = [x for cfg in c.configs for x in cfg.deltas if x.metric == name and x.base]
+        assert d and all(x.method == "ci-overlap" for x in d), name
+        assert all(x.regression and x.delta_rel == pytest.approx(-0.5, abs=0.02) for x in d), name
+    c = compare_records(big, scaled(8.0 * 0.97))  # 3% fewer: inside what the counts allow
+    d = [x for cfg in c.configs for x in cfg.deltas if x.metric == "achieved_rate" and x.base]
+    assert d and not any(x.significant for x in d)
+    assert all(x.ci95_rel[0] < x.delta_rel < x.ci95_rel[1] for x in d)

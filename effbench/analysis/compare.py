@@ -13,8 +13,9 @@ Significance, per metric:
 - ``welch``: Welch's t-test on the per-repeat values in ``stats.samples`` (both sides need n >= 2);
   the delta's 95% interval is Welch-Satterthwaite's;
 - ``ci-overlap``: without samples, the records' own 95% intervals (``stats.ci95_rel`` for decode
-  tokens/s, ``serving.*_ms.ci95`` for latency percentiles) do not overlap; the delta's interval is
-  the root-sum-square of the two half-widths;
+  tokens/s, ``serving.*_ms.ci95`` for latency percentiles, and for a serving point's achieved rate,
+  output tokens/s and goodput the exact Poisson interval of the request count behind it) do not
+  overlap; the delta's interval is the root-sum-square of the two half-widths;
 - ``exact``: metrics that are deterministic for a configuration (perplexity, peak memory): any
   change is real, so only the threshold decides;
 - ``none``: nothing to test with; never counted as a regression.
@@ -39,7 +40,7 @@ from effbench.hardware.cpu import cpu_profile_id
 from effbench.results.hardware import RunProfiles, StoredRun, resolve_run_profiles
 from effbench.results.schema import Latency, Record
 from effbench.results.store import RESULTS_FILE, iter_record_dicts, read_run_dir, validate_records
-from effbench.stats import welch
+from effbench.stats import poisson_rate_ci95, welch
 
 Method = Literal["welch", "ci-overlap", "exact", "none"]
 KeyT = tuple[Any, ...]
@@ -118,6 +119,34 @@ def _serving(attr: str) -> Callable[[Record], Optional[float]]:
     return lambda r: getattr(r.serving, attr, None) if r.serving is not None else None
 
 
+def _span_s(r: Record) -> Optional[float]:
+    """The span the achieved rate was computed over: completed requests / achieved rate."""
+    s = r.serving
+    if s is None or not s.completed or not s.achieved_rate:
+        return None
+    return s.completed / s.achieved_rate
+
+
+def _count_interval(attr: str) -> Callable[[Record], Optional[tuple[float, float]]]:
+    """A serving rate's 95% interval from the count of requests behind it (``stats.poisson_rate_ci95``):
+    ``achieved_rate`` from the completed requests, ``goodput`` from those meeting the SLO, and output
+    tokens/s scaled with the completed requests (each carries its tokens)."""
+    def interval(r: Record) -> Optional[tuple[float, float]]:
+        span, s = _span_s(r), r.serving
+        if span is None or s is None:
+            return None
+        if attr == "goodput":
+            if s.goodput is None:
+                return None
+            return poisson_rate_ci95(round(s.goodput * span), span)
+        ci = poisson_rate_ci95(s.completed or 0, span)
+        if ci is None or attr == "achieved_rate":
+            return ci
+        v = getattr(s, attr, None)
+        return None if v is None else (v * ci[0] / s.achieved_rate, v * ci[1] / s.achieved_rate)
+    return interval
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("decode_tokens_per_s", "decode tok/s", True, lambda r: r.throughput.decode_tokens_per_s,
            _sample("decode_tokens_per_s"), interval=_decode_interval),
@@ -140,9 +169,11 @@ METRICS: tuple[Metric, ...] = (
            interval=_percentile_interval("tpot_ms", "p50"), digits=1),
     Metric("tpot_p95_ms", "TPOT p95 ms", False, _percentile("tpot_ms", "p95"),
            interval=_percentile_interval("tpot_ms", "p95"), digits=1),
-    Metric("achieved_rate", "achieved req/s", True, _serving("achieved_rate"), digits=3),
-    Metric("output_tokens_per_s", "output tok/s", True, _serving("output_tokens_per_s")),
-    Metric("goodput", "goodput req/s", True, _serving("goodput"), digits=3),
+    Metric("achieved_rate", "achieved req/s", True, _serving("achieved_rate"), interval=_count_interval("achieved_rate"),
+           digits=3),
+    Metric("output_tokens_per_s", "output tok/s", True, _serving("output_tokens_per_s"),
+           interval=_count_interval("output_tokens_per_s")),
+    Metric("goodput", "goodput req/s", True, _serving("goodput"), interval=_count_interval("goodput"), digits=3),
     Metric("joules_per_request", "J/request", False, lambda r: r.energy.joules_per_request, energy=True),
 )
 METRIC_NAMES = tuple(m.name for m in METRICS)
