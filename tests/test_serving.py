@@ -277,3 +277,33 @@ def test_answers_batched_into_a_burst_do_not_read_faster_than_they_were_sent():
         rs.append(r)
     s = summarize_point(rs, 3.1, 4.0, None, None)
     assert s["achieved_rate"] == pytest.approx(9 / 2.25)  # the send span, not 9 / 0.09 s
+
+
+def test_a_managed_engines_peak_memory_is_in_each_point(tmp_path, monkeypatch):
+    """The engine's own processes hold the model: each serving point records their peak RSS (here a
+    stub holding 128 MiB); our client's memory is not in it."""
+    import sys
+
+    import effbench
+    from effbench.scenarios.serving.engines import ENGINES, ManagedEngine
+
+    class HoldingStub(ManagedEngine):
+        name = "stub"
+        module = "http.server"
+        extra = "serving"
+
+        def command(self, port: int) -> list[str]:
+            return [sys.executable, "-m", "effbench.scenarios.serving.stub", "--port", str(port), "--tokens", "4",
+                    "--hold-mib", "128"]
+
+        def version(self) -> str:
+            return "stub 1"
+
+    monkeypatch.setitem(ENGINES.entries, "stub", HoldingStub)
+    run = effbench.run(dict(scenario="serving", engine="stub", rates=[20, 40], requests=6, warmup_requests=2,
+                            new_tokens=4, prompt_tokens=16, sensor="none", idle_s=0, out=str(tmp_path / "run")))
+    for r in run.records:
+        assert r.error is None
+        peak = r.memory.peak_host_bytes
+        assert 128 << 20 <= peak <= (128 + 120) << 20  # the held memory plus a small interpreter
+    assert _engine_processes() == []

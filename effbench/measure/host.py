@@ -49,13 +49,20 @@ def _vm_hwm_bytes(pid: str | int) -> Optional[int]:
     return None
 
 
-def reset_peak_rss(workload_pids: tuple[int, ...] | list[int] = ()) -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process and of the engine's own processes,
-    so the next peak belongs to this configuration. Linux only; returns False where it cannot reset
-    this process's (then the peak is the process's lifetime peak)."""
+def reset_peak_rss(workload_pids: tuple[int, ...] | list[int] = (), own: bool = True) -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process (``own``) and of the engine's own
+    processes, so the next peak belongs to this configuration. Linux only; returns False where it
+    cannot reset this process's (then the peak is the process's lifetime peak)."""
     for pid in engine_tree(workload_pids):
         _clear_peak(pid)
-    return _clear_peak("self")
+    return _clear_peak("self") if own else True
+
+
+def engine_peak_rss_bytes(workload_pids: tuple[int, ...] | list[int]) -> Optional[int]:
+    """The summed peak RSS of the engine's own processes (and their children); None when there are none
+    (an endpoint effbench did not start)."""
+    peaks = [b for pid in engine_tree(workload_pids) if (b := _vm_hwm_bytes(pid)) is not None]
+    return sum(peaks) if peaks else None
 
 
 def peak_rss_bytes(workload_pids: tuple[int, ...] | list[int] = ()) -> int:
@@ -68,7 +75,7 @@ def peak_rss_bytes(workload_pids: tuple[int, ...] | list[int] = ()) -> int:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         own = int(peak if sys.platform == "darwin" else peak * 1024)
-    return own + sum(b for pid in engine_tree(workload_pids) if (b := _vm_hwm_bytes(pid)) is not None)
+    return own + (engine_peak_rss_bytes(workload_pids) or 0)
 
 
 def trim_heap() -> None:

@@ -11,10 +11,10 @@ from typing import Any, ClassVar, Optional
 
 from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
-from effbench.measure.host import InterferenceProbe
+from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_peak_rss
 from effbench.models import build_token_rows, load_prompt_set
 from effbench.registry import importable
-from effbench.results.schema import Energy, ServingInfo, Stats, Throughput
+from effbench.results.schema import Energy, Memory, ServingInfo, Stats, Throughput
 from effbench.scenarios.base import Context, Point, Scenario, Session
 from effbench.scenarios.serving.client import Client, Request, Result
 from effbench.scenarios.serving.engines import ENGINES, EngineInfo, ManagedEngine, check_endpoint
@@ -202,12 +202,17 @@ class ServingScenario(Scenario):
 
         wall0 = time.time()
         perf0 = time.perf_counter()
-        probe = InterferenceProbe(tuple(self.engine_pids()))  # the engine is the workload, not interference
+        pids = tuple(self.engine_pids())
+        probe = InterferenceProbe(pids)  # the engine is the workload, not interference
+        reset_peak_rss(pids, own=False)  # the engine's peak during this point (its load included after a restart)
         run = run_point(self._client, load, make, ctx.sensor.start_window, budget_s=s.point_timeout_s)
         interference = probe.stop()
+        peak = engine_peak_rss_bytes(pids)
         if self.engine is not None and not self.engine.alive():
             raise EffbenchError(f"the {self.engine.name} engine died during the point: {self.engine.log_tail()}")
         sections = self._sections(point, ctx, run, load, lambda t: wall0 + (t - perf0))
+        if peak is not None:
+            sections["memory"] = Memory(peak_host_bytes=peak)
         stats = sections["stats"]
         stats.interference = interference.flagged
         stats.other_cpu_frac = interference.other_cpu_frac

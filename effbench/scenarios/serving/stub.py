@@ -122,7 +122,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--itl-s", type=float, default=0.0)
     ap.add_argument("--exit-after", type=int, default=0)
+    ap.add_argument("--hold-mib", type=int, default=0, help="keep this much memory resident, as an engine's weights")
     args = ap.parse_args(argv)
+    held = bytearray(b"w") * (args.hold_mib << 20)  # written, so resident  # noqa: F841
     server = StubServer(StubBehaviour(tokens=args.tokens, itl_s=args.itl_s, exit_after=args.exit_after), port=args.port)
     server.httpd.serve_forever()
 
