@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks.common import results_dir, write_json
+from effbench.stats import spread_cv
 
 MODEL = "smollm2-135m"
 
@@ -45,10 +46,6 @@ class Setup:
 QUIET_SPREAD_CV = 0.05
 QUIET_PROBE_REPEATS = 8
 QUIET_RETRY_S = 20.0
-
-def _cv(values: list[float]) -> float:
-    return statistics.stdev(values) / statistics.mean(values)
-
 
 def _load(setup: Setup) -> Any:
     from effbench.backends.transformers import TransformersBackend
@@ -85,7 +82,7 @@ def machine_spread(backend: Any, batch: Any, setup: Setup) -> float:
     """How quiet the machine is now: the per-repeat spread (coefficient of variation) of the bare loop's
     decode tokens/s at batch 1 over ``QUIET_PROBE_REPEATS`` repeats (about 15 s here)."""
     bare_decode_tps(backend, batch, 1, setup.new_tokens)  # warm-up
-    return _cv([bare_decode_tps(backend, batch, 1, setup.new_tokens) for _ in range(QUIET_PROBE_REPEATS)])
+    return spread_cv([bare_decode_tps(backend, batch, 1, setup.new_tokens) for _ in range(QUIET_PROBE_REPEATS)])
 
 
 def interleaved(setup: Setup) -> dict[str, Any]:
@@ -122,7 +119,7 @@ def interleaved(setup: Setup) -> dict[str, Any]:
         out[str(b)] = {
             "effbench_decode_tps_median": statistics.median(eff), "bare_decode_tps_median": statistics.median(bare),
             "ratio_median": med, "ratio_ci95": list(ci) if ci else None,
-            "effbench_spread_cv": _cv(eff), "bare_spread_cv": _cv(bare), "spread_ratio": _cv(eff) / _cv(bare),
+            "effbench_spread_cv": spread_cv(eff), "bare_spread_cv": spread_cv(bare), "spread_ratio": spread_cv(eff) / spread_cv(bare),
             "samples": {"effbench": eff, "bare": bare},
         }
     backend.unload()
@@ -176,7 +173,7 @@ def _one_run(setup: Setup) -> dict[str, dict[str, Any]]:
         rows[str(r.workload.batch_size)] = {
             "loop_s": s.duration_s, "repeats": s.repeats, "excluded_repeats": s.excluded_repeats,
             "ci95_rel": s.ci95_rel, "stop_reason": s.stop_reason, "decode_tokens_per_s": r.throughput.decode_tokens_per_s,
-            "decode_spread_cv": _cv(s.samples["decode_tokens_per_s"]) if len(s.samples["decode_tokens_per_s"]) > 1 else None,
+            "decode_spread_cv": s.spread_cv,
             "itl_ms_p50": r.throughput.itl_ms.p50 if r.throughput.itl_ms else None,
             "itl_ms_p99": r.throughput.itl_ms.p99 if r.throughput.itl_ms else None,
             "energy_status": r.energy.status, "sensor": r.energy.sensor,
