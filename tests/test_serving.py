@@ -229,8 +229,8 @@ def test_concurrency_duration_and_length_spread_through_the_cli(tmp_path):
         assert all(10 <= n <= 30 for n in asked) and len(set(asked)) >= 5
 
 
-def _stub_engine_class():
-    """A managed engine whose server is the stub in its own process, dying at its 9th completion."""
+def _stub_engine_class(*stub_args: str):
+    """A managed engine whose server is the stub in its own process, started with ``stub_args``."""
     import sys
 
     from effbench.scenarios.serving.engines import ManagedEngine
@@ -242,7 +242,7 @@ def _stub_engine_class():
 
         def command(self, port: int) -> list[str]:
             return [sys.executable, "-m", "effbench.scenarios.serving.stub", "--port", str(port), "--tokens", "4",
-                    "--exit-after", "9"]
+                    *stub_args]
 
         def version(self) -> str:
             return "stub 1"
@@ -254,7 +254,7 @@ def test_a_managed_engine_that_dies_mid_point_is_restarted_for_the_next(tmp_path
     import effbench
     from effbench.scenarios.serving.engines import ENGINES
 
-    monkeypatch.setitem(ENGINES.entries, "stub", _stub_engine_class())
+    monkeypatch.setitem(ENGINES.entries, "stub", _stub_engine_class("--exit-after", "9"))  # dies at its 9th completion
     run = effbench.run(dict(scenario="serving", engine="stub", rates=[20, 30, 40], requests=6, warmup_requests=2,
                             new_tokens=4, prompt_tokens=16, sensor="none", idle_s=0, out=str(tmp_path / "run")))
     recs = run.records
@@ -282,24 +282,10 @@ def test_answers_batched_into_a_burst_do_not_read_faster_than_they_were_sent():
 def test_a_managed_engines_peak_memory_is_in_each_point(tmp_path, monkeypatch):
     """The engine's own processes hold the model: each serving point records their peak RSS (here a
     stub holding 128 MiB); our client's memory is not in it."""
-    import sys
-
     import effbench
-    from effbench.scenarios.serving.engines import ENGINES, ManagedEngine
+    from effbench.scenarios.serving.engines import ENGINES
 
-    class HoldingStub(ManagedEngine):
-        name = "stub"
-        module = "http.server"
-        extra = "serving"
-
-        def command(self, port: int) -> list[str]:
-            return [sys.executable, "-m", "effbench.scenarios.serving.stub", "--port", str(port), "--tokens", "4",
-                    "--hold-mib", "128"]
-
-        def version(self) -> str:
-            return "stub 1"
-
-    monkeypatch.setitem(ENGINES.entries, "stub", HoldingStub)
+    monkeypatch.setitem(ENGINES.entries, "stub", _stub_engine_class("--hold-mib", "128"))
     run = effbench.run(dict(scenario="serving", engine="stub", rates=[20, 40], requests=6, warmup_requests=2,
                             new_tokens=4, prompt_tokens=16, sensor="none", idle_s=0, out=str(tmp_path / "run")))
     for r in run.records:

@@ -49,13 +49,18 @@ def _vm_hwm_bytes(pid: str | int) -> Optional[int]:
     return None
 
 
-def reset_peak_rss(workload_pids: tuple[int, ...] | list[int] = (), own: bool = True) -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process (``own``) and of the engine's own
-    processes, so the next peak belongs to this configuration. Linux only; returns False where it
-    cannot reset this process's (then the peak is the process's lifetime peak)."""
+def reset_engine_peak_rss(workload_pids: tuple[int, ...] | list[int]) -> None:
+    """Reset the peak-RSS mark (VmHWM) of the engine's own processes (and their children)."""
     for pid in engine_tree(workload_pids):
         _clear_peak(pid)
-    return _clear_peak("self") if own else True
+
+
+def reset_peak_rss(workload_pids: tuple[int, ...] | list[int] = ()) -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process and of the engine's own processes,
+    so the next peak belongs to this configuration. Linux only; returns False where it cannot reset
+    this process's (then the peak is the process's lifetime peak)."""
+    reset_engine_peak_rss(workload_pids)
+    return _clear_peak("self")
 
 
 def engine_peak_rss_bytes(workload_pids: tuple[int, ...] | list[int]) -> Optional[int]:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Optional
 
 from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
-from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_peak_rss
+from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_engine_peak_rss
 from effbench.models import build_token_rows, load_prompt_set
 from effbench.registry import importable
 from effbench.results.schema import Energy, Memory, ServingInfo, Stats, Throughput
@@ -204,7 +204,7 @@ class ServingScenario(Scenario):
         perf0 = time.perf_counter()
         pids = tuple(self.engine_pids())
         probe = InterferenceProbe(pids)  # the engine is the workload, not interference
-        reset_peak_rss(pids, own=False)  # the engine's peak during this point (its load included after a restart)
+        reset_engine_peak_rss(pids)  # the engine's peak during this point (its load included after a restart)
         run = run_point(self._client, load, make, ctx.sensor.start_window, budget_s=s.point_timeout_s)
         interference = probe.stop()
         peak = engine_peak_rss_bytes(pids)
