@@ -1,6 +1,8 @@
 """The measurement loop against a fake backend whose timings are known exactly."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from effbench.measure import loop
@@ -225,12 +227,14 @@ def test_repeats_for_target_scales_as_one_over_root_n():
     assert spread_cv([9.0, 11.0]) == pytest.approx(2 ** 0.5 / 10)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS per process is read from Linux's /proc")
 def test_peak_memory_counts_the_engines_own_processes(clock, tmp_path):
     """An engine whose weights live in its own processes (vLLM's engine core and workers): the
     record's peak RSS is ours plus theirs, found down the process tree."""
     import subprocess
-    import sys
     import time as _time
+
+    import psutil
 
     from effbench.measure.host import engine_tree, peak_rss_bytes
 
@@ -238,8 +242,9 @@ def test_peak_memory_counts_the_engines_own_processes(clock, tmp_path):
     ready = tmp_path / "ready"
     hold = (f"import pathlib, time; b = bytearray(b'x') * ({mib} << 20); pathlib.Path({str(ready)!r}).write_text('1'); "
             "time.sleep(60)")
-    # a shell that starts the process holding the memory: the engine's pid is its parent
-    sh = subprocess.Popen(["/bin/sh", "-c", f"{sys.executable} -c \"{hold}\" & wait"])
+    # a shell that starts the process holding the memory: the engine's pid is its parent (the code goes
+    # in as an argument, so no path needs quoting)
+    sh = subprocess.Popen(["/bin/sh", "-c", '"$0" -c "$1" & wait', sys.executable, hold])
     try:
         deadline = _time.monotonic() + 30
         while not ready.exists() and _time.monotonic() < deadline:
@@ -258,7 +263,9 @@ def test_peak_memory_counts_the_engines_own_processes(clock, tmp_path):
         assert r.peak_host_bytes >= own + 0.95 * (mib << 20)
         assert r.peak_host_bytes <= own + (mib + 200) * (1 << 20)  # interpreter and shell overhead, not double counting
     finally:
-        sh.kill()
-        subprocess.run(["pkill", "-f", str(ready)], check=False)
+        children = psutil.Process(sh.pid).children(recursive=True)
+        for proc in [*children, sh]:
+            proc.kill()
+        psutil.wait_procs(children, timeout=10)
         sh.wait()
     assert engine_tree([sh.pid]) == []  # ended processes are left out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 
 import pytest
@@ -279,6 +280,7 @@ def test_answers_batched_into_a_burst_do_not_read_faster_than_they_were_sent():
     assert s["achieved_rate"] == pytest.approx(9 / 2.25)  # the send span, not 9 / 0.09 s
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS per process is read from Linux's /proc")
 def test_a_managed_engines_peak_memory_is_in_each_point(tmp_path, monkeypatch):
     """The engine's own processes hold the model: each serving point records their peak RSS (here a
     stub holding 128 MiB); our client's memory is not in it."""
