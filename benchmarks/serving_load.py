@@ -35,9 +35,7 @@ def client_cost() -> dict[str, Any]:
             run = run_point(lambda: Client(srv.url, "stub", 30), load,
                             lambda i, w: Request(i, "hi", 1, STUB_TOKENS, w), NullSensor().start_window, budget_s=120)
             measured = [r for r in run.results if not r.warmup]
-            sent = [r for r in measured if r.start]
-            span = max(r.end for r in sent) - min(r.start for r in sent)
-            s = summarize_point(measured, span, rate, None, None)
+            s = summarize_point(measured, (run.steady.start, run.steady.end), rate, None, None, run.steady_missed)
             rows.append({"offered_rate": rate, "achieved_rate": s["achieved_rate"], "saturated": s["saturated"],
                          "ttft_ms_p50": s["ttft_ms"]["p50"], "ttft_ms_p95": s["ttft_ms"]["p95"],
                          "itl_ms_p50": s["itl_ms"]["p50"], "client_lag_ms_max": s["client_lag_ms_max"],

@@ -88,6 +88,13 @@ class ServingConfig(BaseModel):
     length_spread: float = Field(default=0.0, ge=0, lt=1)  # output lengths uniform in n x (1 -/+ spread)
     request_timeout_s: float = Field(default=120.0, gt=0)
     point_timeout_s: float = Field(default=600.0, gt=0)
+    api: Literal["completions", "chat"] = "completions"  # which OpenAI API the client drives
+    # Capacity at the SLO: search the highest rate whose p95 TTFT/TPOT meet --slo-ttft-ms/--slo-tpot-ms,
+    # from the lowest of ``rates`` up, until the bracket is within ``capacity_resolution`` (relative).
+    find_capacity: bool = False
+    capacity_resolution: float = Field(default=0.1, gt=0, lt=1)
+    capacity_point_s: float = Field(default=20.0, gt=0)  # sending time per tried rate (a steady state needs it)
+    capacity_max_points: int = Field(default=10, ge=2)
 
     @field_validator("concurrency", "engine_args", mode="before")
     @classmethod
@@ -137,6 +144,13 @@ class ServingConfig(BaseModel):
             raise ValueError("give --rates or --concurrency")
         if not self.concurrency and math.inf in self.rates and self.requests is None:
             raise ValueError("rate inf sends every request at once: give --requests N")
+        if self.find_capacity:
+            if self.slo_ttft_ms is None and self.slo_tpot_ms is None:
+                raise ValueError("--find-capacity searches the rate that meets an SLO: give --slo-ttft-ms and/or --slo-tpot-ms")
+            if self.concurrency:
+                raise ValueError("--find-capacity searches over request rates: give --rates (its lowest is where the search starts), not --concurrency")
+            if not [r for r in self.rates if math.isfinite(r)]:
+                raise ValueError("--find-capacity needs a finite starting rate in --rates, e.g. --rates 1")
         return self
 
 

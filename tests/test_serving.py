@@ -28,7 +28,7 @@ httpx = pytest.importorskip("httpx")
 def test_poisson_arrivals_offer_the_rate_and_constant_ones_are_evenly_spaced():
     offsets = arrival_offsets(4.0, "poisson", 4001, seed=1)
     assert offsets == sorted(offsets) and offsets[0] == 0.0
-    assert 4000 / offsets[-1] == pytest.approx(4.0, rel=0.05)
+    assert 4000 / offsets[-1] == pytest.approx(4.0, rel=1e-9)  # rescaled: the sample offers the rate asked
     gaps = [b - a for a, b in zip(offsets, offsets[1:])]
     mean = sum(gaps) / len(gaps)
     cv = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
@@ -55,6 +55,7 @@ def test_percentiles_match_numpy_and_their_intervals_cover_the_true_quantile():
 
 
 def _result(i: int, start: float, ttft: float, itl: float, tokens: int, error: str | None = None) -> Result:
+    start += 100.0  # perf_counter() seconds are never 0 (0 marks a request never sent)
     r = Result(i, False, start, start=start, prompt_tokens=8, error=error)
     if error is None:
         r.chunk_times = [start + ttft + k * itl for k in range(tokens)]
@@ -70,24 +71,29 @@ def test_goodput_counts_only_requests_meeting_every_slo():
     results = [_result(0, 0.0, 0.050, 0.010, 11), _result(1, 1.0, 0.200, 0.010, 11),  # TTFT over 100 ms
                _result(2, 2.0, 0.050, 0.030, 11), _result(3, 3.0, 0.050, 0.010, 11),  # TPOT over 20 ms
                _result(4, 3.5, 0, 0, 0, error="HTTP 500: boom")]
-    s = summarize_point(results, span_s=4.0, offered_rate=1.25, slo_ttft_ms=100, slo_tpot_ms=20)
+    s = summarize_point(results, steady_window=(None, None), offered_rate=1.25, slo_ttft_ms=100, slo_tpot_ms=20)
     assert s["completed"] == 4 and s["failed"] == 1 and s["errors"] == {"HTTP 500: boom": 1}
-    assert s["goodput"] == pytest.approx(2 / 4.0) and s["slo_attainment"] == pytest.approx(2 / 5)
+    whole = 3.5  # first send (0.0) to the last answer (the failure at 3.5 s)
+    assert s["goodput"] == pytest.approx(4 / whole * 2 / 4) and s["slo_attainment"] == pytest.approx(2 / 5)
     assert s["ttft_ms"]["p50"] == pytest.approx(50.0) and s["tpot_ms"]["p50"] == pytest.approx(10.0)
     assert s["itl_ms"]["n"] == 40 and s["e2e_ms"]["mean"] == pytest.approx((150 + 300 + 350 + 150) / 4)
-    assert s["achieved_rate"] == pytest.approx(1.0) and s["output_tokens_per_s"] == pytest.approx(44 / 4.0)
-    assert not s["saturated"]
-    no_slo = summarize_point(results, 4.0, 1.25, None, None)
+    assert s["achieved_rate"] == pytest.approx(4 / whole) and s["output_tokens_per_s"] == pytest.approx(44 / whole)
+    assert s["steady"] is None and s["steady_reason"] and not s["saturated"]
+    no_slo = summarize_point(results, (None, None), 1.25, None, None)
     assert no_slo["goodput"] is None
 
 
 def test_saturation_is_a_rate_the_engine_falls_behind_or_a_growing_queue():
-    steady = [_result(i, i * 0.5, 0.05, 0.01, 5) for i in range(12)]
-    assert not summarize_point(steady, 6.0, 2.0, None, None)["saturated"]
-    behind = summarize_point(steady, 6.0, 4.0, None, None)  # 2 served of 4 offered per second
+    steady = [_result(i, i * 0.5, 0.05, 0.01, 5) for i in range(40)]
+    window = (steady[0].end, steady[-1].start)  # first answer to last send
+    kept_up = summarize_point(steady, window, 2.0, None, None)
+    assert not kept_up["saturated"] and kept_up["steady"]["requests_per_s"] == pytest.approx(2.0, rel=0.05)
+    behind = summarize_point(steady, window, 4.0, None, None)  # 2 served of 4 offered per second
     assert behind["saturated"] and "below 90%" in behind["saturation_reason"]
+    few = summarize_point(steady[:6], (steady[0].end, steady[5].start), 2.5, None, None)
+    assert not few["saturated"]  # 4 answers cannot tell 2/s from 2.5/s: not judged saturated on them
     queue = [_result(i, i * 0.5, 0.05 + 0.3 * i, 0.01, 5) for i in range(12)]
-    assert queue_grows(queue) and "queue" in summarize_point(queue, 6.0, math.inf, None, None)["saturation_reason"]
+    assert queue_grows(queue) and "queue" in summarize_point(queue, (None, None), math.inf, None, None)["saturation_reason"]
 
 
 # -- the client, against a stub with known timing -------------------------------------------------
@@ -186,8 +192,8 @@ def test_transformers_serve_two_rate_sweep_on_the_bundled_model(tmp_path):
         assert r["backend"]["version"].startswith("transformers ")
         assert s["completed"] == 6 and s["failed"] == 0
         assert s["mean_prompt_tokens"] == 32  # the server's usage agrees with the prompt we built
-        assert 1 <= s["mean_output_tokens"] <= 8 and s["usage_mismatches"] == 0
-        assert s["token_count"] == "the model's tokenizer"
+        assert 1 <= s["mean_output_tokens"] <= 8 and s["token_count_source"] == "usage"  # the server's own count
+        assert s["whole"]["requests"] == 6 and s["whole"]["output_tokens"] == s["output_tokens"]
         assert 0 < s["ttft_ms"]["p50"] <= s["ttft_ms"]["p95"] <= s["ttft_ms"]["p99"]
         assert s["tpot_ms"]["mean"] > 0 and s["achieved_rate"] > 0
         assert e["status"] == "estimated" and e["joules_per_request"] > 0 and e["confidence"] == 0.95
@@ -255,12 +261,12 @@ def test_a_managed_engine_that_dies_mid_point_is_restarted_for_the_next(tmp_path
     import effbench
     from effbench.scenarios.serving.engines import ENGINES
 
-    monkeypatch.setitem(ENGINES.entries, "stub", _stub_engine_class("--exit-after", "9"))  # dies at its 9th completion
+    monkeypatch.setitem(ENGINES.entries, "stub", _stub_engine_class("--exit-after", "10"))  # dies at its 10th completion
     run = effbench.run(dict(scenario="serving", engine="stub", rates=[20, 30, 40], requests=6, warmup_requests=2,
                             new_tokens=4, prompt_tokens=16, sensor="none", idle_s=0, out=str(tmp_path / "run")))
     recs = run.records
     assert [r.serving.rate for r in recs] == [20.0, 30.0, 40.0]
-    # point 1: 8 completions; point 2: the server exits at its 9th; point 3: a fresh server
+    # the probe: 1 completion; point 1: 8; point 2: the server exits at its 10th; point 3: a fresh server
     assert recs[0].error is None and recs[0].serving.completed == 6
     assert recs[1].error is not None and "died" in recs[1].error
     assert recs[2].error is None and recs[2].serving.completed == 6
@@ -274,10 +280,12 @@ def test_answers_batched_into_a_burst_do_not_read_faster_than_they_were_sent():
     rs = []
     for i in range(10):
         r = _result(i, 1.0 + i * 0.25, ttft=0.0, itl=0.0, tokens=1)
-        r.end = r.chunk_times[-1] = 4.0 + i * 0.01
+        r.end = r.chunk_times[-1] = 104.0 + i * 0.01
         rs.append(r)
-    s = summarize_point(rs, 3.1, 4.0, None, None)
-    assert s["achieved_rate"] == pytest.approx(9 / 2.25)  # the send span, not 9 / 0.09 s
+    s = summarize_point(rs, (None, None), 4.0, None, None)  # every answer came after the last send
+    assert s["steady"] is None and "steady" not in (s["saturation_reason"] or "")
+    assert s["achieved_rate"] == pytest.approx(10 / 3.09)  # first send to last answer, not 9 / 0.09 s
+    assert s["output_tokens_per_s"] == pytest.approx(10 / 3.09)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS per process is read from Linux's /proc")

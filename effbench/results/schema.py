@@ -160,6 +160,33 @@ class Stats(_Section):
         return self.ci_target is not None and self.ci95_rel is not None and self.ci95_rel > self.ci_target
 
 
+class ServingWindow(_Section):
+    """Throughput over one window of a serving point (docs/method.md, "Serving throughput"):
+    ``whole`` is the field's definition (first send to last answer), ``steady`` the load's plateau."""
+
+    window_s: float
+    requests: int  # completed inside the window
+    output_tokens: float  # streamed inside the window (a request's count shared over its chunks)
+    requests_per_s: float
+    output_tokens_per_s: float
+    ci95: dict[str, list[float]] = Field(default_factory=dict)  # figure -> [low, high], exact Poisson on requests
+
+
+class CapacityResult(_Section):
+    """A capacity-at-SLO search: the highest offered rate whose p95 latencies meet the SLO."""
+
+    rate: Optional[float] = None  # highest rate that met the SLO (None: not even the lowest tried)
+    ci95: Optional[list[float]] = None  # [last rate that met, first rate that failed] (the bracket)
+    failed_rate: Optional[float] = None  # lowest rate tried that missed the SLO
+    resolution: Optional[float] = None  # relative width at which the search stopped
+    slo: dict[str, Optional[float]] = Field(default_factory=dict)  # ttft_ms, tpot_ms (both p95)
+    goodput: Optional[float] = None  # at ``rate``
+    joules_per_request: Optional[float] = None  # at ``rate``
+    output_tokens_per_s: Optional[float] = None  # at ``rate``
+    tried: list[dict[str, Any]] = Field(default_factory=list)  # {rate, met, ttft_p95_ms, tpot_p95_ms, reason}
+    reason: Optional[str] = None  # why the search ended where it did
+
+
 class ServingInfo(_Section):
     """A serving-load point (scenario ``serving``): offered load, latency distributions, goodput."""
 
@@ -174,8 +201,17 @@ class ServingInfo(_Section):
     tpot_ms: Optional[Latency] = None
     itl_ms: Optional[Latency] = None
     e2e_ms: Optional[Latency] = None
-    achieved_rate: Optional[float] = None  # completed requests/s
-    output_tokens_per_s: Optional[float] = None
+    achieved_rate: Optional[float] = None  # completed requests/s: steady.requests_per_s, else whole's
+    output_tokens_per_s: Optional[float] = None  # steady.output_tokens_per_s, else whole's
+    whole: Optional[ServingWindow] = None  # first send to last answer, as vLLM's bench, GuideLLM, AIPerf
+    steady: Optional[ServingWindow] = None  # None when the point had no steady state (steady_reason)
+    steady_reason: Optional[str] = None
+    realised_rate: Optional[float] = None  # requests/s at which the measured requests were really sent
+    api: Optional[str] = None  # completions or chat
+    token_count_source: Optional[str] = None  # usage (the server's count), tokenizer, or chunks
+    server_metrics: Optional[dict[str, Any]] = None  # what the server's /metrics said over the point
+    workload: Optional[dict[str, Any]] = None  # the traffic: name, lengths, source
+    capacity: Optional[CapacityResult] = None  # on the point a capacity search settled on
     goodput: Optional[float] = None  # requests/s meeting every SLO given
     slo_attainment: Optional[float] = None  # share of measured requests meeting the SLO
     slo: dict[str, Optional[float]] = Field(default_factory=dict)  # ttft_ms, tpot_ms

@@ -1,15 +1,21 @@
-"""The serving client: one streamed OpenAI-compatible completion per request, on httpx's async
-client, with a timestamp for every streamed chunk (TTFT, ITL and TPOT come from them)."""
+"""The serving client: one streamed OpenAI-compatible request per request (``/v1/completions`` or
+``/v1/chat/completions``), on httpx's async client, with a timestamp for every streamed chunk (TTFT,
+ITL and TPOT come from them) and the server's own ``usage`` token counts where it sends them."""
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
+Api = Literal["completions", "chat"]
+API_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 # Fields some servers use to force the output length; `transformers serve` refuses unknown fields
-# with HTTP 422, so they are sent only when the server accepted them (see ``probe``).
+# with HTTP 422, so they are sent only when the server accepted them (the scenario probes first).
 FORCE_LENGTH_FIELDS = {"ignore_eos": True}
+# Asks for a final chunk with the server's token counts (as vLLM's bench, GuideLLM and AIPerf do):
+# counting re-tokenized text differs from what the server generated.
+USAGE_FIELDS = {"stream_options": {"include_usage": True}}
 
 
 @dataclass
@@ -35,7 +41,7 @@ class Result:
     prompt_tokens: int = 0
     usage_prompt_tokens: Optional[int] = None
     usage_completion_tokens: Optional[int] = None
-    output_tokens: Optional[int] = None  # counted with the model's tokenizer
+    output_tokens: Optional[int] = None  # counted with the model's tokenizer (only without usage)
     error: Optional[str] = None
 
     @property
@@ -52,11 +58,17 @@ class Result:
 
     @property
     def tokens(self) -> int:
-        """Output tokens: the tokenizer's count, else the server's, else one per chunk."""
-        for n in (self.output_tokens, self.usage_completion_tokens):
+        """Output tokens: the server's own count (usage), else the tokenizer's, else one per chunk."""
+        for n in (self.usage_completion_tokens, self.output_tokens):
             if n is not None:
                 return n
         return len(self.chunk_times)
+
+    @property
+    def token_count_source(self) -> str:
+        if self.usage_completion_tokens is not None:
+            return "usage"
+        return "tokenizer" if self.output_tokens is not None else "chunks"
 
     @property
     def tpot_s(self) -> Optional[float]:
@@ -77,21 +89,29 @@ class Result:
 
 
 class Client:
-    """Posts streamed completions to ``base_url``/v1/completions."""
+    """Posts streamed requests to ``base_url`` on the OpenAI API ``api`` (completions or chat; on
+    chat the server applies the model's chat template)."""
 
     def __init__(self, base_url: str, model: str, timeout_s: float, max_connections: int = 1024,
-                 force_length: bool = False) -> None:
+                 force_length: bool = False, api: Api = "completions", usage: bool = True) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.force_length = force_length
+        self.api = api
+        self.usage = usage
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=10.0), limits=limits, trust_env=False)
 
     def body(self, req: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "prompt": req.prompt, "max_tokens": req.max_tokens,
-                                "temperature": 0.0, "stream": True}
+        body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens, "temperature": 0.0, "stream": True}
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": req.prompt}]
+        else:
+            body["prompt"] = req.prompt
+        if self.usage:
+            body.update(USAGE_FIELDS)
         if self.force_length:
             body.update(FORCE_LENGTH_FIELDS, min_tokens=req.max_tokens)
         return body
@@ -100,7 +120,7 @@ class Client:
         res = Result(req.index, req.warmup, scheduled, prompt_tokens=req.prompt_tokens)
         res.start = time.perf_counter()
         try:
-            async with self._http.stream("POST", f"{self.base_url}/v1/completions", json=self.body(req)) as r:
+            async with self._http.stream("POST", self.base_url + API_PATHS[self.api], json=self.body(req)) as r:
                 if r.status_code != 200:
                     detail = (await r.aread()).decode("utf-8", "replace")
                     res.error = f"HTTP {r.status_code}: {' '.join(detail.split())[:200]}"
@@ -136,15 +156,35 @@ class Client:
         if chunk.get("error"):
             res.error = f"server error: {str(chunk['error'])[:200]}"
             return
-        choices = chunk.get("choices") or []
-        text = (choices[0].get("text") or "") if choices and isinstance(choices[0], dict) else ""
+        text = chunk_text(chunk.get("choices"))
         if text:
             res.chunk_times.append(now)
             res.text += text
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            res.usage_prompt_tokens = usage.get("prompt_tokens", res.usage_prompt_tokens)
-            res.usage_completion_tokens = usage.get("completion_tokens", res.usage_completion_tokens)
+            res.usage_prompt_tokens = _count(usage.get("prompt_tokens"), res.usage_prompt_tokens)
+            res.usage_completion_tokens = _count(usage.get("completion_tokens"), res.usage_completion_tokens)
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+def chunk_text(choices: Any) -> str:
+    """The text one stream chunk carries: ``text`` (completions) or ``delta.content`` (chat; a
+    reasoning model's ``reasoning_content`` is generated output too, as vLLM's bench counts it)."""
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        return ""
+    choice = choices[0]
+    text = choice.get("text")
+    if isinstance(text, str):
+        return text
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        return ""
+    parts = (delta.get(k) for k in ("reasoning_content", "reasoning", "content"))
+    return "".join(p for p in parts if isinstance(p, str))
+
+
+def _count(value: Any, default: Optional[int]) -> Optional[int]:
+    """A usage token count, only when it is one (a hostile server's string or float is ignored)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default

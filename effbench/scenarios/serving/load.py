@@ -1,9 +1,12 @@
 """Offered load: open-loop arrivals at a rate (poisson or constant; ``inf`` = all at once) or a
 closed loop of ``concurrency`` users, each sending its next request when the last one returns.
 
-The energy window is steady state only: it opens when the warm-up requests have all returned (the
-engine is warm and loaded) and closes when the last measured request is sent (after that the
-engine drains, which is not the load being measured)."""
+Two windows per point, each with its own sensor window (docs/method.md, "Serving throughput"):
+- **whole**: from the first measured send to the last measured answer, the span over which
+  `vllm bench serve`, GuideLLM and AIPerf divide completed requests and output tokens;
+- **steady**: from the first measured answer (every request then in flight was sent under load)
+  to the last measured send (after it the engine only drains). A point whose first answer comes
+  back after its last send has no steady state."""
 from __future__ import annotations
 
 import asyncio
@@ -42,29 +45,71 @@ class Load:
 
 
 def arrival_offsets(rate: float, arrival: str, n: int, seed: int) -> list[float]:
-    """Send times (s from the start) of ``n`` requests offered at ``rate``."""
+    """Send times (s from the first send) of ``n`` requests offered at ``rate``. A seeded Poisson
+    sample is rescaled so that its own mean rate, (n - 1) / (last - first send), is exactly ``rate``
+    (as `vllm bench serve` rescales its sample): a short point offers the rate asked, not a draw's."""
     if rate == math.inf:
         return [0.0] * n
-    if arrival == "constant":
+    if arrival == "constant" or n < 3:
         return [i / rate for i in range(n)]
     rng = random.Random(seed)
-    t, out = 0.0, []
-    for _ in range(n):
+    gaps = [rng.expovariate(rate) for _ in range(n - 1)]
+    scale = (n - 1) / rate / sum(gaps)
+    out, t = [0.0], 0.0
+    for g in gaps:
+        t += g * scale
         out.append(t)
-        t += rng.expovariate(rate)
     return out
+
+
+@dataclass
+class Span:
+    """One window of a point: its ends (``time.perf_counter()``) and the sensor's reading of it."""
+
+    start: Optional[float] = None
+    end: Optional[float] = None
+    window: Any = None  # the sensor's open window, stopped into ``reading``
+    reading: Any = None
+
+    def open(self, open_window: Callable[[], Any]) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+            self.window = open_window()
+
+    def close(self) -> None:
+        if self.window is not None and self.end is None:
+            self.end = time.perf_counter()
+            self.reading = self.window.stop()
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start) if self.start is not None and self.end is not None else 0.0
 
 
 @dataclass
 class PointRun:
     results: list[Result] = field(default_factory=list)
     started: float = 0.0
-    window_start: Optional[float] = None
-    window_end: Optional[float] = None
-    window: Any = None  # the sensor's open window, stopped into ``reading``
-    reading: Any = None
+    whole: Span = field(default_factory=Span)
+    steady: Span = field(default_factory=Span)
+    sending_done: bool = False
+    steady_missed: Optional[str] = None  # why no steady window opened
     max_in_flight: int = 0
     issued: list[int] = field(default_factory=list)  # indexes of requests sent (unanswered ones time out)
+
+    def answered_measured(self, open_window: Callable[[], Any]) -> None:
+        """The first measured answer opens the steady window, if requests are still to be sent."""
+        if self.steady.start is not None or self.steady_missed:
+            return
+        if self.sending_done:
+            self.steady_missed = "every measured request was sent before the first answer came back"
+        else:
+            self.steady.open(open_window)
+
+    def sending_finished(self) -> None:
+        """No measured request is sent after this: the drain begins and the steady window ends."""
+        self.sending_done = True
+        self.steady.close()
 
 
 async def _run(client: Client, load: Load, make: Callable[[int, bool], Request], open_window: Callable[[], Any],
@@ -72,25 +117,15 @@ async def _run(client: Client, load: Load, make: Callable[[int, bool], Request],
     """Sends the requests of one point and collects them; ``open_window()`` starts an energy window."""
     run = PointRun(started=time.perf_counter())
     warm_left = load.warmup_requests
-    measured_cap = load.requests if load.requests is not None else 10**9
-    deadline_measured: Optional[float] = None
     in_flight = 0
     warm_done = asyncio.Event()
     if warm_left == 0:
         warm_done.set()
 
-    def begin_window() -> None:
-        if run.window is None:
-            run.window_start = time.perf_counter()
-            run.window = open_window()
-
-    def end_window() -> None:
-        if run.window is not None and run.window_end is None:
-            run.window_end = time.perf_counter()
-            run.reading = run.window.stop()
-
     async def one(req: Request, scheduled: float) -> None:
         nonlocal in_flight, warm_left
+        if not req.warmup:
+            run.whole.open(open_window)
         in_flight += 1
         run.issued.append(req.index)
         run.max_in_flight = max(run.max_in_flight, in_flight)
@@ -101,63 +136,71 @@ async def _run(client: Client, load: Load, make: Callable[[int, bool], Request],
             warm_left -= 1
             if warm_left <= 0:
                 warm_done.set()
+        else:
+            run.answered_measured(open_window)
 
     hard_stop = run.started + budget_s
     if load.concurrency is not None:
-        counter = {"next": 0}
+        await _closed_loop(run, load, make, one, warm_done, hard_stop)
+    else:
+        await _open_loop(run, load, make, one, warm_done, hard_stop)
+    run.sending_finished()
+    run.whole.close()
+    return run
 
-        async def user() -> None:
-            nonlocal deadline_measured
-            while True:
-                i = counter["next"]
-                measured_i = i - load.warmup_requests
-                now = time.perf_counter()
-                if measured_i >= measured_cap or now > hard_stop:
-                    break
-                if measured_i >= 0:
-                    if not warm_done.is_set():
-                        await warm_done.wait()
-                        continue
-                    begin_window()
-                    deadline_measured = deadline_measured or (now + load.duration_s if load.duration_s else None)
-                    if deadline_measured is not None and now >= deadline_measured:
-                        break
-                counter["next"] += 1
-                await one(make(i, measured_i < 0), time.perf_counter())
-            end_window()  # a closed loop is steady until its first user stops
 
-        await asyncio.gather(*(user() for _ in range(load.concurrency)))
-        return run
+async def _closed_loop(run: PointRun, load: Load, make: Callable[[int, bool], Request], one: Callable[..., Any],
+                       warm_done: asyncio.Event, hard_stop: float) -> None:
+    assert load.concurrency is not None
+    cap = load.requests if load.requests is not None else 10**9
+    counter = {"next": 0}
+    deadline: list[float] = []
 
+    async def user() -> None:
+        while True:
+            i = counter["next"]
+            measured_i = i - load.warmup_requests
+            now = time.perf_counter()
+            if measured_i >= 0 and not warm_done.is_set():
+                await warm_done.wait()
+                continue
+            if measured_i >= 0 and not deadline and load.duration_s:
+                deadline.append(now + load.duration_s)
+            if measured_i >= cap or now > hard_stop or (deadline and now >= deadline[0]):
+                run.sending_finished()  # the first user to stop ends the steady state
+                break
+            counter["next"] += 1
+            if measured_i == cap - 1:
+                run.sending_finished()
+            await one(make(i, measured_i < 0), time.perf_counter())
+
+    await asyncio.gather(*(user() for _ in range(load.concurrency)))
+
+
+async def _open_loop(run: PointRun, load: Load, make: Callable[[int, bool], Request], one: Callable[..., Any],
+                     warm_done: asyncio.Event, hard_stop: float) -> None:
     assert load.rate is not None
-    n_measured = load.planned_requests
-    offsets = arrival_offsets(load.rate, load.arrival, load.warmup_requests + n_measured, load.seed)
     tasks = []
-    warm_offsets = offsets[:load.warmup_requests]
     base = time.perf_counter()
-    for i, off in enumerate(warm_offsets):
+    for i, off in enumerate(arrival_offsets(load.rate, load.arrival, load.warmup_requests, load.seed + 1)):
         await _sleep_until(base + off)
         tasks.append(asyncio.create_task(one(make(i, True), base + off)))
-    await warm_done.wait()  # warm-up drained: the measured arrivals and the window start together
-    begin_window()
+    await warm_done.wait()  # warm-up drained: the measured arrivals start on a warm engine
+    offsets = arrival_offsets(load.rate, load.arrival, load.planned_requests, load.seed)
     base = time.perf_counter()
-    first = offsets[load.warmup_requests] if n_measured else 0.0
-    for k in range(n_measured):
-        i = load.warmup_requests + k
-        at = base + offsets[i] - first
-        if load.duration_s is not None and offsets[i] - first > load.duration_s:
-            break
-        if at > hard_stop:
+    for k, off in enumerate(offsets):
+        at = base + off
+        if (load.duration_s is not None and off > load.duration_s) or at > hard_stop:
             break
         await _sleep_until(at)
-        tasks.append(asyncio.create_task(one(make(i, False), at)))
-    end_window()
+        if k == len(offsets) - 1:
+            run.sending_finished()
+        tasks.append(asyncio.create_task(one(make(load.warmup_requests + k, False), at)))
+    run.sending_finished()
     if tasks:
         await asyncio.wait(tasks, timeout=max(1.0, hard_stop - time.perf_counter()))
         for t in tasks:
             t.cancel()
-    return run
-
 
 async def _sleep_until(t: float) -> None:
     delay = t - time.perf_counter()

@@ -5,6 +5,7 @@ One group is one model + scheme on one engine: the engine starts once (``--engin
 user's (``--endpoint``), and each rate or concurrency level is one configuration (one record)."""
 from __future__ import annotations
 
+import math
 import random
 import time
 from typing import Any, ClassVar, Optional
@@ -14,18 +15,22 @@ from effbench.errors import EffbenchError, UnsupportedError
 from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_engine_peak_rss
 from effbench.models import build_token_rows, load_prompt_set
 from effbench.registry import importable
-from effbench.results.schema import Energy, Memory, ServingInfo, Stats, Throughput
+from effbench.results.schema import CapacityResult, Energy, Latency, Memory, ServingInfo, ServingWindow, Stats, Throughput
 from effbench.scenarios.base import Context, Point, Scenario, Session
-from effbench.scenarios.serving.client import Client, Request, Result
+from effbench.scenarios.serving.capacity import Trial, capacity_requests, judge, search
+from effbench.scenarios.serving.client import API_PATHS, Client, Request, Result
 from effbench.scenarios.serving.engines import ENGINES, EngineInfo, ManagedEngine, check_endpoint
-from effbench.scenarios.serving.load import Load, PointRun, run_point
+from effbench.scenarios.serving.load import Load, PointRun, Span, run_point
 from effbench.scenarios.serving.metrics import summarize_point
+from effbench.scenarios.serving.tokenizer import TextTokenizer, load_tokenizer
 from effbench.stats import combine_rel
 
 DEFAULT_REQUESTS = 32  # measured requests per point when neither --requests nor --duration is given
 ENDPOINT = "endpoint"  # the backend name of records measured on a server effbench did not start
 # The float schemes a managed engine loads by dtype; anything else it cannot be asked for.
 ENGINE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+TOKEN_COUNT_WORDS = {"usage": "the server's usage", "tokenizer": "the model's tokenizer (the server sent no usage)",
+                     "chunks": "one per streamed chunk (no usage, no local tokenizer)"}
 OUTPUT_NOT_FORCED = ("not forced: the server refuses ignore_eos/min_tokens, so requests may stop early at EOS; "
                      "output tokens are counted as they came back")
 
@@ -55,6 +60,8 @@ class ServingScenario(Scenario):
     @classmethod
     def load_points(cls, config: Any) -> list[dict[str, Any]]:
         s = config.serving
+        if s.find_capacity:  # one configuration: the search tries its rates inside it
+            return [{"batch_size": 1, "rate": min(r for r in s.rates if math.isfinite(r))}]
         if s.concurrency:
             return [{"batch_size": c, "concurrency": c} for c in s.concurrency]
         return [{"batch_size": 1, "rate": r} for r in s.rates]
@@ -63,7 +70,7 @@ class ServingScenario(Scenario):
     def offered_load(cls, config: Any, point: Any) -> dict[str, Any]:
         """The ``serving`` fields of the offered load: what every record of the point carries."""
         s = config.serving
-        return dict(rate=point.rate, concurrency=point.concurrency,
+        return dict(rate=point.rate, concurrency=point.concurrency, api=s.api,
                     arrival=s.arrival if point.rate is not None else "closed-loop",
                     warmup_requests=s.warmup_requests, slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms})
 
@@ -84,8 +91,9 @@ class ServingScenario(Scenario):
         self.engine: Optional[ManagedEngine] = None
         self.info: Optional[EngineInfo] = None
         self.session: Optional[Session] = None
-        self.tokenizer: Any = None
+        self.tokenizer: Optional[TextTokenizer] = None
         self.force_length = False
+        self.usage = True
         self.saturated_at: Optional[str] = None
         self._prompts: dict[tuple, list[str]] = {}
 
@@ -99,7 +107,7 @@ class ServingScenario(Scenario):
         else:
             self._start_engine()
         self.tokenizer = self._tokenizer()
-        self.force_length = self._accepts_forced_length()
+        self._probe_server()
         return (self.info.version if self.info else None) or "unknown"
 
     def _start_engine(self) -> None:
@@ -130,41 +138,46 @@ class ServingScenario(Scenario):
     def engine_pids(self) -> list[int]:
         return list(self.info.pids) if self.info else []
 
-    def _tokenizer(self) -> Any:
-        """The model's own tokenizer (token counts must not depend on the server's word for it)."""
+    def _tokenizer(self) -> Optional[TextTokenizer]:
+        """The model's own tokenizer, to build prompts of the asked length (and to count output tokens
+        only where the server sends no usage)."""
         sess = self.session
         assert sess is not None
         try:
-            from effbench.models.hf import quiet_transformers
-
-            quiet_transformers()
-            from transformers import AutoTokenizer
-
-            return AutoTokenizer.from_pretrained(servable_model_path(sess.spec, sess.notify))
+            return load_tokenizer(servable_model_path(sess.spec, sess.notify))
         except Exception as e:  # noqa: BLE001 - an endpoint's model may not be here: count what the server says
             sess.notify(f"no local tokenizer for {sess.spec.id} ({type(e).__name__}); token counts come from the server")
             return None
 
-    def _client(self, force_length: Optional[bool] = None) -> Client:
+    def _client(self, force_length: Optional[bool] = None, usage: Optional[bool] = None) -> Client:
         assert self.info is not None
-        return Client(self.info.url, self.info.model or "", self.s.request_timeout_s,
-                      force_length=self.force_length if force_length is None else force_length)
+        return Client(self.info.url, self.info.model or "", self.s.request_timeout_s, api=self.s.api,
+                      force_length=self.force_length if force_length is None else force_length,
+                      usage=self.usage if usage is None else usage)
 
-    def _accepts_forced_length(self) -> bool:
-        """Whether the server takes ignore_eos/min_tokens (vLLM, SGLang do; transformers serve says 422)."""
+    def _probe_server(self) -> None:
+        """One short request per option the server may refuse: the API asked for must answer; the
+        server's own token counts (stream_options) and a forced output length (ignore_eos, min_tokens:
+        vLLM and SGLang take them, `transformers serve` answers 422) are used where it takes them."""
         import asyncio
 
-        req = Request(-1, "Hello", 1, 2)
-
-        async def probe() -> bool:
-            client = self._client(force_length=True)
+        async def probe(force: bool, usage: bool) -> Result:
+            client = self._client(force_length=force, usage=usage)
             try:
-                res = await client.send(req, time.perf_counter())
-                return res.ok
+                return await client.send(Request(-1, "Hello", 1, 2), time.perf_counter())
             finally:
                 await client.close()
 
-        return asyncio.run(probe())
+        self.usage = True
+        answer = asyncio.run(probe(False, True))
+        if not answer.ok:
+            self.usage = False
+            answer = asyncio.run(probe(False, False))
+        if not answer.ok:
+            assert self.info is not None
+            raise EffbenchError(f"the server at {self.info.url} did not answer a streamed request on "
+                                f"{API_PATHS[self.s.api]} ({answer.error}); check --api (completions or chat) and the model")
+        self.force_length = asyncio.run(probe(True, self.usage)).ok
 
     # -- one point ---------------------------------------------------------------------------
     def skip_reason(self, point: Point) -> Optional[str]:
@@ -176,21 +189,57 @@ class ServingScenario(Scenario):
         key = (point.prompt_set, point.prompt_tokens, n)
         if key not in self._prompts:
             prompts = load_prompt_set(point.prompt_set)
-            if self.tokenizer is None:
+            tok = self.tokenizer
+            if tok is None:
                 texts = [prompts.texts[i % len(prompts.texts)] for i in range(n)]
             else:
-                rows = build_token_rows(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"],
-                                        prompts, n, point.prompt_tokens)
-                texts = [self.tokenizer.decode(r) for r in rows]
+                texts = [tok.decode(r) for r in build_token_rows(tok.encode, prompts, n, point.prompt_tokens)]
             self._prompts[key] = texts
         return self._prompts[key]
 
     def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
-        self.restart()
+        if self.s.find_capacity:
+            return self._find_capacity(point, ctx)
         s = self.s
         requests = s.requests if s.requests or s.duration_s else DEFAULT_REQUESTS
-        load = Load(rate=point.rate, concurrency=point.concurrency, arrival=s.arrival, requests=requests,
-                    duration_s=s.duration_s, warmup_requests=s.warmup_requests, seed=self.config.seed)
+        return self._measure_load(point, ctx, Load(rate=point.rate, concurrency=point.concurrency, arrival=s.arrival,
+                                                   requests=requests, duration_s=s.duration_s,
+                                                   warmup_requests=s.warmup_requests, seed=self.config.seed))
+
+    def _find_capacity(self, point: Point, ctx: Context) -> dict[str, Any]:
+        """The highest rate whose p95 latencies meet the SLO (capacity.py): each tried rate is a full
+        point, long enough for a steady state; the record is the point at that rate."""
+        s = self.s
+
+        def trial(rate: float) -> Trial:
+            self.saturated_at = None
+            tried = Point(point.batch_size, point.prompt_tokens, point.new_tokens, point.prompt_set, rate=rate)
+            load = Load(rate=rate, arrival=s.arrival, requests=capacity_requests(rate, s.capacity_point_s, s.requests),
+                        warmup_requests=s.warmup_requests, seed=self.config.seed)
+            if self.session is not None:
+                self.session.notify(f"capacity search: {rate:.3g} req/s, {load.requests} requests")
+            sections = self._measure_load(tried, ctx, load)
+            return judge(rate, sections, s.slo_ttft_ms, s.slo_tpot_ms)
+
+        result = search(trial, point.rate or 1.0, s.capacity_resolution, s.capacity_max_points)
+        chosen = result.best or result.trials[0]
+        sections = chosen.sections
+        serving = sections["serving"]
+        serving.rate = chosen.rate
+        serving.capacity = CapacityResult(
+            rate=result.best.rate if result.best else None,
+            ci95=[result.best.rate, result.failed.rate] if result.best and result.failed else None,
+            failed_rate=result.failed.rate if result.failed else None, resolution=s.capacity_resolution,
+            slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms},
+            goodput=serving.goodput if result.best else None,
+            joules_per_request=sections["energy"].joules_per_request if result.best else None,
+            output_tokens_per_s=serving.output_tokens_per_s if result.best else None,
+            tried=[t.summary() for t in result.trials], reason=result.reason)
+        return sections
+
+    def _measure_load(self, point: Point, ctx: Context, load: Load) -> dict[str, Any]:
+        self.restart()
+        s = self.s
         texts = self._requests(point, s.warmup_requests + load.planned_requests)
         spread = s.length_spread
 
@@ -210,7 +259,7 @@ class ServingScenario(Scenario):
         peak = engine_peak_rss_bytes(pids)
         if self.engine is not None and not self.engine.alive():
             raise EffbenchError(f"the {self.engine.name} engine died during the point: {self.engine.log_tail()}")
-        sections = self._sections(point, ctx, run, load, lambda t: wall0 + (t - perf0))
+        sections = self._sections(point, ctx, run, lambda t: wall0 + (t - perf0))
         if peak is not None:
             sections["memory"] = Memory(peak_host_bytes=peak)
         stats = sections["stats"]
@@ -223,13 +272,14 @@ class ServingScenario(Scenario):
         return sections
 
     def _count_tokens(self, results: list[Result]) -> None:
+        """The server's usage where it sent one; the tokenizer only for answers without it."""
         for r in results:
-            if self.tokenizer is not None and r.ok:
-                r.output_tokens = len(self.tokenizer(r.text, add_special_tokens=False)["input_ids"])
+            if self.tokenizer is not None and r.ok and r.usage_completion_tokens is None:
+                r.output_tokens = len(self.tokenizer.encode(r.text))
             if r.usage_prompt_tokens is not None:
                 r.prompt_tokens = r.usage_prompt_tokens
 
-    def _sections(self, point: Point, ctx: Context, run: PointRun, load: Load, to_unix: Any) -> dict[str, Any]:
+    def _sections(self, point: Point, ctx: Context, run: PointRun, to_unix: Any) -> dict[str, Any]:
         s = self.s
         answered = {r.index for r in run.results}
         for i in run.issued:
@@ -237,47 +287,47 @@ class ServingScenario(Scenario):
                 run.results.append(Result(i, i < s.warmup_requests, 0.0, error="no answer within the point's time limit"))
         self._count_tokens(run.results)
         measured = [r for r in run.results if not r.warmup]
-        sent = [r for r in measured if r.start]
-        span = (max(r.end for r in sent) - min(r.start for r in sent)) if sent else 0.0
-        summary = summarize_point(measured, span, point.rate, s.slo_ttft_ms, s.slo_tpot_ms)
-        mismatch = [r for r in measured if r.ok and r.output_tokens is not None and r.usage_completion_tokens is not None
-                    and r.output_tokens != r.usage_completion_tokens]
+        summary = summarize_point(measured, (run.steady.start, run.steady.end), point.rate, s.slo_ttft_ms,
+                                  s.slo_tpot_ms, run.steady_missed)
+        whole, steady = summary.pop("whole"), summary.pop("steady")
         serving = ServingInfo(
-            **self.offered_load(self.config, point), requests=len(measured), duration_s=span,
+            **self.offered_load(self.config, point), requests=len(measured),
+            duration_s=whole["window_s"] if whole else 0.0,
+            whole=ServingWindow(**whole) if whole else None, steady=ServingWindow(**steady) if steady else None,
             engine=self.info.to_dict() if self.info else {},
             output_length="forced (ignore_eos, min_tokens)" if self.force_length else OUTPUT_NOT_FORCED,
-            token_count=("the model's tokenizer" if self.tokenizer is not None else "the server's usage (no local tokenizer)"),
-            usage_mismatches=len(mismatch), max_in_flight=run.max_in_flight, **summary,
+            token_count=TOKEN_COUNT_WORDS.get(summary["token_count_source"]),
+            max_in_flight=run.max_in_flight, **summary,
         )
         if serving.saturated and point.rate is not None:
             self.saturated_at = serving.load_label
-        energy = self._energy(run, measured, ctx, to_unix)
-        ttft = serving.ttft_ms.mean / 1000 if serving.ttft_ms else None
-        tpot = serving.tpot_ms.mean / 1000 if serving.tpot_ms else None
-        e2e = serving.e2e_ms.mean / 1000 if serving.e2e_ms else None
-        throughput = Throughput(ttft_s=ttft, tpot_s=tpot, e2e_latency_s=e2e,
-                                e2e_tokens_per_s=summary["output_tokens_per_s"])
-        stats = Stats(repeats=summary["completed"], warmup=s.warmup_requests, duration_s=span,
+        energy = self._energy(run, serving, ctx, to_unix)
+        throughput = Throughput(ttft_s=_mean_s(serving.ttft_ms), tpot_s=_mean_s(serving.tpot_ms),
+                                e2e_latency_s=_mean_s(serving.e2e_ms), e2e_tokens_per_s=serving.output_tokens_per_s)
+        stats = Stats(repeats=summary["completed"], warmup=s.warmup_requests, duration_s=serving.duration_s,
                       stop_reason="requests" if s.requests else "duration",
                       samples={"ttft_s": [r.ttft_s for r in measured if r.ttft_s is not None],
                                "e2e_latency_s": [r.e2e_s for r in measured if r.e2e_s is not None]})
         return {"serving": serving, "energy": energy, "throughput": throughput, "stats": stats}
 
-    def _energy(self, run: PointRun, measured: list[Result], ctx: Context, to_unix: Any) -> Energy:
-        reading = run.reading
-        if reading is None or run.window_start is None or run.window_end is None:
-            return Energy(status="unavailable", basis="no steady-state window (no measured request was sent)")
-        ws, we = run.window_start, run.window_end
-        tokens_in_window = 0.0
-        for r in run.results:
-            if r.ok and r.chunk_times:
-                per_chunk = r.tokens / len(r.chunk_times)
-                tokens_in_window += per_chunk * sum(ws <= t <= we for t in r.chunk_times)
+    def _energy(self, run: PointRun, serving: ServingInfo, ctx: Context, to_unix: Any) -> Energy:
+        """Energy over the window the headline throughput comes from (the steady one, else the whole
+        point), so J/token is that window's joules over that window's tokens."""
+        figures: Optional[ServingWindow] = serving.steady or serving.whole
+        span: Span = run.steady if serving.steady else run.whole
+        reading = span.reading
+        if figures is None or reading is None or span.start is None or span.end is None:
+            return Energy(status="unavailable", basis="no measured request was answered")
+        phase = "steady" if serving.steady else "whole"
+        windows = [{"phase": name, "start": to_unix(w.start), "end": to_unix(w.end), "calls": 1,
+                    "joules": w.reading.joules if w.reading else None}
+                   for name, w in (("steady", run.steady), ("whole", run.whole)) if w.start is not None and w.end is not None]
+        basis = reading.basis or reading.error
+        if phase == "whole":
+            basis = f"whole point (no steady state: {serving.steady_reason}); " + (basis or "")
         energy = Energy(status=reading.status, sensor=reading.sensor, sampling_interval_s=reading.sampling_interval_s,
-                        coverage=reading.coverage, idle_power_w=ctx.idle_power_w, basis=reading.basis or reading.error,
-                        window_s=reading.duration_s, confidence=0.95,
-                        windows=[{"phase": "steady", "start": to_unix(ws), "end": to_unix(we), "calls": 1,
-                                  "joules": reading.joules}])
+                        coverage=reading.coverage, idle_power_w=ctx.idle_power_w, basis=basis,
+                        window_s=reading.duration_s, confidence=0.95, windows=windows)
         joules = reading.joules
         if joules is None:
             energy.status = "unavailable"
@@ -289,22 +339,22 @@ class ServingScenario(Scenario):
         energy.mean_power_w = joules / reading.duration_s if reading.duration_s > 0 else None
         if ctx.idle_power_w is not None:
             energy.joules_dynamic = max(0.0, joules - ctx.idle_power_w * reading.duration_s)
-        ok = [r for r in measured if r.ok]
+        tokens, requests = figures.output_tokens, figures.requests
         # Token boundaries at the window's edges: at most one chunk per request in flight either side.
-        edge = 2 * max(1, run.max_in_flight) / tokens_in_window if tokens_in_window else None
+        edge = 2 * max(1, run.max_in_flight) / tokens if tokens else None
         energy.uncertainty_rel = combine_rel(reading.uncertainty_rel, edge)
-        if tokens_in_window > 0:
-            energy.joules_per_token = joules / tokens_in_window
-            energy.tokens_per_joule = tokens_in_window / joules if joules > 0 else None
+        energy.tokens_in_window = tokens
+        if tokens > 0:
+            energy.joules_per_token = joules / tokens
+            energy.tokens_per_joule = tokens / joules if joules > 0 else None
             if energy.joules_dynamic:
-                energy.tokens_per_joule_dynamic = tokens_in_window / energy.joules_dynamic
-            if ok:
-                mean_tokens = sum(r.tokens for r in ok) / len(ok)
-                energy.joules_per_request = energy.joules_per_token * mean_tokens
-                chars = sum(len(r.text) for r in ok)
-                if chars:
-                    energy.joules_per_kchar = energy.joules_per_token * sum(r.tokens for r in ok) / chars * 1000
-        energy.tokens_in_window = tokens_in_window
+                energy.tokens_per_joule_dynamic = tokens / energy.joules_dynamic
+            ok = [r for r in run.results if r.ok and not r.warmup]
+            chars = sum(len(r.text) for r in ok)
+            if chars:
+                energy.joules_per_kchar = energy.joules_per_token * sum(r.tokens for r in ok) / chars * 1000
+        if requests > 0:
+            energy.joules_per_request = joules / requests
         return energy
 
     def min_window_s(self, ctx: Context) -> float:
@@ -312,3 +362,7 @@ class ServingScenario(Scenario):
 
         period = ctx.sensor.info().update_period_s or 0.0
         return WINDOW_PERIODS * period
+
+
+def _mean_s(latency: Optional[Latency]) -> Optional[float]:
+    return latency.mean / 1000 if latency is not None and latency.mean is not None else None

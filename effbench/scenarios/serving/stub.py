@@ -1,5 +1,6 @@
 """A trivial OpenAI-compatible streaming server on loopback: answers /v1/models and streams
-``tokens`` chunks per /v1/completions after ``ttft_s``, ``itl_s`` apart. It measures effbench's own
+``tokens`` tokens per /v1/completions or /v1/chat/completions after ``ttft_s``, ``itl_s`` apart
+(``tokens_per_chunk`` to a chunk), with a usage chunk when asked (stream_options.include_usage). It measures effbench's own
 client (benchmarks/serving_client.py) and lets tests inject faults (HTTP errors every Nth request,
 a server that is not OpenAI, one that dies mid-point). It is never a stand-in for a real engine."""
 from __future__ import annotations
@@ -23,6 +24,11 @@ class StubBehaviour:
     reject_fields: tuple[str, ...] = ("ignore_eos", "min_tokens")  # 422, as transformers serve does
     openai: bool = True  # False: every path answers an HTML page
     exit_after: int = 0  # process mode only: the whole process exits at this completion (a server that dies)
+    usage: bool = True  # answers stream_options.include_usage with the token counts
+    tokens_per_chunk: int = 1  # tokens sent in one streamed chunk (a server that coalesces tokens)
+    chat: bool = True  # serves /v1/chat/completions too
+    max_concurrent: int = 0  # completions generated at once; the rest queue (0: no limit). A known capacity:
+    # max_concurrent / (ttft_s + (tokens - 1) x itl_s) requests/s
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -36,6 +42,7 @@ class StubServer:
         self.count = 0
         self.max_tokens_asked: list[int] = []  # each completion's max_tokens, in arrival order
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.behaviour.max_concurrent) if self.behaviour.max_concurrent else None
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,6 +73,9 @@ class StubServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 if not b.openai:
                     return self._send(200, b"<html>not an API</html>", "text/html")
+                chat = self.path == "/v1/chat/completions"
+                if not (self.path == "/v1/completions" or (chat and b.chat)):
+                    return self._send(404, b'{"detail": "Not Found"}')
                 rejected = [f for f in b.reject_fields if f in body]
                 if rejected:
                     return self._send(422, json.dumps({"detail": f"Unexpected fields in the request: {rejected}"}).encode())
@@ -82,12 +92,23 @@ class StubServer:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                if chat:
+                    self._chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+                if stub._slots is None:
+                    return self._generate(b, body, tokens, chat)
+                with stub._slots:
+                    self._generate(b, body, tokens, chat)
+
+            def _generate(self, b: StubBehaviour, body: dict, tokens: int, chat: bool) -> None:
                 time.sleep(b.ttft_s)
-                for i in range(tokens):
+                per = max(1, b.tokens_per_chunk)
+                for i in range(0, tokens, per):
                     if i:
-                        time.sleep(b.itl_s)
-                    self._chunk({"choices": [{"index": 0, "text": f" w{i}"}]})
-                self._chunk({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": tokens}})
+                        time.sleep(b.itl_s * per)
+                    text = "".join(f" w{k}" for k in range(i, min(tokens, i + per)))
+                    self._chunk({"choices": [{"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}]})
+                if b.usage and (body.get("stream_options") or {}).get("include_usage"):
+                    self._chunk({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": tokens}})
                 self._raw(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
 
@@ -121,11 +142,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--itl-s", type=float, default=0.0)
+    ap.add_argument("--ttft-s", type=float, default=0.0)
+    ap.add_argument("--max-concurrent", type=int, default=0, help="completions generated at once; the rest queue")
     ap.add_argument("--exit-after", type=int, default=0)
     ap.add_argument("--hold-mib", type=int, default=0, help="keep this much memory resident, as an engine's weights")
     args = ap.parse_args(argv)
     held = bytearray(b"w") * (args.hold_mib << 20)  # written, so resident  # noqa: F841
-    server = StubServer(StubBehaviour(tokens=args.tokens, itl_s=args.itl_s, exit_after=args.exit_after), port=args.port)
+    server = StubServer(StubBehaviour(tokens=args.tokens, itl_s=args.itl_s, ttft_s=args.ttft_s,
+                                      exit_after=args.exit_after, max_concurrent=args.max_concurrent), port=args.port)
     server.httpd.serve_forever()
 
 
