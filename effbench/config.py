@@ -89,6 +89,7 @@ class ServingConfig(BaseModel):
     request_timeout_s: float = Field(default=120.0, gt=0)
     point_timeout_s: float = Field(default=600.0, gt=0)
     api: Literal["completions", "chat"] = "completions"  # which OpenAI API the client drives
+    server_metrics: bool = True  # scrape the server's Prometheus /metrics during each point (where it has one)
     # Capacity at the SLO: search the highest rate whose p95 TTFT/TPOT meet --slo-ttft-ms/--slo-tpot-ms,
     # from the lowest of ``rates`` up, until the bracket is within ``capacity_resolution`` (relative).
     find_capacity: bool = False

@@ -165,7 +165,9 @@ class ServingWindow(_Section):
     ``whole`` is the field's definition (first send to last answer), ``steady`` the load's plateau."""
 
     window_s: float
-    requests: int  # completed inside the window
+    # whole: requests completed; steady: output_tokens / the point's mean output tokens (request-equivalents)
+    requests: float
+    completed: Optional[int] = None  # answers inside the window (the count behind the interval)
     output_tokens: float  # streamed inside the window (a request's count shared over its chunks)
     requests_per_s: float
     output_tokens_per_s: float

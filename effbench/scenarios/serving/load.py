@@ -96,6 +96,7 @@ class PointRun:
     steady_missed: Optional[str] = None  # why no steady window opened
     max_in_flight: int = 0
     issued: list[int] = field(default_factory=list)  # indexes of requests sent (unanswered ones time out)
+    server_metrics: Any = None  # server_metrics.ServerMetrics over the measured part, when scraped
 
     def answered_measured(self, open_window: Callable[[], Any]) -> None:
         """The first measured answer opens the steady window, if requests are still to be sent."""
@@ -113,14 +114,24 @@ class PointRun:
 
 
 async def _run(client: Client, load: Load, make: Callable[[int, bool], Request], open_window: Callable[[], Any],
-               budget_s: float) -> PointRun:
-    """Sends the requests of one point and collects them; ``open_window()`` starts an energy window."""
+               budget_s: float, scraper: Any = None) -> PointRun:
+    """Sends the requests of one point and collects them; ``open_window()`` starts an energy window;
+    ``scraper`` (a server_metrics.MetricsScraper) reads the server's /metrics over the measured part."""
     run = PointRun(started=time.perf_counter())
     warm_left = load.warmup_requests
     in_flight = 0
     warm_done = asyncio.Event()
     if warm_left == 0:
         warm_done.set()
+    scraping: Optional[asyncio.Task[Any]] = None
+    if scraper is not None:
+        async def start_scraping() -> None:
+            await warm_done.wait()  # the warm-up's latencies stay out of the server's histograms
+            await scraper.start(client.base_url)
+
+        scraping = asyncio.create_task(start_scraping())
+        if warm_left == 0:
+            await scraping  # nothing to wait for: the first scrape comes before the first send
 
     async def one(req: Request, scheduled: float) -> None:
         nonlocal in_flight, warm_left
@@ -146,6 +157,9 @@ async def _run(client: Client, load: Load, make: Callable[[int, bool], Request],
         await _open_loop(run, load, make, one, warm_done, hard_stop)
     run.sending_finished()
     run.whole.close()
+    if scraping is not None and scraper is not None:
+        await scraping
+        run.server_metrics = await scraper.stop()
     return run
 
 
@@ -209,12 +223,12 @@ async def _sleep_until(t: float) -> None:
 
 
 def run_point(client_factory: Callable[[], Client], load: Load, make: Callable[[int, bool], Request],
-              open_window: Callable[[], Any], budget_s: float) -> PointRun:
+              open_window: Callable[[], Any], budget_s: float, scraper_factory: Optional[Callable[[], Any]] = None) -> PointRun:
     """One load point, on its own event loop (the sweep itself is synchronous)."""
     async def main() -> PointRun:
         client = client_factory()
         try:
-            return await _run(client, load, make, open_window, budget_s)
+            return await _run(client, load, make, open_window, budget_s, scraper_factory() if scraper_factory else None)
         finally:
             await client.close()
 

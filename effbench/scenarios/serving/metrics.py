@@ -48,26 +48,37 @@ def sent_rate(measured: list[Result]) -> Optional[float]:
 
 
 def _tokens_in(r: Result, start: float, end: float) -> float:
-    """Output tokens of ``r`` streamed in (start, end]: each chunk carries an equal share of the count."""
+    """Output tokens of ``r`` generated inside (start, end]. Each chunk's tokens were generated over
+    the span since the previous chunk (the first's since the send) and count by the share of that
+    span inside the window: a window that opens or closes on an answer takes none of the tokens a
+    burst of answers delivers at that instant (a closed loop's users answer in bursts)."""
     if not r.ok:
         return 0.0
-    inside = sum(start < t <= end for t in r.chunk_times)
-    return r.tokens * inside / len(r.chunk_times)
+    per_chunk = r.tokens / len(r.chunk_times)
+    total, prev = 0.0, r.start
+    for t in r.chunk_times:
+        span = t - prev
+        if span <= 0:
+            total += per_chunk if start < t <= end else 0.0
+        else:
+            total += per_chunk * max(0.0, min(t, end) - max(prev, start)) / span
+        prev = t
+    return total
 
 
-def window_figures(window_s: float, requests: int, output_tokens: float) -> dict[str, Any]:
+def window_figures(window_s: float, requests: float, output_tokens: float, completed: int) -> dict[str, Any]:
     """Requests/s and output tokens/s over one window, each with the exact Poisson 95% interval of
-    the requests behind it (the token rate's relative interval is the request rate's: tokens come
-    in requests). Never more than the counts and the window allow."""
+    the ``completed`` answers behind it (the token rate's relative interval is the request rate's:
+    tokens come in requests). Never more than the counts and the window allow."""
     rps = requests / window_s
     tps = output_tokens / window_s
-    ci = poisson_rate_ci95(requests, window_s)
+    ci = poisson_rate_ci95(completed, window_s)
     ci95: dict[str, list[float]] = {}
-    if ci is not None:
-        ci95["requests_per_s"] = [ci[0], ci[1]]
-        if requests:
-            ci95["output_tokens_per_s"] = [tps * ci[0] / rps, tps * ci[1] / rps]
-    return {"window_s": window_s, "requests": requests, "output_tokens": output_tokens,
+    if ci is not None and completed:
+        rel = (ci[0] * window_s / completed, ci[1] * window_s / completed)
+        ci95["requests_per_s"] = [rps * rel[0], rps * rel[1]]
+        ci95["output_tokens_per_s"] = [tps * rel[0], tps * rel[1]]
+    return {"window_s": window_s, "requests": requests, "completed": completed, "output_tokens": output_tokens,
             "requests_per_s": rps, "output_tokens_per_s": tps, "ci95": ci95}
 
 
@@ -79,23 +90,27 @@ def whole_figures(measured: list[Result]) -> Optional[dict[str, Any]]:
     ok = [r for r in measured if r.ok]
     if not starts or not ends or max(ends) <= min(starts):
         return None
-    return window_figures(max(ends) - min(starts), len(ok), float(sum(r.tokens for r in ok)))
+    return window_figures(max(ends) - min(starts), len(ok), float(sum(r.tokens for r in ok)), len(ok))
 
 
 def steady_figures(results: list[Result], start: Optional[float], end: Optional[float],
                    missed: Optional[str]) -> tuple[Optional[dict[str, Any]], Optional[str]]:
-    """Figures over the steady window (start, end]: answers completed and tokens streamed inside it
-    (warm-up requests are over before it opens). None, with the reason, when the point had none."""
+    """Figures over the steady window (start, end]: the tokens streamed inside it, and the requests
+    they make at the point's mean output length (as ML.ENERGY counts a steady window). Counting the
+    answers inside it instead would hinge on its edges: a closed loop's users answer in bursts, and
+    the window opens and closes on an answer. None, with the reason, when the point had none."""
     if start is None or end is None:
         return None, missed or "no measured request was answered while requests were still being sent"
     if end <= start:
         return None, "the last measured request was sent as the first answer came back"
-    done = sum(1 for r in results if r.ok and start < r.end <= end)
+    ok = [r for r in results if r.ok]
+    done = sum(1 for r in ok if start < r.end <= end)
     if done < MIN_STEADY_REQUESTS:
         return None, (f"only {done} request(s) completed inside the steady window ({end - start:.2f} s); "
                       f"at least {MIN_STEADY_REQUESTS} are needed: send more requests or a longer --duration")
-    tokens = sum(_tokens_in(r, start, end) for r in results)
-    return window_figures(end - start, done, tokens), None
+    tokens = sum(_tokens_in(r, start, end) for r in ok)
+    mean_tokens = sum(r.tokens for r in ok) / len(ok)
+    return window_figures(end - start, tokens / mean_tokens if mean_tokens else 0.0, tokens, done), None
 
 
 def behind_offered(steady: Optional[dict[str, Any]], offered_rate: Optional[float]) -> bool:

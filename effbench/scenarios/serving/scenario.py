@@ -155,6 +155,12 @@ class ServingScenario(Scenario):
                       force_length=self.force_length if force_length is None else force_length,
                       usage=self.usage if usage is None else usage)
 
+    @staticmethod
+    def _scraper() -> Any:
+        from effbench.scenarios.serving.server_metrics import MetricsScraper
+
+        return MetricsScraper()
+
     def _probe_server(self) -> None:
         """One short request per option the server may refuse: the API asked for must answer; the
         server's own token counts (stream_options) and a forced output length (ignore_eos, min_tokens:
@@ -254,7 +260,8 @@ class ServingScenario(Scenario):
         pids = tuple(self.engine_pids())
         probe = InterferenceProbe(pids)  # the engine is the workload, not interference
         reset_engine_peak_rss(pids)  # the engine's peak during this point (its load included after a restart)
-        run = run_point(self._client, load, make, ctx.sensor.start_window, budget_s=s.point_timeout_s)
+        run = run_point(self._client, load, make, ctx.sensor.start_window, budget_s=s.point_timeout_s,
+                        scraper_factory=self._scraper if s.server_metrics else None)
         interference = probe.stop()
         peak = engine_peak_rss_bytes(pids)
         if self.engine is not None and not self.engine.alive():
@@ -299,6 +306,7 @@ class ServingScenario(Scenario):
             token_count=TOKEN_COUNT_WORDS.get(summary["token_count_source"]),
             max_in_flight=run.max_in_flight, **summary,
         )
+        serving.server_metrics = self._server_metrics(run, serving)
         if serving.saturated and point.rate is not None:
             self.saturated_at = serving.load_label
         energy = self._energy(run, serving, ctx, to_unix)
@@ -309,6 +317,20 @@ class ServingScenario(Scenario):
                       samples={"ttft_s": [r.ttft_s for r in measured if r.ttft_s is not None],
                                "e2e_latency_s": [r.e2e_s for r in measured if r.e2e_s is not None]})
         return {"serving": serving, "energy": energy, "throughput": throughput, "stats": stats}
+
+    @staticmethod
+    def _server_metrics(run: PointRun, serving: ServingInfo) -> Optional[dict[str, Any]]:
+        """What the server's /metrics said over the point, and the client's p50s against its own."""
+        m = run.server_metrics
+        if m is None:
+            return None
+        from effbench.scenarios.serving.server_metrics import cross_check
+
+        out = m.to_dict()
+        if m.exposed:
+            out["cross_check"] = cross_check(m, serving.ttft_ms.p50 if serving.ttft_ms else None,
+                                             serving.itl_ms.p50 if serving.itl_ms else None)
+        return dict(out)
 
     def _energy(self, run: PointRun, serving: ServingInfo, ctx: Context, to_unix: Any) -> Energy:
         """Energy over the window the headline throughput comes from (the steady one, else the whole

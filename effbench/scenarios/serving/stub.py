@@ -27,8 +27,41 @@ class StubBehaviour:
     usage: bool = True  # answers stream_options.include_usage with the token counts
     tokens_per_chunk: int = 1  # tokens sent in one streamed chunk (a server that coalesces tokens)
     chat: bool = True  # serves /v1/chat/completions too
+    metrics: bool = False  # exposes /metrics in vLLM's names (requests, tokens, TTFT and ITL histograms)
     max_concurrent: int = 0  # completions generated at once; the rest queue (0: no limit). A known capacity:
     # max_concurrent / (ttft_s + (tokens - 1) x itl_s) requests/s
+
+
+LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+class StubMetrics:
+    """The server's own view, in vLLM's Prometheus names: what effbench's scraper reads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = self.waiting = 0
+        self.generation_tokens = self.prompt_tokens = self.succeeded = 0
+        self.hist: dict[str, list[float]] = {"time_to_first_token_seconds": [], "inter_token_latency_seconds": []}
+
+    def observe(self, name: str, seconds: float) -> None:
+        with self.lock:
+            self.hist[name].append(seconds)
+
+    def text(self) -> str:
+        with self.lock:
+            lines = [f"vllm:num_requests_running {self.running}", f"vllm:num_requests_waiting {self.waiting}",
+                     f"vllm:generation_tokens_total {self.generation_tokens}",
+                     f"vllm:prompt_tokens_total {self.prompt_tokens}",
+                     f'vllm:request_success_total{{finished_reason="length"}} {self.succeeded}']
+            for name, values in self.hist.items():
+                lines.append(f"# TYPE vllm:{name} histogram")
+                for le in LATENCY_BUCKETS_S:
+                    lines.append(f'vllm:{name}_bucket{{le="{le}"}} {sum(v <= le for v in values)}')
+                lines.append(f'vllm:{name}_bucket{{le="+Inf"}} {len(values)}')
+                lines.append(f"vllm:{name}_sum {sum(values)}")
+                lines.append(f"vllm:{name}_count {len(values)}")
+        return "\n".join(lines) + "\n"
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -42,6 +75,7 @@ class StubServer:
         self.count = 0
         self.max_tokens_asked: list[int] = []  # each completion's max_tokens, in arrival order
         self._lock = threading.Lock()
+        self.metrics = StubMetrics()
         self._slots = threading.BoundedSemaphore(self.behaviour.max_concurrent) if self.behaviour.max_concurrent else None
         stub = self
 
@@ -66,6 +100,8 @@ class StubServer:
                     return self._send(200, json.dumps({"object": "list", "data": [{"id": "stub"}]}).encode())
                 if self.path == "/health":
                     return self._send(200, b"{}")
+                if self.path == "/metrics" and b.metrics:
+                    return self._send(200, stub.metrics.text().encode(), "text/plain; version=0.0.4")
                 self._send(404, b"{}")
 
             def do_POST(self) -> None:
@@ -94,23 +130,41 @@ class StubServer:
                 self.end_headers()
                 if chat:
                     self._chunk({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+                m = stub.metrics
+                with m.lock:
+                    m.waiting += 1
+                arrived = time.perf_counter()
                 if stub._slots is None:
-                    return self._generate(b, body, tokens, chat)
+                    return self._generate(b, body, tokens, chat, arrived)
                 with stub._slots:
-                    self._generate(b, body, tokens, chat)
+                    self._generate(b, body, tokens, chat, arrived)
 
-            def _generate(self, b: StubBehaviour, body: dict, tokens: int, chat: bool) -> None:
+            def _generate(self, b: StubBehaviour, body: dict, tokens: int, chat: bool, arrived: float) -> None:
+                m = stub.metrics
+                with m.lock:
+                    m.waiting -= 1
+                    m.running += 1
                 time.sleep(b.ttft_s)
                 per = max(1, b.tokens_per_chunk)
+                last = time.perf_counter()
+                m.observe("time_to_first_token_seconds", last - arrived)
                 for i in range(0, tokens, per):
                     if i:
                         time.sleep(b.itl_s * per)
+                        now = time.perf_counter()
+                        m.observe("inter_token_latency_seconds", now - last)
+                        last = now
                     text = "".join(f" w{k}" for k in range(i, min(tokens, i + per)))
                     self._chunk({"choices": [{"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}]})
                 if b.usage and (body.get("stream_options") or {}).get("include_usage"):
                     self._chunk({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": tokens}})
                 self._raw(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
+                with m.lock:
+                    m.running -= 1
+                    m.generation_tokens += tokens
+                    m.prompt_tokens += 4
+                    m.succeeded += 1
 
             def _chunk(self, obj: dict) -> None:
                 self._raw(f"data: {json.dumps(obj)}\n\n".encode())
