@@ -169,18 +169,29 @@ def test_find_capacity_never_reports_more_than_a_server_of_known_capacity_serves
 
     # 2 slots of 0.05 + 5 x 0.01 = 0.1 s each: the server completes at most 20 req/s; past that it queues.
     with StubServer(StubBehaviour(ttft_s=0.05, itl_s=0.01, tokens=6, max_concurrent=2)) as srv:
-        run = effbench.run(dict(scenario="serving", endpoint=srv.url, rates=[4], find_capacity=True, slo_ttft_ms=150,
+        run = effbench.run(dict(scenario="serving", endpoint=srv.url, rates=[2], find_capacity=True, slo_ttft_ms=150,
                                 capacity_point_s=1.5, capacity_resolution=0.25, warmup_requests=1, new_tokens=6,
                                 prompt_tokens=8, sensor="none", idle_s=0, out=str(tmp_path / "r")))
     (record,) = run.records
     s = record.serving
     c = s.capacity
     assert record.error is None and c is not None, record.error
-    assert c.rate is not None and 4 <= c.rate < 20  # meets the SLO at 4/s; cannot beyond the server's 20/s
+    assert c.rate is not None and 2 <= c.rate < 20  # meets the SLO at 2/s; cannot beyond the server's 20/s
     assert c.ci95 == [c.rate, c.failed_rate] and c.failed_rate / c.rate - 1 <= 0.25 + 1e-9
     assert s.rate == c.rate and s.ttft_ms.p95 <= 150 and c.goodput == s.goodput
     assert [t["met"] for t in c.tried][0] is True and any(not t["met"] for t in c.tried)
     assert c.slo == {"ttft_ms": 150, "tpot_ms": None}
+    # plan sizes replicas from the measured capacity, before any projection
+    p = run_effbench("plan", "--results", str(tmp_path / "r"), "--target-requests-per-s", "100", "--prompt-tokens", "8",
+                     "--output-tokens", "6", "--max-ttft-ms", "150", "--json")
+    assert p.returncode == 0, p.stderr
+    import json
+
+    options = json.loads(p.stdout)["options"]
+    measured = [o for o in options if o["basis"] == "measured"]
+    assert measured and options[0]["basis"] == "measured"
+    assert any("measured capacity at the SLO" in n for n in measured[0]["notes"])
+    assert measured[0]["replicas"] >= math.ceil(100 / c.rate)  # never fewer replicas than the capacity allows
 
 
 # -- what the server saw -----------------------------------------------------------------------------
