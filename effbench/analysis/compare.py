@@ -120,21 +120,34 @@ def _serving(attr: str) -> Callable[[Record], Optional[float]]:
 
 
 def _span_s(r: Record) -> Optional[float]:
-    """The span the achieved rate was computed over: completed requests / achieved rate."""
+    """The window the headline rates were computed over: the steady (else whole-point) window; in
+    records before those existed, completed requests / achieved rate."""
     s = r.serving
-    if s is None or not s.completed or not s.achieved_rate:
+    if s is None:
+        return None
+    window = s.steady or s.whole
+    if window is not None:
+        return window.window_s
+    if not s.completed or not s.achieved_rate:
         return None
     return s.completed / s.achieved_rate
 
 
+WINDOW_KEYS = {"achieved_rate": "requests_per_s", "output_tokens_per_s": "output_tokens_per_s"}
+
+
 def _count_interval(attr: str) -> Callable[[Record], Optional[tuple[float, float]]]:
     """A serving rate's 95% interval from the count of requests behind it (``stats.poisson_rate_ci95``):
-    ``achieved_rate`` from the completed requests, ``goodput`` from those meeting the SLO, and output
-    tokens/s scaled with the completed requests (each carries its tokens)."""
+    the record's own window interval for the achieved rate and output tokens/s (older records: from
+    the completed requests), ``goodput`` from the requests meeting the SLO."""
     def interval(r: Record) -> Optional[tuple[float, float]]:
         span, s = _span_s(r), r.serving
         if span is None or s is None:
             return None
+        window = s.steady or s.whole
+        if window is not None and attr in WINDOW_KEYS:
+            ci = window.ci95.get(WINDOW_KEYS[attr])
+            return (ci[0], ci[1]) if ci else None
         if attr == "goodput":
             if s.goodput is None:
                 return None
@@ -143,7 +156,7 @@ def _count_interval(attr: str) -> Callable[[Record], Optional[tuple[float, float
         if ci is None or attr == "achieved_rate":
             return ci
         v = getattr(s, attr, None)
-        return None if v is None else (v * ci[0] / s.achieved_rate, v * ci[1] / s.achieved_rate)
+        return None if v is None or not s.achieved_rate else (v * ci[0] / s.achieved_rate, v * ci[1] / s.achieved_rate)
     return interval
 
 
