@@ -234,8 +234,9 @@ def _flags(rows: Sequence[Row]) -> str:
     return ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) or "none"
 
 
-SERVING_ENERGY = ("tokens/J = output tokens streamed inside one steady-state window per point / the window's total "
-                  "energy (idle power included); J/request = J/token x the mean output tokens of a request")
+SERVING_ENERGY = ("tokens/J = output tokens of one window per point / the window's total energy (idle power "
+                  "included), the window the throughput comes from (the steady state, else the whole point); "
+                  "J/request = the window's energy / its requests")
 
 
 def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
@@ -286,14 +287,22 @@ def _serving_facts(src: RunSource, rows: Sequence[Row]) -> list[tuple[str, str]]
                          f"{_join(s.warmup_requests for s in sv)} warm-up request(s); engine "
                          f"{_join((s.engine or {}).get('version') or (s.engine or {}).get('name') for s in sv)}"),
         ("serving figures", "TTFT, TPOT, ITL and end-to-end latency percentiles per point (p50 with its distribution-free "
-                            "95% interval); achieved rate = completed requests/s; goodput = requests/s meeting every SLO"
+                            "95% interval); achieved rate and output tokens/s over the steady window (first answer to "
+                            "last send) where the point had one, else over the whole point (first send to last answer, "
+                            f"as vLLM's bench, GuideLLM and AIPerf): {_windows(sv)}; "
+                            "goodput = requests/s meeting every SLO"
                             + (f" ({', '.join(f'{k} {num(v)}' for k, v in sorted(slo.items()))})" if slo else "")
-                            + "; energy in one steady-state window per point, J/request = J/token x mean output tokens"),
+                            + "; energy over the same window as the throughput"),
         ("output length", _join(s.output_length for s in sv)),
         ("saturated points", f"{sum(r.saturated for r in rows)} of {len(rows)}: "
                              + (_join(s.saturation_reason for s in sv if s.saturated) if any(r.saturated for r in rows)
                                 else "none")),
     ]
+
+
+def _windows(sv: Sequence[Any]) -> str:
+    steady = sum(1 for s in sv if s.steady is not None)
+    return f"{steady} of {len(sv)} point(s) had a steady state"
 
 
 def _quality(rows: Sequence[Row]) -> str:
