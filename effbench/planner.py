@@ -540,15 +540,6 @@ def known_arch(model_id: Optional[str]) -> Optional[str]:
     return next((n for n, e in catalog().items() if low in (n, e.hf_id.lower())), None)
 
 
-def _p95_over_median_itl() -> float:
-    """How much higher the p95 inter-token latency is than the median in the reference data (the
-    projection predicts a typical step; limits are on the p95)."""
-    from effbench.reference import points
-    from effbench.stats import percentile
-
-    return percentile([p.itl_ms["p95"] / p.itl_ms["p50"] for p in points() if p.itl_ms["p50"]], 0.5)
-
-
 def _projected_schemes(profile: HardwareProfile) -> list[str]:
     """The weight formats a replica of this GPU is sized for: bf16 (fp16 where it has no bf16), and fp8
     where it has fp8 tensor cores."""
@@ -571,13 +562,13 @@ def _request_shape(req: PlanRequest, arch: str) -> tuple[int, int, Optional[str]
 
 def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest) -> tuple[list[PlanOption], list[str]]:
     """Options for an architecture on GPUs: per (GPU, GPUs per replica, scheme), the concurrency that
-    serves the most within the limits, from the reference data where it has that point, else projected."""
-    from effbench.analysis.projection import TP_SIZES, Shape, max_concurrency
-    from effbench.models.arch import shape
+    serves the most while its p95 inter-token latency (the projected percentile, or the published
+    one) meets the limit; the reference data where it has that point, else projected."""
+    from effbench.analysis.projection import TP_SIZES, Config, max_concurrency
+    from effbench.analysis.stepshape import shipped
 
-    arch = shape(f"arch:{name}")
+    arch = shipped(name)
     prompt, output, task, shape_notes = _request_shape(req, name)
-    p95 = _p95_over_median_itl()
     options: list[PlanOption] = []
     excluded: list[str] = []
     for prof in targets:
@@ -586,30 +577,41 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
         for gpus in (g for g in TP_SIZES if g <= prof.max_gpus_per_node):
             for scheme in _projected_schemes(prof):
                 what = f"arch:{name} {scheme} on {gpus}x {prof.id}"
-                limit = max_concurrency(Shape(arch, prof, gpus, 1, prompt, output, scheme))
+                if arch.heads % gpus:
+                    excluded.append(f"{what}: {gpus} GPUs do not divide its {arch.heads} attention heads")
+                    continue
+                limit = max_concurrency(Config(arch, prof, gpus, 1, prompt, output, scheme))
                 if limit < 1:
                     if gpus == 1 or scheme == "bf16":
                         excluded.append(f"{what}: does not fit (weights alone exceed {gpus * prof.memory_gb:g} GB)")
                     continue
-                best: Optional[PlanOption] = None
-                last_why = ""
-                for c in sorted({*(x for x in CONCURRENCY_CANDIDATES if x <= limit), min(limit, max(CONCURRENCY_CANDIDATES))}):
-                    r = _project(name, prof, gpus, c, prompt, output, task, scheme, req)
-                    tpot = r["tpot_p95_ms"] if r["basis"] == "reference" else r["tpot_ms"] * p95
-                    if req.max_tpot_ms is not None and tpot > req.max_tpot_ms:
-                        last_why = f"p95 TPOT {tpot:,.1f} ms > {req.max_tpot_ms:g} ms at concurrency {c}"
-                        break  # higher concurrency only lengthens the step
-                    if req.max_ttft_ms is not None:
-                        last_why = "TTFT is not projected (drop --max-ttft-ms, or measure a serving run)"
-                        break
-                    opt = _option_from_point(r, prof, tpot, req, shape_notes)
-                    if best is None or opt.capacity_tokens_per_s > best.capacity_tokens_per_s:
-                        best = opt
+                best, why = _best_concurrency(name, prof, gpus, limit, prompt, output, task, scheme, req, shape_notes)
                 if best is None:
-                    excluded.append(f"{what}: {last_why or 'no concurrency meets the limits'}")
+                    excluded.append(f"{what}: {why or 'no concurrency meets the limits'}")
                 else:
                     options.append(best)
     return options, excluded
+
+
+def _best_concurrency(name: str, prof: HardwareProfile, gpus: int, limit: int, prompt: int, output: int, task: Optional[str],
+                      scheme: str, req: PlanRequest, shape_notes: list[str]) -> tuple[Optional[PlanOption], str]:
+    """The candidate concurrency serving the most within the limits (p95 TPOT from the predicted p95
+    inter-token latency, never the median), and why the next one up failed."""
+    best: Optional[PlanOption] = None
+    why = ""
+    for c in sorted({*(x for x in CONCURRENCY_CANDIDATES if x <= limit), min(limit, max(CONCURRENCY_CANDIDATES))}):
+        r = _project(name, prof, gpus, c, prompt, output, task, scheme, req)
+        tpot = r["tpot_p95_ms"]
+        if req.max_tpot_ms is not None and tpot > req.max_tpot_ms:
+            why = f"p95 TPOT {tpot:,.1f} ms > {req.max_tpot_ms:g} ms at concurrency {c}"
+            break  # higher concurrency only lengthens the step
+        if req.max_ttft_ms is not None:
+            why = "TTFT is not projected (drop --max-ttft-ms, or measure a serving run)"
+            break
+        opt = _option_from_point(r, prof, tpot, req, shape_notes)
+        if best is None or opt.capacity_tokens_per_s > best.capacity_tokens_per_s:
+            best = opt
+    return best, why
 
 
 def _project(name: str, prof: HardwareProfile, gpus: int, c: int, prompt: int, output: int, task: Optional[str],
@@ -631,8 +633,10 @@ def _option_from_point(r: dict, prof: HardwareProfile, tpot_p95: float, req: Pla
     if r["basis"] == "reference":
         notes.append(f"reference: published, not measured by effbench ({r['reference_key']}); TPOT is the published p95 inter-token latency")
     else:
-        notes.append(f"projected from the GPU model fitted to the reference data; 95% band: tokens/s x/÷ {1 + r['band']['output_tokens_per_s']:.2f}, "
-                     f"J/token x/÷ {1 + r['band']['joules_per_token']:.2f} ({r['band']['method']}); p95 TPOT = projected step x {tpot_p95 / r['tpot_ms']:.2f}")
+        notes.append(f"projected from the GPU step-time model fitted to the reference data; 95% band: tokens/s x/÷ {1 + r['band']['output_tokens_per_s']:.2f}, "
+                     f"J/token x/÷ {1 + r['band']['joules_per_token']:.2f} ({r['band']['method']}); TPOT = projected p95 inter-token latency "
+                     f"({tpot_p95:.1f} ms; median {r['tpot_ms']:.1f} ms); {r['effective_batch']:.0f} sequences running, KV cache room for "
+                     f"{r['kv_capacity_sequences']:.0f}")
     if price is None:
         notes.append(f"no price: pass --price {prof.id}=USD_PER_HOUR")
     return PlanOption(
@@ -644,7 +648,7 @@ def _option_from_point(r: dict, prof: HardwareProfile, tpot_p95: float, req: Pla
         kg_co2e_per_month=eco.kg_co2e_per_month, memory_gb=r["memory_capacity_gb"], peak_memory_gb=r["memory_gb"],
         memory_headroom_gb=r["memory_capacity_gb"] - r["memory_gb"], price_source=prof.price_source,
         projected_from="reference fit" if r["basis"] == "projected" else None, notes=notes, random_weights=False,
-        serving_load=f"{r['running_sequences']} seqs", gpus_per_replica=gpus, active_replicas=eco.active_replicas,
+        serving_load=f"{r['running_sequences']:.0f} seqs", gpus_per_replica=gpus, active_replicas=eco.active_replicas,
         usd_per_million_tokens_at_capacity=eco.usd_per_million_at_capacity, spot_price_per_hour_usd=spot,
         spot_usd_per_month=eco.spot_usd_per_month, price_date=price_date, price_stale=stale,
         joules_per_token=r["joules_per_token"], band=r["band"] if r["basis"] == "projected" else None, source=r["source"])
@@ -806,7 +810,7 @@ def _check_context(archs: Sequence[str], demand: Demand) -> None:
     if demand.prompt_tokens is None or demand.output_tokens is None:
         return
     from effbench.analysis.projection import check_lengths
-    from effbench.models.arch import shape
+    from effbench.analysis.stepshape import shipped
 
     for name in archs:
-        check_lengths(shape(f"arch:{name}"), demand.prompt_tokens, demand.output_tokens)
+        check_lengths(shipped(name), demand.prompt_tokens, demand.output_tokens)

@@ -1,60 +1,79 @@
-"""The GPU projection model: output tokens/s, inter-token time, power and J/token of a (model, GPU,
-GPUs per replica, concurrency, request shape) nobody measured, from the architecture and the hardware
-profile, with efficiency terms fitted to published GPU measurements (the reference data), never to
-CPU runs.
+"""The GPU projection: a step-time model of vLLM-style serving (continuous batching, chunked prefill)
+with physics terms and a handful of global fitted coefficients, no per-model or per-GPU calibration.
 
-One decode step of a replica of N GPUs serving B concurrent sequences (vLLM-style continuous
-batching, chunked prefill):
+One engine step of a replica of N GPUs running B sequences (mean context c = prompt + output / 2):
 
-    bytes  = dense weights + experts touched by B tokens + B x KV cache at the mean context
-    flops  = B x (2 x active params x (1 + P/O) + attention over the context)   (P/O: prompt tokens
-             are computed too, one prompt per O output tokens)
-    t_mem  = bytes / (N x bandwidth x e_bw)        t_comp = flops / (N x peak TFLOPs x e_fl)
-    t_step = max(t_mem, t_comp) + layers x (c_layer + [N > 1] x c_tp) + all-reduce bytes / link
-    output tokens/s = B / t_step;  TPOT (inter-token time) = t_step
+    T_dec = sum_i theta_i x_i   over the terms below, each x_i the time at the GPU's datasheet peak
+      weights    dense weights read once per step / (tensor-parallel share x bandwidth)
+      experts    routed experts the step's B tokens touch, 1 - (1 - k/E)^B of them
+      kv         KV cache (or Mamba state, read and written) of B sequences at c
+      linear     2 x active parameters x B FLOPs          attention  B x attention FLOPs at c
+      comm       two all-reduces of B x hidden per layer over the GPU link (N > 1)
+      layer / tp_layer / moe_layer / step / request   fixed costs: per layer (per multi-GPU layer, per
+                 MoE layer), per step, per running sequence
+    prefill of one request (P prompt tokens): the same linear, attention, comm and expert terms for P
+                 tokens, plus a fixed cost per prefill
+    lambda = B / output tokens new requests join per step (closed loop), so
+    mean step = T_dec + lambda x t_prefill;  output tokens/s = B / mean step;
+    ITL at quantile q = a_q T_dec + b_q t_prefill K_q(lambda), K_q the Poisson quantile of the prefills
+    riding in one step: the median step rarely carries a prompt, the p95 step often does.
 
-Power of each GPU = TDP x (p0 + p_mem x t_mem / t_step + p_comp x t_comp / t_step), capped at TDP;
-J/token = N x power / tokens/s. e_bw, e_fl, c_layer, c_tp and the power terms are fitted to every
-reference point whose architecture effbench ships (``fit``). Every projection carries a band: the
-95th percentile of the relative error of leave-one-model-out predictions (each architecture predicted
-by a fit that never saw it), for tokens/s and for J/token.
+Effective batch: ``max_num_seqs`` capped by KV-cache capacity ((HBM x 0.9 - weights - runtime) / KV
+bytes of a sequence at prompt + omega x output tokens; omega fitted to the published avg_batch_size).
+Power per GPU = TDP x (p0 + p_mem x memory share + p_comp x compute share of the step) (shares at the
+datasheet peaks), J/token = GPUs x power / tokens/s.
+
+The coefficients (``projection_fit.json``) are fitted by ``effbench.analysis.projection_fit`` to every
+published point of the reference data (``python -m benchmarks.projection_fit``), with their held-out
+error as 95% bands per family and per kind of extrapolation. Pure Python: a projection imports neither
+numpy nor torch.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
-import numpy as np
-
+from effbench.analysis.stepshape import StepShape
 from effbench.errors import EffbenchError
 from effbench.hardware.catalog import HardwareProfile
-from effbench.models.arch import ArchShape
-from effbench.stats import percentile
 
 CONFIDENCE = 0.95  # brief rule 14: the band is a 95% interval
-# Bytes per parameter of the weights as served, and the peak-TFLOPs dtype their matmuls run at.
-# mxfp4 (gpt-oss): 4-bit experts with a scale per 32 values; attention and embeddings stay bf16.
-WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "mxfp4": 2.0}
+FIT_FILE = "projection_fit.json"
+# Bytes per parameter of the weights as served; mxfp4 (gpt-oss): 4-bit experts with a scale per 32 values,
+# the rest bf16. The compute dtype of the matmuls picks the peak TFLOPs.
+WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "mxfp4": 2.0, "fp4": 0.5625}
 EXPERT_BYTES = {**WEIGHT_BYTES, "mxfp4": 4.25 / 8}
-COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16", "mxfp4": "bf16"}
-KV_ELEMENT_BYTES = 2  # vLLM's default KV cache dtype follows the model's (bf16)
-RUNTIME_OVERHEAD_GB = 2.0  # per GPU: CUDA context, activations, CUDA graphs (vLLM's own margin is similar)
+COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16", "mxfp4": "bf16", "fp4": "fp8"}
+KV_ELEMENT_BYTES = 2  # vLLM's default KV cache dtype follows the model's (bf16), fp8 checkpoints included
+STATE_ELEMENT_BYTES = 2
+RUNTIME_OVERHEAD_GB = 2.0  # per GPU: CUDA context, activations, CUDA graphs
 GPU_MEMORY_UTILISATION = 0.9  # vLLM's default share of GPU memory for weights + KV cache
+TP_SIZES = (1, 2, 4, 8)
+FEATURES = ("weights", "experts", "kv", "linear", "attention", "comm", "layer", "tp_layer", "moe_layer", "step",
+            "request", "prefill")
+QUANTILES = ("p50", "p90", "p95")
+# Units of the fixed-cost features, so their coefficients read as microseconds / milliseconds.
+_US, _MS = 1e-6, 1e-3
 
 
 @dataclass(frozen=True)
-class Shape:
-    """One configuration to project (or one published point to fit)."""
+class Config:
+    """One serving configuration: a replica of ``gpus`` GPUs at a concurrency cap (``max_num_seqs``)."""
 
-    arch: ArchShape
+    arch: StepShape
     profile: HardwareProfile
     gpus: int
-    concurrency: float  # sequences decoding together
+    concurrency: float
     prompt_tokens: float
     output_tokens: float
     scheme: str = "bf16"
+    data_parallel: int = 1  # attention replicas inside the replica (experts spread over all GPUs)
+
+    @property
+    def tensor_parallel(self) -> int:
+        return max(self.gpus // max(self.data_parallel, 1), 1)
 
     @property
     def mean_context(self) -> float:
@@ -62,326 +81,228 @@ class Shape:
 
 
 @dataclass(frozen=True)
-class DeviceTerms:
-    """The fitted efficiency of the serving software on one reference GPU."""
+class Fit:
+    """The global coefficients (no per-model or per-GPU term)."""
 
-    bw_eff: float  # achieved share of memory bandwidth
-    flops_eff: float  # achieved share of peak TFLOPs
-    layer_us: float  # fixed cost per layer per step (kernel launches, scheduling), microseconds
-    power: tuple[float, float] = (0.6, 0.4)  # p0, p_comp: power share of TDP = p0 + p_comp x compute share of a step
+    step: dict[str, float]  # feature -> coefficient (1 / efficiency for the roofline terms)
+    itl: dict[str, tuple[float, float]]  # quantile -> (a on the decode step, b on the prefill bursts)
+    power: tuple[float, float, float]  # p0, p_mem, p_comp (shares of TDP)
+    kv_output_share: float  # omega: the share of its output a running sequence holds in the KV cache, on average
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "itl": {q: list(v) for q, v in self.itl.items()},
+                "power": dict(zip(("p0", "p_mem", "p_comp"), self.power)), "kv_output_share": self.kv_output_share}
 
-@dataclass(frozen=True)
-class Coefficients:
-    devices: dict[str, DeviceTerms]  # reference profile id -> its terms
-    tp_layer_us: float  # extra fixed cost per layer per step on a multi-GPU replica (all-reduce latency)
-
-    def of(self, profile_id: str) -> tuple[str, DeviceTerms]:
-        """(the reference GPU whose terms apply, its terms): the profile's own where the reference data
-        has it, else the H100's (the mature software path, same or older generation than the targets)."""
-        if profile_id in self.devices:
-            return profile_id, self.devices[profile_id]
-        ref = FALLBACK_DEVICE if FALLBACK_DEVICE in self.devices else sorted(self.devices)[0]
-        return ref, self.devices[ref]
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Fit":
+        p = d["power"]
+        return Fit({k: float(v) for k, v in d["step"].items()}, {q: (float(v[0]), float(v[1])) for q, v in d["itl"].items()},
+                   (float(p["p0"]), float(p["p_mem"]), float(p["p_comp"])), float(d["kv_output_share"]))
 
 
-FALLBACK_DEVICE = "h100-sxm"
+# -- physics ------------------------------------------------------------------------------------
+def peak_flops(profile: HardwareProfile, dtype: str) -> float:
+    t = profile.peak_tflops
+    v = getattr(t, dtype, None) or t.bf16 or t.fp16
+    if not v:
+        raise EffbenchError(f"{profile.id} has no peak TFLOPs for {dtype} in its profile; no projection")
+    return float(v) * 1e12
 
 
-@dataclass(frozen=True)
-class Terms:
-    t_mem: float
-    t_comp: float
-    t_fixed: float
-
-    @property
-    def step_s(self) -> float:
-        # Sum, not max: with chunked prefill a step mixes compute-bound prompt chunks with memory-bound
-        # decode, which run one after the other (the sum fitted the reference data better than the max).
-        return self.t_mem + self.t_comp + self.t_fixed
-
-
-def weight_bytes(arch: ArchShape, scheme: str) -> float:
+def weight_bytes(arch: StepShape, scheme: str) -> float:
+    """All weights as stored (the input embedding included)."""
     if scheme not in WEIGHT_BYTES:
         raise EffbenchError(f"no projection for scheme '{scheme}': use one of {', '.join(WEIGHT_BYTES)}")
-    return arch.dense_params * WEIGHT_BYTES[scheme] + arch.expert_params * EXPERT_BYTES[scheme]
+    w = WEIGHT_BYTES[scheme]
+    return (arch.dense_params + (0 if arch.tied else arch.embedding_params)) * w + arch.expert_params * EXPERT_BYTES[scheme]
 
 
-def _bytes_per_step(s: Shape) -> float:
-    a = s.arch
-    dense = a.dense_params * WEIGHT_BYTES[s.scheme]
-    experts = 0.0
-    if a.experts:  # B tokens each pick k of E experts per layer: the share of experts touched
-        touched = 1 - (1 - a.experts_per_token / a.experts) ** max(s.concurrency, 1)
-        experts = a.expert_params * EXPERT_BYTES[s.scheme] * touched
-    return dense + experts + s.concurrency * a.kv_bytes(s.mean_context, KV_ELEMENT_BYTES)
+def kv_replication(c: Config) -> float:
+    """How many GPUs hold each KV entry: tensor parallelism splits KV heads, but not below one head per
+    GPU (fewer KV heads than GPUs are copied), and MLA's single latent is copied to every GPU."""
+    tp = c.tensor_parallel
+    heads = 1 if c.arch.attention == "mla" else c.arch.kv_heads
+    return tp / min(tp, heads)
 
 
-def _flops_per_step(s: Shape) -> float:
-    a = s.arch
-    prompt_share = s.prompt_tokens / max(s.output_tokens, 1)
-    return s.concurrency * (2 * (a.active_params - a.embedding_params) * (1 + prompt_share)
-                            + a.attention_flops_per_token(s.mean_context))
+def seq_bytes(c: Config, context: float) -> float:
+    """KV cache and recurrent state of one sequence, summed over the GPUs that hold copies."""
+    return c.arch.kv_bytes(context, KV_ELEMENT_BYTES) * kv_replication(c) + c.arch.state_per_seq * STATE_ELEMENT_BYTES
 
 
-def _peak_flops(s: Shape) -> float:
-    t = s.profile.peak_tflops
-    v = getattr(t, COMPUTE_DTYPE.get(s.scheme, "bf16"), None) or t.bf16 or t.fp16
-    if not v:
-        raise EffbenchError(f"{s.profile.id} has no peak TFLOPs for {s.scheme} in its profile; no projection")
-    return v * 1e12
+def kv_capacity(c: Config, output_share: float) -> float:
+    """Sequences whose KV cache fits beside the weights, at prompt + ``output_share`` x output tokens each."""
+    usable = c.gpus * (c.profile.memory_bytes * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - weight_bytes(c.arch, c.scheme)
+    if usable <= 0:
+        return 0.0
+    return usable / seq_bytes(c, c.prompt_tokens + output_share * c.output_tokens)
 
 
-def terms(s: Shape, c: Coefficients) -> Terms:
-    n = s.gpus
-    d = c.of(s.profile.id)[1]
-    t_mem = _bytes_per_step(s) / (n * s.profile.bandwidth_bytes_per_s * d.bw_eff)
-    t_comp = _flops_per_step(s) / (n * _peak_flops(s) * d.flops_eff)
-    fixed = s.arch.layers * (d.layer_us + (c.tp_layer_us if n > 1 else 0.0)) * 1e-6
-    if n > 1:  # two all-reduces of the activations per layer, ring: 2 (n-1)/n of the bytes cross each link
-        link = (s.profile.interconnect_gbps or 32) * 1e9
-        fixed += s.arch.layers * 2 * 2 * (n - 1) / n * s.concurrency * s.arch.hidden * 2 / link
-    return Terms(t_mem, t_comp, fixed)
+def effective_batch(c: Config, fit: Fit) -> float:
+    """The sequences a replica actually runs: its cap, or fewer where the KV cache fills first."""
+    return max(min(float(c.concurrency), kv_capacity(c, fit.kv_output_share)), 0.0)
 
 
-def power_per_gpu(s: Shape, c: Coefficients, t: Terms) -> float:
-    p0, pc = c.of(s.profile.id)[1].power
-    tdp = s.profile.tdp_w or 0.0
-    return tdp * min(max(p0 + pc * t.t_comp / t.step_s, 0.1), 1.0)
+def _touched(arch: StepShape, tokens: float) -> float:
+    if not arch.experts:
+        return 0.0
+    return 1 - (1 - arch.experts_per_token / arch.experts) ** max(tokens, 0.0)
+
+
+def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
+    """(the decode step of ``batch`` sequences, one request's prefill) as FEATURES-aligned vectors:
+    seconds at the datasheet peaks for the roofline terms, counts in microseconds / milliseconds for
+    the fixed costs."""
+    a, n, p = c.arch, c.gpus, c.profile
+    bw, tp = p.bandwidth_bytes_per_s, c.tensor_parallel
+    peak, peak16 = peak_flops(p, COMPUTE_DTYPE.get(c.scheme, "bf16")), peak_flops(p, "bf16")
+    link = (p.interconnect_gbps or 32.0) * 1e9
+    ring = 2 * (n - 1) / n if n > 1 else 0.0
+    experts = a.expert_params * EXPERT_BYTES[c.scheme] / n / bw
+    touched = _touched(a, batch)
+    ctx, prompt = c.mean_context, c.prompt_tokens
+    dec = {
+        "weights": a.dense_params * WEIGHT_BYTES[c.scheme] / tp / bw,
+        "experts": experts * touched,
+        "kv": batch * (a.kv_bytes(ctx, KV_ELEMENT_BYTES) * kv_replication(c) + 2 * a.state_per_seq * STATE_ELEMENT_BYTES) / n / bw,
+        "linear": batch * 2 * a.active_params / n / peak,
+        "attention": batch * a.attention_flops(ctx) / n / peak16,
+        "comm": a.layers * 2 * batch * a.hidden * 2 * ring / link,
+        "layer": a.layers * _US, "tp_layer": (a.layers * _US if n > 1 else 0.0), "moe_layer": a.moe_layers * _US,
+        "step": _MS, "request": batch / max(c.data_parallel, 1) * 10 * _US, "prefill": 0.0,
+    }
+    pre = {
+        "experts": experts * (1 - touched),  # a prompt touches the experts the decode tokens left
+        "linear": prompt * 2 * a.active_params / n / peak,
+        "attention": prompt * a.attention_flops(prompt / 2) / n / peak16,
+        "comm": a.layers * 2 * prompt * a.hidden * 2 * ring / link,
+        "prefill": _MS,
+    }
+    return [dec[f] for f in FEATURES], [pre.get(f, 0.0) for f in FEATURES]
+
+
+def poisson_quantile(lam: float, q: float) -> float:
+    """The q-quantile of a Poisson count, interpolated between integers (a smooth function of lam)."""
+    if lam <= 0:
+        return 0.0
+    k, pmf = 0, math.exp(-lam)
+    cdf_prev, cdf = 0.0, pmf
+    while cdf < q and k < 1000:
+        k += 1
+        pmf *= lam / k
+        cdf_prev, cdf = cdf, cdf + pmf
+    return (k - 1) + (q - cdf_prev) / (cdf - cdf_prev) if k > 0 else q / cdf
+
+
+def _dot(theta: dict[str, float], x: Sequence[float]) -> float:
+    return sum(theta.get(f, 0.0) * v for f, v in zip(FEATURES, x))
 
 
 @dataclass(frozen=True)
 class Prediction:
+    effective_batch: float
     output_tokens_per_s: float
-    tpot_ms: float
+    step_ms: float  # mean step (= mean inter-token time)
+    itl_ms: dict[str, float]  # p50, p90, p95
+    ttft_ms: float  # one prefill plus the step it joins (no queueing): a physics estimate, not fitted
     power_w: float  # all GPUs of the replica
     joules_per_token: float
-    bound: str  # "memory", "compute"
+    bound: str  # the largest term of the decode step
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"effective_batch": self.effective_batch, "output_tokens_per_s": self.output_tokens_per_s,
+                "step_ms": self.step_ms, "itl_ms": self.itl_ms, "ttft_ms": self.ttft_ms, "power_w": self.power_w,
+                "joules_per_token": self.joules_per_token, "bound": self.bound}
 
 
-def predict(s: Shape, c: Coefficients) -> Prediction:
-    t = terms(s, c)
-    tps = s.concurrency / t.step_s
-    watts = s.gpus * power_per_gpu(s, c, t)
-    return Prediction(tps, t.step_s * 1000, watts, watts / tps, "compute" if t.t_comp > t.t_mem else "memory")
+def predict(c: Config, fit: Fit, batch: Optional[float] = None) -> Prediction:
+    """Every projected figure of one configuration (``batch``: the running sequences, else predicted)."""
+    b = effective_batch(c, fit) if batch is None else batch
+    if b <= 0:
+        raise EffbenchError(f"{c.arch.name} {c.scheme} does not fit {c.gpus}x {c.profile.id}")
+    dec, pre = features(c, b)
+    t_dec, t_pre = _dot(fit.step, dec), _dot(fit.step, pre)
+    lam = b / max(c.output_tokens, 1.0)
+    step = t_dec + lam * t_pre
+    itl = {q: 1000 * (a * t_dec + k * t_pre * poisson_quantile(lam, float(q[1:]) / 100)) for q, (a, k) in fit.itl.items()}
+    tps = b / step
+    mem = sum(dec[FEATURES.index(f)] + lam * pre[FEATURES.index(f)] for f in ("weights", "experts", "kv")) / step
+    comp = sum(dec[FEATURES.index(f)] + lam * pre[FEATURES.index(f)] for f in ("linear", "attention")) / step
+    p0, pm, pc = fit.power
+    watts = c.gpus * (c.profile.tdp_w or 0.0) * min(max(p0 + pm * mem + pc * comp, 0.1), 1.0)
+    terms = {f: fit.step.get(f, 0.0) * v for f, v in zip(FEATURES, dec)}
+    return Prediction(b, tps, 1000 * step, itl, 1000 * (t_pre + t_dec), watts, watts / tps, max(terms, key=lambda f: terms[f]))
 
 
-# -- memory -------------------------------------------------------------------------------------
-def memory_gb(s: Shape) -> float:
-    """Weights + the KV cache of every sequence at its full length (prompt + output) + runtime overhead,
-    for the whole replica (GB, 10^9 bytes)."""
-    kv = s.concurrency * s.arch.kv_bytes(s.prompt_tokens + s.output_tokens, KV_ELEMENT_BYTES)
-    return (weight_bytes(s.arch, s.scheme) + kv) / 1e9 + RUNTIME_OVERHEAD_GB * s.gpus
-
-
-def max_concurrency(s: Shape) -> int:
-    """The most sequences of this length whose KV cache fits beside the weights (0: the weights alone do not fit)."""
-    usable = s.gpus * (s.profile.memory_gb * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB) * 1e9 - weight_bytes(s.arch, s.scheme)
-    per_seq = s.arch.kv_bytes(s.prompt_tokens + s.output_tokens, KV_ELEMENT_BYTES)
-    return max(int(usable // per_seq), 0) if usable > 0 else 0
-
-
-# -- fitting --------------------------------------------------------------------------------------
+# -- the shipped fit ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Sample:
-    shape: Shape
-    model: str  # the architecture: leave-one-model-out leaves all of its points out
-    output_tokens_per_s: float
-    power_w: float
-    key: str
+class Shipped:
+    fit: Fit
+    data: dict[str, Any]  # the whole file: data version, points fitted, validation summary, bands
 
     @property
-    def joules_per_token(self) -> float:
-        return self.power_w / self.output_tokens_per_s
+    def models(self) -> list[str]:
+        return list(self.data["fitted_models"])
 
+    @property
+    def families(self) -> set[str]:
+        return set(self.data["fitted_families"])
 
-_START, _LOW, _HIGH = (0.6, 0.5, 20.0), (0.05, 0.02, 0.0), (1.0, 1.0, 500.0)  # bw_eff, flops_eff, layer_us
-
-
-def _coefficients(x: Sequence[float], devices: Sequence[str], power: Optional[dict[str, tuple]] = None) -> Coefficients:
-    per = {d: DeviceTerms(float(x[3 * i]), float(x[3 * i + 1]), float(x[3 * i + 2]), *(((power or {}).get(d),) if power and d in power else ()))
-           for i, d in enumerate(devices)}
-    return Coefficients(per, float(x[-1]))
-
-
-def _fit_power(samples: Sequence[Sample], c: Coefficients) -> tuple[float, float]:
-    """Least squares of the per-GPU power share of TDP on the compute share of a step (the memory share
-    is nearly its complement, so it adds no information)."""
-    rows, target = [], []
-    for smp in samples:
-        t = terms(smp.shape, c)
-        rows.append([1.0, t.t_comp / t.step_s])
-        target.append(smp.power_w / smp.shape.gpus / (smp.shape.profile.tdp_w or 1.0))
-    sol, *_ = np.linalg.lstsq(np.array(rows), np.array(target), rcond=None)
-    return float(sol[0]), float(sol[1])
-
-
-def fit(samples: Sequence[Sample]) -> Coefficients:
-    """Per reference GPU: bandwidth and compute efficiency and a per-layer cost; one multi-GPU cost;
-    by least squares on log tokens/s (relative errors weigh alike). Then power, per GPU."""
-    from scipy.optimize import least_squares
-
-    if len(samples) < 5:
-        raise EffbenchError(f"too few reference points to fit the projection ({len(samples)}; need 5)")
-    devices = sorted({s.shape.profile.id for s in samples})
-    observed = np.log([s.output_tokens_per_s for s in samples])
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        c = _coefficients(x, devices)
-        return np.log([s.shape.concurrency / terms(s.shape, c).step_s for s in samples]) - observed
-
-    start = [*(_START * len(devices)), 20.0]
-    bounds = ([*(_LOW * len(devices)), 0.0], [*(_HIGH * len(devices)), 500.0])
-    x = least_squares(residuals, start, bounds=bounds).x
-    c = _coefficients(x, devices)
-    power = {d: _fit_power([s for s in samples if s.shape.profile.id == d], c) for d in devices}
-    return _coefficients(x, devices, power)
-
-
-@dataclass
-class ErrorTable:
-    """Leave-one-model-out relative errors |predicted / published - 1|."""
-
-    models: list[str]
-    points: int
-    tokens_per_s: dict[str, float]  # median, p90, p95
-    joules_per_token: dict[str, float]
-    per_model: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> median errors
-    per_device: dict[str, dict[str, Any]] = field(default_factory=dict)  # reference GPU -> points and quantiles
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _quantiles(ratios: Sequence[float]) -> dict[str, float]:
-    """Of predicted / published ratios: |ratio - 1| at the median, 90th and 95th percentiles, and the 95%
-    band as a factor (the 95th percentile of |ln ratio|: the truth lies within prediction / f .. x f)."""
-    errors = [abs(r - 1) for r in ratios]
-    logs = [abs(math.log(r)) for r in ratios]
-    return {"median": percentile(errors, 0.5), "p90": percentile(errors, 0.9), "p95": percentile(errors, 0.95),
-            "factor95": math.exp(percentile(logs, 0.95))}
-
-
-def leave_one_model_out(samples: Sequence[Sample]) -> ErrorTable:
-    models = sorted({s.model for s in samples})
-    if len(models) < 3:
-        raise EffbenchError(f"leave-one-model-out needs at least 3 models in the reference data (got {len(models)})")
-    err_tps: list[float] = []
-    err_jpt: list[float] = []
-    per_model: dict[str, dict[str, float]] = {}
-    by_device: dict[str, tuple[list[float], list[float]]] = {}
-    for m in models:
-        coef = fit([s for s in samples if s.model != m])
-        e_t, e_j = [], []
-        for s in (s for s in samples if s.model == m):
-            p = predict(s.shape, coef)
-            e_t.append(p.output_tokens_per_s / s.output_tokens_per_s)
-            e_j.append(p.joules_per_token / s.joules_per_token)
-            dev = by_device.setdefault(s.shape.profile.id, ([], []))
-            dev[0].append(e_t[-1])
-            dev[1].append(e_j[-1])
-        err_tps += e_t
-        err_jpt += e_j
-        per_model[m] = {"points": len(e_t), "tokens_per_s_median": _quantiles(e_t)["median"],
-                        "joules_per_token_median": _quantiles(e_j)["median"]}
-    per_device = {d: {"points": len(t), "tokens_per_s": _quantiles(t), "joules_per_token": _quantiles(j)}
-                  for d, (t, j) in sorted(by_device.items())}
-    return ErrorTable(models, len(samples), _quantiles(err_tps), _quantiles(err_jpt), per_model, per_device)
-
-
-# -- the fitted model on the shipped reference data -------------------------------------------------
-def reference_samples() -> list[Sample]:
-    """Every shipped reference point whose architecture and hardware effbench knows."""
-    from effbench.hardware import get_profile
-    from effbench.models.arch import shape
-    from effbench.reference import ASSUMED_PROMPT_TOKENS, points
-
-    out = []
-    profiles: dict[str, HardwareProfile] = {}
-    for p in points():
-        if not p.arch or not p.profile or p.scheme not in WEIGHT_BYTES:
-            continue
-        if p.profile not in profiles:
-            profiles[p.profile] = get_profile(p.profile, measure=False, local=False)
-        s = Shape(shape(f"arch:{p.arch}"), profiles[p.profile], p.num_gpus,
-                  p.avg_batch_size, ASSUMED_PROMPT_TOKENS.get(p.task, 256), p.avg_output_len, p.scheme)
-        out.append(Sample(s, p.arch, p.output_tokens_per_s, p.power_w, p.key))
-    return out
-
-
-FIT_FILE = "projection_fit.json"  # written by benchmarks/projection_error.py; tests check it is current
-
-
-@dataclass(frozen=True)
-class FittedModel:
-    coefficients: Coefficients
-    errors: ErrorTable
-    fitted_on: tuple[str, ...]  # the reference point keys
-
-    def band(self, profile_id: str) -> dict[str, Any]:
-        """The 95% band of a projection on ``profile_id``: from the leave-one-model-out errors of the
-        reference GPU whose terms apply. Relative, as a factor less one: x means the truth lies within
-        projection / (1 + x) .. projection x (1 + x) (``interval`` gives the two ends)."""
-        ref, _ = self.coefficients.of(profile_id)
-        dev = self.errors.per_device.get(ref) or {"tokens_per_s": self.errors.tokens_per_s, "joules_per_token": self.errors.joules_per_token}
-        f_t, f_j = dev["tokens_per_s"]["factor95"], dev["joules_per_token"]["factor95"]
-        return {"output_tokens_per_s": f_t - 1, "joules_per_token": f_j - 1, "confidence": CONFIDENCE,
-                "terms_from": ref,
-                "method": (f"95th percentile of leave-one-model-out errors on {ref} ({dev.get('points', self.errors.points)} published "
-                           f"points; {len(self.errors.models)} models, ML.ENERGY Leaderboard v3)")}
-
-    @staticmethod
-    def coefficients_profile(profile_id: str) -> HardwareProfile:
-        from effbench.hardware import get_profile
-
-        return get_profile(profile_id, measure=False, local=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"coefficients": coefficients_dict(self.coefficients), "errors": self.errors.to_dict(),
-                "fitted_on": list(self.fitted_on)}
-
-
-def from_dict(d: dict[str, Any]) -> FittedModel:
-    c = d["coefficients"]
-    devices = {k: DeviceTerms(v["bw_eff"], v["flops_eff"], v["layer_us"], (v["power_share_of_tdp"]["p0"], v["power_share_of_tdp"]["p_comp"]))
-               for k, v in c["devices"].items()}
-    return FittedModel(Coefficients(devices, c["tp_layer_us"]), ErrorTable(**d["errors"]), tuple(d["fitted_on"]))
-
-
-def fit_reference() -> FittedModel:
-    """Fit and leave-one-model-out on the shipped reference data (seconds; the shipped fit is its result)."""
-    samples = reference_samples()
-    return FittedModel(fit(samples), leave_one_model_out(samples), tuple(s.key for s in samples))
+    @property
+    def profiles(self) -> set[str]:
+        return set(self.data["fitted_profiles"])
 
 
 @lru_cache(maxsize=1)
-def fitted() -> FittedModel:
-    """The fit shipped with effbench (``projection_fit.json``)."""
+def shipped() -> Shipped:
+    """The fit shipped with effbench (``projection_fit.json``, written by ``python -m benchmarks.projection_fit``)."""
     import json
     from importlib import resources
 
-    return from_dict(json.loads(resources.files("effbench.analysis").joinpath(FIT_FILE).read_text(encoding="utf-8")))
+    d = json.loads(resources.files("effbench.analysis").joinpath(FIT_FILE).read_text(encoding="utf-8"))
+    return Shipped(Fit.from_dict(d["coefficients"]), d)
 
 
-def banded(value: float, rel: float) -> list[float]:
-    """[low, high] of a figure with a relative half-width (never below zero)."""
-    return [max(value * (1 - rel), 0.0), value * (1 + rel)]
+def basis_of(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped) -> tuple[str, list[str]]:
+    """Which held-out error applies: 'new GPU' where the fit saw no point on this GPU, else 'new model'
+    where it saw none of this architecture, else 'new TP degree' where it saw none at this GPU count,
+    else 'seen configuration' (still the new-model error: the fit is never checked on its own points)."""
+    notes = []
+    combos = {tuple(x) for x in fitted.data["fitted_configs"]}
+    if profile_id not in fitted.profiles:
+        notes.append(f"{profile_id} is not in the reference data: its datasheet bandwidth, TFLOPs, link and TDP with the global coefficients")
+        return "new GPU", notes
+    if arch.name not in fitted.models:
+        return "new model", notes
+    if (arch.name, profile_id, gpus) not in combos:
+        return "new TP degree", notes
+    return "seen configuration", notes
 
 
-def coefficients_dict(c: Coefficients) -> dict[str, Any]:
-    return {"tp_layer_us": c.tp_layer_us,
-            "devices": {k: {"bw_eff": v.bw_eff, "flops_eff": v.flops_eff, "layer_us": v.layer_us,
-                            "power_share_of_tdp": dict(zip(("p0", "p_comp"), v.power))} for k, v in c.devices.items()}}
+def band(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped) -> dict[str, Any]:
+    """The 95% band (factors: the truth within projection / f .. x f) from held-out residuals of the
+    architecture's family and the kind of extrapolation; a family new to the fit says so."""
+    basis, notes = basis_of(arch, profile_id, gpus, fitted)
+    table = fitted.data["bands"]
+    key = {"new GPU": "new_gpu", "new TP degree": "new_tp"}.get(basis, "new_model")
+    first = arch.family not in fitted.families
+    fam = table[key].get(arch.family) or table[key]["all"]
+    factors = dict(fam["factor"])
+    if basis == "new GPU" and arch.name not in fitted.models:  # two extrapolations: combine in log space
+        other = table["new_model"].get(arch.family) or table["new_model"]["all"]
+        factors = {m: math.exp(math.hypot(math.log(f), math.log(other["factor"][m]))) for m, f in factors.items()}
+    method = (f"95th percentile of held-out |ln(projected / published)|, {basis} ({key.replace('_', ' ')} residuals of "
+              f"{'all families' if first else arch.family + ' models'}: {fam['points']} points); coverage of held-out points "
+              f"{fam['coverage']:.0%}; {fitted.data['source_short']}")
+    if first:
+        method = f"first {arch.family} model: the fit has no model of this family, its band is the widest family's; " + method
+        widest = max((v for k, v in table[key].items() if k != "all"), key=lambda v: v["factor"]["output_tokens_per_s"])
+        factors = {m: max(f, widest["factor"][m]) for m, f in factors.items()}
+    return {"factor": factors, "basis": basis, "confidence": CONFIDENCE, "first_of_family": first, "method": method,
+            "notes": notes}
 
 
-def is_finite(x: float) -> bool:
-    return math.isfinite(x) and x > 0
-
-
-# -- one point: what `effbench project` prints ---------------------------------------------------
-TP_SIZES = (1, 2, 4, 8)
-
-
+# -- checks -------------------------------------------------------------------------------------
 def scheme_runs_on(scheme: str, profile: HardwareProfile) -> bool:
     """Whether the device has the arithmetic the scheme's matmuls need (fp8 needs fp8 tensor cores)."""
     dtype = COMPUTE_DTYPE.get(scheme)
@@ -391,10 +312,87 @@ def scheme_runs_on(scheme: str, profile: HardwareProfile) -> bool:
     return bool(getattr(t, dtype, None) or (dtype == "bf16" and t.fp16 and scheme == "mxfp4"))
 
 
-def check_lengths(arch: ArchShape, prompt_tokens: int, output_tokens: int) -> None:
-    if arch.max_context_tokens and prompt_tokens + output_tokens > arch.max_context_tokens:
-        raise EffbenchError(f"{arch.name} supports at most {arch.max_context_tokens:,} tokens of context; "
+def check_lengths(arch: Any, prompt_tokens: int, output_tokens: int) -> None:
+    limit = getattr(arch, "max_context", None) or getattr(arch, "max_context_tokens", None)
+    if limit and prompt_tokens + output_tokens > limit:
+        raise EffbenchError(f"{arch.name} supports at most {limit:,} tokens of context; "
                             f"{prompt_tokens:,} prompt + {output_tokens:,} output = {prompt_tokens + output_tokens:,} is longer")
+
+
+def check_config(c: Config) -> None:
+    """One-line errors for a configuration the projection cannot answer."""
+    a, prof = c.arch, c.profile
+    if prof.kind != "gpu":
+        raise EffbenchError(f"{prof.id} is a {prof.kind}: the projection model is fitted to GPU serving data only")
+    if c.gpus not in TP_SIZES:
+        raise EffbenchError(f"--gpus must be one of {', '.join(map(str, TP_SIZES))} (tensor parallel inside one node); got {c.gpus}")
+    if c.gpus > prof.max_gpus_per_node:
+        raise EffbenchError(f"{prof.id} nodes hold at most {prof.max_gpus_per_node} GPUs; --gpus {c.gpus} does not fit one node")
+    if a.heads % c.tensor_parallel:
+        raise EffbenchError(f"{a.name} has {a.heads} attention heads: {c.tensor_parallel} GPUs do not divide them "
+                            f"(tensor parallelism splits heads); use {', '.join(str(g) for g in TP_SIZES if a.heads % g == 0)}")
+    if c.concurrency <= 0:
+        raise EffbenchError(f"--concurrency must be a positive integer (got {c.concurrency:g})")
+    if c.prompt_tokens < 0 or c.output_tokens < 1:
+        raise EffbenchError(f"prompt tokens must be >= 0 and output tokens >= 1 (got {c.prompt_tokens:g}, {c.output_tokens:g})")
+    check_lengths(a, int(c.prompt_tokens), int(c.output_tokens))
+    if not scheme_runs_on(c.scheme, prof):
+        runs = ", ".join(s for s in WEIGHT_BYTES if scheme_runs_on(s, prof))
+        raise EffbenchError(f"scheme '{c.scheme}' does not run on {prof.id} (no {COMPUTE_DTYPE.get(c.scheme, c.scheme)} "
+                            f"support in its profile); it runs: {runs}")
+
+
+def memory_gb(c: Config, batch: float) -> float:
+    """Weights + KV cache of ``batch`` sequences at full length + runtime overhead, whole replica (GB)."""
+    kv = batch * seq_bytes(c, c.prompt_tokens + c.output_tokens)
+    return (weight_bytes(c.arch, c.scheme) + kv) / 1e9 + RUNTIME_OVERHEAD_GB * c.gpus
+
+
+def max_concurrency(c: Config) -> int:
+    """The most sequences of full length (prompt + output) whose KV cache fits beside the weights."""
+    return int(kv_capacity(c, 1.0))
+
+
+# -- the grid API and one point -------------------------------------------------------------------
+@dataclass(frozen=True)
+class GridPoint:
+    model: str
+    hardware: str
+    gpus: int
+    concurrency: int
+    scheme: str
+    prediction: Optional[Prediction]
+    error: Optional[str] = None
+    band: dict[str, Any] = field(default_factory=dict)
+
+
+def project_grid(models: Sequence[str], profiles: Sequence[HardwareProfile], gpus: Sequence[int], concurrencies: Sequence[int],
+                 prompt_tokens: float, output_tokens: float, schemes: Sequence[str] = ("bf16",)) -> list[GridPoint]:
+    """Every (model, GPU, GPUs per replica, concurrency, scheme) in one call; a configuration that
+    cannot run carries its one-line reason in ``error`` instead of a prediction."""
+    from effbench.analysis.stepshape import of
+
+    fitted = shipped()
+    out: list[GridPoint] = []
+    for m in models:
+        arch = of(m)
+        for prof in profiles:
+            for n in gpus:
+                for s in schemes:
+                    for conc in concurrencies:
+                        out.append(_grid_point(arch, prof, n, conc, s, prompt_tokens, output_tokens, fitted))
+    return out
+
+
+def _grid_point(arch: StepShape, prof: HardwareProfile, n: int, conc: int, scheme: str, prompt: float, output: float,
+                fitted: Shipped) -> GridPoint:
+    c = Config(arch, prof, n, conc, prompt, output, scheme)
+    try:
+        check_config(c)
+        p = predict(c, fitted.fit)
+    except EffbenchError as e:
+        return GridPoint(arch.name, prof.id, n, conc, scheme, None, str(e))
+    return GridPoint(arch.name, prof.id, n, conc, scheme, p, band=band(arch, prof.id, n, fitted))
 
 
 def _exact_reference(arch: str, profile_id: str, gpus: int, concurrency: int, scheme: str, task: Optional[str]) -> Optional[Any]:
@@ -407,85 +405,80 @@ def _exact_reference(arch: str, profile_id: str, gpus: int, concurrency: int, sc
     return None
 
 
+def _interval(value: float, factor: float) -> list[float]:
+    return [value / factor, value * factor]
+
+
 def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int, workload: Optional[str] = None,
                   prompt_tokens: Optional[int] = None, output_tokens: Optional[int] = None, scheme: str = "bf16",
                   profile: Optional[HardwareProfile] = None) -> dict[str, Any]:
     """One point, as ``effbench project --json`` prints it: basis ``reference`` where the published data
     has exactly this point (model, GPU, GPUs, max_num_seqs = concurrency, scheme, workload), else
     ``projected`` with its band."""
+    from effbench.analysis.stepshape import of
     from effbench.hardware import get_profile
-    from effbench.models.arch import PREFIX, shape
-    from effbench.reference import CITATION, SOURCE, workload as reference_workload
 
-    name = model[len(PREFIX):] if model.lower().startswith(PREFIX) else model
-    if not name:
+    if not model or model.lower() in ("arch:", ""):
         raise EffbenchError("--model needs an architecture: arch:NAME (see 'effbench models')")
-    arch = shape(f"{PREFIX}{name.lower()}" if not name.endswith(".json") else name)
+    arch = of(model)
     prof = profile or get_profile(hardware, local=False)
-    if prof.kind != "gpu":
-        raise EffbenchError(f"{prof.id} is a {prof.kind}: the projection model is fitted to GPU serving data only")
-    if gpus not in TP_SIZES:
-        raise EffbenchError(f"--gpus must be one of {', '.join(map(str, TP_SIZES))} (tensor parallel inside one node); got {gpus}")
-    if gpus > prof.max_gpus_per_node:
-        raise EffbenchError(f"{prof.id} nodes hold at most {prof.max_gpus_per_node} GPUs; --gpus {gpus} does not fit one node")
-    if concurrency < 1:
-        raise EffbenchError(f"--concurrency must be a positive integer (got {concurrency})")
-    if workload is not None and (prompt_tokens is not None or output_tokens is not None):
-        raise EffbenchError("give --workload NAME or --prompt-tokens P --output-tokens O, not both")
-    notes: list[str] = []
-    if workload is not None:
-        w = reference_workload(workload, arch.name)
-        prompt_tokens, output_tokens = w.prompt_tokens, w.output_tokens
-        notes.append(f"workload {w.name}: {w.prompt_note}")
-    elif prompt_tokens is None or output_tokens is None:
-        raise EffbenchError("give --workload lm-arena-chat|gpqa|sourcegraph-fim, or both --prompt-tokens P and --output-tokens O")
-    for flag, v in (("--prompt-tokens", prompt_tokens), ("--output-tokens", output_tokens)):
-        if v < 0 or (flag == "--output-tokens" and v < 1):
-            raise EffbenchError(f"{flag} must be a positive integer (got {v})")
-    check_lengths(arch, prompt_tokens, output_tokens)
-    if not scheme_runs_on(scheme, prof):
-        raise EffbenchError(f"scheme '{scheme}' does not run on {prof.id} (no {COMPUTE_DTYPE.get(scheme, scheme)} support in its profile); "
-                            f"projected schemes: {', '.join(s for s in WEIGHT_BYTES if scheme_runs_on(s, prof))}")
-    shape_ = Shape(arch, prof, gpus, concurrency, prompt_tokens, output_tokens, scheme)
-    limit = max_concurrency(shape_)
-    if limit < 1:
+    prompt, output, notes = _lengths(arch, workload, prompt_tokens, output_tokens)
+    c = Config(arch, prof, gpus, concurrency, prompt, output, scheme)
+    check_config(c)
+    limit = max_concurrency(c)
+    if kv_capacity(c, 0.0) < 1:
         raise EffbenchError(f"{arch.name} {scheme} does not fit {gpus}x {prof.id}: weights alone need "
                             f"{weight_bytes(arch, scheme) / 1e9:,.1f} GB of {gpus * prof.memory_gb:g} GB; try more --gpus")
-    effective = min(concurrency, limit)
-    if effective < concurrency:
-        notes.append(f"only {limit} sequences of {prompt_tokens + output_tokens} tokens fit the KV cache: projected at {limit} running")
-    m = fitted()
-    common = {"model": f"{PREFIX}{arch.name}", "hardware": prof.id, "gpus": gpus, "concurrency": concurrency,
-              "running_sequences": effective, "max_concurrency": limit, "workload": workload,
-              "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, "scheme": scheme,
-              "memory_gb": memory_gb(Shape(arch, prof, gpus, effective, prompt_tokens, output_tokens, scheme)),
-              "memory_capacity_gb": gpus * prof.memory_gb}
+    fitted = shipped()
+    p = predict(c, fitted.fit)
+    if p.effective_batch < concurrency:
+        notes.append(f"the KV cache holds about {p.effective_batch:.0f} sequences of this shape: projected at {p.effective_batch:.0f} running, not {concurrency}")
+    common = {"model": f"arch:{arch.name}", "hardware": prof.id, "gpus": gpus, "concurrency": concurrency,
+              "effective_batch": p.effective_batch, "running_sequences": p.effective_batch, "max_concurrency": limit,
+              "kv_capacity_sequences": kv_capacity(c, fitted.fit.kv_output_share), "workload": workload,
+              "prompt_tokens": prompt, "output_tokens": output, "scheme": scheme, "family": arch.family,
+              "memory_gb": memory_gb(c, p.effective_batch), "memory_capacity_gb": gpus * prof.memory_gb}
     ref = _exact_reference(arch.name, prof.id, gpus, concurrency, scheme, workload)
     if ref is not None:
-        return {**common, "basis": "reference", "output_tokens_per_s": ref.output_tokens_per_s,
-                "joules_per_token": ref.joules_per_token, "power_w": ref.power_w, "tpot_ms": ref.itl_ms["p50"],
-                "tpot_p95_ms": ref.itl_ms["p95"],
-                "band": {"output_tokens_per_s": None, "joules_per_token": None, "confidence": CONFIDENCE,
-                         "method": "a published measurement, not a projection (its own uncertainty is not published)"},
-                "source": f"{SOURCE}; cite: {CITATION}", "reference_key": ref.key, "fitted_on": [], "notes": notes}
-    p = predict(Shape(arch, prof, gpus, effective, prompt_tokens, output_tokens, scheme), m.coefficients)
-    band = m.band(prof.id)
-    anchor = _exact_reference(arch.name, band["terms_from"], gpus, concurrency, scheme, workload)
-    if anchor is not None and effective == concurrency:
-        # The same configuration was published on the GPU whose terms apply: carry its residual over
-        # (published / projected there), so the projection agrees with the reference it extends.
-        on_ref = predict(Shape(arch, m.coefficients_profile(band["terms_from"]), gpus, anchor.avg_batch_size, prompt_tokens,
-                               output_tokens, scheme), m.coefficients)
-        k_t = anchor.output_tokens_per_s / on_ref.output_tokens_per_s
-        k_j = anchor.joules_per_token / on_ref.joules_per_token
-        p = Prediction(p.output_tokens_per_s * k_t, p.tpot_ms / k_t, p.power_w * k_t * k_j, p.joules_per_token * k_j, p.bound)
-        notes.append(f"anchored to the published point {anchor.key} (x{k_t:.2f} tokens/s, x{k_j:.2f} J/token of the model's own residual)")
-    f_t, f_j = 1 + band["output_tokens_per_s"], 1 + band["joules_per_token"]
-    band["interval"] = {"output_tokens_per_s": [p.output_tokens_per_s / f_t, p.output_tokens_per_s * f_t],
-                        "joules_per_token": [p.joules_per_token / f_j, p.joules_per_token * f_j]}
-    if band["terms_from"] != prof.id:
-        notes.append(f"efficiency terms of {band['terms_from']} (the reference data has no {prof.id}) applied to {prof.id}'s bandwidth, TFLOPs and TDP")
+        return {**common, **_reference_fields(ref), "notes": notes}
+    b = band(arch, prof.id, gpus, fitted)
+    notes += b.pop("notes")
+    f = b["factor"]
+    b["interval"] = {"output_tokens_per_s": _interval(p.output_tokens_per_s, f["output_tokens_per_s"]),
+                     "joules_per_token": _interval(p.joules_per_token, f["joules_per_token"]),
+                     "itl_ms.p50": _interval(p.itl_ms["p50"], f["itl_p50"]), "itl_ms.p95": _interval(p.itl_ms["p95"], f["itl_p95"])}
+    b["output_tokens_per_s"], b["joules_per_token"] = f["output_tokens_per_s"] - 1, f["joules_per_token"] - 1  # relative half-widths
     return {**common, "basis": "projected", "output_tokens_per_s": p.output_tokens_per_s, "joules_per_token": p.joules_per_token,
-            "power_w": p.power_w, "tpot_ms": p.tpot_ms, "bound": p.bound, "band": band,
-            "source": f"projection fitted to {SOURCE}", "fitted_on": list(m.fitted_on),
-            "fitted_on_models": m.errors.models, "notes": notes}
+            "power_w": p.power_w, "tpot_ms": p.itl_ms["p50"], "tpot_p95_ms": p.itl_ms["p95"], "itl_ms": p.itl_ms,
+            "tpot_percentiles_ms": p.itl_ms, "mean_step_ms": p.step_ms, "ttft_ms": p.ttft_ms,
+            "ttft_note": "one prefill plus the step it joins, no queueing: physics only (the reference data publishes no TTFT)",
+            "bound": p.bound, "band": b, "source": f"projection fitted to {fitted.data['source']}",
+            "fitted_on": fitted.data["fitted_points"], "fitted_on_models": fitted.models, "fit_data_version": fitted.data["data_version"],
+            "notes": notes}
+
+
+def _lengths(arch: StepShape, workload: Optional[str], prompt: Optional[int], output: Optional[int]) -> tuple[int, int, list[str]]:
+    from effbench.reference import workload as reference_workload
+
+    if workload is not None and (prompt is not None or output is not None):
+        raise EffbenchError("give --workload NAME or --prompt-tokens P --output-tokens O, not both")
+    if workload is not None:
+        w = reference_workload(workload, arch.name)
+        return w.prompt_tokens, w.output_tokens, [f"workload {w.name}: {w.prompt_note}"]
+    if prompt is None or output is None:
+        raise EffbenchError("give --workload lm-arena-chat|gpqa|sourcegraph-fim, or both --prompt-tokens P and --output-tokens O")
+    if prompt < 0 or output < 1:
+        raise EffbenchError(f"--prompt-tokens must be >= 0 and --output-tokens >= 1 (got {prompt}, {output})")
+    return prompt, output, []
+
+
+def _reference_fields(ref: Any) -> dict[str, Any]:
+    from effbench.reference import CITATION, SOURCE
+
+    return {"basis": "reference", "output_tokens_per_s": ref.output_tokens_per_s, "joules_per_token": ref.joules_per_token,
+            "power_w": ref.power_w, "tpot_ms": ref.itl_ms["p50"], "tpot_p95_ms": ref.itl_ms["p95"],
+            "itl_ms": {q: ref.itl_ms[q] for q in QUANTILES}, "tpot_percentiles_ms": {q: ref.itl_ms[q] for q in QUANTILES},
+            "effective_batch": ref.avg_batch_size, "running_sequences": ref.avg_batch_size,
+            "band": {"output_tokens_per_s": None, "joules_per_token": None, "confidence": CONFIDENCE,
+                     "method": "a published measurement, not a projection (its own uncertainty is not published)"},
+            "source": f"{SOURCE}; cite: {CITATION}", "reference_key": ref.key, "fitted_on": []}

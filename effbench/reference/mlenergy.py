@@ -25,7 +25,8 @@ SOURCE = ("ML.ENERGY Leaderboard v3 public data (github.com/ml-energy/leaderboar
 TASKS = ("lm-arena-chat", "gpqa", "sourcegraph-fim")
 
 # The published model ids whose architecture effbench ships (effbench models): those points can be
-# compared with, and fitted by, the projection. Fine-tunes of one base share its shapes.
+# compared with, and fitted by, the projection (every model of the v3 LLM data). Fine-tunes and
+# re-releases of one base (DeepSeek-V3.1 and R1-0528 of V3; Instruct and Thinking) share its shapes.
 ARCH_OF = {
     "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
     "meta-llama/Llama-3.1-405B-Instruct": "llama-3.1-405b",
@@ -38,6 +39,18 @@ ARCH_OF = {
     "google/gemma-3-12b-it": "gemma-3-12b",
     "openai/gpt-oss-20b": "gpt-oss-20b",
     "openai/gpt-oss-120b": "gpt-oss-120b",
+    "Qwen/Qwen3-235B-A22B-Instruct-2507": "qwen3-235b-a22b",
+    "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8": "qwen3-235b-a22b",
+    "Qwen/Qwen3-235B-A22B-Thinking-2507": "qwen3-235b-a22b",
+    "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8": "qwen3-235b-a22b",
+    "Qwen/Qwen3-Coder-480B-A35B-Instruct": "qwen3-coder-480b-a35b",
+    "Qwen/Qwen3-Coder-480B-A35B-Instruct-FP8": "qwen3-coder-480b-a35b",
+    "deepseek-ai/DeepSeek-R1-0528": "deepseek-v3",
+    "deepseek-ai/DeepSeek-V3.1": "deepseek-v3",
+    "meta-llama/Llama-4-Scout-17B-16E-Instruct": "llama-4-scout",
+    "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8": "llama-4-maverick",
+    "nvidia/NVIDIA-Nemotron-Nano-9B-v2": "nemotron-nano-9b-v2",
+    "nvidia/NVIDIA-Nemotron-Nano-12B-v2": "nemotron-nano-12b-v2",
 }
 # The published GPU names -> effbench hardware profile ids.
 PROFILE_OF = {"H100": "h100-sxm", "B200": "b200"}

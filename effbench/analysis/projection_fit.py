@@ -1,0 +1,206 @@
+"""Fitting and validating the GPU projection (``effbench.analysis.projection``) on the published
+reference data. numpy and scipy load here, never on a projection's path.
+
+Each fit is a few non-negative least-squares solves on relative errors (every published point weighs
+alike, whatever its size), iterated a few times toward absolute relative errors (the medians are the
+targets): milliseconds, so leave-one-out over every model runs in seconds.
+
+Held-out validation never fits on the point it predicts:
+- leave-one-model-out: each architecture predicted by a fit on the others;
+- leave-one-GPU-out: H100 predicted by a fit on B200 only, and B200 by a fit on H100 only;
+- leave-one-TP-degree-out: each GPU count predicted by a fit on the others.
+The predicted effective batch comes from ``max_num_seqs`` and the KV capacity, never from the
+published ``avg_batch_size`` of the point predicted.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+from scipy.optimize import nnls  # type: ignore[import-untyped]
+
+from effbench.analysis.projection import (FEATURES, QUANTILES, Config, Fit, features, kv_capacity, poisson_quantile,
+                                          predict)
+from effbench.analysis.stepshape import shipped as shipped_shape
+
+METRICS = ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token", "power_w", "effective_batch")
+BAND_METRICS = ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token")
+_OMEGA_GRID = tuple(x / 20 for x in range(0, 41))  # 0 .. 2 in steps of 0.05
+
+
+@dataclass(frozen=True)
+class Sample:
+    config: Config
+    model: str  # the architecture (leave-one-model-out leaves every point of it out)
+    key: str
+    batch: float  # published avg_batch_size
+    tokens_per_s: float
+    itl_ms: dict[str, float]
+    power_w: float
+
+    @property
+    def joules_per_token(self) -> float:
+        return self.power_w / self.tokens_per_s
+
+    def observed(self) -> dict[str, float]:
+        return {"output_tokens_per_s": self.tokens_per_s, "itl_p50": self.itl_ms["p50"], "itl_p95": self.itl_ms["p95"],
+                "joules_per_token": self.joules_per_token, "power_w": self.power_w, "effective_batch": self.batch}
+
+
+def reference_samples() -> list[Sample]:
+    """Every shipped reference point whose architecture and GPU effbench knows (all of them today)."""
+    from effbench.hardware import get_profile
+    from effbench.reference import ASSUMED_PROMPT_TOKENS, points
+
+    out, profiles = [], {}
+    for p in points():
+        if not p.arch or not p.profile:
+            continue
+        if p.profile not in profiles:
+            profiles[p.profile] = get_profile(p.profile, measure=False, local=False)
+        c = Config(shipped_shape(p.arch), profiles[p.profile], p.num_gpus, p.max_num_seqs,
+                   ASSUMED_PROMPT_TOKENS.get(p.task, 256), p.avg_output_len, p.scheme, max(p.data_parallel, 1))
+        out.append(Sample(c, p.arch, p.key, p.avg_batch_size, p.output_tokens_per_s, dict(p.itl_ms), p.power_w))
+    return out
+
+
+# -- the fit ----------------------------------------------------------------------------------------
+def _robust_nnls(rows: np.ndarray, iterations: int = 6) -> np.ndarray:
+    """min sum |rows @ x - 1| (relative errors) over x >= 0, by reweighted least squares."""
+    w = np.ones(len(rows))
+    x = np.zeros(rows.shape[1])
+    for _ in range(iterations):
+        x, _ = nnls(rows * w[:, None], w, maxiter=50 * rows.shape[1])
+        r = np.abs(rows @ x - 1)
+        w = 1 / np.sqrt(np.maximum(r, 0.03))
+    return x
+
+
+def _fit_omega(samples: Sequence[Sample]) -> float:
+    """The output share held in the KV cache that best predicts the published running batch."""
+    def loss(omega: float) -> float:
+        return sum(abs(math.log(max(min(s.config.concurrency, kv_capacity(s.config, omega)), 1.0) / s.batch)) for s in samples)
+    return min(_OMEGA_GRID, key=loss)
+
+
+def _step_rows(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample at its published batch: mean-step features / published mean step, and the decode and
+    prefill feature vectors."""
+    dec, pre, lam = [], [], []
+    for s in samples:
+        d, p = features(s.config, s.batch)
+        dec.append(d)
+        pre.append(p)
+        lam.append(s.batch / max(s.config.output_tokens, 1.0))
+    d_, p_, l_ = np.array(dec), np.array(pre), np.array(lam)
+    step_obs = np.array([s.batch / s.tokens_per_s for s in samples])
+    return (d_ + l_[:, None] * p_) / step_obs[:, None], d_, p_
+
+
+def fit(samples: Sequence[Sample]) -> Fit:
+    if len({s.model for s in samples}) < 2 or len(samples) < 10:
+        raise ValueError(f"too few reference points to fit the projection ({len(samples)})")
+    rows, dec, pre = _step_rows(samples)
+    theta = _robust_nnls(rows)
+    step = {f: float(v) for f, v in zip(FEATURES, theta)}
+    t_dec, t_pre = dec @ theta, pre @ theta
+    lam = np.array([s.batch / max(s.config.output_tokens, 1.0) for s in samples])
+    itl = {}
+    for q in QUANTILES:
+        k = np.array([poisson_quantile(x, float(q[1:]) / 100) for x in lam])
+        obs = np.array([s.itl_ms[q] / 1000 for s in samples])
+        a, b = _robust_nnls(np.column_stack([t_dec, t_pre * k]) / obs[:, None])
+        itl[q] = (float(a), float(b))
+    power = _fit_power(samples, Fit(step, itl, (0.5, 0.0, 0.0), 1.0))
+    return Fit(step, itl, power, _fit_omega(samples))
+
+
+def _fit_power(samples: Sequence[Sample], partial: Fit) -> tuple[float, float, float]:
+    rows = []
+    for s in samples:
+        p = predict(s.config, partial, batch=s.batch)
+        d, pr = features(s.config, s.batch)
+        lam = s.batch / max(s.config.output_tokens, 1.0)
+        step = p.step_ms / 1000
+        share = [sum(d[FEATURES.index(f)] + lam * pr[FEATURES.index(f)] for f in group) / step
+                 for group in (("weights", "experts", "kv"), ("linear", "attention"))]
+        scale = s.config.gpus * (s.config.profile.tdp_w or 1.0) / s.power_w
+        rows.append([scale, scale * share[0], scale * share[1]])
+    p0, pm, pc = _robust_nnls(np.array(rows))
+    return float(p0), float(pm), float(pc)
+
+
+# -- held-out validation --------------------------------------------------------------------------------
+def predicted(s: Sample, f: Fit) -> dict[str, float]:
+    p = predict(s.config, f)
+    return {"output_tokens_per_s": p.output_tokens_per_s, "itl_p50": p.itl_ms["p50"], "itl_p95": p.itl_ms["p95"],
+            "joules_per_token": p.joules_per_token, "power_w": p.power_w, "effective_batch": p.effective_batch}
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    sample: Sample
+    fold: str  # what was left out
+    ratios: dict[str, float]  # metric -> predicted / published
+
+
+def _held_out(samples: Sequence[Sample], fold_of: Callable[[Sample], Optional[str]],
+              train_if: Callable[[Sample, str], bool]) -> list[HeldOut]:
+    out = []
+    for fold in sorted({k for k in map(fold_of, samples) if k is not None}):
+        train = [s for s in samples if train_if(s, fold)]
+        f = fit(train)
+        for s in (s for s in samples if fold_of(s) == fold):
+            pred, obs = predicted(s, f), s.observed()
+            out.append(HeldOut(s, fold, {m: pred[m] / obs[m] for m in METRICS}))
+    return out
+
+
+def leave_one_model_out(samples: Sequence[Sample]) -> list[HeldOut]:
+    return _held_out(samples, lambda s: s.model, lambda s, m: s.model != m)
+
+
+def leave_one_gpu_out(samples: Sequence[Sample]) -> list[HeldOut]:
+    return _held_out(samples, lambda s: s.config.profile.id, lambda s, g: s.config.profile.id != g)
+
+
+def leave_one_tp_out(samples: Sequence[Sample]) -> list[HeldOut]:
+    return _held_out(samples, lambda s: str(s.config.gpus), lambda s, n: str(s.config.gpus) != n)
+
+
+def summary(ratios: Sequence[float]) -> dict[str, float]:
+    """median, p90 and mean of |predicted / published - 1|."""
+    e = np.abs(np.array(ratios) - 1)
+    return {"median": float(np.median(e)), "p90": float(np.percentile(e, 90)), "mape": float(np.mean(e)), "points": len(e)}
+
+
+def table(held: Sequence[HeldOut], group: Callable[[HeldOut], str]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[HeldOut]] = {"all": list(held)}
+    for h in held:
+        groups.setdefault(group(h), []).append(h)
+    return {g: {m: summary([h.ratios[m] for h in hs]) for m in METRICS} for g, hs in groups.items()}
+
+
+def _factor(ratios: Sequence[float]) -> float:
+    return float(math.exp(np.percentile(np.abs(np.log(ratios)), 95)))
+
+
+def bands(held: Sequence[HeldOut], nested_by: Callable[[HeldOut], str]) -> dict[str, dict[str, Any]]:
+    """Per family (and all): the 95% band factor per metric from these held-out residuals, and its
+    coverage checked honestly: each fold's points against a band built without that fold."""
+    fams: dict[str, list[HeldOut]] = {"all": list(held)}
+    for h in held:
+        fams.setdefault(h.sample.config.arch.family, []).append(h)
+    out = {}
+    for fam, hs in fams.items():
+        factors = {m: _factor([h.ratios[m] for h in hs]) for m in BAND_METRICS}
+        inside = []
+        for h in hs:
+            others = [o.ratios[m] for o in hs if nested_by(o) != nested_by(h) for m in ("output_tokens_per_s",)]
+            f = _factor(others) if len(others) >= 10 else factors["output_tokens_per_s"]
+            inside.append(abs(math.log(h.ratios["output_tokens_per_s"])) <= math.log(f))
+        coverage = {m: float(np.mean([abs(math.log(h.ratios[m])) <= math.log(factors[m]) for h in hs])) for m in BAND_METRICS}
+        out[fam] = {"points": len(hs), "factor": factors, "coverage": float(np.mean(inside)), "coverage_in_sample": coverage}
+    return out
