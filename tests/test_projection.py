@@ -1,5 +1,6 @@
-"""The GPU projection model: its arithmetic by hand, the fit recovering known terms, leave-one-model-out,
-the shipped fit being current, and `effbench project --json` (the contract)."""
+"""The GPU step-time projection: its terms by hand, the fit recovering known coefficients, held-out
+validation that never sees the point it predicts, held-out published points, the shipped fit being
+current, and `effbench project --json` (the contract) with its one-line errors."""
 from __future__ import annotations
 
 import json
@@ -10,107 +11,175 @@ import pytest
 from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
 from effbench.analysis import projection as pj
+from effbench.analysis.stepshape import StepShape, from_config, shipped
 from effbench.errors import EffbenchError
 from effbench.hardware.catalog import HardwareProfile
-from effbench.models.arch import ArchShape
 
 GPU = HardwareProfile(id="toygpu", name="Toy", vendor="t", kind="gpu", memory_gb=80, memory_bandwidth_gbps=1000,
                       peak_tflops={"bf16": 100}, tdp_w=500, interconnect_gbps=100)
-DENSE = ArchShape(name="toy", layers=10, hidden=1000, heads=8, head_dim=125, kv_heads=2, vocab=1000,
-                  total_params=1_000_000_000, embedding_params=1_000_000, expert_params=0, experts=0, experts_per_token=0,
-                  layer_windows=(None,) * 10, max_context_tokens=4096)
-MOE = ArchShape(name="moe", layers=10, hidden=1000, heads=8, head_dim=125, kv_heads=2, vocab=1000,
-                total_params=9_000_000_000, embedding_params=1_000_000, expert_params=8_000_000_000, experts=8,
-                experts_per_token=2, layer_windows=(None, 100) * 5, max_context_tokens=4096)
-COEF = pj.Coefficients({"toygpu": pj.DeviceTerms(0.5, 0.25, 10.0, (0.5, 0.5))}, tp_layer_us=5.0)
+DENSE = StepShape(name="toy", family="dense", attention="gqa", layers=10, moe_layers=0, mamba_layers=0, hidden=1000, heads=8,
+                  kv_heads=2, vocab=1000, embedding_params=1_000_000, dense_params=1_000_000_000, expert_params=0, experts=0,
+                  experts_per_token=0, kv_per_token=2 * 2 * 125, windows=(None,) * 10, attn_flops_per_ctx=4 * 8 * 125,
+                  state_per_seq=0, max_context=4096)
+MOE = StepShape(**{**DENSE.__dict__, "name": "moe", "family": "moe", "moe_layers": 10, "expert_params": 8_000_000_000,
+                   "experts": 8, "experts_per_token": 2, "windows": (None, 100) * 5})
+THETA = {"weights": 1.5, "experts": 2.0, "kv": 1.2, "linear": 3.0, "attention": 4.0, "comm": 2.0, "layer": 20.0,
+         "tp_layer": 8.0, "moe_layer": 5.0, "step": 1.0, "request": 0.5, "prefill": 2.0}
+FIT = pj.Fit(THETA, {"p50": (1.0, 0.0), "p90": (1.1, 1.0), "p95": (1.2, 1.0)}, (0.5, 0.2, 0.6), 0.5)
 
 
-def test_step_time_by_hand() -> None:
-    s = pj.Shape(DENSE, GPU, 1, 4, 100, 200)
-    kv = 2 * 10 * 2 * 125 * 2 * (100 + 100)  # K and V, layers, kv heads, head dim, bf16, mean context 200
-    t_mem = (1e9 * 2 + 4 * kv) / (1e12 * 0.5)
-    flops = 4 * (2 * (1e9 - 1e6) * (1 + 100 / 200) + 10 * 4 * 8 * 125 * 200)
-    t_comp = flops / (100e12 * 0.25)
-    t = pj.terms(s, COEF)
-    assert t.t_mem == pytest.approx(t_mem) and t.t_comp == pytest.approx(t_comp)
-    assert t.t_fixed == pytest.approx(10 * 10e-6)
-    p = pj.predict(s, COEF)
-    step = t_mem + t_comp + 100e-6
-    assert p.output_tokens_per_s == pytest.approx(4 / step) and p.tpot_ms == pytest.approx(step * 1000)
-    assert p.power_w == pytest.approx(500 * (0.5 + 0.5 * t_comp / step))
+def test_decode_and_prefill_terms_by_hand() -> None:
+    c = pj.Config(DENSE, GPU, 1, 4, 100, 200)
+    dec, pre = pj.features(c, 4)
+    x = dict(zip(pj.FEATURES, dec))
+    assert x["weights"] == pytest.approx(1e9 * 2 / 1e12)  # bf16 dense weights at 1 TB/s
+    assert x["kv"] == pytest.approx(4 * 10 * 500 * 2 * 200 / 1e12)  # 4 seqs, 10 layers, K+V elements, bf16, context 100 + 200/2
+    assert x["linear"] == pytest.approx(4 * 2 * 1e9 / 100e12)
+    assert x["attention"] == pytest.approx(4 * 10 * 4000 * 200 / 100e12)
+    assert x["comm"] == 0 and x["tp_layer"] == 0 and x["layer"] == pytest.approx(10e-6) and x["request"] == pytest.approx(4e-5)
+    p = dict(zip(pj.FEATURES, pre))
+    assert p["linear"] == pytest.approx(100 * 2 * 1e9 / 100e12) and p["attention"] == pytest.approx(100 * 10 * 4000 * 50 / 100e12)
+    assert p["prefill"] == pytest.approx(1e-3) and p["weights"] == 0  # a prompt rides a step that reads the weights anyway
+
+
+def test_prediction_by_hand() -> None:
+    c = pj.Config(DENSE, GPU, 1, 4, 100, 200)
+    dec, pre = pj.features(c, 4)
+    t_dec = sum(THETA[f] * v for f, v in zip(pj.FEATURES, dec))
+    t_pre = sum(THETA[f] * v for f, v in zip(pj.FEATURES, pre))
+    step = t_dec + 4 / 200 * t_pre  # 4 sequences of 200 tokens: one new prompt every 50 steps
+    p = pj.predict(c, FIT)
+    assert p.effective_batch == 4 and p.output_tokens_per_s == pytest.approx(4 / step)
+    assert p.itl_ms["p50"] == pytest.approx(1000 * t_dec)  # the median step carries no prompt (P(0 prompts) = 0.98)
+    k95 = pj.poisson_quantile(0.02, 0.95)
+    assert p.itl_ms["p95"] == pytest.approx(1000 * (1.2 * t_dec + t_pre * k95))
+    d, q = dict(zip(pj.FEATURES, dec)), dict(zip(pj.FEATURES, pre))
+    mem = sum(d[f] + 0.02 * q[f] for f in ("weights", "experts", "kv"))  # shares at the datasheet peaks
+    comp = sum(d[f] + 0.02 * q[f] for f in ("linear", "attention"))
+    assert p.power_w == pytest.approx(500 * (0.5 + 0.2 * mem / step + 0.6 * comp / step))
     assert p.joules_per_token == pytest.approx(p.power_w / p.output_tokens_per_s)
 
 
-def test_tensor_parallel_adds_layer_and_all_reduce_costs() -> None:
-    t1, t2 = pj.terms(pj.Shape(DENSE, GPU, 1, 4, 100, 200), COEF), pj.terms(pj.Shape(DENSE, GPU, 2, 4, 100, 200), COEF)
-    assert t2.t_mem == pytest.approx(t1.t_mem / 2) and t2.t_comp == pytest.approx(t1.t_comp / 2)
-    all_reduce = 10 * 2 * 2 * (1 / 2) * 4 * 1000 * 2 / 100e9
-    assert t2.t_fixed == pytest.approx(10 * 15e-6 + all_reduce)
+def test_poisson_quantile_is_smooth_and_exact_at_integers() -> None:
+    assert pj.poisson_quantile(0.0, 0.95) == 0
+    # P(K=0) = e^-1 = 0.368, P(K<=1) = 0.736, P(K<=2) = 0.920, P(K<=3) = 0.981 for lambda = 1
+    assert pj.poisson_quantile(1.0, 0.5) == pytest.approx((0.5 - math.exp(-1)) / math.exp(-1))
+    assert 2 < pj.poisson_quantile(1.0, 0.95) < 3
+    assert pj.poisson_quantile(0.5, 0.95) < pj.poisson_quantile(0.6, 0.95)
 
 
-def test_moe_reads_only_the_experts_its_tokens_touch() -> None:
-    one = pj._bytes_per_step(pj.Shape(MOE, GPU, 1, 1, 0, 2))
-    dense_bytes, expert_bytes = 1e9 * 2, 8e9 * 2
-    kv = 5 * 2 * 2 * 125 * 2 * 1 + 5 * 2 * 2 * 125 * 2 * 1  # mean context 1 token, both layer kinds
-    assert one == pytest.approx(dense_bytes + expert_bytes * 2 / 8 + kv)
-    many = pj._bytes_per_step(pj.Shape(MOE, GPU, 1, 64, 0, 2))
-    assert many < dense_bytes + expert_bytes + 64 * kv + 1 and many > dense_bytes + 0.99 * expert_bytes
-    assert MOE.active_params == 9e9 - 8e9 * 6 / 8
+def test_moe_touches_only_some_experts_and_tp_splits_the_work() -> None:
+    one = dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 1, 1, 0, 2), 1)[0]))
+    assert one["experts"] == pytest.approx(8e9 * 2 / 1e12 * 2 / 8)  # one token, 2 of 8 experts
+    many = dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 1, 64, 0, 2), 64)[0]))
+    assert 0.99 * 16e-3 < many["experts"] < 16e-3
+    two = dict(zip(pj.FEATURES, pj.features(pj.Config(DENSE, GPU, 2, 4, 100, 200), 4)[0]))
+    single = dict(zip(pj.FEATURES, pj.features(pj.Config(DENSE, GPU, 1, 4, 100, 200), 4)[0]))
+    assert two["weights"] == pytest.approx(single["weights"] / 2) and two["linear"] == pytest.approx(single["linear"] / 2)
+    assert two["comm"] == pytest.approx(10 * 2 * 4 * 1000 * 2 * 1.0 / 100e9)  # ring all-reduce: 2 (n-1)/n = 1 at n = 2
+    assert MOE.active_params == 1e9 + 8e9 * 2 / 8
 
 
-def test_sliding_window_layers_stop_growing() -> None:
-    per = 2 * 2 * 125 * 2
-    assert MOE.kv_bytes(1000) == pytest.approx(5 * per * 1000 + 5 * per * 100)
+def test_kv_capacity_caps_the_effective_batch() -> None:
+    c = pj.Config(DENSE, GPU, 1, 10_000, 1000, 1000)
+    per_seq = DENSE.kv_bytes(1000 + 0.5 * 1000)
+    cap = ((80e9 * 0.9 - 2e9) - 2.002e9) / per_seq
+    assert pj.kv_capacity(c, 0.5) == pytest.approx(cap) and pj.effective_batch(c, FIT) == pytest.approx(cap)
+    assert pj.effective_batch(pj.Config(DENSE, GPU, 1, 8, 1000, 1000), FIT) == 8
 
 
-def test_memory_and_largest_concurrency_by_hand() -> None:
-    s = pj.Shape(DENSE, GPU, 1, 10, 1000, 1000)
-    per_seq = DENSE.kv_bytes(2000)
-    assert pj.memory_gb(s) == pytest.approx((2e9 + 10 * per_seq) / 1e9 + 2.0)
-    assert pj.max_concurrency(s) == int(((80 * 0.9 - 2) * 1e9 - 2e9) // per_seq)
+def test_architecture_facts_from_public_configs() -> None:
+    """Parameter counts from the config arithmetic agree with the model cards; MLA caches one latent,
+    the hybrid's few attention layers cache KV and its Mamba layers carry a fixed state."""
+    ds, nem, oss = shipped("deepseek-v3"), shipped("nemotron-nano-9b-v2"), shipped("gpt-oss-120b")
+    assert ds.total_params == pytest.approx(671e9, rel=0.01) and ds.active_params == pytest.approx(37e9, rel=0.03)
+    assert ds.attention == "mla" and ds.kv_per_token == 512 + 64 and ds.moe_layers == 58
+    assert nem.family == "hybrid" and len(nem.windows) == 4 and nem.mamba_layers == 27 and nem.total_params == pytest.approx(8.89e9, rel=0.01)
+    assert nem.state_per_seq == 27 * (128 * 80 * 128 + (128 * 80 + 2 * 8 * 128) * 3)
+    assert oss.total_params == pytest.approx(116.83e9, rel=0.005) and oss.windows.count(128) == 18
+    assert shipped("llama-4-maverick").moe_layers == 24 and shipped("qwen3-coder-480b-a35b").total_params == pytest.approx(480e9, rel=0.01)
+    assert from_config("x", {"text_config": {**json.loads(json.dumps(_LLAMA))}}).total_params == shipped("llama-3.1-8b").total_params
 
 
-def test_fit_recovers_known_terms_and_lomo_is_exact_on_exact_data() -> None:
-    truth = pj.Coefficients({"toygpu": pj.DeviceTerms(0.6, 0.3, 20.0, (0.55, 0.4))}, tp_layer_us=8.0)
-    samples = []
-    for i, arch in enumerate((DENSE, MOE, ArchShape(**{**DENSE.__dict__, "name": "deep", "layers": 40, "layer_windows": (None,) * 40}))):
+_LLAMA = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+          "num_key_value_heads": 8, "vocab_size": 128256, "head_dim": 128, "max_position_embeddings": 131072}
+
+
+def _synthetic(truth: pj.Fit) -> list:
+    from effbench.analysis.projection_fit import Sample
+
+    out = []
+    archs = (DENSE, MOE, StepShape(**{**DENSE.__dict__, "name": "deep", "layers": 40, "windows": (None,) * 40}))
+    for a in archs:
         for gpus in (1, 2):
-            for c in (1, 8, 64, 256):
-                s = pj.Shape(arch, GPU, gpus, c, 200, 400)
-                p = pj.predict(s, truth)
-                samples.append(pj.Sample(s, arch.name, p.output_tokens_per_s, p.power_w, f"{arch.name}/{gpus}/{c}"))
-    c = pj.fit(samples)
-    d = c.devices["toygpu"]
-    assert (d.bw_eff, d.flops_eff, d.layer_us, c.tp_layer_us) == pytest.approx((0.6, 0.3, 20.0, 8.0), rel=1e-3)
-    assert d.power == pytest.approx((0.55, 0.4), rel=1e-3)
-    errors = pj.leave_one_model_out(samples)
-    assert errors.tokens_per_s["p95"] < 1e-3 and errors.joules_per_token["p95"] < 1e-3
-    assert errors.models == ["deep", "moe", "toy"] and errors.points == len(samples)
+            for conc in (1, 8, 64, 256):
+                c = pj.Config(a, GPU, gpus, conc, 200, 400)
+                p = pj.predict(c, truth, batch=conc)
+                out.append(Sample(c, a.name, f"{a.name}/{gpus}/{conc}", conc, p.output_tokens_per_s, p.itl_ms, p.power_w))
+    return out
 
 
-def test_lomo_never_sees_the_model_it_predicts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fit_recovers_the_step_time_of_exact_data_and_holds_out_honestly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from effbench.analysis import projection_fit as pf
+
+    samples = _synthetic(FIT)
+    f = pf.fit(samples)
+    for s in samples:
+        p = pj.predict(s.config, f, batch=s.batch)
+        assert p.output_tokens_per_s == pytest.approx(s.tokens_per_s, rel=0.02)
+        assert p.itl_ms["p95"] == pytest.approx(s.itl_ms["p95"], rel=0.15)  # collinear terms: the decode / prefill split is looser
+        assert p.power_w == pytest.approx(s.power_w, rel=0.05)
     seen: list[set[str]] = []
-    real_fit = pj.fit
-
-    def spy(samples):
-        seen.append({s.model for s in samples})
-        return real_fit(samples)
-
-    monkeypatch.setattr(pj, "fit", spy)
-    samples = [pj.Sample(pj.Shape(a, GPU, 1, c, 10, 10), a.name, 100.0 * c, 300.0, f"{a.name}{c}")
-               for a in (DENSE, MOE, ArchShape(**{**DENSE.__dict__, "name": "third"})) for c in (1, 4, 16)]
-    pj.leave_one_model_out(samples)
-    assert seen == [{"third", "toy"}, {"moe", "toy"}, {"moe", "third"}]  # moe, third, toy left out in turn
+    real = pf.fit
+    monkeypatch.setattr(pf, "fit", lambda train: (seen.append({s.model for s in train}), real(train))[1])
+    held = pf.leave_one_model_out(samples)
+    assert seen == [{"moe", "toy"}, {"deep", "toy"}, {"deep", "moe"}]  # deep, moe, toy left out in turn
+    assert {h.fold for h in held} == {"deep", "moe", "toy"} and all(h.sample.model == h.fold for h in held)
 
 
-def test_shipped_fit_is_the_fit_of_the_shipped_data() -> None:
-    fresh, shipped = pj.fit_reference(), pj.fitted()
-    assert fresh.fitted_on == shipped.fitted_on and len(shipped.fitted_on) > 200
-    for dev, terms in fresh.coefficients.devices.items():
-        s = shipped.coefficients.devices[dev]
-        assert (s.bw_eff, s.flops_eff, s.layer_us + 1) == pytest.approx((terms.bw_eff, terms.flops_eff, terms.layer_us + 1), rel=1e-3)
-    assert shipped.errors.tokens_per_s["median"] == pytest.approx(fresh.errors.tokens_per_s["median"], rel=1e-3)
-    assert len(shipped.errors.models) >= 8  # every architecture with published points
+def test_held_out_published_points_of_a_model_the_fit_never_saw() -> None:
+    """Qwen3-32B's published chat points, predicted by a fit on every other model (its max_num_seqs
+    only: the running batch is predicted too): the medians the validation reports for a new model."""
+    from effbench.analysis import projection_fit as pf
+
+    samples = pf.reference_samples()
+    train = [s for s in samples if s.model != "qwen3-32b"]
+    f = pf.fit(train)
+    held = [s for s in samples if s.key.startswith("qwen3-32b/lm-arena-chat/h100")]
+    errs = sorted(abs(pf.predicted(s, f)["output_tokens_per_s"] / s.tokens_per_s - 1) for s in held)
+    assert len(held) == 12 and errs[len(errs) // 2] < 0.25
+    itl = sorted(abs(pf.predicted(s, f)["itl_p50"] / s.itl_ms["p50"] - 1) for s in held)
+    assert itl[len(itl) // 2] < 0.25
+
+
+def test_shipped_fit_is_current() -> None:
+    """projection_fit.json is what `python -m benchmarks.projection_fit` computes from the shipped data."""
+    from benchmarks.projection_fit import fitted_file
+
+    fresh = json.loads(json.dumps(fitted_file()))
+    stored = pj.shipped().data
+    assert stored["fitted_points"] == fresh["fitted_points"] and len(stored["fitted_points"]) == 482
+    assert stored["data_version"] == fresh["data_version"] and stored["fitted_models"] == fresh["fitted_models"]
+    for k, v in fresh["coefficients"]["step"].items():
+        assert stored["coefficients"]["step"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+    assert stored["bands"].keys() == fresh["bands"].keys()
+    for basis in fresh["bands"]:
+        for fam, b in fresh["bands"][basis].items():
+            assert stored["bands"][basis][fam]["factor"] == pytest.approx(b["factor"], rel=1e-3)
+
+
+def test_bands_are_per_family_and_basis_and_cover_held_out_points() -> None:
+    data = pj.shipped().data
+    for basis in ("new_model", "new_gpu", "new_tp"):
+        for fam in ("all", "dense", "moe", "hybrid"):
+            b = data["bands"][basis][fam]
+            assert b["coverage"] >= 0.9 and all(f > 1 for f in b["factor"].values()), (basis, fam)
+    h200 = pj.project_point("arch:qwen3-32b", "h200", gpus=2, concurrency=64, workload="lm-arena-chat")
+    assert h200["band"]["basis"] == "new GPU" and any("h200 is not in the reference data" in n for n in h200["notes"])
+    seen = pj.project_point("arch:qwen3-32b", "h100-sxm", gpus=2, concurrency=48, workload="lm-arena-chat")
+    assert seen["band"]["basis"] == "seen configuration"
+    first = pj.band(StepShape(**{**DENSE.__dict__, "family": "ssm"}), "h100-sxm", 1, pj.shipped())
+    assert first["first_of_family"] and first["method"].startswith("first ssm model")
 
 
 def test_exact_published_point_is_reference_else_projected_with_a_band() -> None:
@@ -120,10 +189,8 @@ def test_exact_published_point_is_reference_else_projected_with_a_band() -> None
     assert p["basis"] == "projected" and p["band"]["confidence"] == 0.95
     lo, hi = p["band"]["interval"]["output_tokens_per_s"]
     assert lo < p["output_tokens_per_s"] < hi and hi / p["output_tokens_per_s"] == pytest.approx(1 + p["band"]["output_tokens_per_s"])
-    assert p["fitted_on"] and p["joules_per_token"] == pytest.approx(p["power_w"] / p["output_tokens_per_s"])
-    h200 = pj.project_point("arch:llama-3.1-8b", "h200", concurrency=64, workload="lm-arena-chat")
-    assert h200["basis"] == "projected" and any("h100-sxm" in n for n in h200["notes"])
-    assert h200["output_tokens_per_s"] > r["output_tokens_per_s"]  # more bandwidth, same software terms, anchored
+    assert p["itl_ms"]["p50"] <= p["itl_ms"]["p95"] and p["effective_batch"] == 48
+    assert p["joules_per_token"] == pytest.approx(p["power_w"] / p["output_tokens_per_s"])
 
 
 def test_projection_follows_the_published_trend() -> None:
@@ -133,23 +200,39 @@ def test_projection_follows_the_published_trend() -> None:
     assert b["joules_per_token"] < a["joules_per_token"]  # batching amortises the weights
 
 
+def test_grid_api_projects_many_points_in_one_call() -> None:
+    from effbench.hardware import get_profile
+
+    profs = [get_profile(p, local=False) for p in ("h100-sxm", "h200", "b200")]
+    grid = pj.project_grid(["arch:llama-3.1-70b", "arch:qwen3-30b-a3b"], profs, [1, 2, 4, 8], [8, 64, 256], 256, 512,
+                           schemes=("bf16", "fp8"))
+    assert len(grid) == 2 * 3 * 4 * 2 * 3
+    ok = [g for g in grid if g.prediction is not None]
+    assert ok and all(g.band["factor"]["output_tokens_per_s"] > 1 for g in ok)
+    assert any(g.error and "does not fit" in g.error for g in grid)  # 70B bf16 on one H100
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     ({"gpus": 3}, "--gpus must be one of 1, 2, 4, 8"),
     ({"prompt_tokens": 200_000, "output_tokens": 10}, "at most 131,072 tokens"),
     ({"workload": "gpqa", "prompt_tokens": 5, "output_tokens": 5}, "not both"),
     ({"workload": "chat"}, "unknown workload"),
     ({}, "--workload"),
+    ({"workload": "gpqa", "concurrency": -3}, "--concurrency must be a positive integer"),
 ])
 def test_bad_projection_requests_are_one_line_errors(kwargs, needle) -> None:
+    args = {"concurrency": 8, **kwargs}
     with pytest.raises(EffbenchError, match=needle):
-        pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, **kwargs)
+        pj.project_point("arch:llama-3.1-8b", "h100-sxm", **args)
 
 
-def test_devices_and_schemes_the_projection_refuses() -> None:
+def test_devices_schemes_and_head_counts_the_projection_refuses() -> None:
     with pytest.raises(EffbenchError, match="fp8"):
         pj.project_point("arch:llama-3.1-8b", "a100-80gb", concurrency=8, workload="gpqa", scheme="fp8")
     with pytest.raises(EffbenchError, match="does not fit"):
         pj.project_point("arch:llama-3.1-405b", "h100-sxm", gpus=2, concurrency=8, workload="gpqa")
+    with pytest.raises(EffbenchError, match="toy has 12 attention heads: 8 GPUs do not divide them"):
+        pj.check_config(pj.Config(StepShape(**{**DENSE.__dict__, "heads": 12}), GPU, 8, 8, 10, 10))
 
 
 def test_cli_project_json_is_the_contract() -> None:
@@ -157,22 +240,26 @@ def test_cli_project_json_is_the_contract() -> None:
                  "--prompt-tokens", "1000", "--output-tokens", "300", "--scheme", "bf16", "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
-    for key in ("output_tokens_per_s", "joules_per_token", "power_w", "tpot_ms", "memory_gb", "band", "basis", "fitted_on"):
+    for key in ("output_tokens_per_s", "joules_per_token", "power_w", "tpot_ms", "itl_ms", "effective_batch", "memory_gb", "band",
+                "basis", "fitted_on"):
         assert key in d, key
     assert d["basis"] == "projected" and d["gpus"] == 2 and d["band"]["output_tokens_per_s"] > 0 and d["band"]["joules_per_token"] > 0
+    assert set(d["itl_ms"]) == {"p50", "p90", "p95"} and d["itl_ms"]["p50"] == d["tpot_ms"]
     assert all(math.isfinite(d[k]) and d[k] > 0 for k in ("output_tokens_per_s", "joules_per_token", "power_w", "tpot_ms", "memory_gb"))
     ref = json.loads(effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", "h100-sxm", "--concurrency", "64",
                               "--workload", "lm-arena-chat", "--json").stdout)
-    assert ref["basis"] == "reference" and ref["source"].startswith("ML.ENERGY")
+    assert ref["basis"] == "reference" and ref["source"].startswith("ML.ENERGY") and ref["itl_ms"]["p95"] == ref["tpot_p95_ms"]
     table = effbench("project", "--model", "arch:gpt-oss-20b", "--hardware", "l40s", "--concurrency", "16", "--workload", "gpqa",
                      "--scheme", "mxfp4")
     assert table.returncode == 0 and "95% band" in table.stdout and "projected" in table.stdout
 
 
 def test_cli_project_errors_are_one_line() -> None:
-    assert_one_line_error(effbench("project", "--model", "arch:nope", "--hardware", "h100-sxm", "--concurrency", "8", "--workload", "gpqa"),
-                          "architecture 'nope' not found")
+    assert_one_line_error(effbench("project", "--model", "arch:llama-3.1-8", "--hardware", "h100-sxm", "--concurrency", "8", "--workload", "gpqa"),
+                          "unknown architecture 'llama-3.1-8'", "nearest: llama-3.1-8b")
     assert_one_line_error(effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", "h100sxm", "--concurrency", "8",
                                    "--workload", "gpqa"), "did you mean 'h100-sxm'")
     assert_one_line_error(effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", "h100-sxm", "--concurrency", "0",
                                    "--workload", "gpqa"), "--concurrency")
+    assert_one_line_error(effbench("project", "--model", "arch:smollm2-135m", "--hardware", "h100-sxm", "--gpus", "2", "--concurrency", "8",
+                                   "--workload", "gpqa"), "9 attention heads: 2 GPUs do not divide them")

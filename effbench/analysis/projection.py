@@ -319,20 +319,26 @@ def check_lengths(arch: Any, prompt_tokens: int, output_tokens: int) -> None:
                             f"{prompt_tokens:,} prompt + {output_tokens:,} output = {prompt_tokens + output_tokens:,} is longer")
 
 
+def check_replica(a: StepShape, prof: HardwareProfile, gpus: int, concurrency: float, data_parallel: int = 1) -> None:
+    """One-line errors for the GPU, the GPU count and the concurrency, before any length is known."""
+    if prof.kind != "gpu":
+        raise EffbenchError(f"{prof.id} is a {prof.kind}: the projection model is fitted to GPU serving data only")
+    if gpus not in TP_SIZES:
+        raise EffbenchError(f"--gpus must be one of {', '.join(map(str, TP_SIZES))} (tensor parallel inside one node); got {gpus}")
+    if gpus > prof.max_gpus_per_node:
+        raise EffbenchError(f"{prof.id} nodes hold at most {prof.max_gpus_per_node} GPUs; --gpus {gpus} does not fit one node")
+    tp = max(gpus // max(data_parallel, 1), 1)
+    if a.heads % tp:
+        raise EffbenchError(f"{a.name} has {a.heads} attention heads: {tp} GPUs do not divide them "
+                            f"(tensor parallelism splits heads); use {', '.join(str(g) for g in TP_SIZES if a.heads % g == 0)}")
+    if concurrency <= 0:
+        raise EffbenchError(f"--concurrency must be a positive integer (got {concurrency:g})")
+
+
 def check_config(c: Config) -> None:
     """One-line errors for a configuration the projection cannot answer."""
     a, prof = c.arch, c.profile
-    if prof.kind != "gpu":
-        raise EffbenchError(f"{prof.id} is a {prof.kind}: the projection model is fitted to GPU serving data only")
-    if c.gpus not in TP_SIZES:
-        raise EffbenchError(f"--gpus must be one of {', '.join(map(str, TP_SIZES))} (tensor parallel inside one node); got {c.gpus}")
-    if c.gpus > prof.max_gpus_per_node:
-        raise EffbenchError(f"{prof.id} nodes hold at most {prof.max_gpus_per_node} GPUs; --gpus {c.gpus} does not fit one node")
-    if a.heads % c.tensor_parallel:
-        raise EffbenchError(f"{a.name} has {a.heads} attention heads: {c.tensor_parallel} GPUs do not divide them "
-                            f"(tensor parallelism splits heads); use {', '.join(str(g) for g in TP_SIZES if a.heads % g == 0)}")
-    if c.concurrency <= 0:
-        raise EffbenchError(f"--concurrency must be a positive integer (got {c.concurrency:g})")
+    check_replica(a, prof, c.gpus, c.concurrency, c.data_parallel)
     if c.prompt_tokens < 0 or c.output_tokens < 1:
         raise EffbenchError(f"prompt tokens must be >= 0 and output tokens >= 1 (got {c.prompt_tokens:g}, {c.output_tokens:g})")
     check_lengths(a, int(c.prompt_tokens), int(c.output_tokens))
@@ -422,6 +428,7 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
         raise EffbenchError("--model needs an architecture: arch:NAME (see 'effbench models')")
     arch = of(model)
     prof = profile or get_profile(hardware, local=False)
+    check_replica(arch, prof, gpus, concurrency)
     prompt, output, notes = _lengths(arch, workload, prompt_tokens, output_tokens)
     c = Config(arch, prof, gpus, concurrency, prompt, output, scheme)
     check_config(c)
