@@ -54,7 +54,7 @@ def _register() -> None:
 
     _run.register(app)
     _sensors.register(app)
-    for optional in ("hardware", "report", "compare", "plan", "models", "wheelhouse", "project", "reference"):
+    for optional in ("hardware", "report", "compare", "plan", "models", "wheelhouse", "project", "reference", "wrap"):
         try:
             module = __import__(f"effbench.cli.{optional}", fromlist=["register"])
         except ModuleNotFoundError as e:
