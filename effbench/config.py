@@ -92,6 +92,15 @@ class ServingConfig(BaseModel):
     server_metrics: bool = True  # scrape the server's Prometheus /metrics during each point (where it has one)
     # Capacity at the SLO: search the highest rate whose p95 TTFT/TPOT meet --slo-ttft-ms/--slo-tpot-ms,
     # from the lowest of ``rates`` up, until the bracket is within ``capacity_resolution`` (relative).
+    # The traffic (effbench/scenarios/serving/workload.py): a named output-length distribution or a
+    # file, multi-turn conversations, shared system prompts, a replayed trace. Sweep file: ``workload:``
+    # takes a name/file or a section {name, turns, shared_prefix, replay, replay_speed, scale}.
+    workload: Optional[str] = None
+    multi_turn: int = Field(default=1, ge=1)
+    shared_prefix: Optional[str] = None  # N:L
+    replay: Optional[str] = None
+    replay_speed: float = Field(default=1.0, gt=0)
+    workload_scale: float = Field(default=1.0, gt=0)  # output lengths of a named distribution x this
     find_capacity: bool = False
     capacity_resolution: float = Field(default=0.1, gt=0, lt=1)
     capacity_point_s: float = Field(default=20.0, gt=0)  # sending time per tried rate (a steady state needs it)
@@ -106,6 +115,39 @@ class ServingConfig(BaseModel):
     @classmethod
     def _rates(cls, v: Any) -> Any:
         return [_rate(x) for x in (_split(v) or [])]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _workload_section(cls, data: Any) -> Any:
+        """``workload: {name: lm-arena-chat, turns: 3, shared_prefix: 4:512, replay: f, replay_speed: 2}``."""
+        if not isinstance(data, dict) or not isinstance(data.get("workload"), dict):
+            return data
+        data = dict(data)
+        section = dict(data.pop("workload"))
+        names = {"name": "workload", "file": "workload", "turns": "multi_turn", "multi_turn": "multi_turn",
+                 "shared_prefix": "shared_prefix", "replay": "replay", "replay_speed": "replay_speed",
+                 "scale": "workload_scale"}
+        unknown = sorted(set(section) - set(names))
+        if unknown:
+            raise ValueError(f"unknown workload key '{unknown[0]}'; known: {', '.join(sorted(names))}")
+        for k, v in section.items():
+            if k == "shared_prefix" and isinstance(v, dict):
+                v = f"{v.get('prompts', v.get('count'))}:{v.get('tokens')}"
+            data[names[k]] = v
+        return data
+
+    @field_validator("shared_prefix")
+    @classmethod
+    def _shared_prefix(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            from effbench.errors import EffbenchError
+            from effbench.scenarios.serving.workload import parse_shared_prefix
+
+            try:
+                parse_shared_prefix(v)
+            except EffbenchError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("rates")
     @classmethod
@@ -152,6 +194,8 @@ class ServingConfig(BaseModel):
                 raise ValueError("--find-capacity searches over request rates: give --rates (its lowest is where the search starts), not --concurrency")
             if not [r for r in self.rates if math.isfinite(r)]:
                 raise ValueError("--find-capacity needs a finite starting rate in --rates, e.g. --rates 1")
+        if self.replay and (self.find_capacity or self.concurrency):
+            raise ValueError("--replay sends the trace at its own pace: leave out --concurrency and --find-capacity")
         return self
 
 

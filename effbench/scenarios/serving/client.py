@@ -21,7 +21,7 @@ USAGE_FIELDS = {"stream_options": {"include_usage": True}}
 @dataclass
 class Request:
     index: int
-    prompt: str
+    prompt: Any  # text, or chat messages [{role, content}] (a conversation, a system prompt)
     prompt_tokens: int
     max_tokens: int
     warmup: bool = False
@@ -106,10 +106,11 @@ class Client:
 
     def body(self, req: Request) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens, "temperature": 0.0, "stream": True}
+        messages = req.prompt if isinstance(req.prompt, list) else [{"role": "user", "content": req.prompt}]
         if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": req.prompt}]
+            body["messages"] = messages
         else:
-            body["prompt"] = req.prompt
+            body["prompt"] = "\n\n".join(m["content"] for m in messages)
         if self.usage:
             body.update(USAGE_FIELDS)
         if self.force_length:

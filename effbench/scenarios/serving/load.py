@@ -31,11 +31,14 @@ class Load:
     duration_s: Optional[float] = None  # stop sending after this long (measured part)
     warmup_requests: int = 0
     seed: int = 0
+    schedule: Optional[tuple[float, ...]] = None  # a replayed trace's send times (s), instead of arrivals at ``rate``
 
     @property
     def planned_requests(self) -> int:
         """Measured requests to prepare: ``requests``, else enough for ``duration_s`` at the rate (a
         closed loop stops on the clock: enough for any speed a CPU engine reaches)."""
+        if self.schedule is not None:
+            return len(self.schedule)
         if self.requests is not None:
             return self.requests
         duration = self.duration_s or 0.0
@@ -200,7 +203,8 @@ async def _open_loop(run: PointRun, load: Load, make: Callable[[int, bool], Requ
         await _sleep_until(base + off)
         tasks.append(asyncio.create_task(one(make(i, True), base + off)))
     await warm_done.wait()  # warm-up drained: the measured arrivals start on a warm engine
-    offsets = arrival_offsets(load.rate, load.arrival, load.planned_requests, load.seed)
+    offsets = (list(load.schedule) if load.schedule is not None
+               else arrival_offsets(load.rate, load.arrival, load.planned_requests, load.seed))
     base = time.perf_counter()
     for k, off in enumerate(offsets):
         at = base + off

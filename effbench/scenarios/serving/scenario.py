@@ -6,14 +6,13 @@ user's (``--endpoint``), and each rate or concurrency level is one configuration
 from __future__ import annotations
 
 import math
-import random
 import time
 from typing import Any, ClassVar, Optional
 
 from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_engine_peak_rss
-from effbench.models import build_token_rows, load_prompt_set
+from effbench.models.prompts import load_prompt_set
 from effbench.registry import importable
 from effbench.results.schema import CapacityResult, Energy, Latency, Memory, ServingInfo, ServingWindow, Stats, Throughput
 from effbench.scenarios.base import Context, Point, Scenario, Session
@@ -23,6 +22,7 @@ from effbench.scenarios.serving.engines import ENGINES, EngineInfo, ManagedEngin
 from effbench.scenarios.serving.load import Load, PointRun, Span, run_point
 from effbench.scenarios.serving.metrics import summarize_point
 from effbench.scenarios.serving.tokenizer import TextTokenizer, load_tokenizer
+from effbench.scenarios.serving.workload import PromptBuilder, Workload, build_workload
 from effbench.stats import combine_rel
 
 DEFAULT_REQUESTS = 32  # measured requests per point when neither --requests nor --duration is given
@@ -48,6 +48,11 @@ def servable_model_path(spec: Any, notify: Any) -> str:
     return spec.location
 
 
+def replay_workload(s: Any) -> Workload:
+    """The trace of ``--replay`` (its rows capped by ``--requests``)."""
+    return build_workload(s, s.requests or 0, 0, 0, 0, None)
+
+
 class ServingScenario(Scenario):
     name = "serving"
     loads_model: ClassVar[bool] = False  # the engine is a server the scenario starts or reaches
@@ -62,6 +67,8 @@ class ServingScenario(Scenario):
         s = config.serving
         if s.find_capacity:  # one configuration: the search tries its rates inside it
             return [{"batch_size": 1, "rate": min(r for r in s.rates if math.isfinite(r))}]
+        if s.replay:  # one configuration: the trace at its own pace
+            return [{"batch_size": 1, "rate": replay_workload(s).params.get("trace_rate") or math.inf}]
         if s.concurrency:
             return [{"batch_size": c, "concurrency": c} for c in s.concurrency]
         return [{"batch_size": 1, "rate": r} for r in s.rates]
@@ -71,7 +78,7 @@ class ServingScenario(Scenario):
         """The ``serving`` fields of the offered load: what every record of the point carries."""
         s = config.serving
         return dict(rate=point.rate, concurrency=point.concurrency, api=s.api,
-                    arrival=s.arrival if point.rate is not None else "closed-loop",
+                    arrival="replay" if s.replay else s.arrival if point.rate is not None else "closed-loop",
                     warmup_requests=s.warmup_requests, slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms})
 
     @classmethod
@@ -82,8 +89,11 @@ class ServingScenario(Scenario):
     def check(cls, config: Any) -> None:
         if not importable("httpx"):
             raise EffbenchError("the serving scenario needs httpx; pip install 'effbench[serving]'")
-        if config.serving.endpoint:
-            check_endpoint(config.serving.endpoint)  # one line within seconds, before anything is written
+        s = config.serving
+        if s.replay or (s.workload and s.workload != "fixed"):
+            build_workload(s, 1, 1, 1, 0, None)  # a bad name or file is one line before anything starts
+        if s.endpoint:
+            check_endpoint(s.endpoint)  # one line within seconds, before anything is written
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -95,7 +105,7 @@ class ServingScenario(Scenario):
         self.force_length = False
         self.usage = True
         self.saturated_at: Optional[str] = None
-        self._prompts: dict[tuple, list[str]] = {}
+        self._builders: dict[str, PromptBuilder] = {}
 
     # -- the group ---------------------------------------------------------------------------
     def open(self, session: Session) -> str:
@@ -191,26 +201,21 @@ class ServingScenario(Scenario):
             return f"skipped: the engine saturated at {self.saturated_at}; higher rates were not offered"
         return None
 
-    def _requests(self, point: Point, n: int) -> list[str]:
-        key = (point.prompt_set, point.prompt_tokens, n)
-        if key not in self._prompts:
-            prompts = load_prompt_set(point.prompt_set)
-            tok = self.tokenizer
-            if tok is None:
-                texts = [prompts.texts[i % len(prompts.texts)] for i in range(n)]
-            else:
-                texts = [tok.decode(r) for r in build_token_rows(tok.encode, prompts, n, point.prompt_tokens)]
-            self._prompts[key] = texts
-        return self._prompts[key]
+    def _prompt_builder(self, prompt_set: str) -> PromptBuilder:
+        if prompt_set not in self._builders:
+            self._builders[prompt_set] = PromptBuilder(self.tokenizer, load_prompt_set(prompt_set).texts)
+        return self._builders[prompt_set]
 
     def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
         if self.s.find_capacity:
             return self._find_capacity(point, ctx)
         s = self.s
         requests = s.requests if s.requests or s.duration_s else DEFAULT_REQUESTS
+        schedule = replay_workload(s).schedule if s.replay else None
         return self._measure_load(point, ctx, Load(rate=point.rate, concurrency=point.concurrency, arrival=s.arrival,
-                                                   requests=requests, duration_s=s.duration_s,
-                                                   warmup_requests=s.warmup_requests, seed=self.config.seed))
+                                                   requests=requests, duration_s=None if schedule else s.duration_s,
+                                                   warmup_requests=s.warmup_requests, seed=self.config.seed,
+                                                   schedule=schedule))
 
     def _find_capacity(self, point: Point, ctx: Context) -> dict[str, Any]:
         """The highest rate whose p95 latencies meet the SLO (capacity.py): each tried rate is a full
@@ -246,14 +251,16 @@ class ServingScenario(Scenario):
     def _measure_load(self, point: Point, ctx: Context, load: Load) -> dict[str, Any]:
         self.restart()
         s = self.s
-        texts = self._requests(point, s.warmup_requests + load.planned_requests)
-        spread = s.length_spread
+        replay = load.schedule is not None
+        w = build_workload(s, load.planned_requests if replay else s.warmup_requests + load.planned_requests,
+                           point.prompt_tokens, point.new_tokens, self.config.seed, point.concurrency)
+        builder = self._prompt_builder(point.prompt_set)
+        chat = s.api == "chat"
 
         def make(i: int, warmup: bool) -> Request:
-            new = point.new_tokens
-            if spread:  # deterministic per request: the same lengths at every rate
-                new = max(1, round(new * random.Random(i * 7919 + self.config.seed).uniform(1 - spread, 1 + spread)))
-            return Request(i, texts[i % len(texts)], point.prompt_tokens, new, warmup)
+            k = (i if warmup else i - s.warmup_requests) if replay else i  # a trace's rows are the measured requests
+            r = w.requests[k % len(w.requests)]
+            return Request(i, builder.build(k, r, w, chat), r.prompt_tokens + w.prefix_tokens, r.output_tokens, warmup)
 
         wall0 = time.time()
         perf0 = time.perf_counter()
@@ -267,6 +274,7 @@ class ServingScenario(Scenario):
         if self.engine is not None and not self.engine.alive():
             raise EffbenchError(f"the {self.engine.name} engine died during the point: {self.engine.log_tail()}")
         sections = self._sections(point, ctx, run, lambda t: wall0 + (t - perf0))
+        sections["serving"].workload = w.describe()
         if peak is not None:
             sections["memory"] = Memory(peak_host_bytes=peak)
         stats = sections["stats"]

@@ -74,6 +74,7 @@ class StubServer:
         self.behaviour = behaviour or StubBehaviour()
         self.count = 0
         self.max_tokens_asked: list[int] = []  # each completion's max_tokens, in arrival order
+        self.bodies: list[dict] = []  # each completion request's JSON body, in arrival order
         self._lock = threading.Lock()
         self.metrics = StubMetrics()
         self._slots = threading.BoundedSemaphore(self.behaviour.max_concurrent) if self.behaviour.max_concurrent else None
@@ -119,6 +120,7 @@ class StubServer:
                     stub.count += 1
                     n = stub.count
                     stub.max_tokens_asked.append(int(body.get("max_tokens") or 0))
+                    stub.bodies.append(body)
                 if b.exit_after and n >= b.exit_after:
                     os._exit(3)  # dies mid-point, as a crashed engine does (process mode: python -m ...stub)
                 if b.fail_every and n % b.fail_every == 0:
