@@ -51,6 +51,8 @@ PLAN_ARGS = ["--results", QUANT_SWEEP, "--target-tokens-per-s", "2000", "--max-t
 # docs/size-a-gpu-rental.md section 5: a GPU plan from the shipped reference data and projection fit alone
 GPU_PLAN_ARGS = ["--model", "arch:llama-3.1-8b", "--target-tokens-per-s", "2000", "--max-tpot-ms", "50",
                  "--hardware", "h100-sxm,h200,a100-80gb,l40s", "--grid-intensity", "475", "--top", "12"]
+GPU_PLAN_70B_ARGS = ["--model", "arch:llama-3.1-70b", "--target-tokens-per-s", "5000", "--max-tpot-ms", "50",
+                     "--hardware", "h100-sxm,h200,b200,a100-80gb", "--grid-intensity", "475", "--top", "8"]
 
 
 # -- reading committed files ---------------------------------------------------------------------
@@ -667,6 +669,40 @@ def plan_gpu_example() -> str:
     return _plan_output(GPU_PLAN_ARGS)
 
 
+def plan_gpu_70b() -> str:
+    return _plan_output(GPU_PLAN_70B_ARGS)
+
+
+PROJECTION_ERROR = "benchmarks/results/reference/projection_error.json"
+
+
+def _err_row(label: str, t: dict[str, Any], band: Optional[dict[str, Any]] = None) -> str:
+    cells = [f"{t[m]['median']:.0%} / {t[m]['p90']:.0%}" for m in ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token")]
+    b = f"x{band['factor']['output_tokens_per_s']:.2f} ({band['coverage']:.0%})" if band else "-"
+    return f"| {label} | {t['output_tokens_per_s']['points']} | " + " | ".join(cells) + f" | {b} |"
+
+
+def projection_validation() -> str:
+    """docs/size-a-gpu-rental.md: the held-out error table of the shipped projection."""
+    d = _json(PROJECTION_ERROR)
+    lomo, logo, loto = d["leave_one_model_out"], d["leave_one_gpu_out"], d["leave_one_tp_out"]
+    rows = ["| held out | n | tok/s median / p90 | ITL p50 | ITL p95 | J/token | 95% band tok/s (coverage) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for fam in ("all", "dense", "moe", "hybrid"):
+        rows.append(_err_row(f"new model: {fam}", lomo["by_family"][fam], d["bands"]["new_model"][fam]))
+    for g in sorted(k for k in lomo["by_gpus"] if k != "all"):
+        rows.append(_err_row(f"new model, {g} GPU(s)", lomo["by_gpus"][g]))
+    for gpu in ("b200", "h100-sxm"):
+        other = "H100" if gpu == "b200" else "B200"
+        rows.append(_err_row(f"new GPU: {gpu} (fit on {other} only)", logo["by_gpu"][gpu]))
+    rows.append(_err_row("new TP degree (each GPU count left out)", loto["by_gpus"]["all"], d["bands"]["new_tp"]["all"]))
+    b = d["before"]
+    rows.append(f"| before (commit {b['commit']}): new model, all | {b['points']} | {b['output_tokens_per_s']['median']:.0%} / "
+                f"{b['output_tokens_per_s']['p90']:.0%} | - | - | {b['joules_per_token']['median']:.0%} / {b['joules_per_token']['p90']:.0%} "
+                f"| x{b['output_tokens_per_s']['band_factor']:.2f} |")
+    return "\n".join(rows)
+
+
 # -- docs/method.md: the contracts, read from the code -------------------------------------------
 def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -788,6 +824,9 @@ BLOCKS = [
     Block("docs/size-a-gpu-rental.md", "plan-gpu-example", ("effbench/reference/", "effbench/analysis/projection_fit.json", "hardware/"),
           plan_gpu_example),
     Block("docs/size-a-gpu-rental.md", "plan-example", (QUANT_SWEEP, "hardware/"), plan_example),
+    Block("docs/size-a-gpu-rental.md", "projection-validation", (PROJECTION_ERROR,), projection_validation),
+    Block("docs/size-a-gpu-rental.md", "plan-gpu-70b", ("effbench/reference/", "effbench/analysis/projection_fit.json", "hardware/"),
+          plan_gpu_70b),
     Block("docs/method.md", "method-cli", ("effbench/cli/",), method_cli),
     Block("docs/method.md", "method-schemes", ("effbench/quant/",), method_schemes),
     Block("docs/method.md", "method-profiles", ("hardware/",), method_profiles),
