@@ -97,20 +97,14 @@ def run_command(command: list[str], on_start: Callable[[int], None] = lambda pid
     a Ctrl-C reaches it once, forwarded (with its children: a tool's worker processes) rather than
     twice; SIGINT, SIGTERM and SIGHUP sent to effbench are forwarded the same way."""
     forwarded: list[str] = []
-    mono_to_unix = time.time() - time.perf_counter()
-    start = time.time()
-    try:
-        child = subprocess.Popen(command, process_group=0)
-    except FileNotFoundError:
-        raise CommandError(f"command not found: {command[0]}", NOT_FOUND) from None
-    except PermissionError:
-        raise CommandError(f"command is not executable: {command[0]}", NOT_EXECUTABLE) from None
-    except OSError as e:
-        raise CommandError(f"cannot start {command[0]}: {e.strerror or e}", NOT_EXECUTABLE) from None
-    on_start(child.pid)
+    child: Optional[subprocess.Popen[bytes]] = None
+    early: list[int] = []  # signals that came before the child existed: delivered once it does
 
     def forward(signum: int, frame: Optional[FrameType]) -> None:
         forwarded.append(signal.Signals(signum).name)
+        if child is None:
+            early.append(signum)
+            return
         try:
             os.killpg(child.pid, signum)
         except (ProcessLookupError, PermissionError):
@@ -123,6 +117,19 @@ def run_command(command: list[str], on_start: Callable[[int], None] = lambda pid
         except (ValueError, OSError):  # not the main thread (tests calling in-process from a worker)
             pass
     try:
+        mono_to_unix = time.time() - time.perf_counter()
+        start = time.time()
+        try:
+            child = subprocess.Popen(command, process_group=0)
+        except FileNotFoundError:
+            raise CommandError(f"command not found: {command[0]}", NOT_FOUND) from None
+        except PermissionError:
+            raise CommandError(f"command is not executable: {command[0]}", NOT_EXECUTABLE) from None
+        except OSError as e:
+            raise CommandError(f"cannot start {command[0]}: {e.strerror or e}", NOT_EXECUTABLE) from None
+        on_start(child.pid)
+        for signum in early:
+            os.killpg(child.pid, signum)
         while True:
             try:
                 rc = child.wait()

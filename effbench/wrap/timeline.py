@@ -185,14 +185,18 @@ class TimelineRecorder:
         self._thread.start()
 
     def _one(self) -> Segment:
-        t0 = self.clock()
+        # Each edge is the midpoint of the clock read either side of the sensor call: the sensor's
+        # own window edge lies between them.
+        a = self.clock()
         try:
             window = self.sensor.start_window()
+            t0 = (a + self.clock()) / 2
             self._stop.wait(self.segment_s)
+            b = self.clock()
             reading = window.stop()
+            t1 = (b + self.clock()) / 2
         except Exception as e:  # noqa: BLE001 - a sensor that fails leaves a gap, not a dead run
-            return Segment(t0, self.clock(), None, "unavailable", error=f"{type(e).__name__}: {e}")
-        t1 = self.clock()
+            return Segment(a, self.clock(), None, "unavailable", error=f"{type(e).__name__}: {e}")
         return Segment(t0, t1, reading.joules, reading.status if reading.joules is not None else "unavailable",
                        reading.uncertainty_rel, reading.coverage, dict(reading.joules_by_domain),
                        reading.error)
