@@ -213,3 +213,25 @@ def test_server_metrics_are_scraped_and_cross_check_the_client(tmp_path):
     assert m["cross_check"]["ttft"]["client_slower"] is False and m["cross_check"]["note"] is None
     nm = bare.records[0].serving.server_metrics
     assert nm["exposed"] is False and nm["reason"]
+
+
+def test_energy_per_request_follows_the_work_of_each_request(tmp_path, monkeypatch):
+    import effbench
+    from effbench.sensors import SENSORS
+
+    # Two lengths interleaved (4 and 12 tokens at the same pace): under constant power, the long
+    # requests carry about 3x the energy of the short ones, and the parts add up to the energy spent.
+    monkeypatch.setitem(SENSORS.entries, "watts50", _Watts50)
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("prompt_tokens,output_tokens\n4,4\n4,12\n")
+    with StubServer(StubBehaviour(ttft_s=0.02, itl_s=0.03, tokens=12)) as srv:
+        run = effbench.run(dict(scenario="serving", endpoint=srv.url, concurrency=[2], requests=12, warmup_requests=0,
+                                workload=str(pairs), prompt_tokens=4, sensor="watts50", idle_s=0, out=str(tmp_path / "r")))
+    (r,) = run.records
+    a = r.energy.attribution
+    assert a is not None and a["joules_per_request"]["n"] == 12
+    per = a["joules_per_request"]
+    assert per["p95"] / per["p50"] > 1.5  # the long half costs more
+    whole = r.serving.whole.window_s * 50.0
+    assert a["joules_attributed"] + a["joules_unattributed"] == pytest.approx(whole, rel=0.15)
+    assert a["joules_per_output_token"] > 0 and a["confidence"] == 0.95

@@ -105,6 +105,9 @@ class Energy(_Section):
     confidence: Optional[float] = None  # the level of the intervals stated (0.95, brief rule 14)
     decode_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_decode (and decode J/token), relative
     dynamic_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_dynamic, relative
+    # Serving and wrap: energy per request attributed by work (docs/method.md, "Energy per request"):
+    # {rule, joules_per_request: {p50, p90, p95, mean, n, ci95}, idle_share, joules_per_output_token, ...}
+    attribution: Optional[dict[str, Any]] = None
 
 
 class Carbon(_Section):

@@ -14,7 +14,7 @@ from effbench.results.schema import (
 )
 from effbench.stats import combine_rel
 from effbench.wrap.formats import ResultsError, ToolBenchmark, ToolResults, read_results
-from effbench.wrap.timeline import Integral, integrate
+from effbench.measure.timeline import Integral, integrate
 
 if TYPE_CHECKING:
     from effbench.wrap.runner import Measured, WrapOptions
@@ -120,7 +120,7 @@ def tool_block(results: Optional[ToolResults], bench: Optional[ToolBenchmark], m
 def _benchmark_record(opts: "WrapOptions", m: "Measured", run_id: str, idle_w: Optional[float],
                       hardware: dict[str, Any], results: ToolResults, index: int, bench: ToolBenchmark) -> Record:
     from effbench.scenarios.serving.metrics import summarize_point
-    from effbench.wrap.attribution import attribute, summary as attribution_summary
+    from effbench.measure.attribution import attribute, summary as attribution_summary
     from effbench.wrap.convert import max_in_flight, place, steady_bounds, to_results
 
     placement = place(bench, m.run.start_unix, m.run.end_unix, m.run.mono_to_unix)

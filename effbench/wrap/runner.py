@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from effbench.errors import EffbenchError
-from effbench.wrap.timeline import DEFAULT_SEGMENT_S, TIMELINE_FILE, Segment, TimelineRecorder
+from effbench.measure.timeline import DEFAULT_SEGMENT_S, TIMELINE_FILE, Segment, TimelineRecorder
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 NOT_FOUND, NOT_EXECUTABLE = 127, 126  # what a shell answers for these

@@ -41,6 +41,7 @@ class Result:
     prompt_tokens: int = 0
     usage_prompt_tokens: Optional[int] = None
     usage_completion_tokens: Optional[int] = None
+    usage_cached_tokens: Optional[int] = None  # prompt tokens the server's prefix cache held (usage.prompt_tokens_details)
     output_tokens: Optional[int] = None  # counted with the model's tokenizer (only without usage)
     error: Optional[str] = None
 
@@ -165,6 +166,9 @@ class Client:
         if isinstance(usage, dict):
             res.usage_prompt_tokens = _count(usage.get("prompt_tokens"), res.usage_prompt_tokens)
             res.usage_completion_tokens = _count(usage.get("completion_tokens"), res.usage_completion_tokens)
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict):
+                res.usage_cached_tokens = _count(details.get("cached_tokens"), res.usage_cached_tokens)
 
     async def close(self) -> None:
         await self._http.aclose()

@@ -11,7 +11,10 @@ from typing import Any, ClassVar, Optional
 
 from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
+from effbench.measure.attribution import attribute
+from effbench.measure.attribution import summary as attribution_summary
 from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_engine_peak_rss
+from effbench.measure.timeline import TimelineRecorder
 from effbench.models.prompts import load_prompt_set
 from effbench.registry import importable
 from effbench.results.schema import CapacityResult, Energy, Latency, Memory, ServingInfo, ServingWindow, Stats, Throughput
@@ -166,6 +169,29 @@ class ServingScenario(Scenario):
                       usage=self.usage if usage is None else usage)
 
     @staticmethod
+    def _timeline(ctx: Context) -> Optional[TimelineRecorder]:
+        """Consecutive short sensor windows over the point, for energy per request (on perf_counter's
+        clock, the requests' own): none without a sensor."""
+        if ctx.sensor.name == "none":
+            return None
+        recorder = TimelineRecorder(ctx.sensor, None, clock=time.perf_counter)
+        recorder.start()
+        return recorder
+
+    @staticmethod
+    def _attribute(energy: Energy, run: PointRun, segments: list[Any], ctx: Context) -> None:
+        """Each timeline segment's energy to the requests in flight, by their share of its tokens
+        (docs/method.md, "Energy per request")."""
+        measured = [r for r in run.results if not r.warmup and r.ok]
+        if not segments or not measured or energy.status == "unavailable":
+            return
+        cached = {r.index: r.usage_cached_tokens for r in measured if r.usage_cached_tokens is not None}
+        att = attribute(measured, segments, ctx.idle_power_w, cached or None)
+        if att.per_request:
+            energy.attribution = attribution_summary(att, energy.uncertainty_rel,
+                                                     all(r.usage_prompt_tokens is not None for r in measured))
+
+    @staticmethod
     def _scraper() -> Any:
         from effbench.scenarios.serving.server_metrics import MetricsScraper
 
@@ -267,14 +293,19 @@ class ServingScenario(Scenario):
         pids = tuple(self.engine_pids())
         probe = InterferenceProbe(pids)  # the engine is the workload, not interference
         reset_engine_peak_rss(pids)  # the engine's peak during this point (its load included after a restart)
-        run = run_point(self._client, load, make, ctx.sensor.start_window, budget_s=s.point_timeout_s,
-                        scraper_factory=self._scraper if s.server_metrics else None)
+        timeline = self._timeline(ctx)
+        try:
+            run = run_point(self._client, load, make, ctx.sensor.start_window, budget_s=s.point_timeout_s,
+                            scraper_factory=self._scraper if s.server_metrics else None)
+        finally:
+            segments = timeline.stop() if timeline is not None else []
         interference = probe.stop()
         peak = engine_peak_rss_bytes(pids)
         if self.engine is not None and not self.engine.alive():
             raise EffbenchError(f"the {self.engine.name} engine died during the point: {self.engine.log_tail()}")
         sections = self._sections(point, ctx, run, lambda t: wall0 + (t - perf0))
         sections["serving"].workload = w.describe()
+        self._attribute(sections["energy"], run, segments, ctx)
         if peak is not None:
             sections["memory"] = Memory(peak_host_bytes=peak)
         stats = sections["stats"]

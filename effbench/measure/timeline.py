@@ -167,7 +167,7 @@ class TimelineRecorder:
     """A background thread that keeps one sensor window open at a time, ``segment_s`` long, and
     writes each as a segment. ``stop()`` closes the last (short) one."""
 
-    def __init__(self, sensor: EnergySensor, path: Path, segment_s: float = DEFAULT_SEGMENT_S,
+    def __init__(self, sensor: EnergySensor, path: Optional[Path], segment_s: float = DEFAULT_SEGMENT_S,
                  clock: Callable[[], float] = time.time) -> None:
         if not segment_s > 0 or not math.isfinite(segment_s):
             raise ValueError("segment_s must be a positive number of seconds")
@@ -179,8 +179,9 @@ class TimelineRecorder:
         self.error: Optional[str] = None
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        if self.path is not None:  # None: kept in memory only (a serving point's own timeline)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
         self._thread = threading.Thread(target=self._loop, name="effbench-power-timeline", daemon=True)
         self._thread.start()
 
@@ -202,12 +203,12 @@ class TimelineRecorder:
                        reading.error)
 
     def _loop(self) -> None:
-        assert self._file is not None
         while True:
             seg = self._one()
             self.segments.append(seg)
             try:
-                write_segment(self._file, seg)
+                if self._file is not None:
+                    write_segment(self._file, seg)
             except (OSError, ValueError) as e:
                 self.error = f"could not write {self.path}: {e}"
             if self._stop.is_set():
