@@ -24,7 +24,7 @@ DENSE = StepShape(name="toy", family="dense", attention="gqa", layers=10, moe_la
 MOE = StepShape(**{**DENSE.__dict__, "name": "moe", "family": "moe", "moe_layers": 10, "expert_params": 8_000_000_000,
                    "experts": 8, "experts_per_token": 2, "windows": (None, 100) * 5})
 THETA = {"weights": 1.5, "experts": 2.0, "kv": 1.2, "linear": 3.0, "attention": 4.0, "comm": 2.0, "layer": 20.0,
-         "tp_layer": 8.0, "moe_layer": 5.0, "step": 1.0, "request": 0.5, "prefill": 2.0}
+         "tp_layer": 8.0, "moe_layer": 5.0, "step": 1.0, "request": 0.5, "prefill": 2.0, "fp8_dequant": 1.0}
 FIT = pj.Fit(THETA, {"p50": (1.0, 0.0), "p90": (1.1, 1.0), "p95": (1.2, 1.0)}, (0.5, 0.2, 0.6), 0.5)
 
 
@@ -40,6 +40,24 @@ def test_decode_and_prefill_terms_by_hand() -> None:
     p = dict(zip(pj.FEATURES, pre))
     assert p["linear"] == pytest.approx(100 * 2 * 1e9 / 100e12) and p["attention"] == pytest.approx(100 * 10 * 4000 * 50 / 100e12)
     assert p["prefill"] == pytest.approx(1e-3) and p["weights"] == 0  # a prompt rides a step that reads the weights anyway
+
+
+def test_fp8_dequant_term_by_hand() -> None:
+    """Block-scaled fp8 weights carry an extra term the size of their read (dense and touched experts);
+    other schemes none."""
+    x8 = dict(zip(pj.FEATURES, pj.features(pj.Config(DENSE, GPU, 1, 4, 100, 200, "fp8"), 4)[0]))
+    assert x8["weights"] == pytest.approx(1e9 * 1 / 1e12) and x8["fp8_dequant"] == pytest.approx(x8["weights"])
+    m8 = dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 1, 4, 100, 200, "fp8"), 4)[0]))
+    assert m8["fp8_dequant"] == pytest.approx(m8["weights"] + m8["experts"])
+    assert dict(zip(pj.FEATURES, pj.features(pj.Config(DENSE, GPU, 1, 4, 100, 200), 4)[0]))["fp8_dequant"] == 0
+
+
+def test_fitted_efficiencies_are_physical() -> None:
+    """No roofline term of the shipped fit beats the datasheet peak (coefficient = 1 / efficiency >= 1)."""
+    from effbench.analysis.projection_fit import ROOFLINE_TERMS
+
+    step = pj.shipped().fit.step
+    assert all(step[f] >= 1 - 1e-6 for f in ROOFLINE_TERMS)
 
 
 def test_prediction_by_hand() -> None:

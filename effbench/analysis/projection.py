@@ -52,7 +52,7 @@ RUNTIME_OVERHEAD_GB = 2.0  # per GPU: CUDA context, activations, CUDA graphs
 GPU_MEMORY_UTILISATION = 0.9  # vLLM's default share of GPU memory for weights + KV cache
 TP_SIZES = (1, 2, 4, 8)
 FEATURES = ("weights", "experts", "kv", "linear", "attention", "comm", "layer", "tp_layer", "moe_layer", "step",
-            "request", "prefill")
+            "request", "prefill", "fp8_dequant")
 QUANTILES = ("p50", "p90", "p95")
 # Units of the fixed-cost features, so their coefficients read as microseconds / milliseconds.
 _US, _MS = 1e-6, 1e-3
@@ -170,6 +170,9 @@ def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
         "comm": a.layers * 2 * batch * a.hidden * 2 * ring / link,
         "layer": a.layers * _US, "tp_layer": (a.layers * _US if n > 1 else 0.0), "moe_layer": a.moe_layers * _US,
         "step": _MS, "request": batch / max(c.data_parallel, 1) * 10 * _US, "prefill": 0.0,
+        # block-scaled fp8 weights: the extra time of dequantising them in the matmuls, as a share of their read
+        "fp8_dequant": ((a.dense_params * WEIGHT_BYTES[c.scheme] / tp + a.expert_params * EXPERT_BYTES[c.scheme] / n * touched) / bw
+                        if c.scheme == "fp8" else 0.0),
     }
     pre = {
         "experts": experts * (1 - touched),  # a prompt touches the experts the decode tokens left

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-from scipy.optimize import nnls  # type: ignore[import-untyped]
+from scipy.optimize import lsq_linear  # type: ignore[import-untyped]
 
 from effbench.analysis.projection import (FEATURES, QUANTILES, Config, Fit, features, kv_capacity, poisson_quantile,
                                           predict)
@@ -67,15 +67,24 @@ def reference_samples() -> list[Sample]:
 
 
 # -- the fit ----------------------------------------------------------------------------------------
-def _robust_nnls(rows: np.ndarray, iterations: int = 6) -> np.ndarray:
-    """min sum |rows @ x - 1| (relative errors) over x >= 0, by reweighted least squares."""
+def _robust_nnls(rows: np.ndarray, iterations: int = 6, lower: Optional[np.ndarray] = None) -> np.ndarray:
+    """min sum |rows @ x - 1| (relative errors) over x >= ``lower`` (0 where not given), by reweighted
+    least squares."""
+    lo = np.zeros(rows.shape[1]) if lower is None else lower
     w = np.ones(len(rows))
-    x = np.zeros(rows.shape[1])
+    x = np.maximum(lo, 0.0)
     for _ in range(iterations):
-        x, _ = nnls(rows * w[:, None], w, maxiter=50 * rows.shape[1])
+        x = lsq_linear(rows * w[:, None], w, bounds=(lo, np.inf), method="bvls").x
         r = np.abs(rows @ x - 1)
         w = 1 / np.sqrt(np.maximum(r, 0.03))
     return x
+
+
+# A roofline term's coefficient is 1 / achieved efficiency: a kernel cannot beat the datasheet peak, so
+# these are bounded below by 1 (without the bound the fit trades them against the fixed costs and
+# lands at physically impossible "efficiencies" that do not carry over to other GPUs or lengths).
+ROOFLINE_TERMS = ("weights", "experts", "kv", "linear", "attention", "comm")
+_LOWER = np.array([1.0 if f in ROOFLINE_TERMS else 0.0 for f in FEATURES])
 
 
 def _fit_omega(samples: Sequence[Sample]) -> float:
@@ -103,7 +112,7 @@ def fit(samples: Sequence[Sample]) -> Fit:
     if len({s.model for s in samples}) < 2 or len(samples) < 10:
         raise ValueError(f"too few reference points to fit the projection ({len(samples)})")
     rows, dec, pre = _step_rows(samples)
-    theta = _robust_nnls(rows)
+    theta = _robust_nnls(rows, lower=_LOWER)
     step = {f: float(v) for f, v in zip(FEATURES, theta)}
     t_dec, t_pre = dec @ theta, pre @ theta
     lam = np.array([s.batch / max(s.config.output_tokens, 1.0) for s in samples])
