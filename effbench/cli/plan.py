@@ -68,7 +68,7 @@ def _short_note(o: PlanOption) -> str:
         parts.append(f"projected from a run on {o.projected_from}" + (f" (a different kind of device: 95% band up to {band + 1:.0f}x)" if band else
                                                                      " (roofline scaling; no fitted band)"))
     elif o.basis == "projected":
-        parts.append("projected by the GPU model fitted to the ML.ENERGY v3 reference data (band: 95%, leave-one-model-out)")
+        parts.append("projected by the GPU step-time model fitted to the ML.ENERGY v3 reference data (band: 95%, from held-out residuals per family and basis: new model, new GPU, new GPU count)")
     elif o.basis == "reference":
         parts.append("reference: ML.ENERGY Leaderboard v3, published (vLLM); TPOT = published p95 inter-token latency")
     else:
