@@ -225,7 +225,7 @@ class SweepConfig(BaseModel):
     region: Optional[str] = None  # grid region for CO2e (ISO country, USA/<state>, world, ...)
     out: Optional[str] = None
     resume: bool = False
-    # Method knobs (brief, section 3): warm-up, adaptive repeats, time cap, idle baseline.
+    # Method knobs (docs/method.md): warm-up, adaptive repeats, time cap, idle baseline.
     warmup: int = Field(default=1, ge=0)
     min_repeats: int = Field(default=5, ge=1)  # the median's bootstrap interval needs a few
     max_repeats: int = Field(default=30, ge=1)

@@ -138,7 +138,7 @@ def energy_figures(reading: "EnergyReading", seconds_per_call: float, time_rel: 
 
 def _mean_and_rel(stats: Any) -> tuple[float, Optional[float]]:
     """Mean seconds per call and its relative CI95 half-width from pytest-benchmark's ``Stats``:
-    the same Student-t interval as every other effbench figure (brief rule 14)."""
+    the same Student-t interval as every other effbench figure (docs/method.md)."""
     from effbench.stats import t95
 
     mean, n = float(stats.mean), int(stats.rounds)
@@ -158,7 +158,7 @@ def _sync_for(device: str) -> Callable[[], None]:
 
 
 def _min_window_s(sensor: "EnergySensor", floor_s: float) -> float:
-    from effbench.measure.loop import WINDOW_PERIODS  # the one home of the rule (brief rule 2)
+    from effbench.measure.loop import WINDOW_PERIODS  # the one home of the rule (docs/method.md)
 
     period = sensor.info().update_period_s
     return max(floor_s, WINDOW_PERIODS * period if period else 0.0)
@@ -188,7 +188,7 @@ class EnergyBenchmark:
 
     def _synced(self, function: Callable[..., Any]) -> Callable[..., Any]:
         """``function`` followed by a device sync, so each timed round includes its queued GPU work
-        (brief rule 6: CUDA calls return before the work is done)."""
+        (CUDA calls return before the work is done)."""
         sync = _sync_for(self._options.device)
         if not self._options.device.startswith("cuda"):
             return function

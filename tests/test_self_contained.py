@@ -1,5 +1,5 @@
 """A results directory is self-contained: plan and report describe a run's hardware only from what
-the run stored, never from the machine they run on (brief rule 13)."""
+the run stored, never from the machine they run on (docs/method.md)."""
 from __future__ import annotations
 
 import json

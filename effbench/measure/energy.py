@@ -1,6 +1,6 @@
 """Turn the energy windows of a ``LoopResult`` into the record's ``energy`` section: total,
 prefill and decode joules, per-token and per-character figures, idle-subtracted energy, and an
-uncertainty that combines the repeat spread with the sensor's own (brief rules 4, 5, 7, 8).
+uncertainty that combines the repeat spread with the sensor's own (docs/method.md).
 
 The same arithmetic runs on windows rebuilt from a finished record (``windows_from_record``), so a
 power trace recorded beside a run can be attached afterwards (``effbench sensors attach``).

@@ -3,8 +3,8 @@ the 95% interval of the median decode tokens/s is narrow enough or the time cap 
 
 It knows only the ``Backend`` and ``EnergySensor`` interfaces. Each repeat is one energy window
 around a full generation; the backend reports when each token was ready, so TTFT (first token),
-decode (last token - first token) and every inter-token latency come from the same call (brief rule
-5). A prefill-only window is kept only where the energy split needs it: on the first
+decode (last token - first token) and every inter-token latency come from the same call
+(docs/method.md). A prefill-only window is kept only where the energy split needs it: on the first
 ``PREFILL_ENERGY_REPEATS`` repeats when a sensor reads energy (decode energy = full - prefill), and on
 every repeat for an engine without a per-token hook (then decode time is full - prefill, too).
 A repeat during which other processes took more than the interference share of the CPU, or after

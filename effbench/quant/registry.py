@@ -1,6 +1,6 @@
 """The quantization scheme registry: one name per scheme, which backends and devices run it.
 
-Names follow ``library-type`` (brief, section 4); the table is the one registry pattern
+Names follow ``library-type`` (docs/method.md); the table is the one registry pattern
 (``effbench.registry``), with ``gguf-<type>`` names made on demand. A scheme either passes ``load_kwargs`` to the
 loader (bitsandbytes quantizes while loading) or ``apply``s itself in place to a model already loaded
 in ``compute_dtype`` and returns a note on what it did (e.g. layers it had to skip). The sweep calls

@@ -1,4 +1,4 @@
-"""Published reference data shipped with effbench (brief rule 16: basis ``reference``, with its source).
+"""Published reference data shipped with effbench (basis ``reference``, with its source).
 
 Today one source: the ML.ENERGY Leaderboard v3 LLM measurements (``mlenergy``; attribution in
 ``ATTRIBUTION.md``). ``to_record`` turns a point into a result record of basis ``reference`` that the

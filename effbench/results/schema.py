@@ -102,7 +102,7 @@ class Energy(_Section):
     joules_per_request: Optional[float] = None  # joules_per_token x the mean output tokens of a request
     mean_power_w: Optional[float] = None
     tokens_in_window: Optional[float] = None  # output tokens streamed inside the window
-    confidence: Optional[float] = None  # the level of the intervals stated (0.95, brief rule 14)
+    confidence: Optional[float] = None  # the level of the intervals stated (0.95, docs/method.md)
     decode_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_decode (and decode J/token), relative
     dynamic_uncertainty_rel: Optional[float] = None  # 95% half-width of joules_dynamic, relative
     # Serving and wrap: energy per request attributed by work (docs/method.md, "Energy per request"):

@@ -50,7 +50,7 @@ class Context:
     engine: Optional[Backend]  # None when the scenario runs its own engine (a server)
     loaded: Optional[LoadedModel]
     sensor: EnergySensor
-    idle_power_w: Optional[float] = None  # this host's idle baseline (brief rule 4)
+    idle_power_w: Optional[float] = None  # this host's idle baseline (docs/method.md)
     grid: Any = None  # effbench.analysis.carbon.Intensity
     on_repeat: Callable[[int], None] = lambda repeats: None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from effbench.scenarios.base import Context, Point, Scenario
 
 
 def repeat_policy(config: Any) -> RepeatPolicy:
-    """The repeat rule of a sweep config (brief rule 3): warm-up, adaptive repeats to a CI95 target."""
+    """The repeat rule of a sweep config (docs/method.md): warm-up, adaptive repeats to a CI95 target."""
     return RepeatPolicy(warmup=config.warmup, min_repeats=config.min_repeats, max_repeats=config.max_repeats,
                         ci_target=config.ci_target, max_time_s=config.max_time_s, fixed_repeats=config.repeats)
 

@@ -99,7 +99,7 @@ def create(name: str = AUTO, device: str = "cpu") -> EnergySensor:
     return chosen
 
 
-# A window must span at least this many sensor update periods (brief rule 2), as in the loop.
+# A window must span at least this many sensor update periods (docs/method.md), as in the loop.
 MIN_WINDOW_PERIODS = 10
 
 

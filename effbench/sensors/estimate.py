@@ -154,7 +154,7 @@ class EstimateSensor(EnergySensor):
 
     def info(self) -> SensorInfo:
         if self.device.startswith("cuda") and self._gpus is None:
-            # A GPU run's estimate must cover the GPU (brief rule 15): CPU TDP x utilisation is not it.
+            # A GPU run's estimate must cover the GPU (docs/method.md): CPU TDP x utilisation is not it.
             return SensorInfo(name="estimate", kind="estimate", available=False,
                               reason=f"cannot estimate the GPU{self.gpu_note.replace('; GPU not estimated', '')}: "
                                      "a GPU run's energy is not the CPU's", accuracy_rel=ESTIMATE_UNCERTAINTY_REL)

@@ -1,7 +1,7 @@
 """NVIDIA GPUs through NVML (``pynvml`` from nvidia-ml-py): one domain ``gpu:N`` per visible GPU.
 
 Volta and newer GPUs have a total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ): a
-window is the counter's difference and needs no sampling thread (brief rule 1). Older GPUs are
+window is the counter's difference and needs no sampling thread (docs/method.md). Older GPUs are
 polled in a background thread and integrated by trapezoid. Polling prefers the instantaneous power
 field (``NVML_FI_DEV_POWER_INSTANT``, newer drivers) over ``nvmlDeviceGetPowerUsage``, which on
 Ampere and newer is a 1 s average, and on A100/H100 the sensor observes only ~25% of each 100 ms
@@ -480,7 +480,7 @@ class NvmlSensor(EnergySensor):
             return {"nvml": f"unavailable: {e}"}
 
     def interference(self) -> dict:
-        """Other processes on this run's GPUs and their utilisation now (brief rule 12)."""
+        """Other processes on this run's GPUs and their utilisation now (docs/method.md)."""
         try:
             return self._open().interference()
         except UnsupportedError:

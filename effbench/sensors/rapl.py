@@ -114,7 +114,7 @@ class RaplSensor(EnergySensor):
     """RAPL counters; ``root`` and ``clock`` are injectable so tests drive a fake powercap tree."""
 
     name = "rapl"
-    # Not for "cuda": a GPU run's energy comes only from a GPU sensor (brief rule 15); asked for by
+    # Not for "cuda": a GPU run's energy comes only from a GPU sensor (docs/method.md); asked for by
     # name on a GPU run, RAPL's domains stay labelled as the CPU's.
     auto_for = ("cpu",)
     auto_rank = 10

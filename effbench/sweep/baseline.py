@@ -1,4 +1,4 @@
-"""The perplexity baseline of a run, derived from its records (brief rule 9): per (model, backend),
+"""The perplexity baseline of a run, derived from its records (docs/method.md): per (model, backend),
 the first record of an unquantized scheme with a finite perplexity, stored or new. Quantized records
 get their rise over it and a flag above the threshold; the same whichever launcher measured them."""
 from __future__ import annotations

@@ -34,7 +34,7 @@ from effbench.sweep.plan import ConfigPoint, GroupSpec
 
 
 def measure_idle(sensor: EnergySensor, seconds: float, notify: Any = None) -> Optional[dict[str, Any]]:
-    """Idle power (brief rule 4), over at least WINDOW_PERIODS sensor periods like any energy window.
+    """Idle power (docs/method.md), over at least WINDOW_PERIODS sensor periods like any energy window.
     Skipped for estimates: TDP x ~0% says nothing."""
     info = sensor.info()
     if seconds <= 0 or info.kind in ("estimate", "none"):

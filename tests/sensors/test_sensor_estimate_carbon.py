@@ -38,7 +38,7 @@ def test_cpu_estimate_states_its_basis():
 def test_estimate_on_cuda_without_nvml_is_unavailable_rather_than_the_cpus():
     s = EstimateSensor(device="cuda", nvml=FakeNvml([], SimClock(), init_error=12))
     info = s.info()
-    assert not info.available  # brief rule 15: CPU TDP x utilisation is not a GPU's energy
+    assert not info.available  # docs/method.md: CPU TDP x utilisation is not a GPU's energy
     assert info.reason.startswith("cannot estimate the GPU (no NVIDIA driver") and "not the CPU's" in info.reason
 
 
