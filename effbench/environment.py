@@ -99,8 +99,12 @@ def _torch_info() -> dict[str, Any]:
     }
 
 
-def collect(extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """The environment block of ``run.json``. Sensors add their device details through ``extra``."""
+def collect(extra: Optional[dict[str, Any]] = None, load_torch: bool = True) -> dict[str, Any]:
+    """The environment block of ``run.json``. Sensors add their device details through ``extra``.
+
+    ``load_torch=False`` (a scenario that loads no model in this process: the serving client) never
+    imports torch, which that process does not use: the ``torch`` block is empty and ``gpus`` names
+    the GPUs CUDA shows as NVML sees them (index and name)."""
     mem = psutil.virtual_memory()
     try:
         load = list(os.getloadavg())
@@ -121,11 +125,14 @@ def collect(extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         },
         "memory_bytes": int(mem.total),
         "load_avg": load,
-        "torch": _torch_info(),
-        "gpus": _gpus(),
+        "torch": _torch_info() if load_torch else {},
+        "gpus": _gpus() if load_torch else [],
         "nvml": nvml_block(),
         "packages": package_versions(),
         "env_vars": {k: os.environ[k] for k in _ENV_VARS if k in os.environ},
     }
+    if not load_torch:
+        nvml: Any = env["nvml"]
+        env["gpus"] = [{"index": i, "name": g.get("name")} for i, g in enumerate(nvml.get("gpus") or [])]
     env.update(extra or {})
     return env

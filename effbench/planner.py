@@ -40,7 +40,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from effbench.analysis.carbon import WORLD_AVERAGE_G_PER_KWH as WORLD_GRID_G_PER_KWH
 from effbench.analysis.carbon import WORLD_AVERAGE_SOURCE as WORLD_GRID_SOURCE
@@ -48,10 +48,11 @@ from effbench.analysis.carbon import grid_intensity as grid_by_region
 from effbench.analysis.roofline import achieved_fraction, decode_bound_tokens_per_s, weights_bytes
 from effbench.errors import EffbenchError
 from effbench.models.arch import RANDOM_WEIGHTS_NOTE  # one wording wherever it appears (records, plans)
-from effbench.hardware import HardwareProfile, PriceOverride, get_profile, profiles
-from effbench.results.hardware import StoredRun, require_profiles, resolve_run_profiles
-from effbench.results.schema import Record, Throughput
-from effbench.results.store import read_run_dir
+
+if TYPE_CHECKING:  # pragma: no cover - the catalog, schema and run store load when a plan is computed
+    from effbench.hardware import HardwareProfile, PriceOverride
+    from effbench.results.hardware import StoredRun
+    from effbench.results.schema import Record
 
 # plan's own option for the profile of a run that stores none (its --hardware filters candidates).
 RUN_HARDWARE_OPTION = "--run-hardware ID"
@@ -482,6 +483,8 @@ def project(record: Record, ref: HardwareProfile, target: HardwareProfile) -> tu
     e2e = b * w.new_tokens / (ttft + (w.new_tokens - 1) * tpot)
     kv = (record.memory.kv_bytes_per_token or 0) * b * (w.prompt_tokens + w.new_tokens)
     weights = weights_bytes(record) or 0
+    from effbench.results.schema import Throughput
+
     virtual = record.model_copy(update={
         "throughput": Throughput(prefill_tokens_per_s=t.prefill_tokens_per_s * ratio, decode_tokens_per_s=decode,
                                  e2e_tokens_per_s=e2e, ttft_s=ttft, tpot_s=tpot, e2e_latency_s=ttft + (w.new_tokens - 1) * tpot),
@@ -658,6 +661,9 @@ def _option_from_point(r: dict, prof: HardwareProfile, tpot_p95: float, req: Pla
 def load_runs(dirs: Sequence[str | Path]) -> list[StoredRun]:
     """The run directories (or their results.jsonl files): run.json, which carries the hardware
     profile, and the records. A run without records is an error naming it."""
+    from effbench.results.hardware import StoredRun
+    from effbench.results.store import read_run_dir
+
     if not dirs:
         raise EffbenchError("no results given: pass --results DIR (a run directory from 'effbench run')")
     runs: list[StoredRun] = []
@@ -699,6 +705,8 @@ def _catalog_profile(record: Record, prices: dict[str, PriceOverride]) -> Option
     """A record given without its run (the Python API): its profile id in the catalog, never this machine."""
     if not record.hardware.profile:
         return None
+    from effbench.hardware import get_profile
+
     try:
         return get_profile(record.hardware.profile, prices, measure=False, local=False)
     except EffbenchError:
@@ -713,6 +721,13 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Store
     Nothing describes the machine the plan is computed on. With ``req.model`` an architecture
     (``arch:NAME``), records are optional: GPUs nobody measured are sized from the reference data and
     the GPU projection model."""
+    from effbench.hardware import get_profile, profiles
+    from effbench.results.hardware import (
+        StoredRun,
+        require_profiles,
+        resolve_run_profiles,
+    )
+
     stored_runs = [r if isinstance(r, StoredRun) else StoredRun(str(r.get("run_id") or "?"), r, ()) for r in runs]
     resolved = require_profiles(resolve_run_profiles(stored_runs, run_hardware, req.prices), RUN_HARDWARE_OPTION)
     catalog = profiles(req.prices)  # read once: the price check and the projection targets both use it

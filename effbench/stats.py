@@ -1,30 +1,47 @@
 """The one statistics module (a leaf: every part may use it): summaries of repeated measurements with
 their 95% intervals, Welch's test and the interval of a difference, a bootstrap interval of the median,
 percentiles, and the conversion of uncertainties stated at other confidence levels to 95% (brief rule
-14). The distributions come from ``scipy.stats``; nothing here hand-types a table."""
+14). The distributions come from ``scipy.stats``; nothing here hand-types a table.
+
+numpy and scipy are imported by the functions that use them, not by this module: the CLI's start-up
+and the serving client import it without loading either (tests/test_startup.py). ``Z95`` is
+computed on first use (``z95()``; ``from effbench.stats import Z95`` still works)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Optional, Sequence
 
-import numpy as np
-from scipy import stats as _sp
-
 CONFIDENCE = 0.95
-Z95 = float(_sp.norm.ppf(0.5 + CONFIDENCE / 2))  # 1.95996...: a 1-sigma term times this is a 95% term
+
+
+@cache
+def z95() -> float:
+    """The two-sided 95% normal quantile, 1.95996...: a 1-sigma term times this is a 95% term."""
+    from scipy import stats as _sp
+
+    return float(_sp.norm.ppf(0.5 + CONFIDENCE / 2))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Z95":  # the module constant, computed (with scipy) on first use
+        return z95()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def t95(df: float) -> float:
     """Two-sided 95% Student-t critical value for ``df`` degrees of freedom (inf below 1)."""
     if not df >= 1:
         return math.inf
+    from scipy import stats as _sp
+
     return float(_sp.t.ppf(0.5 + CONFIDENCE / 2, df))
 
 
 def sigma_to_95(rel_sigma: Optional[float]) -> Optional[float]:
     """A 1-sigma (standard) uncertainty as a 95% half-width, assuming a normal error."""
-    return None if rel_sigma is None else rel_sigma * Z95
+    return None if rel_sigma is None else rel_sigma * z95()
 
 
 def uniform_to_95(half_range: Optional[float]) -> Optional[float]:
@@ -48,6 +65,8 @@ class Summary:
 
 
 def summarize(values: Sequence[float]) -> Summary:
+    import numpy as np
+
     xs = np.asarray([float(v) for v in values], dtype=float)
     n = len(xs)
     if n == 0:
@@ -62,6 +81,8 @@ def summarize(values: Sequence[float]) -> Summary:
 def spread_cv(values: Sequence[float]) -> Optional[float]:
     """The per-repeat spread: the coefficient of variation (sample standard deviation / |mean|); None
     for fewer than two values or a zero mean."""
+    import numpy as np
+
     xs = np.asarray([float(v) for v in values], dtype=float)
     if len(xs) < 2 or float(xs.mean()) == 0:
         return None
@@ -82,6 +103,8 @@ def poisson_rate_ci95(count: int, seconds: float) -> Optional[tuple[float, float
     regular than Poisson (constant rate, a closed loop). None without a positive span."""
     if seconds <= 0 or count < 0:
         return None
+    from scipy import stats as _sp
+
     alpha = 1 - CONFIDENCE
     lo = 0.0 if count == 0 else float(_sp.chi2.ppf(alpha / 2, 2 * count)) / 2
     hi = float(_sp.chi2.ppf(1 - alpha / 2, 2 * count + 2)) / 2
@@ -111,6 +134,9 @@ class Difference:
 def welch(base: Sequence[float], new: Sequence[float]) -> Difference:
     """Welch's unequal-variance t-test of new vs base (each needs n >= 2) with the Welch-Satterthwaite
     95% interval of the difference of the means."""
+    import numpy as np
+    from scipy import stats as _sp
+
     a, b = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
     if len(a) < 2 or len(b) < 2:
         raise ValueError("Welch's test needs at least two values on each side")
@@ -134,6 +160,9 @@ def median_ci95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0
     """The median and its bootstrap 95% interval (percentile method, fixed seed so a record is reproducible from its
     samples). With two values the median is their mean and the interval is Student-t's; None for one
     value or when all values are equal."""
+    import numpy as np
+    from scipy import stats as _sp
+
     xs = np.asarray([float(v) for v in values], dtype=float)
     if len(xs) == 0:
         raise ValueError("no values for a median")
@@ -151,6 +180,8 @@ def median_ci95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) with linear interpolation between order statistics (numpy's default)."""
+    import numpy as np
+
     xs = np.asarray([float(v) for v in values], dtype=float)
     if len(xs) == 0:
         raise ValueError("no values for a percentile")
@@ -162,7 +193,7 @@ def percentile_ci95(values: Sequence[float], q: float) -> Optional[tuple[float, 
     the binomial(n, q) count at the normal 95% point. None when there are too few values to bound it."""
     xs = sorted(float(v) for v in values)
     n = len(xs)
-    half = Z95 * math.sqrt(n * q * (1 - q))
+    half = z95() * math.sqrt(n * q * (1 - q))
     lo, hi = math.floor(n * q - half), math.ceil(n * q + half)
     if n < 2 or lo < 0 or hi > n - 1:
         return None

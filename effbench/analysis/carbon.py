@@ -19,10 +19,12 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from effbench.errors import EffbenchError
-from effbench.results.schema import Carbon, Energy
+
+if TYPE_CHECKING:  # pragma: no cover - the schema loads when a record's carbon block is built
+    from effbench.results.schema import Carbon, Energy
 
 # IEA's 2019 world average, the figure codecarbon also uses; for when codecarbon is not installed.
 WORLD_AVERAGE_G_PER_KWH = 475.0
@@ -190,6 +192,8 @@ def grams(joules: float, intensity_g_per_kwh: float) -> float:
 
 def carbon_section(energy: Energy, tokens_per_call: int, intensity: Intensity) -> Carbon:
     """CO2e per full generate call and per 1M generated tokens for one record's energy section."""
+    from effbench.results.schema import Carbon
+
     c = Carbon(region=intensity.region, intensity_g_per_kwh=intensity.g_per_kwh, source=intensity.source,
                energy_status=energy.status)
     if energy.joules_total is None or energy.status == "unavailable":

@@ -11,16 +11,19 @@ hardware nobody has measured.
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-from effbench.hardware.catalog import HardwareProfile
-from effbench.results.schema import Record
+if TYPE_CHECKING:  # pragma: no cover - annotations; the catalog loads on first use
+    from effbench.hardware.catalog import HardwareProfile
+    from effbench.results.schema import Record
 
-ProfileArg = Union[HardwareProfile, str, None]
+ProfileArg = Union["HardwareProfile", str, None]
 
 
 def _profile(record: Record, profile: ProfileArg) -> Optional[HardwareProfile]:
     """A profile object from an object, an id, or (``None``) the record's own hardware."""
+    from effbench.hardware.catalog import HardwareProfile
+
     if isinstance(profile, HardwareProfile):
         return profile
     from effbench.errors import EffbenchError

@@ -4,14 +4,16 @@ succeeded in BASE but failed or is missing in NEW (unless --allow-missing) (for 
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from effbench.analysis.compare import METRIC_BY_NAME, Comparison, ConfigComparison, MetricDelta
 from effbench.cli._console import cell, comma_items, err, out
+
+if TYPE_CHECKING:  # pragma: no cover - the analysis (and the schema it validates with) loads when the command runs
+    from effbench.analysis.compare import Comparison, ConfigComparison, MetricDelta
 
 COLUMNS = ("configuration", "metric", "base", "new", "delta [95% CI]", "significance")
 ESTIMATED = "~"
@@ -20,6 +22,8 @@ ESTIMATED = "~"
 def _value(d: MetricDelta, v: Optional[float], estimated: bool) -> str:
     if v is None:
         return "-"
+    from effbench.analysis.compare import METRIC_BY_NAME
+
     m = METRIC_BY_NAME[d.metric]
     return (ESTIMATED if estimated else "") + f"{v * m.scale:,.{m.digits}f}"
 
@@ -50,6 +54,8 @@ def _shown(cfg: ConfigComparison) -> list[MetricDelta]:
 
 def rows(c: Comparison) -> list[tuple[str, str, str, str, str, str]]:
     """The table as text, one row per metric, the configuration named on its first row."""
+    from effbench.analysis.compare import METRIC_BY_NAME
+
     out_rows = []
     for cfg in c.configs:
         label = cfg.label

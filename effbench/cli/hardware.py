@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from effbench.cli._console import cell, fmt, out
-from effbench.hardware import HardwareProfile
+
+if TYPE_CHECKING:  # pragma: no cover - the catalog loads when a command runs
+    from effbench.hardware import HardwareProfile
 
 hardware_app = typer.Typer(help="Hardware profiles: list them, show one, or detect this machine's.", no_args_is_help=True)
 

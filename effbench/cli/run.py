@@ -3,16 +3,19 @@ print a summary table. No measurement logic lives here."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from effbench.cli._console import cell, comma_items, err, fmt, fmt_bytes, out
-from effbench.results.schema import Record
 from effbench.stats import repeats_for_target
-from effbench.sweep import ConfigPoint, SweepObserver
+from effbench.sweep.observer import SweepObserver
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: the CLI's start-up loads neither
+    from effbench.results.schema import Record
+    from effbench.sweep.plan import ConfigPoint
 
 LIST_HELP = "comma-separated"
 

@@ -107,13 +107,51 @@ class _Cursor:
             raise _Corrupt(f"unknown metadata array type {vtype}")
 
 
-def _tensor_type_sizes() -> Optional[dict[int, tuple[int, int]]]:
-    """ggml type id -> (elements per block, bytes per block), from the gguf package."""
+@lru_cache(maxsize=1)
+def _gguf_constants() -> Any:
+    """The gguf package's ``constants`` module (standard library only), executed on its own when the
+    package is not imported yet: ``import gguf`` loads numpy, which a header check (run on every
+    start-up that names a GGUF file, the serving client's included) has no use for. Falls back to
+    the package; None without it."""
+    import sys
+
+    if "gguf" not in sys.modules:
+        try:
+            constants = _gguf_constants_alone()
+        except Exception:  # noqa: BLE001 - any surprise in another package's layout: import it whole
+            constants = None
+        if constants is not None:
+            return constants
     try:
         import gguf
     except ImportError:  # pragma: no cover - gguf is a dependency
         return None
-    return {int(k): (int(v[0]), int(v[1])) for k, v in gguf.GGML_QUANT_SIZES.items()}
+    return gguf
+
+
+def _gguf_constants_alone() -> Any:
+    """``gguf/constants.py`` executed as a module of its own (it imports only the standard library)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gguf")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "constants.py"
+        own = importlib.util.spec_from_file_location("effbench._gguf_constants", path)
+        if own is None or own.loader is None or not path.is_file():
+            continue
+        module = importlib.util.module_from_spec(own)
+        own.loader.exec_module(module)
+        if isinstance(getattr(module, "GGML_QUANT_SIZES", None), dict):
+            return module
+    return None
+
+
+def _tensor_type_sizes() -> Optional[dict[int, tuple[int, int]]]:
+    """ggml type id -> (elements per block, bytes per block), from the gguf package."""
+    constants = _gguf_constants()
+    if constants is None:  # pragma: no cover - gguf is a dependency
+        return None
+    return {int(k): (int(v[0]), int(v[1])) for k, v in constants.GGML_QUANT_SIZES.items()}
 
 
 def _parse(buf: Any, size: int, path: str) -> GGUFHeader:

@@ -1,5 +1,23 @@
-"""Result records (schema) and run directories (store)."""
-from effbench.results.schema import SCHEMA_VERSION, Record
-from effbench.results.store import RunStore, load_results, read_run_dir
+"""Result records (schema) and run directories (store). The names below are imported on first use,
+so that importing a light submodule (``hardware``) does not load the pydantic schema."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from effbench.results.schema import SCHEMA_VERSION, Record
+    from effbench.results.store import RunStore, load_results, read_run_dir
 
 __all__ = ["SCHEMA_VERSION", "Record", "RunStore", "load_results", "read_run_dir"]
+
+_WHERE = {"SCHEMA_VERSION": "schema", "Record": "schema",
+          "RunStore": "store", "load_results": "store", "read_run_dir": "store"}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(f"effbench.results.{where}"), name)

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Optional, Sequence
 
-from effbench.stats import Z95, combine_rel, uniform_to_95
+from effbench.stats import combine_rel, uniform_to_95, z95
 
 EnergyStatus = Literal["measured", "estimated", "unavailable"]
 
@@ -102,7 +102,7 @@ def sampling_error_rel(rms_step_w: Optional[float], mean_w: Optional[float], dur
     scatter = rms_step_w / math.sqrt(2.0) * shrink
     n = max(1.0, duration_s / interval_s)
     per_sample = (1.0 - seen) * math.sqrt(2.0) * scatter  # blind share x (blind - seen)
-    return SAMPLING_SAFETY * Z95 * per_sample / (mean_w * math.sqrt(n))
+    return SAMPLING_SAFETY * z95() * per_sample / (mean_w * math.sqrt(n))
 
 
 def edge_error_rel(integral_mean_w: Optional[float], duration_s: float, lag_s: float, edge_step_w: Optional[float],

@@ -27,18 +27,9 @@ from effbench.results.store import RunStore, validate_records
 from effbench.scenarios import scenario_class
 from effbench.sensors import EnergySensor, create as create_sensor
 from effbench.sweep.baseline import Baselines
-from effbench.sweep.plan import ConfigPoint, GroupSpec, expand
+from effbench.sweep.observer import SweepObserver
+from effbench.sweep.plan import GroupSpec, expand
 from effbench.sweep.worker import GroupWorker, hardware_block, measure_idle, run_group
-
-
-class SweepObserver:
-    """Progress hooks (the CLI draws a progress bar with them); all no-ops by default."""
-
-    def start(self, total: int, done_before: int) -> None: ...
-    def message(self, text: str) -> None: ...
-    def config_started(self, point: ConfigPoint) -> None: ...
-    def repeat_done(self, point: ConfigPoint, repeats: int) -> None: ...
-    def config_done(self, point: ConfigPoint, record: Record) -> None: ...
 
 
 @dataclass
@@ -182,7 +173,8 @@ class Sweep:
             "created_at": previous.get("created_at", now_iso()),
             "config": self.config.model_dump(mode="json"),
             "environment": collect({"seed": self.config.seed, "sensor_device": sensor_info.get("device"),
-                                    **({"sensor_environment": sensor_env} if sensor_env else {})}),
+                                    **({"sensor_environment": sensor_env} if sensor_env else {})},
+                                   load_torch=self.scenario.loads_model),
             "sensor": sensor_info or previous.get("sensor") or {"name": self.config.sensor},
             "idle_baseline": idle,
             "grid": {"region": self.grid.region, "intensity_g_per_kwh": self.grid.g_per_kwh, "source": self.grid.source},
