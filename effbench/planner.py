@@ -431,6 +431,11 @@ def build_option(record: Record, hw_id: str, profile: Optional[HardwareProfile],
     if measured_serving:
         all_notes.append(f"serving: one replica at {serving_load(record)}, p95 TTFT/TPOT; capacity = the highest load "
                          "measured that meets the limits")
+        c = record.serving.capacity if record.serving is not None else None
+        if c is not None and c.rate is not None:
+            bracket = f" [{c.ci95[0]:.3g}, {c.ci95[1]:.3g}]" if c.ci95 else ""
+            all_notes.append(f"measured capacity at the SLO (p95 TTFT <= {c.slo.get('ttft_ms')} ms, p95 TPOT <= "
+                             f"{c.slo.get('tpot_ms')} ms): {c.rate:.3g} req/s{bracket}")
     if price is None:
         all_notes.append(f"no price: pass --price {hw_id}=USD_PER_HOUR")
     return PlanOption(

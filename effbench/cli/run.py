@@ -3,7 +3,7 @@ print a summary table. No measurement logic lives here."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -135,7 +135,7 @@ def serving_table(records: list[Record], title: str) -> Table:
         s, e = r.serving, r.energy
         ttft, tpot = (s.ttft_ms, s.tpot_ms) if s else (None, None)
         mark = {"measured": "", "estimated": "~"}.get(e.status, "?")
-        note = r.error or (f"saturated: {s.saturation_reason}" if s and s.saturated else "")
+        note = r.error or (serving_note(s) if s else "")
         table.add_row(
             cell(r.model.id), cell(r.quantization.scheme), s.load_label if s else str(r.workload.batch_size),
             fmt(s.achieved_rate if s else None, 2), fmt(s.output_tokens_per_s if s else None),
@@ -146,6 +146,20 @@ def serving_table(records: list[Record], title: str) -> Table:
             str(s.failed) if s and s.failed is not None else "-", cell(note),
         )
     return table
+
+
+def serving_note(s: Any) -> str:
+    """What the row's figures rest on: a capacity found, saturation, or no steady state."""
+    notes = []
+    if s.capacity is not None:
+        c = s.capacity
+        notes.append(f"capacity {c.rate:.3g} req/s [{c.ci95[0]:.3g}, {c.ci95[1]:.3g}]" if c.rate is not None and c.ci95
+                     else f"capacity {c.rate:.3g} req/s ({c.reason})" if c.rate is not None else f"no capacity: {c.reason}")
+    if s.saturated:
+        notes.append(f"saturated: {s.saturation_reason}")
+    if s.steady is None and s.whole is not None:
+        notes.append("whole point (no steady state)")
+    return "; ".join(notes)
 
 
 def run_command(
@@ -185,8 +199,19 @@ def run_command(
     requests: Optional[int] = typer.Option(None, "--requests", help="Serving: measured requests per point (warm-up excluded). (default: enough for --duration, else 32)", show_default=False),
     duration: Optional[float] = typer.Option(None, "--duration", help="Serving: seconds of sending per point.", show_default=False),
     warmup_requests: Optional[int] = typer.Option(None, "--warmup-requests", help=f"Serving: requests per point before the measured ones. {_d('warmup_requests')}", show_default=False),
-    slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="Serving: time-to-first-token SLO in ms (for goodput).", show_default=False),
-    slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", help="Serving: time-per-output-token SLO in ms (for goodput).", show_default=False),
+    slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms", help="Serving: time-to-first-token SLO in ms (goodput; p95 for --find-capacity).", show_default=False),
+    slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms", help="Serving: time-per-output-token SLO in ms (goodput; p95 for --find-capacity).", show_default=False),
+    api: Optional[str] = typer.Option(None, "--api", help=f"Serving: which OpenAI API the client drives, completions or chat (the server applies the chat template). {_d('api')}", show_default=False),
+    workload: Optional[str] = typer.Option(None, "--workload", help="Serving: the traffic: fixed (default: --prompt-tokens in, --new-tokens out), a published output-length distribution (lm-arena-chat, gpqa, sourcegraph-fim, or TASK@MODEL-ID), or a file of (prompt_tokens, output_tokens) pairs or of prompts/conversations (CSV/JSONL).", show_default=False),
+    multi_turn: Optional[int] = typer.Option(None, "--multi-turn", help=f"Serving: turns per conversation; each request continues its conversation, so its prompt grows and its prefix repeats. {_d('multi_turn')}", show_default=False),
+    shared_prefix: Optional[str] = typer.Option(None, "--shared-prefix", help="Serving: N:L, N system prompts of L tokens shared round-robin by the requests.", show_default=False),
+    replay: Optional[str] = typer.Option(None, "--replay", help="Serving: replay a trace of (timestamp, prompt_tokens, output_tokens) requests at its own pace (Mooncake JSONL, BurstGPT CSV or a plain CSV/JSONL).", show_default=False),
+    replay_speed: Optional[float] = typer.Option(None, "--replay-speed", help=f"Serving --replay: time scale, 2 = twice as fast. {_d('replay_speed')}", show_default=False),
+    workload_scale: Optional[float] = typer.Option(None, "--workload-scale", help=f"Serving: output lengths of a named distribution x this (small machines). {_d('workload_scale')}", show_default=False),
+    find_capacity: Optional[bool] = typer.Option(None, "--find-capacity", help="Serving: search the highest request rate whose p95 TTFT and p95 TPOT meet --slo-ttft-ms/--slo-tpot-ms, from the lowest of --rates up; records it with its bracket, goodput and J/request.", show_default=False),
+    capacity_resolution: Optional[float] = typer.Option(None, "--capacity-resolution", help=f"Serving --find-capacity: stop when the bracket's top is within this share of its bottom. {_d('capacity_resolution')}", show_default=False),
+    capacity_point_s: Optional[float] = typer.Option(None, "--capacity-point-s", help=f"Serving --find-capacity: seconds of arrivals per tried rate. {_d('capacity_point_s')}", show_default=False),
+    capacity_max_points: Optional[int] = typer.Option(None, "--capacity-max-points", help=f"Serving --find-capacity: most rates tried. {_d('capacity_max_points')}", show_default=False),
     length_spread: Optional[float] = typer.Option(None, "--length-spread", help=f"Serving: output lengths drawn per request, uniform in new_tokens x (1 +- SPREAD), 0 <= SPREAD < 1. {_d('length_spread')}", show_default=False),
     launcher: Optional[str] = typer.Option(None, "--launcher", help=f"Where groups run: inline, process (one child per group), slurm (submitit) or ray. {_d('launcher')}", show_default=False),
     launcher_opt: Optional[list[str]] = typer.Option(None, "--launcher-opt", help="Launcher option KEY=VALUE, repeatable (e.g. timeout=600, partition=gpu, address=ray://host:10001).", show_default=False),
@@ -207,7 +232,9 @@ def run_command(
         seed=seed, perplexity=perplexity, scenario=scenario, launcher=launcher, launcher_opt=_launcher_opts(launcher_opt),
         endpoint=endpoint, engine=engine, rates=rates, concurrency=concurrency, arrival=arrival, requests=requests,
         duration=duration, warmup_requests=warmup_requests, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
-        length_spread=length_spread,
+        length_spread=length_spread, api=api, find_capacity=find_capacity, workload=workload, multi_turn=multi_turn,
+        shared_prefix=shared_prefix, replay=replay, replay_speed=replay_speed, workload_scale=workload_scale, capacity_resolution=capacity_resolution,
+        capacity_point_s=capacity_point_s, capacity_max_points=capacity_max_points,
         power_limits=power_limits, gpu_clocks=gpu_clocks,
     )
     sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts
