@@ -281,3 +281,21 @@ def test_cli_project_errors_are_one_line() -> None:
                                    "--workload", "gpqa"), "--concurrency")
     assert_one_line_error(effbench("project", "--model", "arch:smollm2-135m", "--hardware", "h100-sxm", "--gpus", "2", "--concurrency", "8",
                                    "--workload", "gpqa"), "9 attention heads: 2 GPUs do not divide them")
+
+
+def test_data_parallel_prompt_loads_its_own_engine() -> None:
+    """With data-parallel attention a prompt's dense layers and attention run on its own engine's GPUs
+    (tp of them), its routed experts over all; plain tensor parallelism splits both over all GPUs."""
+    dp = dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 4, 8, 100, 200, data_parallel=4), 8)[1]))
+    tp = dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 4, 8, 100, 200), 8)[1]))
+    assert dp["linear"] == pytest.approx(100 * 2 * (1e9 / 1 + 2e9 / 4) / 100e12)
+    assert tp["linear"] == pytest.approx(100 * 2 * (1e9 / 4 + 2e9 / 4) / 100e12)
+    assert dp["attention"] == pytest.approx(4 * tp["attention"])
+
+
+def test_running_sequences_are_length_biased() -> None:
+    """Length-biased sampling: a running sequence is E[L^2] / (2 E[L]) into its output: half of it at
+    fixed lengths, about all of it for chat's spread-out published lengths."""
+    assert pj.Config(DENSE, GPU, 1, 4, 100, 200).mean_context == 200
+    chat = pj.Config(DENSE, GPU, 1, 4, 100, 200, context_output_share=pj.TASK_CONTEXT_OUTPUT_SHARE["lm-arena-chat"])
+    assert chat.mean_context == pytest.approx(100 + 0.97 * 200)

@@ -1,7 +1,8 @@
 """The GPU projection: a step-time model of vLLM-style serving (continuous batching, chunked prefill)
 with physics terms and a handful of global fitted coefficients, no per-model or per-GPU calibration.
 
-One engine step of a replica of N GPUs running B sequences (mean context c = prompt + output / 2):
+One engine step of a replica of N GPUs running B sequences (mean context c = prompt + kappa x output, kappa =
+E[L^2] / (2 E[L]^2): 0.5 at fixed lengths, about 1 for chat's spread-out lengths, long requests staying longer):
 
     T_dec = sum_i theta_i x_i   over the terms below, each x_i the time at the GPU's datasheet peak
       weights    dense weights read once per step / (tensor-parallel share x bandwidth)
@@ -12,7 +13,8 @@ One engine step of a replica of N GPUs running B sequences (mean context c = pro
       layer / tp_layer / moe_layer / step / request   fixed costs: per layer (per multi-GPU layer, per
                  MoE layer), per step, per running sequence
     prefill of one request (P prompt tokens): the same linear, attention, comm and expert terms for P
-                 tokens, plus a fixed cost per prefill
+                 tokens, plus a fixed cost per prefill (with data-parallel attention a prompt's dense and
+                 attention work loads only its own engine's GPUs; the experts spread over all)
     lambda = B / output tokens new requests join per step (closed loop), so
     mean step = T_dec + lambda x t_prefill;  output tokens/s = B / mean step;
     ITL at quantile q = a_q T_dec + b_q t_prefill K_q(lambda), K_q the Poisson quantile of the prefills
@@ -51,9 +53,16 @@ STATE_ELEMENT_BYTES = 2
 RUNTIME_OVERHEAD_GB = 2.0  # per GPU: CUDA context, activations, CUDA graphs
 GPU_MEMORY_UTILISATION = 0.9  # vLLM's default share of GPU memory for weights + KV cache
 TP_SIZES = (1, 2, 4, 8)
+# A running sequence's mean depth into its output, as a share of the mean output: E[L^2] / (2 E[L]^2)
+# (see Config.mean_context). Fixed lengths (a benchmark's --output-tokens): 0.5. The reference tasks, from
+# the published output-length histograms (median over their models of E[L^2] / E[L]^2: chat 1.95,
+# gpqa 1.45, FIM 3.25).
+CONTEXT_OUTPUT_SHARE = 0.5
+TASK_CONTEXT_OUTPUT_SHARE = {"lm-arena-chat": 0.97, "gpqa": 0.72, "sourcegraph-fim": 1.63}
 FEATURES = ("weights", "experts", "kv", "linear", "attention", "comm", "layer", "tp_layer", "moe_layer", "step",
             "request", "prefill", "fp8_dequant")
 QUANTILES = ("p50", "p90", "p95")
+CPU_FEATURES = ("step", "request")  # host work per engine step (scheduling, sampling, detokenising, streaming)
 # Units of the fixed-cost features, so their coefficients read as microseconds / milliseconds.
 _US, _MS = 1e-6, 1e-3
 
@@ -70,6 +79,7 @@ class Config:
     output_tokens: float
     scheme: str = "bf16"
     data_parallel: int = 1  # attention replicas inside the replica (experts spread over all GPUs)
+    context_output_share: float = CONTEXT_OUTPUT_SHARE  # kappa: see mean_context
 
     @property
     def tensor_parallel(self) -> int:
@@ -77,7 +87,11 @@ class Config:
 
     @property
     def mean_context(self) -> float:
-        return self.prompt_tokens + self.output_tokens / 2
+        """The mean context of a running sequence in a decode step. Longer requests stay in the batch
+        longer (length-biased sampling): a running sequence is on average E[L^2] / (2 E[L]) tokens into
+        its output: half the output at fixed lengths, about the whole mean output for the spread-out
+        lengths of chat (0.7x for gpqa, 1.6x for FIM: ``TASK_CONTEXT_OUTPUT_SHARE``)."""
+        return self.prompt_tokens + self.context_output_share * self.output_tokens
 
 
 @dataclass(frozen=True)
@@ -88,16 +102,21 @@ class Fit:
     itl: dict[str, tuple[float, float]]  # quantile -> (a on the decode step, b on the prefill bursts)
     power: tuple[float, float, float]  # p0, p_mem, p_comp (shares of TDP)
     kv_output_share: float  # omega: the share of its output a running sequence holds in the KV cache, on average
+    # Async scheduling: the host's work for step n+1 (the CPU_FEATURES) overlaps the GPU's step n, so a
+    # step takes the longer of the two (a smooth maximum of this sharpness); 0 = the old sum of all terms.
+    overlap: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "itl": {q: list(v) for q, v in self.itl.items()},
-                "power": dict(zip(("p0", "p_mem", "p_comp"), self.power)), "kv_output_share": self.kv_output_share}
+                "power": dict(zip(("p0", "p_mem", "p_comp"), self.power)), "kv_output_share": self.kv_output_share,
+                "overlap": self.overlap}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Fit":
         p = d["power"]
         return Fit({k: float(v) for k, v in d["step"].items()}, {q: (float(v[0]), float(v[1])) for q, v in d["itl"].items()},
-                   (float(p["p0"]), float(p["p_mem"]), float(p["p_comp"])), float(d["kv_output_share"]))
+                   (float(p["p0"]), float(p["p_mem"]), float(p["p_comp"])), float(d["kv_output_share"]),
+                   float(d.get("overlap", 0.0)))
 
 
 # -- physics ------------------------------------------------------------------------------------
@@ -149,6 +168,10 @@ def _touched(arch: StepShape, tokens: float) -> float:
     return 1 - (1 - arch.experts_per_token / arch.experts) ** max(tokens, 0.0)
 
 
+def _routed_active(arch: StepShape) -> float:
+    return arch.expert_params * arch.experts_per_token / arch.experts if arch.experts else 0.0
+
+
 def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
     """(the decode step of ``batch`` sequences, one request's prefill) as FEATURES-aligned vectors:
     seconds at the datasheet peaks for the roofline terms, counts in microseconds / milliseconds for
@@ -176,8 +199,11 @@ def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
     }
     pre = {
         "experts": experts * (1 - touched),  # a prompt touches the experts the decode tokens left
-        "linear": prompt * 2 * a.active_params / n / peak,
-        "attention": prompt * a.attention_flops(prompt / 2) / n / peak16,
+        # a prompt runs on its own engine: with data-parallel attention (dp > 1) its dense layers and
+        # attention load that engine's tp GPUs (the others wait for it at the next expert exchange); its
+        # routed experts spread over all n GPUs
+        "linear": prompt * 2 * ((a.active_params - _routed_active(a)) / tp + _routed_active(a) / n) / peak,
+        "attention": prompt * a.attention_flops(prompt / 2) / tp / peak16,
         "comm": a.layers * 2 * prompt * a.hidden * 2 * ring / link,
         "prefill": _MS,
     }
@@ -197,8 +223,28 @@ def poisson_quantile(lam: float, q: float) -> float:
     return (k - 1) + (q - cdf_prev) / (cdf - cdf_prev) if k > 0 else q / cdf
 
 
-def _dot(theta: dict[str, float], x: Sequence[float]) -> float:
-    return sum(theta.get(f, 0.0) * v for f, v in zip(FEATURES, x))
+def _dot(theta: dict[str, float], x: Sequence[float], only: Optional[bool] = None) -> float:
+    """theta . x over all features, or only the host's (``only=True``) or only the GPU's (``False``)."""
+    return sum(theta.get(f, 0.0) * v for f, v in zip(FEATURES, x) if only is None or (f in CPU_FEATURES) == only)
+
+
+def smooth_max(a: float, b: float, k: float) -> float:
+    """max(a, b), rounded where they are close (k large: the plain maximum)."""
+    if a <= 0 or b <= 0:
+        return max(a, b)
+    m = max(a, b)
+    return m * ((a / m) ** k + (b / m) ** k) ** (1 / k)
+
+
+def step_times(dec: Sequence[float], pre: Sequence[float], lam: float, fit: "Fit") -> tuple[float, float, float]:
+    """(mean step, decode-only step, one prefill's GPU time) under ``fit``: the GPU's terms add up; the
+    host's terms overlap them (async scheduling) where ``fit.overlap`` > 0, else add too."""
+    t_pre = _dot(fit.step, pre, False)
+    if fit.overlap <= 0:
+        t_dec = _dot(fit.step, dec)
+        return t_dec + lam * t_pre, t_dec, t_pre
+    gpu, cpu = _dot(fit.step, dec, False), _dot(fit.step, dec, True)
+    return smooth_max(gpu + lam * t_pre, cpu, fit.overlap), smooth_max(gpu, cpu, fit.overlap), t_pre
 
 
 @dataclass(frozen=True)
@@ -224,9 +270,8 @@ def predict(c: Config, fit: Fit, batch: Optional[float] = None) -> Prediction:
     if b <= 0:
         raise EffbenchError(f"{c.arch.name} {c.scheme} does not fit {c.gpus}x {c.profile.id}")
     dec, pre = features(c, b)
-    t_dec, t_pre = _dot(fit.step, dec), _dot(fit.step, pre)
     lam = b / max(c.output_tokens, 1.0)
-    step = t_dec + lam * t_pre
+    step, t_dec, t_pre = step_times(dec, pre, lam, fit)
     itl = {q: 1000 * (a * t_dec + k * t_pre * poisson_quantile(lam, float(q[1:]) / 100)) for q, (a, k) in fit.itl.items()}
     tps = b / step
     mem = sum(dec[FEATURES.index(f)] + lam * pre[FEATURES.index(f)] for f in ("weights", "experts", "kv")) / step
@@ -433,7 +478,8 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     prof = profile or get_profile(hardware, local=False)
     check_replica(arch, prof, gpus, concurrency)
     prompt, output, notes = _lengths(arch, workload, prompt_tokens, output_tokens)
-    c = Config(arch, prof, gpus, concurrency, prompt, output, scheme)
+    c = Config(arch, prof, gpus, concurrency, prompt, output, scheme,
+               context_output_share=TASK_CONTEXT_OUTPUT_SHARE.get(workload or "", CONTEXT_OUTPUT_SHARE))
     check_config(c)
     limit = max_concurrency(c)
     if kv_capacity(c, 0.0) < 1:
