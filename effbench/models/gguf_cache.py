@@ -55,6 +55,42 @@ def cached_checkpoint(gguf: Path, notify: Optional[Callable[[str], None]] = None
     return target
 
 
+def cached_tokenizer(gguf: Path, notify: Optional[Callable[[str], None]] = None) -> Path:
+    """A directory holding ``gguf``'s tokenizer alone: the converted checkpoint's where one exists,
+    else the tokenizer read from the GGUF once and cached (a serving client needs no weights)."""
+    fingerprint = _fingerprint(gguf)
+    full = cache_root() / "models" / f"{gguf.stem}-{fingerprint}"
+    if (full / MARKER).is_file():
+        return full
+    target = cache_root() / "tokenizers" / f"{gguf.stem}-{fingerprint}"
+    if (target / "tokenizer.json").is_file():
+        return target
+    if notify:
+        notify(f"reading the tokenizer of {gguf.name} into {target.parent} (first use only)")
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as e:  # transformers raises many types for unsupported GGUF files
+        raise EffbenchError(f"transformers cannot read the tokenizer of '{gguf}': {first_line(e) or type(e).__name__}") from None
+    tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=_mkdir(target.parent)))
+    try:
+        tok.save_pretrained(str(tmp))
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise EffbenchError(f"cannot write the tokenizer cache in {target.parent}: {e}; set EFFBENCH_CACHE_DIR to a writable dir") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _convert(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -157,6 +157,12 @@ class ServingScenario(Scenario):
         sess = self.session
         assert sess is not None
         try:
+            if sess.spec.kind == "gguf" and self.engine is None:  # an endpoint: the tokenizer, not the weights
+                from pathlib import Path
+
+                from effbench.models.gguf_cache import cached_tokenizer
+
+                return load_tokenizer(str(cached_tokenizer(Path(sess.spec.location), sess.notify)))
             return load_tokenizer(servable_model_path(sess.spec, sess.notify))
         except Exception as e:  # noqa: BLE001 - an endpoint's model may not be here: count what the server says
             sess.notify(f"no local tokenizer for {sess.spec.id} ({type(e).__name__}); token counts come from the server")
