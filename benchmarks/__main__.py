@@ -1,7 +1,7 @@
 """``python -m benchmarks run SUITE [options]``: effbench's own benchmark suites.
 
 Suites: cpu-sweep (a), gpu-sweep --model PATH (b), sensor-overhead (c), runner-overhead (d),
-time-to-result [--from RUN_DIR] (e), launcher-overhead (f), serving-load, energy-calibration (simulated GPU sensors). Results go under benchmarks/results/<hardware>/. On a shared
+time-to-result [--from RUN_DIR] (e), launcher-overhead (f), serving-load, serving-peers, energy-calibration (simulated GPU sensors). Results go under benchmarks/results/<hardware>/. On a shared
 machine run each CPU-heavy suite alone (e.g. under ``flock /tmp/effbench-cpu.lock``).
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], None]] = {
     "sensor-overhead": _sensor_overhead,
     "time-to-result": _time_to_result,
     **{name.replace("_", "-"): _module_suite(name) for name in
-       ("runner_overhead", "launcher_overhead", "serving_load", "energy_calibration")},
+       ("runner_overhead", "launcher_overhead", "serving_load", "serving_peers", "energy_calibration")},
 }
 
 
