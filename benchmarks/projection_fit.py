@@ -56,7 +56,8 @@ def validation() -> dict[str, Any]:
     lomo, logo, loto = pf.leave_one_model_out(samples), pf.leave_one_gpu_out(samples), pf.leave_one_tp_out(samples)
     fam = lambda h: h.sample.config.arch.family  # noqa: E731
     return {"points": len(samples), "models": sorted({s.model for s in samples}),
-            "leave_one_model_out": {"by_family": pf.table(lomo, fam), "by_gpus": pf.table(lomo, lambda h: str(h.sample.config.gpus)),
+            "leave_one_model_out": {"by_family": pf.table(lomo, fam), "by_gpus": pf.table(lomo,
+                                                                                          lambda h: str(h.sample.config.gpus)),
                                     "by_model": pf.table(lomo, lambda h: h.sample.model),
                                     "by_gpu": pf.table(lomo, lambda h: h.sample.config.profile.id)},
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
@@ -81,13 +82,15 @@ def main() -> None:
     FIT.write_text(json.dumps(shipped, indent=1) + "\n")
     v = validation()
     data = {"suite": "projection_error", "source": SOURCE, "citation": CITATION,
-            "method": "held out: leave-one-model-out, leave-one-GPU-out (fit on one GPU, predict the other), leave-one-TP-degree-out; "
+            "method": "held out: leave-one-model-out, leave-one-GPU-out (fit on one GPU, predict the other), "
+                      "leave-one-TP-degree-out; "
                       "predicted effective batch from max_num_seqs and KV capacity; errors |predicted / published - 1|",
             **_rounded(v), "bands": shipped["bands"], "coefficients": shipped["coefficients"], "before": BEFORE}
     path = write_json(OUT, data)
     a = v["leave_one_model_out"]["by_family"]["all"]
     print(f"{path}: {v['points']} points, {len(v['models'])} models; leave-one-model-out medians: tokens/s "
-          f"{a['output_tokens_per_s']['median']:.0%}, ITL p50 {a['itl_p50']['median']:.0%}, J/token {a['joules_per_token']['median']:.0%}")
+          f"{a['output_tokens_per_s']['median']:.0%}, ITL p50 {a['itl_p50']['median']:.0%}, J/token "
+          f"{a['joules_per_token']['median']:.0%}")
 
 
 if __name__ == "__main__":

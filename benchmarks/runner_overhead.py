@@ -119,7 +119,8 @@ def interleaved(setup: Setup) -> dict[str, Any]:
         out[str(b)] = {
             "effbench_decode_tps_median": statistics.median(eff), "bare_decode_tps_median": statistics.median(bare),
             "ratio_median": med, "ratio_ci95": list(ci) if ci else None,
-            "effbench_spread_cv": spread_cv(eff), "bare_spread_cv": spread_cv(bare), "spread_ratio": spread_cv(eff) / spread_cv(bare),
+            "effbench_spread_cv": spread_cv(eff), "bare_spread_cv": spread_cv(bare),
+            "spread_ratio": spread_cv(eff) / spread_cv(bare),
             "samples": {"effbench": eff, "bare": bare},
         }
     backend.unload()
@@ -187,8 +188,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--trials", type=int, default=3, help="independent runs for the time to the target (0: skip)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                     help="before each run, wait up to this long for a quiet machine (bare-loop spread <= QUIET_SPREAD_CV)")
-    ap.add_argument("--skip-interleaved", action="store_true", help="keep the committed interleaved part; run the time to the target only")
-    ap.add_argument("--append", action="store_true", help="add the runs to the committed time-to-target runs (implies --skip-interleaved)")
+    ap.add_argument("--skip-interleaved", action="store_true",
+                    help="keep the committed interleaved part; run the time to the target only")
+    ap.add_argument("--append", action="store_true",
+                    help="add the runs to the committed time-to-target runs (implies --skip-interleaved)")
     args = ap.parse_args(argv)
     setup = Setup(pairs=args.pairs)
     path = results_dir() / "runner_overhead.json"

@@ -44,7 +44,8 @@ def client_cost() -> dict[str, Any]:
                   f"p95 {s['ttft_ms']['p95']:.2f} ms lag max {s['client_lag_ms_max']:.1f} ms")
     sustained = max((r["achieved_rate"] for r in rows if not r["saturated"]), default=None)
     return {"stub_tokens": STUB_TOKENS, "requests_per_point": CLIENT_REQUESTS, "rows": rows,
-            "sustained_rate": sustained, "note": "client and stub server share the same cores: a lower bound for the client alone"}
+            "sustained_rate": sustained,
+            "note": "client and stub server share the same cores: a lower bound for the client alone"}
 
 
 def engine_sweep(rates: str, requests: int, out: Path, engine: str = "transformers") -> dict[str, Any]:

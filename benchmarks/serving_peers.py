@@ -404,7 +404,8 @@ def vllm_bench_tool(ctx: Ctx, p: Point, d: Path) -> tuple[list[str], Path, dict[
            "--dataset-name", "random", "--random-input-len", str(PROMPT_TOKENS), "--random-output-len", str(NEW_TOKENS),
            "--ignore-eos", "--num-prompts", str(ctx.requests), "--num-warmups", str(ctx.warmup), *load,
            "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,95",
-           "--save-result", "--save-detailed", "--result-dir", str(d), "--result-filename", "result.json", "--seed", str(ctx.seed),
+           "--save-result", "--save-detailed", "--result-dir", str(d), "--result-filename", "result.json", "--seed",
+           str(ctx.seed),
            "--disable-tqdm"]
 
     def read() -> dict[str, Any]:
@@ -522,7 +523,8 @@ def versions(peers_python: str, effbench_python: str, effbench_cwd: Path, effben
             "    except m.PackageNotFoundError: out[p] = None\n"
             "out['python'] = sys.version.split()[0]; print(json.dumps(out))")
     peers = json.loads(subprocess.run([peers_python, "-c", code], capture_output=True, text=True, check=True).stdout)
-    eb = subprocess.run([effbench_python, "-c", "import effbench, json; print(json.dumps([getattr(effbench, '__version__', None), effbench.__file__]))"],
+    eb = subprocess.run([effbench_python, "-c",
+                         "import effbench, json; print(json.dumps([getattr(effbench, '__version__', None), effbench.__file__]))"],
                         cwd=effbench_cwd, env=effbench_env, capture_output=True, text=True, check=True).stdout
     version, path = json.loads(eb)
 
@@ -571,7 +573,8 @@ def markdown(results: dict, ratios: dict, points: list[Point], tools: list[str])
     def fmt(x: Any, nd: int = 1) -> str:
         return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
 
-    lines = ["| point | tool | TTFT p50/p95 ms | TPOT p50/p95 ms | ITL p50/p95 ms | req/s | out tok/s | CPU s/req (total / in load) |",
+    lines = ["| point | tool | TTFT p50/p95 ms | TPOT p50/p95 ms | ITL p50/p95 ms | req/s | out tok/s | CPU s/req (total / in "
+             "load) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for p in points:
         for t in tools:
@@ -587,21 +590,28 @@ def markdown(results: dict, ratios: dict, points: list[Point], tools: list[str])
         if r:
             lines.append(f"| {p.label} | effbench / vllm-bench | "
                          + " | ".join(" / ".join(fmt(pick(r, f, "vs_vllm_bench"), 2) for f in pair) for pair in
-                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"), ("itl_ms_p50", "itl_ms_p95")))
-                         + f" | {fmt(pick(r, 'requests_per_s', 'vs_vllm_bench'), 2)} | {fmt(pick(r, 'output_tokens_per_s', 'vs_vllm_bench'), 2)} | "
-                         f"{fmt(pick(r, 'cpu_s_per_request', 'vs_vllm_bench'), 2)} / {fmt(pick(r, 'cpu_s_per_request_in_load', 'vs_vllm_bench'), 2)} |")
+                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"), ("itl_ms_p50",
+                                                                                                        "itl_ms_p95")))
+                         + f" | {fmt(pick(r, 'requests_per_s', 'vs_vllm_bench'), 2)} | "
+                           f"{fmt(pick(r, 'output_tokens_per_s', 'vs_vllm_bench'), 2)} | "
+                         f"{fmt(pick(r, 'cpu_s_per_request', 'vs_vllm_bench'), 2)} / "
+                         f"{fmt(pick(r, 'cpu_s_per_request_in_load', 'vs_vllm_bench'), 2)} |")
             lines.append(f"| {p.label} | effbench / peer median | "
                          + " | ".join(" / ".join(fmt(pick(r, f, "vs_peer_median"), 2) for f in pair) for pair in
-                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"), ("itl_ms_p50", "itl_ms_p95")))
-                         + f" | {fmt(pick(r, 'requests_per_s', 'vs_peer_median'), 2)} | {fmt(pick(r, 'output_tokens_per_s', 'vs_peer_median'), 2)} | "
-                         f"{fmt(pick(r, 'cpu_s_per_request', 'vs_peer_median'), 2)} / {fmt(pick(r, 'cpu_s_per_request_in_load', 'vs_peer_median'), 2)} |")
+                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"), ("itl_ms_p50",
+                                                                                                        "itl_ms_p95")))
+                         + f" | {fmt(pick(r, 'requests_per_s', 'vs_peer_median'), 2)} | "
+                           f"{fmt(pick(r, 'output_tokens_per_s', 'vs_peer_median'), 2)} | "
+                         f"{fmt(pick(r, 'cpu_s_per_request', 'vs_peer_median'), 2)} / "
+                         f"{fmt(pick(r, 'cpu_s_per_request_in_load', 'vs_peer_median'), 2)} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="serving-peers", description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=64, help="measured requests per tool and point (default 64)")
-    ap.add_argument("--warmup", type=int, default=2, help="warm-up requests per tool and point, where the tool has them (default 2)")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="warm-up requests per tool and point, where the tool has them (default 2)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over all points; the tool order rotates per round (default 1)")
     ap.add_argument("--points", default=DEFAULT_POINTS, help="cN = N closed-loop users, rX = Poisson X req/s (default c1,c8,r1)")
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
@@ -614,7 +624,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-dir", default=None, help="checkpoint dir to serve (default: the bundled SmolLM2-135M, converted)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout-s", type=float, default=900, help="per tool run (default 900)")
-    ap.add_argument("--work-dir", default=None, help="keep the raw outputs of every tool here (default: a temporary dir, removed)")
+    ap.add_argument("--work-dir", default=None,
+                    help="keep the raw outputs of every tool here (default: a temporary dir, removed)")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/<hardware>/serving_peers.json)")
     args = ap.parse_args(argv)
 
@@ -684,8 +695,10 @@ def main(argv: list[str] | None = None) -> None:
                         figs["cpu_s_per_request"] = res["cpu_s"] / args.requests
                         figs["cpu_s_per_request_in_load"] = res["cpu_s_per_request_in_load"]
                         row["figures"] = figs
-                        print(f"   TTFT p50 {figs['ttft_ms_p50']}, TPOT p50 {figs['tpot_ms_p50']}, req/s {figs['requests_per_s']}, "
-                              f"tok/s {figs['output_tokens_per_s']}, CPU {res['cpu_s']:.1f} s ({res['wall_s']:.0f} s wall)", flush=True)
+                        print(f"   TTFT p50 {figs['ttft_ms_p50']}, TPOT p50 {figs['tpot_ms_p50']}, req/s "
+                              f"{figs['requests_per_s']}, "
+                              f"tok/s {figs['output_tokens_per_s']}, CPU {res['cpu_s']:.1f} s ({res['wall_s']:.0f} s wall)",
+                              flush=True)
                     except Exception as e:  # noqa: BLE001 - one tool's failure is recorded, the others go on
                         log_tail = "\n".join((d / "client.log").read_text(errors="replace").splitlines()[-25:])
                         row["error"] = f"{type(e).__name__}: {e}"

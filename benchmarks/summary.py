@@ -77,7 +77,8 @@ def _rows(machine: Path) -> Iterator[tuple[str, str, str]]:
             rec = json.loads(line)
             wl, th, en = rec["workload"], rec.get("throughput") or {}, rec.get("energy") or {}
             if rec.get("error"):
-                yield (f"{run.name.rsplit('-', 2)[0]}, {rec['quantization']['scheme']} bs={wl['batch_size']}", "error", rec["error"][:80])
+                yield (f"{run.name.rsplit('-', 2)[0]}, {rec['quantization']['scheme']} bs={wl['batch_size']}", "error",
+                       rec["error"][:80])
                 continue
             tpj = en.get("tokens_per_joule")
             yield (f"{run.name.rsplit('-', 2)[0]}, {rec['quantization']['scheme']} bs={wl['batch_size']}",

@@ -295,7 +295,8 @@ def bench_launcher() -> str:
             f"from `{LAUNCHER_OVERHEAD}`):\n\n"
             "| launcher | wall time per group, s | decode tok/s (± CI95) |\n|---|---:|---:|\n"
             f"| inline | {s['inline_wall_s']:.1f} | {s['inline_decode_tokens_per_s']:.1f} ± {s['inline_decode_ci95']:.1f} |\n"
-            f"| process | {s['process_wall_s']:.1f} | {s['process_decode_tokens_per_s']:.1f} ± {s['process_decode_ci95']:.1f} |\n\n"
+            f"| process | {s['process_wall_s']:.1f} | {s['process_decode_tokens_per_s']:.1f} ± {s['process_decode_ci95']:.1f} "
+            "|\n\n"
             f"The process launcher costs {s['process_extra_s_per_group']:.1f} ± {s['process_extra_s_ci95']:.1f} s more per "
             "group (a fresh interpreter, torch and transformers imports, the model load); the decode figures of the "
             f"two launchers {agree}.")
@@ -309,7 +310,8 @@ def _ms(v: Optional[float]) -> str:
     return f"{v:,.0f}" if v is not None else "-"
 
 
-ENGINE_HEADER = ("| offered req/s | achieved req/s | TTFT p50 / p95 ms | TPOT p50 / p95 ms | goodput req/s | J/request (± 95%) | energy | saturated |\n"
+ENGINE_HEADER = ("| offered req/s | achieved req/s | TTFT p50 / p95 ms | TPOT p50 / p95 ms | goodput req/s | J/request (± 95%) | "
+                 "energy | saturated |\n"
                  "|---:|---:|---:|---:|---:|---:|---|---|\n")
 SERVING_LOAD_VLLM = "benchmarks/results/intel-r-xeon-r-processor/serving_load_vllm.json"
 
@@ -425,14 +427,17 @@ def bench_runner_intel() -> str:
             "model): effbench's loop for one repeat (per-token hook, interference probe, window) against a bare "
             "`model.generate` loop timing generate(n) - generate(1). Ratio: the median of the per-pair ratios with its "
             "bootstrap 95% interval; spread: the coefficient of variation of each side's per-repeat decode tokens/s.\n\n"
-            "| batch | effbench decode tok/s | bare decode tok/s | effbench / bare [95%] | spread effbench / bare | spread ratio |\n"
+            "| batch | effbench decode tok/s | bare decode tok/s | effbench / bare [95%] | spread effbench / bare | spread ratio "
+            "|\n"
             "|---:|---:|---:|---:|---:|---:|\n" + rows + "\n\n"
-            + ((f"**Time to the target**: {max((len(t) for t in ttt.values()), default=0)} independent `effbench.run`s with the default stopping rule (±5% on the median's 95% interval, "
+            + ((f"**Time to the target**: {max((len(t) for t in ttt.values()), default=0)} independent `effbench.run`s with the "
+                "default stopping rule (±5% on the median's 95% interval, "
                 "at least 5 repeats, 45 s cap), loop time including warm-up:\n\n"
                 + (f"Around each run, the machine's own noise is probed: the bare loop's per-repeat spread at batch 1 over "
                    f"8 repeats, before and after; the target is stated for a quiet machine, taken here as both probes within "
                    f"{quiet_cv:.0%} (the issue's quiet VM: about 5%).\n\n" if probed else "")
-                + "| batch | run | loop s | repeats kept / left out | interval | stopped by | decode tok/s | per-repeat spread | ITL p50 / p99 ms |"
+                + "| batch | run | loop s | repeats kept / left out | interval | stopped by | decode tok/s | per-repeat spread | "
+                  "ITL p50 / p99 ms |"
                 + quiet_head[0] + "\n|---:|---:|---:|---:|---:|---|---:|---:|---:|" + quiet_head[1] + "\n" + ttt_rows + "\n\n") if ttt_rows else "")
             + verdict)
 
@@ -476,7 +481,8 @@ def bench_findings() -> str:
     sensor = (f"- **Sensor overhead**: {', '.join(f'`{k}` {v:+.1%}' for k, v in conds.items())}. "
               + (f"{len(within)} of {len(conds)} are within ±{summary.SENSOR_TARGET:.0%}" if within else "none is within ±1%")
               + (f"; {', '.join(f'`{k}`' for k in outside)} outside it" if outside else "")
-              + (f", and every one is inside the baseline's own {spread:.1%} spread across rounds, so none is a measured overhead."
+              + (f", and every one is inside the baseline's own {spread:.1%} spread across rounds, so none is a measured "
+                 "overhead."
                  if all(abs(v) <= spread for v in conds.values()) else f"; the baseline spread is {spread:.1%}.")
               + " The NVML conditions poll a simulated device on real time.")
 
@@ -559,7 +565,8 @@ def publish_setup() -> str:
     cfg, env = run["config"], run["environment"]
     return (f"Every example below is real output for the committed run `{CPU_SWEEP}/` (run `{run['run_id']}`, "
             f"suite (a) of [benchmarks/README.md](../benchmarks/README.md)): an {env['cpu']['model']} machine with "
-            f"{env['cpu']['logical_cpus']} logical CPUs and no energy sensor, the bundled SmolLM2-135M in {' and '.join(cfg['quant'])} "
+            f"{env['cpu']['logical_cpus']} logical CPUs and no energy sensor, the bundled SmolLM2-135M in "
+            f"{' and '.join(cfg['quant'])} "
             f"at batch sizes {', '.join(map(str, cfg['batch_sizes']))}, {cfg['threads']} thread. Its run.json stores the "
             f"hardware profile (`hardware.resolved`), so the report, roofline included, comes out the same on any machine. "
             "Its energy figures are **estimated**, not measured, which makes it a good example of how a report has to "
@@ -642,7 +649,8 @@ def publish_summary() -> str:
             + "\n\n```bibtex\n@software{effbench,\n"
             "  title   = {effbench: LLM inference efficiency under quantization and batching},\n"
             f"  version = {{{env['effbench_version']}}},\n"
-            f"  note    = {{git {sha.removesuffix('-dirty')[:10]}; results schema version {_json(f'{CPU_SWEEP}/run.json')['schema_version']}}},\n"
+            f"  note    = {{git {sha.removesuffix('-dirty')[:10]}; results schema version "
+            f"{_json(f'{CPU_SWEEP}/run.json')['schema_version']}}},\n"
             "}\n```")
 
 
@@ -677,7 +685,8 @@ PROJECTION_ERROR = "benchmarks/results/reference/projection_error.json"
 
 
 def _err_row(label: str, t: dict[str, Any], band: Optional[dict[str, Any]] = None) -> str:
-    cells = [f"{t[m]['median']:.0%} / {t[m]['p90']:.0%}" for m in ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token")]
+    cells = [f"{t[m]['median']:.0%} / {t[m]['p90']:.0%}" for m in ("output_tokens_per_s", "itl_p50", "itl_p95",
+                                                                   "joules_per_token")]
     b = f"x{band['factor']['output_tokens_per_s']:.2f} ({band['coverage']:.0%})" if band else "-"
     return f"| {label} | {t['output_tokens_per_s']['points']} | " + " | ".join(cells) + f" | {b} |"
 
@@ -698,7 +707,8 @@ def projection_validation() -> str:
     rows.append(_err_row("new TP degree (each GPU count left out)", loto["by_gpus"]["all"], d["bands"]["new_tp"]["all"]))
     b = d["before"]
     rows.append(f"| before (commit {b['commit']}): new model, all | {b['points']} | {b['output_tokens_per_s']['median']:.0%} / "
-                f"{b['output_tokens_per_s']['p90']:.0%} | - | - | {b['joules_per_token']['median']:.0%} / {b['joules_per_token']['p90']:.0%} "
+                f"{b['output_tokens_per_s']['p90']:.0%} | - | - | {b['joules_per_token']['median']:.0%} / "
+                f"{b['joules_per_token']['p90']:.0%} "
                 f"| x{b['output_tokens_per_s']['band_factor']:.2f} |")
     return "\n".join(rows)
 
@@ -821,11 +831,13 @@ BLOCKS = [
     Block("docs/publish-an-efficiency-result.md", "publish-reading", (CPU_SWEEP,), publish_reading),
     Block("docs/publish-an-efficiency-result.md", "publish-latex", (CPU_SWEEP,), publish_latex),
     Block("docs/publish-an-efficiency-result.md", "publish-summary", (CPU_SWEEP,), publish_summary),
-    Block("docs/size-a-gpu-rental.md", "plan-gpu-example", ("effbench/reference/", "effbench/analysis/projection_fit.json", "hardware/"),
+    Block("docs/size-a-gpu-rental.md", "plan-gpu-example", ("effbench/reference/", "effbench/analysis/projection_fit.json",
+                                                            "hardware/"),
           plan_gpu_example),
     Block("docs/size-a-gpu-rental.md", "plan-example", (QUANT_SWEEP, "hardware/"), plan_example),
     Block("docs/size-a-gpu-rental.md", "projection-validation", (PROJECTION_ERROR,), projection_validation),
-    Block("docs/size-a-gpu-rental.md", "plan-gpu-70b", ("effbench/reference/", "effbench/analysis/projection_fit.json", "hardware/"),
+    Block("docs/size-a-gpu-rental.md", "plan-gpu-70b", ("effbench/reference/", "effbench/analysis/projection_fit.json",
+                                                        "hardware/"),
           plan_gpu_70b),
     Block("docs/method.md", "method-cli", ("effbench/cli/",), method_cli),
     Block("docs/method.md", "method-schemes", ("effbench/quant/",), method_schemes),

@@ -191,7 +191,8 @@ class ServingConfig(BaseModel):
             if self.slo_ttft_ms is None and self.slo_tpot_ms is None:
                 raise ValueError("--find-capacity searches the rate that meets an SLO: give --slo-ttft-ms and/or --slo-tpot-ms")
             if self.concurrency:
-                raise ValueError("--find-capacity searches over request rates: give --rates (its lowest is where the search starts), not --concurrency")
+                raise ValueError("--find-capacity searches over request rates: give --rates (its lowest is where the search "
+                                 "starts), not --concurrency")
             if not [r for r in self.rates if math.isfinite(r)]:
                 raise ValueError("--find-capacity needs a finite starting rate in --rates, e.g. --rates 1")
         if self.replay and (self.find_capacity or self.concurrency):

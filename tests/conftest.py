@@ -180,7 +180,8 @@ def model_dir(tmp_path: Path) -> Path:
 
 def tiny_config(model_dir: Path, out: Path, **kw: Any) -> SweepConfig:
     """A sweep of two small configurations, fixed repeats, no sensor and no idle wait; ``kw`` overrides."""
-    base: dict[str, Any] = dict(model=str(model_dir), out=str(out), backend=["fake"], batch_sizes=[1, 2], new_tokens=[4], prompt_tokens=[8],
+    base: dict[str, Any] = dict(model=str(model_dir), out=str(out), backend=["fake"], batch_sizes=[1, 2], new_tokens=[4],
+                                prompt_tokens=[8],
                                 repeats=2, warmup=0, sensor="none", idle_s=0)
     base.update(kw)
     return load_config(base)

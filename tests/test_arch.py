@@ -60,7 +60,8 @@ def _shrunk(name: str) -> dict:
         cfg.update(num_hidden_layers=3, hybrid_override_pattern="M*-", mamba_num_heads=4, mamba_head_dim=16, ssm_state_size=16,
                    n_groups=1)
     if "kv_lora_rank" in cfg:  # DeepSeek-V3: MLA and MoE at toy width, one dense layer first
-        cfg.update(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, head_dim=8, num_key_value_heads=4, v_head_dim=16, first_k_dense_replace=1,
+        cfg.update(kv_lora_rank=16, q_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, head_dim=8, num_key_value_heads=4,
+                   v_head_dim=16, first_k_dense_replace=1,
                    n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, moe_intermediate_size=32)
     for key in ("num_experts", "num_local_experts"):
         if key in cfg:
@@ -244,7 +245,8 @@ def test_models_command_lists_configs_and_counts(tiny_config: Path) -> None:
     llama = rows["llama-3.1-8b"]
     assert llama["params"] == 8_030_261_248 and llama["weight_bytes"]["bf16"] == 2 * 8_030_261_248
     raw = json.loads(arch._data_dir().joinpath(arch.CATALOG_FILE).read_text())
-    assert all(abs(r["stated_deviation"]) < raw.get(n, {}).get("stated_tolerance", 0.01) for n, r in rows.items() if r["stated_deviation"] is not None)
+    assert all(abs(r["stated_deviation"]) < raw.get(n, {}).get("stated_tolerance", 0.01) for n,
+               r in rows.items() if r["stated_deviation"] is not None)
     assert "bundled" in data and data["bundled"]["name"] == "smollm2-135m"
     table = subprocess.run([sys.executable, "-m", "effbench", "models"], capture_output=True, text=True, timeout=300)
     assert "arch:exaone-4.0-1.2b" in table.stdout and "8.030B" in table.stdout

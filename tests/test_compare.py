@@ -171,7 +171,8 @@ def test_cli_one_line_errors(tmp_path):
 
     check(effbench("compare", str(tmp_path / "nope"), str(RUN)), "does not exist")
     check(effbench("compare", str(RUN), str(RUN), "--threshold", "-1"), "--threshold")
-    measured = write(tmp_path, "measured", [r.model_copy(update={"energy": r.energy.model_copy(update={"status": "measured"})}) for r in records()])
+    measured = write(tmp_path, "measured",
+                     [r.model_copy(update={"energy": r.energy.model_copy(update={"status": "measured"})}) for r in records()])
     check(effbench("compare", str(RUN), str(measured)), "--allow-mixed-energy")
     assert effbench("compare", str(RUN), str(measured), "--allow-mixed-energy").returncode == 0
 
@@ -265,7 +266,8 @@ def test_different_sensors_are_refused_like_measured_vs_estimated():
     rapl = with_energy(records(), status="measured", sensor="rapl", joules_by_domain={"cpu:package-0": 1.0})
     with pytest.raises(EffbenchError, match="sensor"):
         compare_records(nvml, rapl)
-    c = compare_records(nvml, [r.model_copy(update={"energy": r.energy.model_copy(update={"tokens_per_joule": r.energy.tokens_per_joule / 3})})
+    c = compare_records(nvml,
+                        [r.model_copy(update={"energy": r.energy.model_copy(update={"tokens_per_joule": r.energy.tokens_per_joule / 3})})
                                for r in rapl], match_loose=["sensor", "domains"])
     tpj = [d for cfg in c.configs for d in cfg.deltas if d.metric == "tokens_per_joule"]
     assert tpj and all(not d.regression and "different sensor" in d.note for d in tpj)
@@ -290,7 +292,8 @@ def test_an_energy_change_inside_the_estimates_uncertainty_is_not_significant():
     for r in rs:
         s = dict(r.stats.samples)
         s["joules_total"] = [j * 2 for j in s["joules_total"]]
-        e = r.energy.model_copy(update={"joules_total": r.energy.joules_total * 2, "tokens_per_joule": r.energy.tokens_per_joule / 2})
+        e = r.energy.model_copy(update={"joules_total": r.energy.joules_total * 2,
+                                        "tokens_per_joule": r.energy.tokens_per_joule / 2})
         halved.append(r.model_copy(update={"energy": e, "stats": r.stats.model_copy(update={"samples": s})}))
     c = compare_records(rs, halved)
     d = next(x for x in c.configs[0].deltas if x.metric == "tokens_per_joule")

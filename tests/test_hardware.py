@@ -238,7 +238,8 @@ def test_cli_list_and_show_json():
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    assert_one_line_error(effbench("hardware", "show", "h100sxm"), "unknown hardware profile 'h100sxm'", "did you mean 'h100-sxm'")
+    assert_one_line_error(effbench("hardware", "show", "h100sxm"), "unknown hardware profile 'h100sxm'",
+                          "did you mean 'h100-sxm'")
     assert_one_line_error(effbench("hardware", "show", str(tmp_path / "x.yaml")), "does not exist")
     write_user_profile({**TEST_GPU, "memory_gb": "lots"})
     assert_one_line_error(effbench("hardware", "list"), "testgpu.yaml", "memory_gb")

@@ -116,7 +116,8 @@ def test_latency_limits_and_memory_exclude_with_reasons():
     assert not p.options and "TPOT" in p.excluded[0]
     p = plan([record(memory={"peak_device_bytes": 12_000_000_000})], request(Demand(tokens_per_s=100)))
     assert not p.options and "does not fit" in p.excluded[0]
-    p = plan([record(), record(workload={"batch_size": 8}, hardware={}, error="out of memory")], request(Demand(tokens_per_s=100)))
+    p = plan([record(), record(workload={"batch_size": 8}, hardware={}, error="out of memory")],
+             request(Demand(tokens_per_s=100)))
     assert len(p.options) == 1 and any("failed" in e for e in p.excluded)
 
 
@@ -256,7 +257,8 @@ def test_the_profile_stored_in_run_json_is_used_first(monkeypatch):
     name = cpu_mod.cpu_name()
     monkeypatch.setattr(cpu_mod, "measure_bandwidth_gbps", lambda: (_ for _ in ()).throw(AssertionError("measured")))
     cpu = {"name": name, "vendor": "test", "kind": "cpu", "memory_gb": 64, "memory_bandwidth_gbps": 50.0, "tdp_w": 100}
-    rc = record(hardware={"profile": None, "detected_name": name}, memory={"peak_device_bytes": None, "peak_host_bytes": 2_000_000_000})
+    rc = record(hardware={"profile": None, "detected_name": name}, memory={"peak_device_bytes": None,
+                                                                           "peak_host_bytes": 2_000_000_000})
     p = plan([rc], request(d, hardware=None, projections=False), [_stored_run({**cpu, "id": "cpu-stored"}, None, name)])
     assert p.options[0].hardware == "cpu-stored" and p.options[0].memory_gb == 64
 
@@ -270,7 +272,8 @@ def test_cli_plan_uses_the_profile_stored_in_run_json(tmp_path):
     meta["hardware"]["resolved"] = {"id": "cpu-stored", "name": "Stored CPU", "vendor": "test", "kind": "cpu",
                                     "memory_gb": 64, "memory_bandwidth_gbps": 40.0, "tdp_w": 120, "price_per_hour_usd": 0.5}
     (run / "run.json").write_text(json.dumps(meta))
-    p = effbench("plan", "--results", str(run), "--target-tokens-per-s", "500", "--hardware", "cpu-stored", "--no-projections", "--json")
+    p = effbench("plan", "--results", str(run), "--target-tokens-per-s", "500", "--hardware", "cpu-stored", "--no-projections",
+                 "--json")
     assert p.returncode == 0, p.stderr
     opts = json.loads(p.stdout)["options"]
     assert opts and {o["hardware"] for o in opts} == {"cpu-stored"} and {o["price_per_hour_usd"] for o in opts} == {0.5}

@@ -41,7 +41,8 @@ def test_parse_redundancy(text, k):
     assert parse_redundancy(text) == k
 
 
-@pytest.mark.parametrize("kw, needle", [({"max_utilisation": 0}, "--max-utilisation"), ({"max_utilisation": 1.5}, "--max-utilisation"),
+@pytest.mark.parametrize("kw, needle", [({"max_utilisation": 0}, "--max-utilisation"), ({"max_utilisation": 1.5},
+                                                                                        "--max-utilisation"),
                                         ({"redundancy": -1}, "--redundancy")])
 def test_bad_headroom(kw, needle):
     with pytest.raises(EffbenchError, match=needle):
@@ -77,7 +78,8 @@ def test_quality_flagged_schemes_are_excluded_or_marked():
 
 
 # -- CPU runs are not projected to GPUs unless asked; schemes the device runs ----------------------
-CPU_RECORD = {"hardware": {"profile": "cpu-test", "detected_name": "Test CPU"}, "memory": {"peak_device_bytes": None, "peak_host_bytes": 2_000_000_000}}
+CPU_RECORD = {"hardware": {"profile": "cpu-test", "detected_name": "Test CPU"}, "memory": {"peak_device_bytes": None,
+                                                                                           "peak_host_bytes": 2_000_000_000}}
 
 
 @pytest.fixture
@@ -185,7 +187,8 @@ def test_cli_plan_for_an_architecture_without_results():
     d = json.loads(p.stdout)
     assert {o["basis"] for o in d["options"]} == {"reference", "projected"} and d["redundancy"] == 1
     assert all(o["replicas"] == o["active_replicas"] + 1 for o in d["options"])
-    table = effbench("plan", "--model", "arch:llama-3.1-8b", "--target-tokens-per-s", "2000", "--hardware", "h100-sxm", timeout=300)
+    table = effbench("plan", "--model", "arch:llama-3.1-8b", "--target-tokens-per-s", "2000", "--hardware", "h100-sxm",
+                     timeout=300)
     assert table.returncode == 0 and "ref" in table.stdout and "older than 180 days" in table.stderr
 
 

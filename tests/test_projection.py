@@ -115,7 +115,8 @@ def test_architecture_facts_from_public_configs() -> None:
     assert nem.family == "hybrid" and len(nem.windows) == 4 and nem.mamba_layers == 27 and nem.total_params == pytest.approx(8.89e9, rel=0.01)
     assert nem.state_per_seq == 27 * (128 * 80 * 128 + (128 * 80 + 2 * 8 * 128) * 3)
     assert oss.total_params == pytest.approx(116.83e9, rel=0.005) and oss.windows.count(128) == 18
-    assert shipped("llama-4-maverick").moe_layers == 24 and shipped("qwen3-coder-480b-a35b").total_params == pytest.approx(480e9, rel=0.01)
+    assert shipped("llama-4-maverick").moe_layers == 24 and shipped("qwen3-coder-480b-a35b").total_params == pytest.approx(480e9,
+                                                                                                                           rel=0.01)
     assert from_config("x", {"text_config": {**json.loads(json.dumps(_LLAMA))}}).total_params == shipped("llama-3.1-8b").total_params
 
 
@@ -145,7 +146,8 @@ def test_fit_recovers_the_step_time_of_exact_data_and_holds_out_honestly(monkeyp
     for s in samples:
         p = pj.predict(s.config, f, batch=s.batch)
         assert p.output_tokens_per_s == pytest.approx(s.tokens_per_s, rel=0.02)
-        assert p.itl_ms["p95"] == pytest.approx(s.itl_ms["p95"], rel=0.15)  # collinear terms: the decode / prefill split is looser
+        # collinear terms: the decode / prefill split is looser
+        assert p.itl_ms["p95"] == pytest.approx(s.itl_ms["p95"], rel=0.15)
         assert p.power_w == pytest.approx(s.power_w, rel=0.05)
     seen: list[set[str]] = []
     real = pf.fit
@@ -263,7 +265,8 @@ def test_cli_project_json_is_the_contract() -> None:
         assert key in d, key
     assert d["basis"] == "projected" and d["gpus"] == 2 and d["band"]["output_tokens_per_s"] > 0 and d["band"]["joules_per_token"] > 0
     assert set(d["itl_ms"]) == {"p50", "p90", "p95"} and d["itl_ms"]["p50"] == d["tpot_ms"]
-    assert all(math.isfinite(d[k]) and d[k] > 0 for k in ("output_tokens_per_s", "joules_per_token", "power_w", "tpot_ms", "memory_gb"))
+    assert all(math.isfinite(d[k]) and d[k] > 0 for k in ("output_tokens_per_s", "joules_per_token", "power_w", "tpot_ms",
+                                                          "memory_gb"))
     ref = json.loads(effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", "h100-sxm", "--concurrency", "64",
                               "--workload", "lm-arena-chat", "--json").stdout)
     assert ref["basis"] == "reference" and ref["source"].startswith("ML.ENERGY") and ref["itl_ms"]["p95"] == ref["tpot_p95_ms"]
@@ -273,13 +276,15 @@ def test_cli_project_json_is_the_contract() -> None:
 
 
 def test_cli_project_errors_are_one_line() -> None:
-    assert_one_line_error(effbench("project", "--model", "arch:llama-3.1-8", "--hardware", "h100-sxm", "--concurrency", "8", "--workload", "gpqa"),
+    assert_one_line_error(effbench("project", "--model", "arch:llama-3.1-8", "--hardware", "h100-sxm", "--concurrency", "8",
+                                   "--workload", "gpqa"),
                           "unknown architecture 'llama-3.1-8'", "nearest: llama-3.1-8b")
     assert_one_line_error(effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", "h100sxm", "--concurrency", "8",
                                    "--workload", "gpqa"), "did you mean 'h100-sxm'")
     assert_one_line_error(effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", "h100-sxm", "--concurrency", "0",
                                    "--workload", "gpqa"), "--concurrency")
-    assert_one_line_error(effbench("project", "--model", "arch:smollm2-135m", "--hardware", "h100-sxm", "--gpus", "2", "--concurrency", "8",
+    assert_one_line_error(effbench("project", "--model", "arch:smollm2-135m", "--hardware", "h100-sxm", "--gpus", "2",
+                                   "--concurrency", "8",
                                    "--workload", "gpqa"), "9 attention heads: 2 GPUs do not divide them")
 
 

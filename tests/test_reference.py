@@ -28,7 +28,8 @@ def _leaderboard(tmp_path: Path) -> Path:
     (models / "Qwen__Qwen3-32B__lm-arena-chat.json").write_text(json.dumps({
         "model_id": "Qwen/Qwen3-32B", "task": "lm-arena-chat", "total_params_billions": 32.0, "activated_params_billions": 32.0,
         "weight_precision": "bfloat16", "configurations": [CONFIG]}))
-    (models / "x__img__text-to-image.json").write_text(json.dumps({"model_id": "x/img", "task": "text-to-image", "configurations": [{}]}))
+    (models / "x__img__text-to-image.json").write_text(json.dumps({"model_id": "x/img", "task": "text-to-image",
+                                                                   "configurations": [{}]}))
     return tmp_path
 
 
@@ -48,8 +49,10 @@ def test_importer_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "models" / "a__b__gpqa.json").write_text("{not json")
     with pytest.raises(EffbenchError, match="not readable JSON"):
         extract(tmp_path)
-    (tmp_path / "models" / "a__b__gpqa.json").write_text(json.dumps({"model_id": "a/b", "task": "gpqa", "weight_precision": "bfloat16",
-                                                                      "total_params_billions": 1, "configurations": [{"gpu_model": "H100"}]}))
+    (tmp_path / "models" / "a__b__gpqa.json").write_text(json.dumps({"model_id": "a/b", "task": "gpqa",
+                                                                     "weight_precision": "bfloat16",
+                                                                      "total_params_billions": 1,
+                                                                     "configurations": [{"gpu_model": "H100"}]}))
     with pytest.raises(EffbenchError, match="lacks"):
         extract(tmp_path)
 

@@ -81,7 +81,8 @@ def test_time_cap_interference_and_quality_are_marked_per_row(three):
         assert r[header.index("stop")] == record["stats"]["stop_reason"]
         assert ("time cap" in flags) == (record["stats"]["stop_reason"] == "time-cap")
         assert ("quality: perplexity +267%" in flags) == bool(record["quality"]["flagged"])
-    tex_rows = [line for line in three.latex.read_text().splitlines() if line.startswith("cpu-amd-epyc & smollm2-135m & int8-dynamic & 16 & 1 &")]
+    tex_rows = [line for line in three.latex.read_text().splitlines() if line.startswith("cpu-amd-epyc & smollm2-135m & "
+                                                                                         "int8-dynamic & 16 & 1 &")]
     assert tex_rows and "T,Q" in tex_rows[0]
 
 

@@ -222,7 +222,8 @@ def summary_markdown(gpu: str, comparisons: Sequence[LoadComparison], rows: Sequ
                        f"{_f(r.get('rel_diff_vs_counter'), '+.2%')} | {_f(r.get('coverage'), '.0%')} |")
     out += ["", *[f"- {v}" for v in energy_verdicts(comparisons)], ""]
     out += [f"## (b, c) {MODEL} (random weights), transformers, prompt {PROMPT_TOKENS}, {NEW_TOKENS} new tokens", "",
-            "| scheme | batch | decode tok/s | J/token total | J/token dynamic | decode J/token | peak device GiB | roofline | energy |",
+            "| scheme | batch | decode tok/s | J/token total | J/token dynamic | decode J/token | peak device GiB | roofline | "
+            "energy |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if r.error:

@@ -101,7 +101,8 @@ def _lookup(region: str) -> tuple[float, str]:
         for row in _cloud_rows():
             if row.get("provider", "").lower() == provider.lower() and row.get("region", "").lower() == name.lower():
                 return float(row["impact"]), f"{row.get('providerName', provider)} {name} ({row.get('source') or 'codecarbon cloud data'})"
-        raise EffbenchError(f"unknown cloud region '{region}' (use provider:region as in codecarbon's cloud table, e.g. gcp:us-east1)")
+        raise EffbenchError(f"unknown cloud region '{region}' (use provider:region as in codecarbon's cloud table, e.g. "
+                            "gcp:us-east1)")
     if "/" in r:  # USA/<state>
         country, state = r.split("/", 1)
         if _alpha3(country) == "USA":
@@ -122,8 +123,10 @@ def _lookup(region: str) -> tuple[float, str]:
         row = mix[iso]
         return float(row["carbon_intensity"]), f"{row.get('country_name', iso)} grid mix {row.get('year', '')} (codecarbon global_energy_mix)"
     if _data_dir() is None:
-        raise EffbenchError(f"region '{region}' needs codecarbon's data: pip install 'effbench[carbon]' (or pass no region for the world average)")
-    raise EffbenchError(f"unknown region '{region}': use an ISO country code (FRA, FR), USA/<state>, a Nordic zone (SE3), provider:region or world")
+        raise EffbenchError(f"region '{region}' needs codecarbon's data: pip install 'effbench[carbon]' (or pass no region for "
+                            "the world average)")
+    raise EffbenchError(f"unknown region '{region}': use an ISO country code (FRA, FR), USA/<state>, a Nordic zone (SE3), "
+                        "provider:region or world")
 
 
 # The time-zone database's zone -> country tables (tzdata), the first readable one wins.

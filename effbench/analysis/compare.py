@@ -510,7 +510,8 @@ def compare_records(base: Union[Side, Sequence[Record]], new: Union[Side, Sequen
     if mixed and not allow_mixed_energy:
         k = mixed[0]
         raise EffbenchError(f"{base_name} has {_energy_kind(b[k])} energy and {new_name} {_energy_kind(n[k])} energy "
-                            f"(e.g. {record_label(b[k], bs)}); estimates are not measurements: pass --allow-mixed-energy to compare them anyway")
+                            f"(e.g. {record_label(b[k], bs)}); estimates are not measurements: pass --allow-mixed-energy to "
+                            "compare them anyway")
     # measured vs estimated, once allowed, necessarily differs in sensor: its energy is never a regression anyway
     implied = frozenset(_ENERGY_FIELDS) if mixed else frozenset()
     configs: list[ConfigComparison] = []

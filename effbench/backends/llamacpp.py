@@ -79,7 +79,8 @@ class LlamaCppBackend(Backend):
             return "cpu" if requested == "cpu" or not llama_cpp.llama_supports_gpu_offload() else "cuda"
         if requested.startswith("cuda"):
             if not llama_cpp.llama_supports_gpu_offload():
-                raise UnsupportedError("this llama-cpp-python build has no GPU offload; rebuild it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu")
+                raise UnsupportedError("this llama-cpp-python build has no GPU offload; rebuild it with "
+                                       "CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu")
             return requested
         raise UnsupportedError(f"unknown device '{requested}'; use auto, cpu or cuda")
 

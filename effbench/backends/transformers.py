@@ -110,7 +110,8 @@ class TransformersBackend(Backend):
                 raise UnsupportedError(f"no CUDA GPU is visible (torch {self.torch.__version__} sees none); use --device cpu")
             idx = requested.partition(":")[2]
             if idx and (not idx.isdigit() or int(idx) >= self.torch.cuda.device_count()):
-                raise UnsupportedError(f"device '{requested}' does not exist; {self.torch.cuda.device_count()} CUDA device(s) visible")
+                raise UnsupportedError(f"device '{requested}' does not exist; {self.torch.cuda.device_count()} CUDA device(s) "
+                                       "visible")
             return requested
         raise UnsupportedError(f"unknown device '{requested}'; use auto, cpu, cuda or cuda:N")
 

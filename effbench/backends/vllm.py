@@ -74,7 +74,8 @@ class VLLMBackend(Backend):
 
             location = str(cached_checkpoint(Path(model.location), notify=self.notify))
         elif model.kind == "arch":
-            raise UnsupportedError("the vLLM backend needs a checkpoint; random-weights architectures (arch:...) run on transformers")
+            raise UnsupportedError("the vLLM backend needs a checkpoint; random-weights architectures (arch:...) run on "
+                                   "transformers")
         self.device = device
         extra: dict[str, Any] = {}
         if device == "cpu":
@@ -93,7 +94,8 @@ class VLLMBackend(Backend):
         self.tokenizer = self.llm.get_tokenizer()
         cfg = self.llm.llm_engine.model_config.hf_config
         return LoadedModel(params=None, weights_bytes=_checkpoint_bytes(location),
-                           kv_bytes_per_token=kv_bytes_per_token(cfg, 4 if scheme.compute_dtype == "float32" else 2), device=device,
+                           kv_bytes_per_token=kv_bytes_per_token(cfg, 4 if scheme.compute_dtype == "float32" else 2),
+                           device=device,
                            load_s=time.perf_counter() - t0)
 
     def threads_in_use(self) -> Optional[int]:

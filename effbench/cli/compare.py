@@ -147,11 +147,20 @@ def _summary(c: Comparison) -> str:
 def compare_command(
     base: str = typer.Argument(..., help="Baseline: a run directory or its results.jsonl.", show_default=False),
     new: str = typer.Argument(..., help="Candidate: a run directory or its results.jsonl.", show_default=False),
-    threshold: float = typer.Option(0.05, "--threshold", help="Relative change that counts as a regression when significant (0.05 = 5%)."),
+    threshold: float = typer.Option(0.05, "--threshold",
+                                    help="Relative change that counts as a regression when significant (0.05 = 5%)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of Welch's t-test."),
-    allow_mixed_energy: bool = typer.Option(False, "--allow-mixed-energy", help="Compare measured with estimated energy (tokens/J deltas are then never a regression)."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Do not count configurations that succeeded in BASE but failed or are missing in NEW as regressions."),
-    match_loose: Optional[list[str]] = typer.Option(None, "--match-loose", help="Setup fields to ignore when matching, comma-separated: hardware, backend, backend_version, device, threads, sensor, domains (or all). Records differing in any other are listed as not comparable.", show_default=False),
+    allow_mixed_energy: bool = typer.Option(False, "--allow-mixed-energy",
+                                            help="Compare measured with estimated energy (tokens/J deltas are then never a "
+                                                 "regression)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="Do not count configurations that succeeded in BASE but failed or are missing in NEW "
+                                            "as regressions."),
+    match_loose: Optional[list[str]] = typer.Option(None, "--match-loose",
+                                                    help="Setup fields to ignore when matching, comma-separated: hardware, "
+                                                         "backend, backend_version, device, threads, sensor, domains (or all). "
+                                                         "Records differing in any other are listed as not comparable.",
+                                                    show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     as_md: bool = typer.Option(False, "--md", help="Print a Markdown table (for a CI comment) instead of a table."),
 ) -> int:
@@ -177,7 +186,8 @@ def compare_command(
             out.print(cell(line), style="dim")
         for line in _extra_lines(c):
             bad = line.startswith("REGRESSION")
-            err.print(cell(line), style="bold red" if bad else ("yellow" if line.startswith(("not comparable", "lost")) else "dim"))
+            err.print(cell(line),
+                      style="bold red" if bad else ("yellow" if line.startswith(("not comparable", "lost")) else "dim"))
         summary = _summary(c)
         (err if c.regression else out).print(cell(summary), style="bold red" if c.regression else "green")
     return 1 if c.regression else 0

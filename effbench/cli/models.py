@@ -42,11 +42,13 @@ def models_command(
         typer.echo(json.dumps({"bundled": bundled, "architectures": [s.to_dict() for s in summaries]}, indent=2))
         return
     if bundled["available"]:
-        out.print(f"bundled model: {bundled['name']} ({bundled['weights']}), {fmt_bytes(bundled['file_bytes'])} at {bundled['file']}")
+        out.print(f"bundled model: {bundled['name']} ({bundled['weights']}), {fmt_bytes(bundled['file_bytes'])} at "
+                  f"{bundled['file']}")
     else:
         out.print(f"bundled model: {bundled['name']}: not installed ({bundled['reason']})")
     table = Table(title="Architecture-only models (--model arch:NAME; random weights: speed, memory, energy, never quality)")
-    for col in ("model", "type", "params", "active", "stated", "diff", "bf16", "int8", "int4", "KV/token bf16", "context", "published as"):
+    for col in ("model", "type", "params", "active", "stated", "diff", "bf16", "int8", "int4", "KV/token bf16", "context",
+                "published as"):
         table.add_column(col, justify="left" if col in ("model", "type", "published as") else "right")
     for s in summaries:
         stated = (f"{s.stated_params / 1e9:.3g}B{' non-emb' if s.stated_scope == 'non-embedding' else ''}"
@@ -57,7 +59,8 @@ def models_command(
              if s.active_params is not None else "all"), stated,
             f"{s.stated_deviation:+.2%}" if s.stated_deviation is not None else "-",
             *(fmt_bytes(s.weight_bytes(d)) for d in ("bf16", "int8", "int4")),
-            fmt_bytes(s.kv_bytes_per_token_bf16), f"{s.max_context_tokens:,}" if s.max_context_tokens else "-", cell(s.hf_id or "-"),
+            fmt_bytes(s.kv_bytes_per_token_bf16), f"{s.max_context_tokens:,}" if s.max_context_tokens else "-",
+            cell(s.hf_id or "-"),
         )
     out.print(table)
     out.print("params: unique parameters from the config (tied embeddings once); active: used per token by a mixture of "

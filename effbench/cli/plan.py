@@ -17,7 +17,8 @@ from effbench.planner import HOURS_PER_MONTH, RANDOM_WEIGHTS_NOTE, Plan, PlanOpt
 
 CSV_FIELDS = ("rank", "hardware", "hardware_name", "gpus_per_replica", "basis", "projected_from", "source", "model", "backend",
               "scheme", "batch_size", "serving_load", "capacity_tokens_per_s", "band_tokens_per_s", "replicas", "active_replicas",
-              "utilisation", "ttft_ms", "tpot_ms", "price_per_hour_usd", "price_date", "price_stale", "usd_per_hour", "usd_per_month",
+              "utilisation", "ttft_ms", "tpot_ms", "price_per_hour_usd", "price_date", "price_stale", "usd_per_hour",
+              "usd_per_month",
               "spot_price_per_hour_usd", "spot_usd_per_month", "usd_per_million_tokens", "usd_per_million_tokens_at_capacity",
               "power_w", "power_basis", "joules_per_token", "band_joules_per_token", "kwh_per_month", "kg_co2e_per_month",
               "memory_gb", "peak_memory_gb", "memory_headroom_gb", "price_source", "quality_flag", "random_weights", "notes")
@@ -42,7 +43,8 @@ def _table(p: Plan, top: int) -> Table:
     show_model = len({o.model for o in rows}) > 1
     table = Table(title=f"effbench plan: {p.demand}; {p.hours_per_month:g} h/month", box=box.SIMPLE_HEAD, padding=(0, 0),
                   pad_edge=False,
-                  caption="basis: meas(ured) / ref(erence, published) / proj(ected); band: tok/s within x/÷ this (95%)", caption_justify="left")
+                  caption="basis: meas(ured) / ref(erence, published) / proj(ected); band: tok/s within x/÷ this (95%)",
+                  caption_justify="left")
     cols = ["#", "hardware", "basis", *(["model"] if show_model else []), "scheme", "conc", "tok/s\n/replica", "band",
             "repl", "TPOT\np95 ms", "$/month", "$/1M tok\nat cap.", "$/1M tok\nat target", "free\nGB"]
     for c in cols:
@@ -53,7 +55,8 @@ def _table(p: Plan, top: int) -> Table:
         spare = o.replicas - o.active_replicas
         band = _band(o, "output_tokens_per_s")
         table.add_row(str(o.rank), cell(f"{o.gpus_per_replica}x {o.hardware}" if o.gpus_per_replica > 1 else o.hardware), basis,
-                      *([cell(o.model)] if show_model else []), cell(o.scheme), str(o.batch_size), fmt(o.capacity_tokens_per_s, 0),
+                      *([cell(o.model)] if show_model else []), cell(o.scheme), str(o.batch_size),
+                      fmt(o.capacity_tokens_per_s, 0),
                       ("-" if band is None else f"x{band + 1:.0f}" if band >= 9 else f"x{band + 1:.2f}"),
                       f"{o.active_replicas}+{spare}" if spare else str(o.replicas), fmt(o.tpot_ms, 1),
                       fmt(o.usd_per_month, 0) + ("!" if o.price_stale else ""), fmt(o.usd_per_million_tokens_at_capacity, 3),
@@ -65,10 +68,12 @@ def _short_note(o: PlanOption) -> str:
     parts = []
     if o.basis == "projected" and o.projected_from != "reference fit":
         band = _band(o, "output_tokens_per_s")
-        parts.append(f"projected from a run on {o.projected_from}" + (f" (a different kind of device: 95% band up to {band + 1:.0f}x)" if band else
+        parts.append(f"projected from a run on {o.projected_from}" + (" (a different kind of device: 95% band up to "
+                                                                      f"{band + 1:.0f}x)" if band else
                                                                      " (roofline scaling; no fitted band)"))
     elif o.basis == "projected":
-        parts.append("projected by the GPU step-time model fitted to the ML.ENERGY v3 reference data (band: 95%, from held-out residuals per family and basis: new model, new GPU, new GPU count)")
+        parts.append("projected by the GPU step-time model fitted to the ML.ENERGY v3 reference data (band: 95%, from held-out "
+                     "residuals per family and basis: new model, new GPU, new GPU count)")
     elif o.basis == "reference":
         parts.append("reference: ML.ENERGY Leaderboard v3, published (vLLM); TPOT = published p95 inter-token latency")
     else:
@@ -103,27 +108,58 @@ def _csv(p: Plan) -> str:
 
 
 def plan_command(
-    results: Optional[list[Path]] = typer.Option(None, "--results", "-r", help="Run directories from 'effbench run' (or their results.jsonl): --results A B, or --results A --results B. Optional with --model arch:NAME.", show_default=False),
-    more_results: Optional[list[Path]] = typer.Argument(None, help="More run directories (so '--results A B' reads both).", show_default=False, metavar="[DIR]..."),
-    run_hardware: Optional[str] = typer.Option(None, "--run-hardware", help="The profile (id or YAML) that results storing no hardware profile ran on (runs from effbench < 0.2).", show_default=False),
-    target_tokens_per_s: Optional[float] = typer.Option(None, "--target-tokens-per-s", help="Output tokens per second to serve.", show_default=False),
-    target_requests_per_s: Optional[float] = typer.Option(None, "--target-requests-per-s", help="Requests per second to serve (with --prompt-tokens and --output-tokens).", show_default=False),
-    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="Prompt length of a request, in tokens (requests form).", show_default=False),
-    output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Output length of a request, in tokens (requests form).", show_default=False),
-    max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms", help="Drop options whose time to first token exceeds this.", show_default=False),
-    max_tpot_ms: Optional[float] = typer.Option(None, "--max-tpot-ms", help="Drop options whose time per output token exceeds this.", show_default=False),
-    hardware: Optional[list[str]] = typer.Option(None, "--hardware", help="Only these profile ids, comma-separated (default: all).", show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only records of this model id; arch:NAME also sizes GPUs nobody measured (reference data, then the fitted projection).", show_default=False),
-    workload: Optional[str] = typer.Option(None, "--workload", help="Request shape of a tokens/s target for reference/projected options: lm-arena-chat (default), gpqa, sourcegraph-fim.", show_default=False),
-    max_ppl_rise: float = typer.Option(10.0, "--max-ppl-rise", help="Exclude schemes whose perplexity rises more than this many percent over the unquantized baseline."),
-    show_flagged: bool = typer.Option(False, "--show-flagged", help="Keep quality-flagged schemes, marked, instead of excluding them."),
-    max_utilisation: float = typer.Option(0.8, "--max-utilisation", help="Load each replica to at most this share of its capacity (queueing headroom; measured serving records excepted)."),
+    results: Optional[list[Path]] = typer.Option(None, "--results", "-r",
+                                                 help="Run directories from 'effbench run' (or their results.jsonl): --results A "
+                                                      "B, or --results A --results B. Optional with --model arch:NAME.",
+                                                 show_default=False),
+    more_results: Optional[list[Path]] = typer.Argument(None, help="More run directories (so '--results A B' reads both).",
+                                                        show_default=False, metavar="[DIR]..."),
+    run_hardware: Optional[str] = typer.Option(None, "--run-hardware",
+                                               help="The profile (id or YAML) that results storing no hardware profile ran on "
+                                                    "(runs from effbench < 0.2).", show_default=False),
+    target_tokens_per_s: Optional[float] = typer.Option(None, "--target-tokens-per-s", help="Output tokens per second to serve.",
+                                                        show_default=False),
+    target_requests_per_s: Optional[float] = typer.Option(None, "--target-requests-per-s",
+                                                          help="Requests per second to serve (with --prompt-tokens and "
+                                                               "--output-tokens).", show_default=False),
+    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens",
+                                                help="Prompt length of a request, in tokens (requests form).", show_default=False),
+    output_tokens: Optional[int] = typer.Option(None, "--output-tokens",
+                                                help="Output length of a request, in tokens (requests form).", show_default=False),
+    max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms",
+                                                help="Drop options whose time to first token exceeds this.", show_default=False),
+    max_tpot_ms: Optional[float] = typer.Option(None, "--max-tpot-ms",
+                                                help="Drop options whose time per output token exceeds this.", show_default=False),
+    hardware: Optional[list[str]] = typer.Option(None, "--hardware",
+                                                 help="Only these profile ids, comma-separated (default: all).",
+                                                 show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Only records of this model id; arch:NAME also sizes GPUs nobody measured "
+                                             "(reference data, then the fitted projection).", show_default=False),
+    workload: Optional[str] = typer.Option(None, "--workload",
+                                           help="Request shape of a tokens/s target for reference/projected options: "
+                                                "lm-arena-chat (default), gpqa, sourcegraph-fim.", show_default=False),
+    max_ppl_rise: float = typer.Option(10.0, "--max-ppl-rise",
+                                       help="Exclude schemes whose perplexity rises more than this many percent over the "
+                                            "unquantized baseline."),
+    show_flagged: bool = typer.Option(False, "--show-flagged",
+                                      help="Keep quality-flagged schemes, marked, instead of excluding them."),
+    max_utilisation: float = typer.Option(0.8, "--max-utilisation",
+                                          help="Load each replica to at most this share of its capacity (queueing headroom; "
+                                               "measured serving records excepted)."),
     redundancy: Optional[str] = typer.Option(None, "--redundancy", help="Spare replicas: N+k (e.g. N+1).", show_default=False),
-    project_from_cpu: bool = typer.Option(False, "--project-from-cpu", help="Also project CPU runs to GPUs (roofline scaling, wide band; off by default)."),
-    price: Optional[list[str]] = typer.Option(None, "--price", help="Price override ID=USD_PER_HOUR (repeatable or comma-separated).", show_default=False),
+    project_from_cpu: bool = typer.Option(False, "--project-from-cpu",
+                                          help="Also project CPU runs to GPUs (roofline scaling, wide band; off by default)."),
+    price: Optional[list[str]] = typer.Option(None, "--price",
+                                              help="Price override ID=USD_PER_HOUR (repeatable or comma-separated).",
+                                              show_default=False),
     hours_per_month: float = typer.Option(HOURS_PER_MONTH, "--hours-per-month", help="Hours billed per month."),
-    grid_intensity: Optional[float] = typer.Option(None, "--grid-intensity", help="Grid carbon intensity, gCO2e/kWh (default: world average).", show_default=False),
-    region: Optional[str] = typer.Option(None, "--region", help="Grid region for carbon intensity (needs effbench.analysis.carbon).", show_default=False),
+    grid_intensity: Optional[float] = typer.Option(None, "--grid-intensity",
+                                                   help="Grid carbon intensity, gCO2e/kWh (default: world average).",
+                                                   show_default=False),
+    region: Optional[str] = typer.Option(None, "--region",
+                                         help="Grid region for carbon intensity (needs effbench.analysis.carbon).",
+                                         show_default=False),
     no_projections: bool = typer.Option(False, "--no-projections", help="Only measured hardware."),
     top: int = typer.Option(25, "--top", help="Rows shown in the terminal table (JSON and CSV have all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -144,7 +180,8 @@ def plan_command(
     g, source = _grid(region, grid_intensity)
     if not (max_ppl_rise >= 0):
         raise EffbenchError(f"--max-ppl-rise must be a percentage >= 0 (got {max_ppl_rise:g})")
-    req = PlanRequest(demand, max_ttft_ms, max_tpot_ms, comma_items(hardware) or None, parse_price_options(price or []), hours_per_month,
+    req = PlanRequest(demand, max_ttft_ms, max_tpot_ms, comma_items(hardware) or None, parse_price_options(price or []),
+                      hours_per_month,
                       g, source, model, not no_projections, project_from_cpu=project_from_cpu, max_ppl_rise=max_ppl_rise / 100,
                       show_flagged=show_flagged, max_utilisation=max_utilisation, redundancy=parse_redundancy(redundancy),
                       workload=workload)
@@ -183,8 +220,10 @@ def _print(result: Plan, source: str, top: int) -> None:
         if len(result.options) > top:
             out.print(f"{len(result.options) - top} more option(s): --top N, --json or --csv", style="dim")
     spares = f" + {result.redundancy} spare(s) (N+{result.redundancy})" if result.redundancy else ""
-    out.print(cell(f"replicas: the load at <= {result.max_utilisation:.0%} of capacity{spares}; '!' after $/month: price older than "
-                   f"180 days. Grid intensity: {source}. Energy: every replica at full load (an upper bound). kWh, CO2e, spot prices, "
+    out.print(cell(f"replicas: the load at <= {result.max_utilisation:.0%} of capacity{spares}; '!' after $/month: price older "
+                   "than "
+                   f"180 days. Grid intensity: {source}. Energy: every replica at full load (an upper bound). kWh, CO2e, spot "
+                   "prices, "
                    "bands and sources: --json or --csv."), style="dim")
     excluded = [e for e in result.excluded if e not in result.warnings]  # a warning is said once
     for e in excluded[:10]:

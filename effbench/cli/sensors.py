@@ -93,12 +93,17 @@ def _check_accuracy(accuracy: Optional[float]) -> None:
 
 @sensors_app.command("integrate")
 def integrate_cmd(
-    trace: Path = typer.Argument(..., help="Power trace CSV: nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms N, or timestamp,watts."),
-    start: Optional[str] = typer.Option(None, "--start", help="Window start: ISO-8601 or epoch seconds (default: the trace's first sample)."),
-    end: Optional[str] = typer.Option(None, "--end", help="Window end: ISO-8601 or epoch seconds (default: the trace's last sample)."),
+    trace: Path = typer.Argument(...,
+                                 help="Power trace CSV: nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms N, "
+                                      "or timestamp,watts."),
+    start: Optional[str] = typer.Option(None, "--start",
+                                        help="Window start: ISO-8601 or epoch seconds (default: the trace's first sample)."),
+    end: Optional[str] = typer.Option(None, "--end",
+                                      help="Window end: ISO-8601 or epoch seconds (default: the trace's last sample)."),
     gpu: Optional[int] = typer.Option(None, "--gpu", help="Only this GPU index of an nvidia-smi trace (default: all, summed)."),
     gpu_model: Optional[str] = _GPU_MODEL_OPTION,
-    accuracy: Optional[float] = typer.Option(None, "--accuracy", help="The meter's stated relative accuracy bound, e.g. 0.01 for ±1%."),
+    accuracy: Optional[float] = typer.Option(None, "--accuracy",
+                                             help="The meter's stated relative accuracy bound, e.g. 0.01 for ±1%."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Integrate a recorded power trace over a window: joules with a 95% interval, mean watts,
@@ -157,7 +162,9 @@ def attach_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'effbench run'."),
     trace: Path = typer.Argument(..., help="Power trace CSV recorded during the run (same formats as 'integrate')."),
     gpu: Optional[int] = typer.Option(None, "--gpu", help="Only this GPU index of an nvidia-smi trace (default: all, summed)."),
-    accuracy: Optional[float] = typer.Option(None, "--accuracy", help="The meter's stated relative accuracy bound, e.g. 0.01 for ±1% (nvidia-smi traces: the GPU generation's, where NVIDIA states one)."),
+    accuracy: Optional[float] = typer.Option(None, "--accuracy",
+                                             help="The meter's stated relative accuracy bound, e.g. 0.01 for ±1% (nvidia-smi "
+                                                  "traces: the GPU generation's, where NVIDIA states one)."),
     gpu_model: Optional[str] = _GPU_MODEL_OPTION,
 ) -> None:
     """Recompute every record's energy of a finished run from a power trace, over its own windows."""

@@ -140,7 +140,8 @@ def _validation_message(e: ValidationError) -> str:
 
 def profile_from_dict(data: Any, origin: str) -> HardwareProfile:
     if not isinstance(data, dict):
-        raise EffbenchError(f"hardware profile '{origin}' must be a YAML mapping of keys (id, name, ...), not {type(data).__name__}")
+        raise EffbenchError(f"hardware profile '{origin}' must be a YAML mapping of keys (id, name, ...), not "
+                            f"{type(data).__name__}")
     try:
         return HardwareProfile.model_validate({**data, "origin": origin})
     except ValidationError as e:
@@ -202,7 +203,8 @@ def parse_price_options(values: Iterable[str]) -> dict[str, PriceOverride]:
             except ValueError:
                 price = -1.0
             if not sep or not pid.strip() or not math.isfinite(price) or price < 0:
-                raise EffbenchError(f"--price '{item}' is not ID=USD_PER_HOUR with a finite price >= 0 (e.g. --price h100-sxm=2.10)")
+                raise EffbenchError(f"--price '{item}' is not ID=USD_PER_HOUR with a finite price >= 0 (e.g. --price "
+                                    "h100-sxm=2.10)")
             out[pid.strip()] = PriceOverride(price_per_hour_usd=price, price_source="command line (--price)")
     return out
 

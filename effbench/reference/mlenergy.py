@@ -132,7 +132,8 @@ def extract(src: str | Path) -> dict[str, Any]:
             try:
                 points.append(asdict(_point(model, c)))
             except (KeyError, TypeError, ValueError) as e:
-                raise EffbenchError(f"reference data file '{f}': a configuration lacks {e}; is this the leaderboard's public/data?") from None
+                raise EffbenchError(f"reference data file '{f}': a configuration lacks {e}; is this the leaderboard's "
+                                    "public/data?") from None
     if not points:
         raise EffbenchError(f"no LLM configurations found under '{folder}' (expected models/<org>__<model>__<task>.json)")
     return {"source": SOURCE, "citation": CITATION, "tasks": list(TASKS), "points": points}

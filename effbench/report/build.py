@@ -287,7 +287,8 @@ def comparison_section(rows: Sequence[Row], out: Path, skipped: list[str]) -> Op
                     Cell(size_in(max((r.peak_memory_bytes or 0) for r in these) or None, unit), numeric=True),
                     Cell("quality flagged" if any(r.quality_flagged for r in these) else ""),
                 ])
-        sub.add(Table(["hardware", "scheme", "best decode tok/s", "at batch", "best tok/J", "at batch", f"peak mem {unit}", "flags"],
+        sub.add(Table(["hardware", "scheme", "best decode tok/s", "at batch", "best tok/J", "at batch", f"peak mem {unit}",
+                       "flags"],
                       cells, "Per scheme, so a quality-flagged scheme's best is its own and marked; ~ marks ESTIMATED energy."))
         found = plots.hardware_plots([r for r in ok if r.model == m], m, out / PLOT_DIR, slug(m))
         skipped += [f"{p.title}: {p.note}" for p in found if not p.file]
@@ -338,7 +339,8 @@ def overview_section(sources: Sequence[RunSource], rows: Sequence[Row]) -> Secti
             Cell(str(len(flagged)), numeric=True),
         ])
     if highlights:
-        s.add(Table(["hardware", "model", "best decode tok/s [95% CI]", "best tok/J [95% interval]", "quality-flagged rows excluded"],
+        s.add(Table(["hardware", "model", "best decode tok/s [95% CI]", "best tok/J [95% interval]",
+                     "quality-flagged rows excluded"],
                     highlights, "Best figures come only from rows whose quality is not flagged (perplexity rise above the "
                     "sweep's threshold); ~ marks ESTIMATED energy."))
     s.add(Paragraph("For publication: results.csv (every field of every configuration), results.tex (booktabs "

@@ -119,8 +119,10 @@ def _energy_statement(rows: Sequence[Row], sensor: dict, sampling: str = "") -> 
     statuses = {r.energy_status for r in rows}
     text = ""
     if "estimated" in statuses:
-        text += (f"Energy was ESTIMATED, not measured ({'; '.join(collapse_texts(r.energy_basis for r in rows if r.estimated))}), "
-                 f"with a relative 95% uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
+        text += ("Energy was ESTIMATED, not measured "
+                 f"({'; '.join(collapse_texts(r.energy_basis for r in rows if r.estimated))}), "
+                 "with a relative 95% uncertainty of "
+                 f"{_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
     if "measured" in statuses:
         text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}{sampling}), with a relative 95% "
                  f"uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)} "
@@ -331,7 +333,8 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
     text = (
         f"We measured {_join(r.model for r in rows)} ({_join(r.scheme for r in rows)}; batch sizes "
         f"{_join(sorted({r.batch_size for r in rows}))}; {_join(sorted({r.prompt_tokens for r in rows}))} prompt tokens, "
-        f"{_join(sorted({r.new_tokens for r in rows}))} generated tokens) with effbench {env.get('effbench_version', 'of unknown version')}"
+        f"{_join(sorted({r.new_tokens for r in rows}))} generated tokens) with effbench "
+        f"{env.get('effbench_version', 'of unknown version')}"
         f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}, "
         f"{threads_text(rows, env)}. "
         f"Timing used {_repeats_rule(cfg)}; the configurations took {_span(n, lambda v: f'{v:.0f}')} repeats, with CI95 "

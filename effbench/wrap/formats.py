@@ -243,7 +243,8 @@ def _aiperf_siblings(path: Path) -> tuple[Optional[Path], Optional[Path]]:
     """(records .jsonl, summary .json) of one AIPerf export, given either."""
     if path.suffix == ".jsonl":
         stem = path.name[: -len(".jsonl")]
-        return path, next((p for p in (path.with_name(f"{stem}_aiperf.json"), path.with_name(f"{stem}.json")) if p.is_file()), None)
+        return path, next((p for p in (path.with_name(f"{stem}_aiperf.json"), path.with_name(f"{stem}.json")) if p.is_file()),
+                          None)
     stem = path.name[: -len(".json")].removesuffix("_aiperf")
     records = path.with_name(f"{stem}.jsonl")
     return (records if records.is_file() else None), path

@@ -64,7 +64,8 @@ def test_flags_short_windows_low_coverage_and_failed_sensors():
 
 
 def test_an_unavailable_window_makes_the_record_unavailable_with_the_reason():
-    bad = WindowResult(1.0, 1, EnergyReading("unavailable", "nvml", 1.0, error="NVML energy counter failed mid-window"), False, T0, T0 + 1)
+    bad = WindowResult(1.0, 1, EnergyReading("unavailable", "nvml", 1.0, error="NVML energy counter failed mid-window"), False,
+                       T0, T0 + 1)
     e = energy_section(_loop([], [_win(T0, 1.0, 1, 100.0), bad]), None)
     assert e.status == "unavailable" and e.joules_total is None and "failed mid-window" in e.basis
 

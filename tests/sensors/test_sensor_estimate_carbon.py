@@ -83,14 +83,17 @@ def fake_carbon_data(tmp_path, monkeypatch, fresh_carbon_data) -> Path:
             "FRA": {"country_name": "France", "carbon_intensity": 51.5, "year": 2023},
             "USA": {"country_name": "United States", "carbon_intensity": 380.0, "year": 2023},
         },
-        "private_infra/nordic_emissions.json": {"data": {"SE3": {"emission_factor": 26.5, "description": "Sweden zone 3", "year": 2025}}},
-        "private_infra/2023/usa_emissions.json": {"_source": {"name": "test eGRID"}, "california": {"emissions": 400.0, "regionCode": "CA"}},
+        "private_infra/nordic_emissions.json": {"data": {"SE3": {"emission_factor": 26.5, "description": "Sweden zone 3",
+                                                                 "year": 2025}}},
+        "private_infra/2023/usa_emissions.json": {"_source": {"name": "test eGRID"}, "california": {"emissions": 400.0,
+                                                                                                    "regionCode": "CA"}},
     }
     for rel, data in files.items():
         (d / rel).parent.mkdir(parents=True, exist_ok=True)
         (d / rel).write_text(json.dumps(data))
     (d / "cloud").mkdir()
-    (d / "cloud" / "impact.csv").write_text("provider,providerName,region,impact,source\ngcp,Google Cloud Platform,europe-west1,123,test\n")
+    (d / "cloud" / "impact.csv").write_text("provider,providerName,region,impact,source\ngcp,Google Cloud "
+                                            "Platform,europe-west1,123,test\n")
     tab = tmp_path / "zone1970.tab"
     tab.write_text("# comment\nFR,MC\t+4852+00220\tEurope/Paris\nXX\t+0000+00000\tAtlantis/Capital\n")
     monkeypatch.setattr(carbon, "_data_dir", lambda: d)

@@ -152,7 +152,8 @@ def test_worker_records_the_settings_in_force_and_other_processes():
     assert info.power_limit_w == 300.0 and info.requested_power_limit_w == 300.0 and gpu.power_limit_w == 300.0
     assert info.other_processes == [{"gpu": "gpu:0", "pid": 99999, "used_memory_bytes": 1 << 30}]
     rec = Record(run_id="r", config_id=p.config_id, model=ModelInfo(id="m"), backend=BackendInfo(name="b"),
-                 quantization=QuantizationInfo(scheme="bf16"), workload=WorkloadInfo(batch_size=1, prompt_tokens=1, new_tokens=1, prompt_set="en"))
+                 quantization=QuantizationInfo(scheme="bf16"), workload=WorkloadInfo(batch_size=1, prompt_tokens=1, new_tokens=1,
+                                                                                     prompt_set="en"))
     worker.finish(p, rec, info)
     out = events[-1][1]
     assert out["gpu"]["power_limit_w"] == 300.0 and out["stats"]["interference"] is True
