@@ -5,16 +5,17 @@ tokens/s. Run under `flock /tmp/effbench-cpu.lock` on a shared machine.
 Usage: python benchmarks/llamacpp_overhead.py [OUT.json]
 """
 import json
-import sys
 import statistics as st
+import sys
 import time
 
 import llama_cpp
 import numpy as np
 
-from effbench.models import bundled_gguf_path, load_prompt_set, resolve_model
 from effbench.backends.llamacpp import LlamaCppBackend
+from effbench.models import bundled_gguf_path, load_prompt_set, resolve_model
 from effbench.quant import get_scheme
+
 P, N = 32, 16
 be = LlamaCppBackend(); be.load(resolve_model("smollm2-135m"), get_scheme("gguf-q4_1"), "cpu", 1, 0)
 batch = be.prepare(load_prompt_set("en"), 1, P, N)

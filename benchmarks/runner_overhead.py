@@ -22,8 +22,8 @@ import json
 import statistics
 import tempfile
 import time
-from datetime import datetime, timezone
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from benchmarks.common import results_dir, write_json

@@ -2,9 +2,8 @@
 this process, its finished children and a serving engine's processes as the workload)."""
 from __future__ import annotations
 
-from typing import Iterable
-
 import os
+from typing import Iterable
 
 import psutil
 

@@ -5,13 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
-
-
-
-
 
 
 @pytest.mark.parametrize("args, needles", [
@@ -91,11 +86,11 @@ def test_unreachable_hub_id_fails_fast_with_one_line(tmp_path):
 def test_run_says_how_far_short_of_the_target_a_noisy_configuration_ended(tmp_path, stand_in, model_dir):
     """Repeats that spread too much for the target within the caps: the table's note says so and one
     line says how many repeats (and how long) the target would take at that spread."""
+    from conftest import FAST, FakeBackend, tiny_config
+
     import effbench
     from effbench.cli.run import summary_table, target_hint
     from effbench.stats import repeats_for_target
-
-    from conftest import FAST, FakeBackend, tiny_config
 
     stand_in(lambda: FakeBackend(timing=FAST, jitter=[1.0, 1.6, 0.7, 1.5] * 20))
     run = effbench.run(tiny_config(model_dir, tmp_path / "out", repeats=None, min_repeats=3, max_repeats=4, ci_target=0.01))

@@ -5,14 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_effbench as effbench
 
 from effbench.analysis.compare import compare_records, load_side
-from effbench.stats import t95, welch, welch_p
 from effbench.errors import EffbenchError
 from effbench.results.schema import Record
 from effbench.results.store import read_run_dir
+from effbench.stats import t95, welch, welch_p
 
 RUN = Path(__file__).parent / "data" / "r1_cpu_fp32"
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import FAST, FakeBackend, tiny_config
 
 from effbench.errors import EffbenchError
 from effbench.measure import fit
@@ -24,8 +25,6 @@ from effbench.results.store import RunStore
 from effbench.sensors.trace import integrate_trace, load_trace
 from effbench.sweep import run_sweep
 from effbench.sweep.baseline import Baselines
-
-from conftest import FAST, FakeBackend, tiny_config
 
 HUGE = 10**12
 FITS_NOWHERE = re.compile(r"^does not fit: needs \d+\.\d GiB, the device has \d+\.\d GiB")

@@ -5,16 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
+import yaml
 from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
-import yaml
 
 import effbench.hardware.cpu as cpu_mod
 from effbench.errors import EffbenchError
 from effbench.hardware import (
-    Detected, get_profile, load_profile_file, match_profile, parse_price_options, profile_for,
-    profiles, resolve_profile_id,
+    Detected,
+    get_profile,
+    load_profile_file,
+    match_profile,
+    parse_price_options,
+    profile_for,
+    profiles,
+    resolve_profile_id,
 )
 from effbench.hardware.catalog import shipped_dir, user_dir
 

@@ -11,12 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FAST, FakeBackend, assert_one_line_error, run_effbench, tiny_config
 
 from effbench.errors import EffbenchError
 from effbench.sweep import run_sweep
-
-from conftest import FAST, FakeBackend, assert_one_line_error, run_effbench, tiny_config
-
 
 
 class _DyingBackend(FakeBackend):

@@ -4,15 +4,14 @@ from __future__ import annotations
 import sys
 
 import pytest
+from conftest import ConstantPowerSensor, FakeBackend, Timing
 
 from effbench.measure import loop
+from effbench.measure.energy import energy_section
 from effbench.measure.host import Interference
 from effbench.measure.loop import PREFILL_ENERGY_REPEATS, RepeatPolicy, Workload, run_loop
-from effbench.measure.energy import energy_section
 from effbench.measure.summary import stats_section, throughput_section
 from effbench.sensors.base import NullSensor
-
-from conftest import ConstantPowerSensor, FakeBackend, Timing
 
 B, P, N = 4, 16, 8
 

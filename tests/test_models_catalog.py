@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_effbench as effbench
+
 from effbench.hardware import profiles
 from effbench.models import arch
 

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
+import yaml
 from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
-import yaml
 
 from effbench.errors import EffbenchError
 from effbench.hardware import parse_price_options

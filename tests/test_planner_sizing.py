@@ -9,11 +9,14 @@ import json
 from datetime import date
 
 import pytest
-
 from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
-from test_planner import RUN, record, request  # noqa: F401  (the autouse test GPUs come with it)
-from test_planner import test_gpus  # noqa: F401
+from test_planner import (  # noqa: F401  (the autouse test GPUs come with it)
+    RUN,
+    record,
+    request,
+    test_gpus,
+)
 
 from effbench.errors import EffbenchError
 from effbench.hardware import parse_price_options
@@ -84,8 +87,9 @@ CPU_RECORD = {"hardware": {"profile": "cpu-test", "detected_name": "Test CPU"}, 
 
 @pytest.fixture
 def cpu_profile():
-    from effbench.hardware.catalog import user_dir
     import yaml
+
+    from effbench.hardware.catalog import user_dir
 
     (user_dir() / "cpu-test.yaml").write_text(yaml.safe_dump({"id": "cpu-test", "name": "Test CPU", "vendor": "t", "kind": "cpu",
                                                               "memory_gb": 64, "memory_bandwidth_gbps": 50, "tdp_w": 100}))

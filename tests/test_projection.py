@@ -7,9 +7,9 @@ import json
 import math
 
 import pytest
-
 from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
+
 from effbench.analysis import projection as pj
 from effbench.analysis.stepshape import StepShape, from_config, shipped
 from effbench.errors import EffbenchError

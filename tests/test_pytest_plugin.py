@@ -203,8 +203,7 @@ def test_effbench_model_copies_record_figures(pytester: pytest.Pytester, monkeyp
     from types import SimpleNamespace
 
     import effbench
-    from effbench.results.schema import (BackendInfo, Energy, ModelInfo, QuantizationInfo, Record,
-                                         Throughput, WorkloadInfo)
+    from effbench.results.schema import BackendInfo, Energy, ModelInfo, QuantizationInfo, Record, Throughput, WorkloadInfo
 
     seen: list[dict] = []
 

@@ -1,7 +1,6 @@
 """The scheme registry and each CPU scheme applied to a tiny random Llama (no download, seconds)."""
 from __future__ import annotations
 
-
 import pytest
 
 from effbench.errors import ConfigError

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
+
 from effbench.errors import EffbenchError
 from effbench.reference import CITATION, find, points, records_for, to_record, workload
 from effbench.reference.mlenergy import extract

@@ -16,11 +16,10 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from effbench.report import write_report  # noqa: E402
-from effbench.report.export import csv_cell, latex_escape  # noqa: E402
-from effbench.report.markdown import escape as md_escape  # noqa: E402
-from effbench.report.model import (METRICS, Row, collapse_texts, load_sources, pareto_front,  # noqa: E402
-                                   tidy)
+from effbench.report import write_report
+from effbench.report.export import csv_cell, latex_escape
+from effbench.report.markdown import escape as md_escape
+from effbench.report.model import METRICS, Row, collapse_texts, load_sources, pareto_front, tidy
 
 REAL_RUN = Path(__file__).parent / "data" / "report_run"
 SCRIPT = "<script>alert(1)</script>"

@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from effbench.report import write_report  # noqa: E402
+from effbench.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [ROOT / "benchmarks" / "results" / "amd-epyc" / "cpu-sweep-20261123-220246",

@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-import effbench  # noqa: E402
-from effbench.report import write_report  # noqa: E402
-from effbench.report.model import load_sources, tidy  # noqa: E402
+import effbench
+from effbench.report import write_report
+from effbench.report.model import load_sources, tidy
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE_THREAD = ROOT / "benchmarks" / "results" / "amd-epyc" / "cpu-sweep-20261123-220246"

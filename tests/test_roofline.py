@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +11,6 @@ from effbench.analysis.roofline import achieved_fraction, decode_bound_tokens_pe
 from effbench.hardware import HardwareProfile, get_profile
 from effbench.results.schema import Record
 from effbench.results.store import read_run_dir
-
-from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
 

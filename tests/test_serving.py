@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import assert_one_line_error, run_effbench
+
 from effbench.registry import importable
 from effbench.scenarios.serving.client import Client, Request, Result
 from effbench.scenarios.serving.engines import free_port

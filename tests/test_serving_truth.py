@@ -8,8 +8,8 @@ import math
 import time
 
 import pytest
-
 from conftest import ConstantPowerSensor, assert_one_line_error, run_effbench
+
 from effbench.scenarios.serving.capacity import Trial, search
 from effbench.scenarios.serving.client import Client, Request
 from effbench.scenarios.serving.load import Load, arrival_offsets, run_point

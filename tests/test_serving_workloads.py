@@ -7,8 +7,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import assert_one_line_error, run_effbench
+
 from effbench.errors import EffbenchError
 from effbench.scenarios.serving import lengths
 from effbench.scenarios.serving.stub import StubBehaviour, StubServer

@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FAST, FakeBackend
+from conftest import tiny_config as config
 
 from effbench.errors import EffbenchError
 from effbench.results.store import RunStore
 from effbench.sweep import SweepObserver, run_sweep
-
-from conftest import FAST, FakeBackend
-from conftest import tiny_config as config
 
 TESTS_DIR = Path(__file__).parent
 

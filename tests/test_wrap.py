@@ -16,12 +16,12 @@ import pytest
 
 import effbench.sensors
 from effbench.cli import main
+from effbench.measure.attribution import attribute
+from effbench.measure.timeline import Segment, integrate, read_timeline
 from effbench.results.store import read_run_dir
 from effbench.scenarios.serving.client import Result
 from effbench.sensors.base import EnergyReading, EnergySensor, SensorInfo, Window
-from effbench.measure.attribution import attribute
 from effbench.wrap.formats import ResultsError, detect, read_results
-from effbench.measure.timeline import Segment, integrate, read_timeline
 from tests.conftest import assert_one_line_error
 from tests.wrap_tool import GAP, LIFE, OUTPUT, TTFT
 

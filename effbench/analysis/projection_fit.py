@@ -21,9 +21,20 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from scipy.optimize import least_squares, lsq_linear  # type: ignore[import-untyped]
 
-from effbench.analysis.projection import (CONTEXT_OUTPUT_SHARE, CPU_FEATURES, FEATURES, TASK_CONTEXT_OUTPUT_SHARE, QUANTILES,
-                                          Config, Fit, features, kv_capacity,
-                                          poisson_quantile, predict, step_times)
+from effbench.analysis.projection import (
+    CONTEXT_OUTPUT_SHARE,
+    CPU_FEATURES,
+    FEATURES,
+    QUANTILES,
+    TASK_CONTEXT_OUTPUT_SHARE,
+    Config,
+    Fit,
+    features,
+    kv_capacity,
+    poisson_quantile,
+    predict,
+    step_times,
+)
 from effbench.analysis.stepshape import shipped as shipped_shape
 
 METRICS = ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token", "power_w", "effective_batch")

@@ -10,9 +10,9 @@ from typing import Any, Optional
 from effbench.backends.base import Backend, LoadedModel, OutputSize
 from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError, first_line
 from effbench.models import ModelSpec, PromptSet, build_token_rows
-from effbench.models.hf import quiet_transformers
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, RandomTokenizer, load_random
 from effbench.models.gguf_cache import cached_checkpoint
+from effbench.models.hf import quiet_transformers
 from effbench.models.kv import kv_bytes_per_token
 from effbench.quant import DTYPE_WEIGHTS, IN_PLACE, LOAD_TIME, Scheme
 

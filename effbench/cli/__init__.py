@@ -93,7 +93,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; every finished configuration is kept: rerun with --resume and the same --out to continue", 130)
-    except Exception as e:  # noqa: BLE001 - never a traceback for users
+    except Exception as e:  # never a traceback for users (re-raised only with --debug)
         if debug:
             raise
         _fail(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback, and please report it)", 1)

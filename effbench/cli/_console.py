@@ -10,6 +10,7 @@ from rich.text import Text
 
 from effbench.report.document import size as fmt_bytes  # noqa: F401  (one byte formatter for tables and reports)
 
+
 def _console(stderr: bool) -> Console:
     c = Console(stderr=stderr, highlight=False)
     if not c.is_terminal:  # pipes and CI logs: do not squeeze tables into 80 columns

@@ -170,7 +170,8 @@ def plan_command(
     labelled 'projected'."""
     from effbench.errors import EffbenchError, NoAnswer
     from effbench.hardware import parse_price_options
-    from effbench.planner import Demand, PlanRequest, grid_intensity as _grid, load_runs, parse_redundancy, plan
+    from effbench.planner import Demand, PlanRequest, load_runs, parse_redundancy, plan
+    from effbench.planner import grid_intensity as _grid
 
     if as_json and as_csv:
         raise EffbenchError("choose one of --json and --csv")

@@ -8,13 +8,25 @@ from ``stored_profiles(run_json)``, the profile the sweep wrote into run.json).
 """
 from __future__ import annotations
 
+from effbench.hardware.catalog import (
+    HardwareProfile,
+    PeakTflops,
+    PriceOverride,
+    load_price_file,
+    load_profile_file,
+    parse_price_options,
+    profiles,
+)
 from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
 from effbench.hardware.detection import (
-    Detected, detect, get_profile, known_ids, match_profile, profile_for, resolve_profile_id, stored_profiles,
-)
-from effbench.hardware.catalog import (
-    HardwareProfile, PeakTflops, PriceOverride, load_price_file, load_profile_file, parse_price_options,
-    profiles,
+    Detected,
+    detect,
+    get_profile,
+    known_ids,
+    match_profile,
+    profile_for,
+    resolve_profile_id,
+    stored_profiles,
 )
 
 __all__ = [

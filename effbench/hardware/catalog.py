@@ -9,8 +9,8 @@ Where profiles come from, later ones replacing earlier ones with the same id:
 from __future__ import annotations
 
 import difflib
-import math
 import importlib.resources
+import math
 import os
 import re
 from pathlib import Path

@@ -15,9 +15,9 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from effbench.measure.timeline import Segment
 from effbench.scenarios.serving.client import Result
 from effbench.stats import QUANTILES, percentile, percentile_ci95
-from effbench.measure.timeline import Segment
 
 RULE = ("each power-timeline segment's energy to the requests in flight by their share of the tokens processed "
         "in it: computed prefill tokens over send-to-first-token, output tokens over their chunk spans; cached "

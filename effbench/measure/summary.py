@@ -8,8 +8,8 @@ from __future__ import annotations
 import statistics
 from typing import Optional
 
-from effbench.measure.host import INTERFERENCE_CPU_FRAC, Interference
 from effbench.measure.energy import _per_call
+from effbench.measure.host import INTERFERENCE_CPU_FRAC, Interference
 from effbench.measure.loop import LoopResult, ci95_rel
 from effbench.results.schema import Latency, Stats, Throughput
 from effbench.stats import distribution_ms, spread_cv

@@ -11,8 +11,18 @@ from statistics import median
 from typing import Optional
 
 from effbench.reference.mlenergy import CITATION, SOURCE, SOURCE_ID, TASKS, ReferencePoint, find, points
-from effbench.results.schema import (BackendInfo, Energy, HardwareInfo, Latency, ModelInfo, QuantizationInfo, Record,
-                                     ServingInfo, Throughput, WorkloadInfo)
+from effbench.results.schema import (
+    BackendInfo,
+    Energy,
+    HardwareInfo,
+    Latency,
+    ModelInfo,
+    QuantizationInfo,
+    Record,
+    ServingInfo,
+    Throughput,
+    WorkloadInfo,
+)
 
 __all__ = ["CITATION", "SOURCE", "SOURCE_ID", "TASKS", "ReferencePoint", "Workload", "find", "points", "to_record",
            "workload", "records_for"]

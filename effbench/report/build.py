@@ -10,11 +10,24 @@ from typing import Callable, Optional, Sequence
 
 from effbench.errors import EffbenchError
 from effbench.report import export, html, markdown, plots, summary
-from effbench.report.document import (Cell, Document, Image, Note, Paragraph, Section, Table, num, pct,
-                                      size_in, size_unit, slug)
+from effbench.report.document import Cell, Document, Image, Note, Paragraph, Section, Table, num, pct, size_in, size_unit, slug
 from effbench.report.methodology import methodology_section
-from effbench.report.model import (METRICS, Group, Row, RunSource, best, collapse_texts, error_rows, group_rows, hardware_names,
-                                   load_sources, ok_rows, profile_lookup, row_flags, tidy)
+from effbench.report.model import (
+    METRICS,
+    Group,
+    Row,
+    RunSource,
+    best,
+    collapse_texts,
+    error_rows,
+    group_rows,
+    hardware_names,
+    load_sources,
+    ok_rows,
+    profile_lookup,
+    row_flags,
+    tidy,
+)
 
 PLOT_DIR = "plots"
 

@@ -8,8 +8,7 @@ import html
 from pathlib import Path
 
 from effbench.report import templates
-from effbench.report.document import (Block, Bullets, Cell, Code, Document, Facts, Image, Note, Paragraph,
-                                      Section, Table)
+from effbench.report.document import Block, Bullets, Cell, Code, Document, Facts, Image, Note, Paragraph, Section, Table
 
 
 def esc(text: object) -> str:

@@ -6,8 +6,7 @@ import html
 import re
 
 from effbench.report import templates
-from effbench.report.document import (Block, Bullets, Cell, Code, Document, Facts, Image, Note, Paragraph,
-                                      Section, Table)
+from effbench.report.document import Block, Bullets, Cell, Code, Document, Facts, Image, Note, Paragraph, Section, Table
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#!{}])")
 ESTIMATED_MARK = "~"

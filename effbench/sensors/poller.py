@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from effbench.sensors.base import (
-    ASSUMED_DUTY, EnergyReading, EnergyStatus, Window, edge_error_rel, observed_reading, sampling_error_rel,
+    ASSUMED_DUTY,
+    EnergyReading,
+    EnergyStatus,
+    Window,
+    edge_error_rel,
+    observed_reading,
+    sampling_error_rel,
     unavailable_reading,
 )
 from effbench.sensors.integrate import Integral, integrate

@@ -3,16 +3,16 @@ import json
 
 import pytest
 
+from effbench.backends.base import OutputSize
+from effbench.measure.attach import BACKUP_FILE, attach_trace
 from effbench.measure.energy import energy_section
 from effbench.measure.loop import LoopResult, WindowResult, Workload
-from effbench.backends.base import OutputSize
-from effbench.results.schema import Energy, ModelInfo, BackendInfo, QuantizationInfo, Record, WorkloadInfo
+from effbench.results.schema import BackendInfo, Energy, ModelInfo, QuantizationInfo, Record, WorkloadInfo
 from effbench.results.store import RunStore
-from effbench.measure.attach import BACKUP_FILE, attach_trace
 from effbench.sensors.base import EnergyReading
-from effbench.stats import t95
 from effbench.sensors.simulated import Constant, Pulses, nvidia_smi_csv
 from effbench.sensors.trace import load_trace
+from effbench.stats import t95
 
 B, N = 2, 8
 T0 = 1_800_000_000.0
@@ -128,7 +128,8 @@ def test_attach_counts_records_that_become_unavailable(tmp_path):
     store, trace = _attach_setup(tmp_path, trace_s=14.0)  # ends during the first window; later ones have no samples
     report = attach_trace(store.path, trace)
     assert report.updated == 1 and report.unavailable == 1
-    import subprocess, sys
+    import subprocess
+    import sys
 
     store, trace = _attach_setup(tmp_path / "cli", trace_s=14.0)
     r = subprocess.run([sys.executable, "-m", "effbench", "sensors", "attach", str(store.path), trace.path],

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import nvml_sensor, run_window
 
 from effbench.measure.energy import section
 from effbench.measure.loop import WindowResult
@@ -18,12 +19,19 @@ from effbench.sensors.base import EnergyReading
 from effbench.sensors.generations import generation_of
 from effbench.sensors.rapl import RaplSensor
 from effbench.sensors.simulated import (
-    Constant, FakeGpu, FakeMig, FakeNvml, FakePowercap, FakeProcess, FakeZone, SimClock, random_bursts, spiky,
+    Constant,
+    FakeGpu,
+    FakeMig,
+    FakeNvml,
+    FakePowercap,
+    FakeProcess,
+    FakeZone,
+    SimClock,
+    random_bursts,
+    spiky,
 )
 from effbench.sensors.trace import integrate_trace, load_trace
 from effbench.stats import t95
-
-from helpers import nvml_sensor, run_window
 
 H100 = "NVIDIA H100 80GB HBM3"
 A100 = "NVIDIA A100-SXM4-80GB"

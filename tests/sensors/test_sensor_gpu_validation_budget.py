@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import nvml_sensor
+
 from benchmarks.gpu_validation.suite import BUDGET_PARTS, Progress, measure_idle_power, plan_budget
 from effbench.sensors.simulated import Constant, FakeGpu, SimClock
-
-from helpers import nvml_sensor
 
 ROOT = Path(__file__).resolve().parents[2]
 

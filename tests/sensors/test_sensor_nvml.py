@@ -3,12 +3,11 @@ import sys
 import time
 
 import pytest
+from helpers import ideal_gpu, nvml_sensor, run_window
 
 from effbench.errors import UnsupportedError
 from effbench.sensors.nvml import NvmlSensor, visible_indices
 from effbench.sensors.simulated import Constant, FakeGpu, FakeNvml, Ramp, SimClock, spiky, square
-
-from helpers import ideal_gpu, nvml_sensor, run_window
 
 WAVEFORMS = {
     "square": square(100.0, 400.0, 0.37),  # period unrelated to the 100 ms update period

@@ -18,7 +18,6 @@ from typing import Any, Callable, Optional
 
 from effbench.scenarios.serving.client import Client, Request, Result
 
-
 CLOSED_LOOP_REQUESTS_PER_S = 50  # prompts prepared per second of a closed loop's --duration
 
 

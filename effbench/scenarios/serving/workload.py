@@ -18,8 +18,8 @@ from __future__ import annotations
 import bisect
 import csv
 import hashlib
-import itertools
 import io
+import itertools
 import json
 import math
 import random
