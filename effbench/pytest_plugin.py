@@ -158,10 +158,9 @@ def _sync_for(device: str) -> Callable[[], None]:
 
 
 def _min_window_s(sensor: "EnergySensor", floor_s: float) -> float:
-    from effbench.measure.loop import WINDOW_PERIODS  # the one home of the rule (docs/method.md)
+    from effbench.sensors.base import min_window_s  # the one home of the rule (docs/method.md)
 
-    period = sensor.info().update_period_s
-    return max(floor_s, WINDOW_PERIODS * period if period else 0.0)
+    return max(floor_s, min_window_s(sensor.info()))
 
 
 class EnergyBenchmark:

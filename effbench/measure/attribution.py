@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from effbench.measure.timeline import Segment
-from effbench.scenarios.serving.client import Result
 from effbench.stats import QUANTILES, percentile, percentile_ci95
+
+if TYPE_CHECKING:  # a serving request's result; measure/ does not import the scenarios at run time
+    from effbench.scenarios.serving.client import Result
 
 RULE = ("each power-timeline segment's energy to the requests in flight by their share of the tokens processed "
         "in it: computed prefill tokens over send-to-first-token, output tokens over their chunk spans; cached "

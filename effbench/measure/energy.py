@@ -60,6 +60,30 @@ def energy_section(r: LoopResult, idle_power_w: Optional[float]) -> Energy:
     return energy
 
 
+def apply_totals(energy: Energy, joules: float, seconds: float, tokens: float, chars: Optional[float],
+                 idle_power_w: Optional[float], uncertainty_rel: Optional[float], sensor_rel: Optional[float]) -> None:
+    """The figures every energy section derives from one total (an offline call's mean, a serving
+    window's reading): per token, tokens per joule, per 1,000 output characters, and the
+    idle-subtracted (dynamic) energy with its uncertainty. One home for both scenarios."""
+    energy.confidence = CONFIDENCE
+    energy.joules_total = joules
+    energy.uncertainty_rel = uncertainty_rel
+    if tokens > 0:
+        energy.joules_per_token = joules / tokens
+        energy.tokens_per_joule = tokens / joules if joules > 0 else None
+    if chars:
+        energy.joules_per_kchar = joules / (chars / 1000)
+    if idle_power_w is None:
+        return
+    idle_j = idle_power_w * seconds
+    energy.joules_dynamic = joules - idle_j
+    # The idle power came from the same sensor: its window carries the same relative uncertainty.
+    dyn_abs = (((uncertainty_rel or 0.0) * joules) ** 2 + ((sensor_rel or 0.0) * idle_j) ** 2) ** 0.5
+    energy.dynamic_uncertainty_rel = dyn_abs / energy.joules_dynamic if energy.joules_dynamic > 0 else None
+    if energy.joules_dynamic > 0 and tokens > 0:
+        energy.tokens_per_joule_dynamic = tokens / energy.joules_dynamic
+
+
 def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: int, new_tokens: int,
             output_chars: Optional[int], idle_power_w: Optional[float]) -> Energy:
     readings = [w.energy for w in prefill + full]
@@ -83,16 +107,13 @@ def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: i
             energy.basis = "; ".join(sorted({rd.error for rd in readings if rd.error}))
         return energy
     total = summarize(full_j)
-    energy.confidence = CONFIDENCE
-    energy.joules_total = total.mean
     energy.joules_by_domain = _domains_per_call(full)
-    tokens = batch_size * new_tokens
-    energy.joules_per_token = total.mean / tokens
-    energy.tokens_per_joule = tokens / total.mean if total.mean > 0 else None
-    # Rule 8 at one level (rule 14): the spread across repeats (CI95 of the mean) and the sensor's
-    # own 95% half-width (stated accuracy, unobserved share, sampling error, time resolution).
+    # The spread across repeats (CI95 of the mean) and the sensor's own 95% half-width (stated
+    # accuracy, unobserved share, sampling error, time resolution), at one level.
     sensor_rel = mean_or_none([rd.uncertainty_rel for rd in readings if rd.uncertainty_rel is not None])
-    energy.uncertainty_rel = combine_rel(total.ci95_rel, sensor_rel)
+    tokens = batch_size * new_tokens
+    apply_totals(energy, total.mean, mean_or_none([w.seconds_per_call for w in full]) or 0.0, tokens, output_chars,
+                 idle_power_w, combine_rel(total.ci95_rel, sensor_rel), sensor_rel)
     total_abs = (energy.uncertainty_rel or 0.0) * total.mean
     if pre_j and len(pre_j) == len(prefill):
         pre = summarize(pre_j)
@@ -110,16 +131,6 @@ def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: i
             energy.decode_uncertainty_rel = decode_abs / decode if decode > 0 else None
             if new_tokens > 1:
                 energy.decode_joules_per_token = decode / (batch_size * (new_tokens - 1))
-    if output_chars:
-        energy.joules_per_kchar = total.mean / (output_chars / 1000)
-    if idle_power_w is not None:
-        idle_j = idle_power_w * mean_or_none([w.seconds_per_call for w in full])
-        energy.joules_dynamic = total.mean - idle_j
-        # The idle power came from the same sensor: its window carries the same relative uncertainty.
-        dyn_abs = (total_abs ** 2 + ((sensor_rel or 0.0) * idle_j) ** 2) ** 0.5
-        energy.dynamic_uncertainty_rel = dyn_abs / energy.joules_dynamic if energy.joules_dynamic > 0 else None
-        if energy.joules_dynamic > 0:
-            energy.tokens_per_joule_dynamic = tokens / energy.joules_dynamic
     if total.n < 2:  # one repeat: the spread is unknown, so the sensor's part alone would look too tight
         energy.flags = sorted(set(energy.flags) | {"single-repeat"})
     return energy

@@ -20,10 +20,8 @@ from typing import Any, Callable, Optional
 from effbench.backends.base import Backend, OutputSize
 from effbench.measure.host import INTERFERENCE_CPU_FRAC, InterferenceProbe, peak_rss_bytes, reset_peak_rss, trim_heap
 from effbench.stats import median_ci95
-from effbench.sensors.base import EnergyReading, EnergySensor
+from effbench.sensors.base import EnergyReading, EnergySensor, min_window_s
 
-# An energy window must span at least this many sensor update periods (rule 2).
-WINDOW_PERIODS = 10
 # Never repeat one call more than this inside a window, whatever the sensor asks.
 MAX_CALLS_PER_WINDOW = 1000
 # Prefill-only energy windows taken when per-token timing makes them unnecessary for time.
@@ -147,8 +145,7 @@ class LoopResult:
 
 
 def _min_window_s(sensor: EnergySensor) -> float:
-    period = sensor.info().update_period_s
-    return WINDOW_PERIODS * period if period else 0.0
+    return min_window_s(sensor.info())
 
 
 Clock = Callable[[], float]

@@ -8,7 +8,8 @@ from typing import Callable, Iterator
 
 from effbench.errors import ConfigError, UnsupportedError
 from effbench.registry import Registry
-from effbench.sensors.base import EnergyReading, EnergySensor, NullSensor, SensorInfo, Window
+from effbench.sensors.base import WINDOW_PERIODS, EnergyReading, EnergySensor, NullSensor, SensorInfo, Window
+from effbench.sensors.base import min_window_s as base_min_window_s
 from effbench.sensors.estimate import EstimateSensor
 
 # The one registry pattern (effbench.registry). Each sensor class says which device types ``auto``
@@ -99,10 +100,6 @@ def create(name: str = AUTO, device: str = "cpu") -> EnergySensor:
     return chosen
 
 
-# A window must span at least this many sensor update periods (docs/method.md), as in the loop.
-MIN_WINDOW_PERIODS = 10
-
-
 @dataclass
 class Measurement:
     """Filled when the ``measure`` block exits. ``calls``: how many times ``measure_call`` ran the
@@ -118,8 +115,8 @@ class Measurement:
 
 
 def min_window_s(sensor: EnergySensor) -> float:
-    """The shortest window this sensor can measure: 10 of its update periods (0 when it has none)."""
-    return MIN_WINDOW_PERIODS * (sensor.info().update_period_s or 0.0)
+    """The shortest window this sensor can measure (sensors.base.min_window_s)."""
+    return base_min_window_s(sensor.info())
 
 
 def _checked(reading: EnergyReading, minimum_s: float) -> EnergyReading:
@@ -128,7 +125,7 @@ def _checked(reading: EnergyReading, minimum_s: float) -> EnergyReading:
     if minimum_s <= 0 or reading.duration_s >= minimum_s or reading.status == "unavailable":
         return reading
     reading.flags = sorted(set(reading.flags) | {"short-window"})
-    reading.error = (f"the window lasted {reading.duration_s * 1000:.0f} ms, shorter than {MIN_WINDOW_PERIODS} "
+    reading.error = (f"the window lasted {reading.duration_s * 1000:.0f} ms, shorter than {WINDOW_PERIODS} "
                      f"sensor periods ({minimum_s:.2f} s): repeat the work inside one window "
                      "(effbench.sensors.measure_call does) to measure it")
     reading.status = "unavailable"

@@ -163,6 +163,16 @@ def unavailable_reading(sensor: str, duration_s: float, error: str) -> EnergyRea
     return EnergyReading(status="unavailable", sensor=sensor, duration_s=duration_s, error=error)
 
 
+# An energy window must span at least this many sensor update periods (docs/method.md, "Windows,
+# coverage, totals"): shorter, a counter may not have moved at all. The one home of the rule.
+WINDOW_PERIODS = 10
+
+
+def min_window_s(info: "SensorInfo") -> float:
+    """The shortest window a sensor can measure: WINDOW_PERIODS of its update periods (0 without one)."""
+    return WINDOW_PERIODS * (info.update_period_s or 0.0)
+
+
 class Window(ABC):
     """An open measurement window. ``stop()`` may be called once."""
 

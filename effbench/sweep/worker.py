@@ -20,7 +20,7 @@ from effbench.hardware import Detected, detect, profile_for, resolve_profile_id
 from effbench.launchers.base import Sink
 from effbench.measure.fit import estimate_bytes, fit_error
 from effbench.measure.host import trim_heap
-from effbench.measure.loop import WINDOW_PERIODS
+from effbench.sensors.base import min_window_s
 from effbench.models import load_quality_text
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.models.resolve import model_dims
@@ -41,7 +41,7 @@ def measure_idle(sensor: EnergySensor, seconds: float, notify: Any = None) -> Op
         return None
     if notify:
         notify(f"measuring idle power for {seconds:.0f} s ({info.name})")
-    seconds = max(seconds, WINDOW_PERIODS * (info.update_period_s or 0.0))
+    seconds = max(seconds, min_window_s(info))
     window = sensor.start_window()
     start_unix = time.time()
     time.sleep(seconds)

@@ -14,6 +14,7 @@ from effbench.results.schema import (
 )
 from effbench.stats import combine_rel
 from effbench.wrap.formats import ResultsError, ToolBenchmark, ToolResults, read_results
+from effbench.measure.energy import apply_totals
 from effbench.measure.timeline import Integral, integrate
 
 if TYPE_CHECKING:
@@ -35,21 +36,12 @@ def energy_section(integral: Integral, idle_w: Optional[float], phase: str, wind
     j = integral.joules
     if j is None:
         return e
-    e.joules_total = j
     e.joules_by_domain = dict(integral.joules_by_domain)
     e.mean_power_w = integral.mean_power_w
-    e.uncertainty_rel = combine_rel(integral.uncertainty_rel, edge_rel)
-    if idle_w is not None:
-        e.joules_dynamic = max(0.0, j - idle_w * integral.seconds)
-        # the idle power's own error is not known here: the dynamic share carries the total's in joules
-        if e.joules_dynamic and e.uncertainty_rel is not None:
-            e.dynamic_uncertainty_rel = e.uncertainty_rel * j / e.joules_dynamic
+    apply_totals(e, j, integral.seconds, tokens or 0.0, None, idle_w,
+                 combine_rel(integral.uncertainty_rel, edge_rel), integral.uncertainty_rel)
     if tokens:
         e.tokens_in_window = tokens
-        e.joules_per_token = j / tokens
-        e.tokens_per_joule = tokens / j if j > 0 else None
-        if e.joules_dynamic:
-            e.tokens_per_joule_dynamic = tokens / e.joules_dynamic
     if requests:
         e.joules_per_request = j / requests
     return e

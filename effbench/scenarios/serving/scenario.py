@@ -12,9 +12,11 @@ from typing import Any, ClassVar, Optional
 from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.measure.attribution import attribute
+from effbench.measure.energy import apply_totals
 from effbench.measure.attribution import summary as attribution_summary
 from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_engine_peak_rss
 from effbench.measure.timeline import TimelineRecorder
+from effbench.sensors.base import min_window_s
 from effbench.models.prompts import load_prompt_set
 from effbench.registry import importable
 from effbench.results.schema import CapacityResult, Energy, Latency, Memory, ServingInfo, ServingWindow, Stats, Throughput
@@ -401,34 +403,22 @@ class ServingScenario(Scenario):
             return energy
         if reading.duration_s < self.min_window_s(ctx):
             energy.flags.append("short-window")
-        energy.joules_total = joules
         energy.joules_by_domain = dict(reading.joules_by_domain)
         energy.mean_power_w = joules / reading.duration_s if reading.duration_s > 0 else None
-        if ctx.idle_power_w is not None:
-            energy.joules_dynamic = max(0.0, joules - ctx.idle_power_w * reading.duration_s)
         tokens, requests = figures.output_tokens, figures.requests
+        ok = [r for r in run.results if r.ok and not r.warmup]
+        out_tokens, out_chars = sum(r.tokens for r in ok), sum(len(r.text) for r in ok)
         # Token boundaries at the window's edges: at most one chunk per request in flight either side.
         edge = 2 * max(1, run.max_in_flight) / tokens if tokens else None
-        energy.uncertainty_rel = combine_rel(reading.uncertainty_rel, edge)
+        apply_totals(energy, joules, reading.duration_s, tokens, tokens * out_chars / out_tokens if out_tokens else None,
+                     ctx.idle_power_w, combine_rel(reading.uncertainty_rel, edge), reading.uncertainty_rel)
         energy.tokens_in_window = tokens
-        if tokens > 0:
-            energy.joules_per_token = joules / tokens
-            energy.tokens_per_joule = tokens / joules if joules > 0 else None
-            if energy.joules_dynamic:
-                energy.tokens_per_joule_dynamic = tokens / energy.joules_dynamic
-            ok = [r for r in run.results if r.ok and not r.warmup]
-            chars = sum(len(r.text) for r in ok)
-            if chars:
-                energy.joules_per_kchar = energy.joules_per_token * sum(r.tokens for r in ok) / chars * 1000
         if requests > 0:
             energy.joules_per_request = joules / requests
         return energy
 
     def min_window_s(self, ctx: Context) -> float:
-        from effbench.measure.loop import WINDOW_PERIODS
-
-        period = ctx.sensor.info().update_period_s or 0.0
-        return WINDOW_PERIODS * period
+        return min_window_s(ctx.sensor.info())
 
 
 def _mean_s(latency: Optional[Latency]) -> Optional[float]:
