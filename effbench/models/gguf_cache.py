@@ -40,19 +40,12 @@ def cached_checkpoint(gguf: Path, notify: Optional[Callable[[str], None]] = None
         return target
     if notify:
         notify(f"converting {gguf.name} to a cached checkpoint in {target.parent} (first use only)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         _convert(gguf, tmp)
         (tmp / MARKER).write_text(json.dumps({"source": str(gguf), "fingerprint": fingerprint}))
-        if target.exists():  # a half-written dir from an interrupted conversion
-            shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    except OSError as e:
-        raise EffbenchError(f"cannot write the model cache in {target.parent}: {e}; set EFFBENCH_CACHE_DIR to a writable dir") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return _write_atomically(target, build, "model cache")
 
 
 def cached_tokenizer(gguf: Path, notify: Optional[Callable[[str], None]] = None) -> Path:
@@ -71,24 +64,27 @@ def cached_tokenizer(gguf: Path, notify: Optional[Callable[[str], None]] = None)
 
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except Exception as e:  # transformers raises many types for unsupported GGUF files
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for unsupported GGUF files
         raise EffbenchError(f"transformers cannot read the tokenizer of '{gguf}': {first_line(e) or type(e).__name__}") from None
-    tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=_mkdir(target.parent)))
+    return _write_atomically(target, lambda tmp: tok.save_pretrained(str(tmp)), "tokenizer cache")
+
+
+def _write_atomically(target: Path, build: Callable[[Path], None], what: str) -> Path:
+    """``build`` fills a fresh directory beside ``target``, which then replaces it in one rename: a
+    run killed half-way leaves no half-written cache entry."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     try:
-        tok.save_pretrained(str(tmp))
-        if target.exists():
+        build(tmp)
+        if target.exists():  # a half-written dir from an interrupted build
             shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
     except OSError as e:
-        raise EffbenchError(f"cannot write the tokenizer cache in {target.parent}: {e}; set EFFBENCH_CACHE_DIR to a writable dir") from None
+        raise EffbenchError(f"cannot write the {what} in {target.parent}: {e}; set EFFBENCH_CACHE_DIR to a writable "
+                            "dir") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _convert(gguf: Path, out: Path) -> None:
@@ -106,7 +102,7 @@ def _convert(gguf: Path, out: Path) -> None:
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, **kwargs)
-    except Exception as e:  # transformers raises many types for unsupported GGUF architectures
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for unsupported GGUF architectures
         raise EffbenchError(f"transformers cannot load '{gguf}': {first_line(e) or type(e).__name__}") from None
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
