@@ -45,6 +45,11 @@ class Search:
     reason: str
 
 
+def _rounded(rate: float) -> float:
+    """Rates a reader can repeat: 3 significant digits."""
+    return float(f"{rate:.3g}")
+
+
 def capacity_requests(rate: float, point_s: float, asked: Optional[int]) -> int:
     """Measured requests for one tried rate: ``point_s`` seconds of arrivals, at least the asked count."""
     return max(asked or 0, MIN_TRIAL_REQUESTS, math.ceil(rate * point_s))
@@ -78,7 +83,7 @@ def search(measure: Callable[[float], Trial], start: float, resolution: float, m
     trials: list[Trial] = []
 
     def tried(rate: float) -> Trial:
-        t = measure(rate)
+        t = measure(_rounded(rate))
         trials.append(t)
         return t
 
@@ -102,13 +107,20 @@ def search(measure: Callable[[float], Trial], start: float, resolution: float, m
     if failed is None:
         return Search(trials, best, None, f"met the SLO up to {best.rate:.3g} req/s; no rate that misses it "
                                           f"within {max_points} points (raise --capacity-max-points)")
+    digits_limit = False
     while failed.rate / best.rate - 1 > resolution and len(trials) < max_points:
-        t = tried(math.sqrt(best.rate * failed.rate))
+        mid = _rounded(math.sqrt(best.rate * failed.rate))
+        if mid in (best.rate, failed.rate):
+            digits_limit = True  # the bracket is as narrow as 3 significant digits can say
+            break
+        t = tried(mid)
         if t.met:
             best = t
         else:
             failed = t
-    done = failed.rate / best.rate - 1 <= resolution
-    return Search(trials, best, failed,
-                  f"bracket [{best.rate:.3g}, {failed.rate:.3g}] req/s " +
-                  (f"within {resolution:.0%}" if done else f"after {max_points} points (wider than {resolution:.0%})"))
+    bracket = f"bracket [{best.rate:.3g}, {failed.rate:.3g}] req/s "
+    if failed.rate / best.rate - 1 <= resolution:
+        return Search(trials, best, failed, bracket + f"within {resolution:.0%}")
+    if digits_limit:
+        return Search(trials, best, failed, bracket + "(as narrow as 3 significant digits of a rate allow)")
+    return Search(trials, best, failed, bracket + f"after {max_points} points (wider than {resolution:.0%})")
