@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
+from effbench.analysis.roofline import COMPUTE_DTYPE as SCHEME_COMPUTE_DTYPE
 from effbench.analysis.stepshape import StepShape
 from effbench.errors import EffbenchError
 from effbench.hardware.catalog import HardwareProfile
@@ -47,7 +48,7 @@ FIT_FILE = "projection_fit.json"
 # the rest bf16. The compute dtype of the matmuls picks the peak TFLOPs.
 WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "mxfp4": 2.0, "fp4": 0.5625}
 EXPERT_BYTES = {**WEIGHT_BYTES, "mxfp4": 4.25 / 8}
-COMPUTE_DTYPE = {"bf16": "bf16", "fp16": "fp16", "fp8": "fp8", "int8": "int8", "int4": "bf16", "mxfp4": "bf16", "fp4": "fp8"}
+COMPUTE_DTYPE = {s: SCHEME_COMPUTE_DTYPE[s] for s in WEIGHT_BYTES}  # these formats' rows of the one table (analysis.roofline)
 KV_ELEMENT_BYTES = 2  # vLLM's default KV cache dtype follows the model's (bf16), fp8 checkpoints included
 STATE_ELEMENT_BYTES = 2
 RUNTIME_OVERHEAD_GB = 2.0  # per GPU: CUDA context, activations, CUDA graphs

@@ -6,8 +6,8 @@ memory-bound, and memory bandwidth caps decode tokens/s:
     mean context = prompt_tokens + new_tokens / 2   (the cache grows from prompt to prompt + new)
 
 Where the record lacks ``kv_bytes_per_token`` the KV term is taken as 0, which only raises the
-bound (still an upper bound). Reports show ``achieved_fraction``; the planner uses it to project
-hardware nobody has measured.
+bound (still an upper bound). Reports show ``achieved_fraction``; effbench.analysis.transfer uses it to
+project a record to hardware nobody has measured.
 """
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ if TYPE_CHECKING:  # pragma: no cover - annotations; the catalog loads on first 
     from effbench.results.schema import Record
 
 ProfileArg = Union["HardwareProfile", str, None]
+
+# The dtype whose peak TFLOPs a scheme's matmuls run at: one table for both projections. effbench's
+# measured schemes (their records' ``quantization.scheme``; weight-only ones are left out, so a roofline
+# transfer scales their prefill by bandwidth: effbench.analysis.transfer) and the weight formats the GPU
+# projection serves (effbench.analysis.projection: int4 and mxfp4 weights compute in bf16, fp4 on fp8 units).
+COMPUTE_DTYPE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8-dynamic": "int8", "torchao-int8da8w": "int8",
+                 "fp8": "fp8", "int8": "int8", "int4": "bf16", "mxfp4": "bf16", "fp4": "fp8"}
 
 
 def _profile(record: Record, profile: ProfileArg) -> Optional[HardwareProfile]:
