@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional
 
 from pydantic import ValidationError
 
+from effbench.device.nvidia import gpu_names
 from effbench.errors import EffbenchError, first_line
 from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
 from effbench.hardware.catalog import (
@@ -22,7 +23,8 @@ class Detected:
     profile: Optional[str]  # id of the matching profile, if any
 
 
-def match_profile(name: str, kind: Optional[str] = None, pool: Optional[list[HardwareProfile]] = None) -> Optional[HardwareProfile]:
+def match_profile(name: str, kind: Optional[str] = None,
+                  pool: Optional[list[HardwareProfile]] = None) -> Optional[HardwareProfile]:
     """The profile whose ``match`` patterns fit a device name. Several matches are ambiguous: the
     longest matching pattern wins, so a user profile can be more specific than a shipped one."""
     best: tuple[int, Optional[HardwareProfile]] = (-1, None)
@@ -37,20 +39,8 @@ def match_profile(name: str, kind: Optional[str] = None, pool: Optional[list[Har
 
 
 def _nvml_gpu_names() -> list[str]:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver, no library: simply no NVIDIA GPU
-        return []
-    try:
-        names = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            n = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-            names.append(n.decode() if isinstance(n, bytes) else n)
-        return names
-    finally:
-        pynvml.nvmlShutdown()
+    """Every NVIDIA GPU NVML sees (empty without NVML, a driver or a GPU), through the device layer."""
+    return gpu_names()
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")

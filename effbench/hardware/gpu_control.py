@@ -1,6 +1,6 @@
 """Power-limit and locked-clock settings of NVIDIA GPUs, for the ``--power-limits`` and
-``--gpu-clocks`` sweep axes: set through NVML, read back (what is in force is what a record states),
-and restored.
+``--gpu-clocks`` sweep axes: set through the device layer (``effbench.device.nvidia``), read back
+(what is in force is what a record states), and restored.
 
 Before the first change the original settings are written to ``gpu-restore.json`` in the run
 directory, so they survive a killed run: the sweep restores them at its end, on error and on
@@ -20,14 +20,13 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
-from effbench.errors import EffbenchError
+from effbench.device.errors import DeviceError, InvalidArgument, NotPermitted, NotSupported
+from effbench.device.nvidia import NvidiaDevice, NvidiaGPUs, Nvml, NvmlUnavailable
+from effbench.errors import EffbenchError, UnsupportedError
 
 RESTORE_FILE = "gpu-restore.json"
-_NO_PERMISSION = 4
-_NOT_SUPPORTED = 3
-_INVALID_ARGUMENT = 2
 
 
 @dataclass(frozen=True)
@@ -38,19 +37,14 @@ class Applied:
     sm_clock_mhz: Optional[int]
 
 
-def _why(e: Exception, what: str) -> str:
-    code = getattr(e, "value", None)
-    if code == _NO_PERMISSION:
+def _why(e: DeviceError, what: str) -> str:
+    if isinstance(e, NotPermitted):
         return f"{what} needs root (NVML: Insufficient Permissions): run effbench as root, or leave the option out"
-    if code == _NOT_SUPPORTED:
+    if isinstance(e, NotSupported):
         return f"{what} is not supported on this GPU (NVML: Not Supported)"
-    if code == _INVALID_ARGUMENT:
+    if isinstance(e, InvalidArgument):
         return f"{what}: the value is outside this GPU's range (NVML: Invalid Argument)"
     return f"{what} failed (NVML: {' '.join(str(e).split()) or type(e).__name__})"
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _atomic_write(path: Path, data: dict) -> None:
@@ -62,44 +56,45 @@ def _atomic_write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-class GpuControl:
-    """Settings of the GPUs an open ``NvmlDevices`` selected (``sensors.nvml.open_gpu_control``
-    opens one for a device string: CUDA_VISIBLE_DEVICES and MIG handled in one place)."""
+def open_gpu_control(device: str, run_dir: Any = None, nvml: Any = None,
+                     env: Optional[Mapping[str, str]] = None) -> "GpuControl":
+    """A ``GpuControl`` for the GPUs ``device`` selects (the device layer resolves
+    ``CUDA_VISIBLE_DEVICES`` and MIG); one clear line when there is no NVIDIA GPU (or NVML) to control.
+    ``nvml``: a pynvml stand-in (the simulator)."""
+    if not device.startswith("cuda"):
+        raise EffbenchError(f"--power-limits and --gpu-clocks set NVIDIA GPU settings, but the run is on {device}: "
+                            "run on --device cuda or leave them out")
+    try:
+        devices = NvidiaGPUs.open(device, nvml, env)
+    except UnsupportedError as e:
+        raise EffbenchError(f"--power-limits and --gpu-clocks need an NVIDIA GPU through NVML: {e}") from None
+    return GpuControl(devices, run_dir)
 
-    def __init__(self, devices: Any, run_dir: Optional[Path] = None) -> None:
+
+class GpuControl:
+    """Settings of the GPUs an open ``NvidiaGPUs`` selected (``open_gpu_control`` opens one for a
+    device string)."""
+
+    def __init__(self, devices: NvidiaGPUs, run_dir: Optional[Path] = None) -> None:
         self.devices = devices
-        self.nv = devices.nv
         self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    @property
+    def nv(self) -> Any:
+        """The NVML module in use, for ``restore_pending`` (it shares this NVML session)."""
+        return self.devices.nv
 
     @property
     def restore_path(self) -> Optional[Path]:
         return None if self.run_dir is None else self.run_dir / RESTORE_FILE
 
     # -- reading -------------------------------------------------------------------------------
-    def _power_limit_w(self, handle: Any) -> Optional[float]:
-        try:
-            return self.nv.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
-        except Exception:  # noqa: BLE001 - unknown is an honest answer
-            return None
-
-    def _sm_clock(self, handle: Any) -> Optional[int]:
-        try:
-            return int(self.nv.nvmlDeviceGetClockInfo(handle, self.nv.NVML_CLOCK_SM))
-        except Exception:  # noqa: BLE001
-            return None
-
     def in_force(self) -> dict[str, Applied]:
-        return {g.uuid: Applied(self._power_limit_w(g.handle), self._sm_clock(g.handle)) for g in self.devices.gpus}
+        return {g.uuid: Applied(g.power_limit_w(), g.clock_mhz("sm")) for g in self.devices.gpus}
 
     def limits_range_w(self) -> dict[str, tuple[float, float]]:
-        out = {}
-        for g in self.devices.gpus:
-            try:
-                lo, hi = self.nv.nvmlDeviceGetPowerManagementLimitConstraints(g.handle)
-                out[g.uuid] = (lo / 1000.0, hi / 1000.0)
-            except Exception:  # noqa: BLE001
-                continue
-        return out
+        ranges = {g.uuid: g.power_limit_range_w() for g in self.devices.gpus}
+        return {uuid: r for uuid, r in ranges.items() if r is not None}
 
     # -- changing ------------------------------------------------------------------------------
     def save_originals(self) -> None:
@@ -109,7 +104,7 @@ class GpuControl:
             return
         gpus = {}
         for g in self.devices.gpus:
-            gpus[g.uuid] = {"name": g.name, "power_limit_w": self._power_limit_w(g.handle), "clocks_locked": False}
+            gpus[g.uuid] = {"name": g.name, "power_limit_w": g.power_limit_w(), "clocks_locked": False}
         _atomic_write(path, {"pid": os.getpid(), "gpus": gpus})
 
     def check(self, power_limits_w: list[float], sm_clocks_mhz: list[int]) -> None:
@@ -120,9 +115,8 @@ class GpuControl:
                 raise EffbenchError(f"--power-limits {','.join(f'{w:g}' for w in bad)}: outside this GPU's range "
                                     f"{lo:g}-{hi:g} W ({uuid})")
         for g in self.devices.gpus:
-            try:
-                top = int(self.nv.nvmlDeviceGetMaxClockInfo(g.handle, self.nv.NVML_CLOCK_SM))
-            except Exception:  # noqa: BLE001
+            top = g.max_clock_mhz("sm")
+            if top is None:
                 continue
             bad_c = [c for c in sm_clocks_mhz if not 0 < c <= top]
             if bad_c:
@@ -135,13 +129,13 @@ class GpuControl:
         for g in self.devices.gpus:
             if power_limit_w is not None:
                 try:
-                    self.nv.nvmlDeviceSetPowerManagementLimit(g.handle, int(round(power_limit_w * 1000)))
-                except self.nv.NVMLError as e:
+                    g.set_power_limit_w(power_limit_w)
+                except DeviceError as e:
                     raise EffbenchError(_why(e, f"setting the power limit to {power_limit_w:g} W")) from None
             if sm_clock_mhz is not None:
                 try:
-                    self.nv.nvmlDeviceSetGpuLockedClocks(g.handle, int(sm_clock_mhz), int(sm_clock_mhz))
-                except self.nv.NVMLError as e:
+                    g.lock_sm_clock(sm_clock_mhz)
+                except DeviceError as e:
                     raise EffbenchError(_why(e, f"locking the SM clock at {sm_clock_mhz} MHz")) from None
                 self._mark_locked()
         return self.in_force()
@@ -161,7 +155,7 @@ class GpuControl:
         path = self.restore_path
         if path is None or not path.exists():
             return []
-        failures = restore_from(path, self.nv, {g.uuid: g.handle for g in self.devices.gpus})
+        failures = restore_from(path, self.devices.lib, {g.uuid: g for g in self.devices.gpus})
         if not failures:
             path.unlink(missing_ok=True)
         return failures
@@ -170,54 +164,37 @@ class GpuControl:
         self.devices.close()
 
 
-def restore_from(path: Path, nv: Any, handles: Optional[dict[str, Any]] = None) -> list[str]:
-    """Apply the settings in a restore file through ``nv``; the GPUs are found by UUID."""
+def restore_from(path: Path, lib: Nvml, devices: Optional[Mapping[str, NvidiaDevice]] = None) -> list[str]:
+    """Apply the settings in a restore file through an open NVML session; the GPUs are found by UUID."""
     data = json.loads(Path(path).read_text())
     failures = []
     for uuid, saved in data.get("gpus", {}).items():
         try:
-            handle = (handles or {}).get(uuid) or nv.nvmlDeviceGetHandleByUUID(uuid)
+            device = (devices or {}).get(uuid) or lib.device_by_uuid(uuid)
         except Exception as e:  # noqa: BLE001
             failures.append(f"{uuid}: not found ({e})")
             continue
-        if saved.get("power_limit_w") is not None:
-            try:
-                nv.nvmlDeviceSetPowerManagementLimit(handle, int(round(saved["power_limit_w"] * 1000)))
-            except Exception as e:  # noqa: BLE001
-                failures.append(f"{uuid}: power limit back to {saved['power_limit_w']:g} W failed ({e})")
-        if saved.get("clocks_locked"):
-            try:
-                nv.nvmlDeviceResetGpuLockedClocks(handle)
-            except Exception as e:  # noqa: BLE001
-                failures.append(f"{uuid}: clock lock reset failed ({e})")
+        failures += [f"{uuid}: {what}" for what in device.restore(saved.get("power_limit_w"), bool(saved.get("clocks_locked")))]
     return failures
 
 
 def restore_pending(run_dir: Path, nvml: Any = None) -> Optional[str]:
     """Restore the settings a killed run left in ``run_dir``; a message saying what was done (None
-    when nothing was pending). Raises ``EffbenchError`` when they cannot be restored. ``nvml``: an
-    initialised NVML (``pynvml`` is imported and initialised when not given)."""
+    when nothing was pending). Raises ``EffbenchError`` when they cannot be restored. ``nvml``: the
+    NVML module to use (a ``GpuControl``'s ``nv``, or the simulator; ``pynvml`` when not given)."""
     path = Path(run_dir) / RESTORE_FILE
     if not path.exists():
         return None
-    own = nvml is None
-    nv = nvml
-    if own:
-        try:
-            import pynvml as nv  # type: ignore[no-redef]
-
-            nv.nvmlInit()
-        except Exception as e:  # noqa: BLE001 - ImportError or an NVMLError: either way, not here
-            raise EffbenchError(f"{path} holds GPU settings an earlier run changed, but NVML is unavailable here "
-                                f"({type(e).__name__}: {e}); restore them on the GPU's machine") from None
     try:
-        failures = restore_from(path, nv)
+        lib = Nvml(nvml).open()
+    except NvmlUnavailable as e:  # pynvml missing or NVML not starting: either way, not here
+        cause = e.cause or e
+        raise EffbenchError(f"{path} holds GPU settings an earlier run changed, but NVML is unavailable here "
+                            f"({type(cause).__name__}: {cause}); restore them on the GPU's machine") from None
+    try:
+        failures = restore_from(path, lib)
     finally:
-        if own:
-            try:
-                nv.nvmlShutdown()
-            except Exception:  # noqa: BLE001
-                pass
+        lib.close()
     if failures:
         raise EffbenchError(f"restoring the GPU settings in {path} failed: {'; '.join(failures)}")
     path.unlink(missing_ok=True)

@@ -1,4 +1,6 @@
-"""NVIDIA GPUs through NVML (``pynvml`` from nvidia-ml-py): one domain ``gpu:N`` per visible GPU.
+"""NVIDIA GPUs through NVML: one domain ``gpu:N`` per visible GPU. The GPUs, their counters and
+power readings come from the device layer (``effbench.device.nvidia``: NVML session, selection under
+``CUDA_VISIBLE_DEVICES`` and MIG, typed errors); this module turns them into energy windows.
 
 Volta and newer GPUs have a total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ): a
 window is the counter's difference and needs no sampling thread (docs/method.md). Older GPUs are
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Optional
 
+from effbench.device.nvidia import NvidiaDevice, NvidiaGPUs
+from effbench.device.nvidia import visible_indices as visible_indices  # re-exported: its name here predates the device layer
 from effbench.errors import UnsupportedError
 from effbench.sensors.base import (
     EnergyReading, EnergySensor, SensorInfo, Window, observed_reading, unavailable_reading,
@@ -34,142 +38,71 @@ ACCURACY_REL = GENERATIONS["kepler"].accuracy_rel
 # Set to 1 to measure the whole GPU for a run on a MIG slice (every slice's energy, flagged).
 MIG_WHOLE_GPU_ENV = "EFFBENCH_MIG_WHOLE_GPU"
 
-_VALUE_ATTR = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+# One GPU as the sensor sees it: the device layer's.
+Gpu = NvidiaDevice
 
 
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+@lru_cache(maxsize=64)
+def _generation_named(name: str) -> Generation:
+    return generation_of(name)
 
 
-def visible_indices(env: Optional[str], uuids: list[str], mig_parents: Optional[dict[str, int]] = None) -> list[int]:
-    """NVML indices of the GPUs CUDA shows, in CUDA order. Like CUDA, parsing stops at the first
-    entry that names no GPU; an unset variable shows every GPU. ``mig_parents`` maps MIG device
-    UUIDs (``MIG-...``) to their parent GPU's NVML index: a slice resolves to its GPU."""
-    if env is None:
-        return list(range(len(uuids)))
-    out: list[int] = []
-    for token in (t.strip() for t in env.split(",")):
-        if token.startswith("MIG-"):
-            if mig_parents is None or token not in mig_parents:
-                break
-            index = mig_parents[token]
-        elif token.lstrip("-").isdigit():
-            index = int(token)
-            if not 0 <= index < len(uuids):
-                break
-        else:  # a full UUID or a unique prefix, with or without "GPU-"
-            matches = [i for i, u in enumerate(uuids) if token and (u.startswith(token) or u.startswith("GPU-" + token))]
-            if len(matches) != 1:
-                break
-            index = matches[0]
-        if index in out:
-            break
-        out.append(index)
-    return out
+def _generation(g: NvidiaDevice) -> Generation:
+    """What this GPU's power sensor observes, averages and states as accuracy (``generations``)."""
+    return _generation_named(g.name)
 
 
-@dataclass
-class Gpu:
-    domain: str  # "gpu:N", N the CUDA index
-    nvml_index: int
-    handle: Any
-    uuid: str
-    name: str
-    has_counter: bool
-    has_instant: bool
-    generation: Generation = GENERATIONS["unknown"]
-    mig_mode: Optional[bool] = None  # None: the GPU cannot say (no MIG support)
-    mig_slice: Optional[str] = None  # the MIG device UUID the run is on, when CUDA shows a slice
+def _try(fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:  # noqa: BLE001 - NotSupported, a lost GPU: the fact is simply unknown
+        return None
 
 
-class NvmlDevices:
-    """An initialised NVML with the GPUs one effbench device string selects."""
+class NvmlDevices(NvidiaGPUs):
+    """The GPUs one effbench device string selects (``NvidiaGPUs``), with what the sensor and the
+    environment block read of them."""
 
-    def __init__(self, nvml: Any, gpus: list[Gpu], own_init: bool) -> None:
-        self.nv = nvml
-        self.gpus = gpus
-        self._own_init = own_init
+    def power_w(self, gpu: NvidiaDevice) -> float:
+        return gpu.power_w()
 
-    @classmethod
-    def open(cls, device: str = "cuda", nvml: Any = None, env: Optional[dict[str, str]] = None) -> "NvmlDevices":
-        """Raises ``UnsupportedError`` with a one-line reason when NVML cannot measure here."""
-        nv = nvml if nvml is not None else _import_pynvml()
-        try:
-            nv.nvmlInit()
-        except nv.NVMLError as e:
-            raise UnsupportedError(_init_failure(nv, e)) from None
-        try:
-            gpus = _select(nv, device, os.environ if env is None else env)
-        except BaseException:
-            _shutdown(nv)
-            raise
-        return cls(nv, gpus, own_init=True)
+    def energy_mj(self, gpu: NvidiaDevice) -> int:
+        return gpu.energy_mj()
 
-    def power_w(self, gpu: Gpu) -> float:
-        if gpu.has_instant:
-            value = self.nv.nvmlDeviceGetFieldValues(gpu.handle, [self.nv.NVML_FI_DEV_POWER_INSTANT])[0]
-            if value.nvmlReturn == 0:
-                return float(getattr(value.value, _VALUE_ATTR.get(value.valueType, "uiVal"))) / 1000.0
-        return self.nv.nvmlDeviceGetPowerUsage(gpu.handle) / 1000.0
+    def utilization(self, gpu: NvidiaDevice) -> float:
+        return gpu.utilization()
 
-    def energy_mj(self, gpu: Gpu) -> int:
-        return int(self.nv.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
+    def power_limit_w(self, gpu: NvidiaDevice) -> Optional[float]:
+        return gpu.power_limit_w()
 
-    def utilization(self, gpu: Gpu) -> float:
-        return float(self.nv.nvmlDeviceGetUtilizationRates(gpu.handle).gpu) / 100.0
-
-    def power_limit_w(self, gpu: Gpu) -> Optional[float]:
-        mw = self._try(self.nv.nvmlDeviceGetEnforcedPowerLimit, gpu.handle)
-        return None if mw is None else mw / 1000.0
-
-    def _try(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception:  # noqa: BLE001 - NotSupported etc.: the fact is simply unknown
-            return None
+    def processes(self, gpu: NvidiaDevice) -> Optional[list[dict[str, Any]]]:
+        """Compute processes on this GPU (pid, GPU memory in bytes); None when NVML cannot say."""
+        return gpu.processes()
 
     def environment(self) -> dict:
-        nv = self.nv
         gpus = []
         for g in self.gpus:
-            clock = lambda fn, kind: self._try(getattr(nv, fn), g.handle, getattr(nv, kind))  # noqa: E731
-            default_mw = self._try(nv.nvmlDeviceGetPowerManagementDefaultLimit, g.handle)
-            persistence = self._try(nv.nvmlDeviceGetPersistenceMode, g.handle)
+            gen = _generation(g)
             gpus.append({
                 "domain": g.domain, "nvml_index": g.nvml_index, "uuid": g.uuid, "name": g.name,
-                "power_limit_w": self.power_limit_w(g),
-                "default_power_limit_w": None if default_mw is None else default_mw / 1000.0,
-                "clocks_mhz": {"sm": clock("nvmlDeviceGetClockInfo", "NVML_CLOCK_SM"),
-                               "mem": clock("nvmlDeviceGetClockInfo", "NVML_CLOCK_MEM")},
-                "max_clocks_mhz": {"sm": clock("nvmlDeviceGetMaxClockInfo", "NVML_CLOCK_SM"),
-                                   "mem": clock("nvmlDeviceGetMaxClockInfo", "NVML_CLOCK_MEM")},
-                "temperature_c": self._try(nv.nvmlDeviceGetTemperature, g.handle, nv.NVML_TEMPERATURE_GPU),
-                "persistence_mode": None if persistence is None else bool(persistence),
+                "power_limit_w": g.power_limit_w(),
+                "default_power_limit_w": g.default_power_limit_w(),
+                "clocks_mhz": {"sm": g.clock_mhz("sm"), "mem": g.clock_mhz("mem")},
+                "max_clocks_mhz": {"sm": g.max_clock_mhz("sm"), "mem": g.max_clock_mhz("mem")},
+                "temperature_c": g.temperature_c(),
+                "persistence_mode": g.persistence_mode(),
                 "energy_counter": g.has_counter,
                 "power_source": _power_source(g),
-                "generation": g.generation.name,
-                "sensor_semantics": g.generation.describe(),
+                "generation": gen.name,
+                "sensor_semantics": gen.describe(),
                 "mig_mode": g.mig_mode,
                 "mig_device": g.mig_slice,
                 **self._activity(g),
             })
-        driver = self._try(nv.nvmlSystemGetDriverVersion)
-        return {"driver": None if driver is None else _text(driver), "gpus": gpus}
+        return {"driver": self.driver_version(), "gpus": gpus}
 
-    def processes(self, gpu: Gpu) -> Optional[list[dict[str, Any]]]:
-        """Compute processes on this GPU (pid, GPU memory in bytes); None when NVML cannot say."""
-        procs = self._try(self.nv.nvmlDeviceGetComputeRunningProcesses, gpu.handle)
-        if procs is None:
-            return None
-        out = []
-        for p in procs:
-            used = getattr(p, "usedGpuMemory", None)
-            out.append({"pid": int(p.pid), "used_memory_bytes": int(used) if isinstance(used, int) else None})
-        return out
-
-    def _activity(self, g: Gpu) -> dict[str, Any]:
-        util = self._try(self.utilization, g)
-        return {"utilization": util, "processes": self.processes(g)}
+    def _activity(self, g: NvidiaDevice) -> dict[str, Any]:
+        return {"utilization": _try(g.utilization), "processes": g.processes()}
 
     def interference(self, own_pids: Optional[set[int]] = None) -> dict[str, Any]:
         """Other compute processes on these GPUs and their utilisation, right now. ``flagged`` when
@@ -178,140 +111,41 @@ class NvmlDevices:
         others: list[dict[str, Any]] = []
         util: dict[str, Optional[float]] = {}
         for g in self.gpus:
-            util[g.domain] = self._try(self.utilization, g)
-            for p in self.processes(g) or []:
+            util[g.domain] = _try(g.utilization)
+            for p in g.processes() or []:
                 if p["pid"] not in own:
                     others.append({"gpu": g.domain, **p})
         return {"gpu_other_processes": others, "gpu_utilization_before": util, "flagged": bool(others)}
 
-    def close(self) -> None:
-        if self._own_init:
-            self._own_init = False
-            _shutdown(self.nv)
-
 
 def open_gpu_control(device: str, run_dir: Any = None, nvml: Any = None, env: Optional[dict[str, str]] = None) -> Any:
-    """A ``hardware.gpu_control.GpuControl`` for the GPUs ``device`` selects; one clear line when
-    there is no NVIDIA GPU (or NVML) to control."""
-    from effbench.errors import EffbenchError
-    from effbench.hardware.gpu_control import GpuControl
+    """``hardware.gpu_control.open_gpu_control`` (kept here for the callers that import it from here)."""
+    from effbench.hardware.gpu_control import open_gpu_control as open_control
 
-    if not device.startswith("cuda"):
-        raise EffbenchError(f"--power-limits and --gpu-clocks set NVIDIA GPU settings, but the run is on {device}: "
-                            "run on --device cuda or leave them out")
-    try:
-        devices = NvmlDevices.open(device, nvml, env)
-    except UnsupportedError as e:
-        raise EffbenchError(f"--power-limits and --gpu-clocks need an NVIDIA GPU through NVML: {e}") from None
-    return GpuControl(devices, run_dir)
+    return open_control(device, run_dir, nvml, env)
 
 
-def _import_pynvml() -> Any:
-    try:
-        import pynvml
-    except ImportError:
-        raise UnsupportedError("nvidia-ml-py is not installed (pip install nvidia-ml-py)") from None
-    return pynvml
-
-
-def _init_failure(nv: Any, e: Exception) -> str:
-    code = getattr(e, "value", None)
-    if code == getattr(nv, "NVML_ERROR_LIBRARY_NOT_FOUND", 12):
-        return "no NVIDIA driver on this machine (NVML library libnvidia-ml.so not found)"
-    if code == getattr(nv, "NVML_ERROR_DRIVER_NOT_LOADED", 9):
-        return "the NVIDIA driver is installed but not loaded (NVML: Driver Not Loaded)"
-    return f"NVML failed to start ({describe_error(e)})"
-
-
-def _shutdown(nv: Any) -> None:
-    try:
-        nv.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - nothing useful to do about a failing shutdown
-        pass
-
-
-def _mig_parents(nv: Any, cvd: Optional[str], uuids: list[str]) -> dict[str, int]:
-    """MIG device UUIDs named in ``CUDA_VISIBLE_DEVICES`` -> their parent GPU's NVML index."""
-    out: dict[str, int] = {}
-    for token in (t.strip() for t in (cvd or "").split(",")):
-        if not token.startswith("MIG-"):
-            continue
-        try:
-            parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nv.nvmlDeviceGetHandleByUUID(token))
-            out[token] = uuids.index(_text(nv.nvmlDeviceGetUUID(parent)))
-        except (nv.NVMLError, AttributeError, ValueError):
-            continue  # not a MIG device NVML knows: CUDA would stop here too
-    return out
-
-
-def _select(nv: Any, device: str, env: dict[str, str]) -> list[Gpu]:
-    count = nv.nvmlDeviceGetCount()
-    if count == 0:
-        raise UnsupportedError("NVML sees no NVIDIA GPU")
-    handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-    uuids = [_text(nv.nvmlDeviceGetUUID(h)) for h in handles]
-    cvd = env.get("CUDA_VISIBLE_DEVICES")
-    parents = _mig_parents(nv, cvd, uuids)
-    visible = visible_indices(cvd, uuids, parents)
-    if not visible:
-        raise UnsupportedError(f"CUDA_VISIBLE_DEVICES={cvd!r} hides every GPU")
-    slices = {index: mig for mig, index in parents.items()}
-    wanted = list(enumerate(visible))
-    kind, _, index = device.partition(":")
-    if kind == "cuda" and index:
-        if not index.isdigit() or int(index) >= len(visible):
-            raise UnsupportedError(f"{device} is not a visible GPU ({len(visible)} visible)")
-        wanted = [wanted[int(index)]]
-    return [_probe(nv, cuda_i, nvml_i, handles[nvml_i], uuids[nvml_i], slices.get(nvml_i)) for cuda_i, nvml_i in wanted]
-
-
-def _mig_mode(nv: Any, handle: Any) -> Optional[bool]:
-    try:
-        current = nv.nvmlDeviceGetMigMode(handle)
-    except (nv.NVMLError, AttributeError):
-        return None  # no MIG on this GPU (NotSupported) or an old binding
-    current = current[0] if isinstance(current, (tuple, list)) else current
-    return bool(current)
-
-
-def _probe(nv: Any, cuda_index: int, nvml_index: int, handle: Any, uuid: str, mig_slice: Optional[str] = None) -> Gpu:
-    """What this GPU can report: an energy counter (Volta+), the instantaneous power field, MIG."""
-    try:
-        nv.nvmlDeviceGetTotalEnergyConsumption(handle)
-        has_counter = True
-    except nv.NVMLError:
-        has_counter = False
-    try:
-        field = nv.nvmlDeviceGetFieldValues(handle, [nv.NVML_FI_DEV_POWER_INSTANT])[0]
-        has_instant = field.nvmlReturn == 0
-    except (nv.NVMLError, AttributeError):
-        has_instant = False
-    name = _text(nv.nvmlDeviceGetName(handle))
-    return Gpu(f"gpu:{cuda_index}", nvml_index, handle, uuid, name, has_counter, has_instant,
-               generation_of(name), _mig_mode(nv, handle), mig_slice)
-
-
-def _power_source(g: Gpu, polling: bool = False) -> str:
+def _power_source(g: NvidiaDevice, polling: bool = False) -> str:
     if g.has_counter and not polling:
         return "total energy counter"
     if g.has_instant:
         return "instantaneous power field"
-    avg = g.generation.power_usage_average_s
-    return f"power usage ({avg:g} s average on {g.generation.name})" if avg else "power usage (instantaneous)"
+    avg = _generation(g).power_usage_average_s
+    return f"power usage ({avg:g} s average on {_generation(g).name})" if avg else "power usage (instantaneous)"
 
 
-def _flags_for(gpus: list[Gpu]) -> tuple[str, ...]:
+def _flags_for(gpus: list[NvidiaDevice]) -> tuple[str, ...]:
     flags = []
-    if any(not g.generation.accuracy_stated for g in gpus):
+    if any(not _generation(g).accuracy_stated for g in gpus):
         flags.append("accuracy-unstated")
     if any(g.mig_mode for g in gpus):
         flags.append("mig-whole-gpu")
     return tuple(flags)
 
 
-def _accuracy(gpus: list[Gpu]) -> Optional[float]:
+def _accuracy(gpus: list[NvidiaDevice]) -> Optional[float]:
     """The stated accuracy bound of these GPUs (the worst), None when any is unstated."""
-    stated = [g.generation.accuracy_rel for g in gpus]
+    stated = [_generation(g).accuracy_rel for g in gpus]
     return None if any(a is None for a in stated) else max(stated)  # type: ignore[type-var]
 
 
@@ -344,7 +178,7 @@ class _CounterWindow(Window):
         edge_w = max([mean_w, *(self._p0 or {}).values(), *(p1 or {}).values()])
         # Each edge hides up to one update period of power; relative to the window that is at most
         # (period x edge power) / energy.
-        period = max(g.generation.update_period_s for g in gpus)
+        period = max(_generation(g).update_period_s for g in gpus)
         resolution = period * (edge_w / mean_w if mean_w > 0 else 1.0)
         return observed_reading(
             "nvml", duration, joules, accuracy_rel=_accuracy(gpus), coverage=1.0,
@@ -353,8 +187,8 @@ class _CounterWindow(Window):
         )
 
 
-def _generations(gpus: list[Gpu]) -> str:
-    return "; ".join(sorted({g.generation.describe() for g in gpus}))
+def _generations(gpus: list[NvidiaDevice]) -> str:
+    return "; ".join(sorted({_generation(g).describe() for g in gpus}))
 
 
 class NvmlSensor(EnergySensor):
@@ -425,7 +259,7 @@ class NvmlSensor(EnergySensor):
             how = f"NVML power polled every {self.poll_interval_s * 1000:.0f} ms ({_power_source(devices.gpus[0], polling=True)})"
         refusal = self.mig_refusal()
         accuracy = _accuracy(devices.gpus)
-        source = "; ".join(sorted({g.generation.accuracy_source for g in devices.gpus}))
+        source = "; ".join(sorted({_generation(g).accuracy_source for g in devices.gpus}))
         reason = f"{how} on {names}; {_generations(devices.gpus)}" + (f"; {refusal}" if refusal else "")
         return SensorInfo("nvml", kind, True, reason, tuple(g.domain for g in devices.gpus),
                           UPDATE_PERIOD_S, accuracy, source)
@@ -433,7 +267,7 @@ class NvmlSensor(EnergySensor):
     def _counters(self) -> tuple[dict[str, int], Optional[str]]:
         devices = self._open()
         try:
-            return {g.domain: devices.energy_mj(g) for g in devices.gpus}, None
+            return {g.domain: g.energy_mj() for g in devices.gpus}, None
         except Exception as e:  # noqa: BLE001 - a lost GPU ends this window, not the sweep
             return {}, describe_error(e)
 
@@ -445,7 +279,7 @@ class NvmlSensor(EnergySensor):
 
     def _read_power(self) -> dict[str, float]:
         devices = self._open()
-        return {g.domain: devices.power_w(g) for g in devices.gpus}
+        return {g.domain: g.power_w() for g in devices.gpus}
 
     def poller(self) -> Poller:
         if self._poller is None:
@@ -455,13 +289,14 @@ class NvmlSensor(EnergySensor):
     def _polled_reading(self, polled: Polled) -> EnergyReading:
         gpus = self._open().gpus
         g = gpus[0]
+        gen = _generation(g)
         # The instantaneous field is the last update period's value; nvmlDeviceGetPowerUsage is
         # that too on GA100 and older, a 1 s average on later GPUs (generations.py).
-        average = None if g.has_instant else g.generation.power_usage_average_s
-        sensing = Sensing(g.generation.duty, average, g.generation.update_period_s)
+        average = None if g.has_instant else gen.power_usage_average_s
+        sensing = Sensing(gen.duty, average, gen.update_period_s)
         return polled.reading("nvml", _accuracy(gpus), basis=f"NVML power polled, {_power_source(g, polling=True)} "
                               f"({_generations(gpus)})", domains=tuple(x.domain for x in gpus), sensing=sensing,
-                              flags=_flags_for(gpus) + (() if g.generation.duty is not None else ("duty-unstated",)))
+                              flags=_flags_for(gpus) + (() if gen.duty is not None else ("duty-unstated",)))
 
     def start_window(self) -> Window:
         refusal = self.mig_refusal()

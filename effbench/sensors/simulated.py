@@ -11,7 +11,10 @@
   (``counter_reset_at``, a driver reload). It can lose the GPU at a set time, drop power reads in
   given intervals, answer NotSupported/NoPermission per call (``errors``), be in MIG mode with
   MIG devices, list running processes, and take power-limit and locked-clock settings (root only,
-  within the GPU's range; read back as in force).
+  within the GPU's range; read back as in force). It plugs in at the device layer
+  (``effbench.device.nvidia``), the only code that calls NVML: passed as ``nvml`` to a sensor,
+  ``NvidiaGPUs.open``, ``open_gpu_control`` or ``restore_pending``, or, for code that takes no such
+  argument (detection, the environment block), installed with ``effbench.device.plugged(fake)``.
 - ``FakePowercap``: writes a ``/sys/class/powercap``-like tree whose ``energy_uj`` files follow a
   waveform and wrap around at ``max_energy_range_uj``.
 - ``nvidia_smi_csv``: the CSV ``nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms N``
