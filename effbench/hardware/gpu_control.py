@@ -37,13 +37,18 @@ class Applied:
     sm_clock_mhz: Optional[int]
 
 
+# What a refused setting means to the user, by the device layer's error type.
+_WHY: tuple[tuple[type[DeviceError], str], ...] = (
+    (NotPermitted, "{what} needs root (NVML: Insufficient Permissions): run effbench as root, or leave the option out"),
+    (NotSupported, "{what} is not supported on this GPU (NVML: Not Supported)"),
+    (InvalidArgument, "{what}: the value is outside this GPU's range (NVML: Invalid Argument)"),
+)
+
+
 def _why(e: DeviceError, what: str) -> str:
-    if isinstance(e, NotPermitted):
-        return f"{what} needs root (NVML: Insufficient Permissions): run effbench as root, or leave the option out"
-    if isinstance(e, NotSupported):
-        return f"{what} is not supported on this GPU (NVML: Not Supported)"
-    if isinstance(e, InvalidArgument):
-        return f"{what}: the value is outside this GPU's range (NVML: Invalid Argument)"
+    template = next((t for kind, t in _WHY if isinstance(e, kind)), None)
+    if template is not None:
+        return template.format(what=what)
     return f"{what} failed (NVML: {' '.join(str(e).split()) or type(e).__name__})"
 
 
