@@ -12,7 +12,7 @@ BACKENDS: Registry[Callable[[], Backend]] = Registry("backend", {
     "llamacpp": "effbench.backends.llamacpp:LlamaCppBackend",
     "vllm": "effbench.backends.vllm:VLLMBackend",
 }, aliases={"pytorch": "transformers", "torch": "transformers", "hf": "transformers",
-            "llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp"})
+            "llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "llama_cpp": "llamacpp"}, group="effbench.backends")
 
 
 def backend_names() -> list[str]:
@@ -24,9 +24,11 @@ def canonical_backend_name(name: str) -> str:
     return BACKENDS.canonical(name)
 
 
-def register_backend(name: str, factory: Callable[[], Backend]) -> None:
-    """Add a backend (plugins, tests). ``factory()`` returns a fresh ``Backend``."""
-    BACKENDS.register(name, factory)
+def register_backend(name: str, factory: Callable[[], Backend], replace: bool = False) -> None:
+    """Add a backend (plugins, tests). ``factory()`` returns a fresh ``Backend``; a name already taken
+    is an error unless ``replace``. Workers in other processes get it when ``factory`` is importable
+    (effbench.registry); installed packages use the ``effbench.backends`` entry-point group instead."""
+    BACKENDS.register(name, factory, replace=replace)
 
 
 def create_backend(name: str) -> Backend:

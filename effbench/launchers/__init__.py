@@ -13,7 +13,7 @@ LAUNCHERS: Registry[type[Launcher]] = Registry("launcher", {
     "process": "effbench.launchers.process:ProcessLauncher",
     "slurm": "effbench.launchers.slurm:SlurmLauncher",
     "ray": "effbench.launchers.ray:RayLauncher",
-})
+}, group="effbench.launchers")
 
 
 def create_launcher(name: str, options: Mapping[str, Any], run_dir: Path) -> Launcher:

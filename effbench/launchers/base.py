@@ -36,6 +36,10 @@ class Launcher(ABC):
     local: ClassVar[bool] = True
     # Options this launcher understands (--launcher-opt key=value, or the sweep file's launcher: section).
     option_help: ClassVar[Mapping[str, str]] = {}
+    # Its workers see this process's run-time registrations (backends, sensors, ... registered by a test
+    # or notebook) without being told: this process, or a fork of it. Otherwise the sweep hands them
+    # over in the group (effbench.registry.carried_registrations) and the worker re-registers them.
+    inherits_registrations: bool = False
 
     def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
         unknown = sorted(set(options) - set(self.option_help))

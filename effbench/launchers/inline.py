@@ -8,6 +8,7 @@ from effbench.launchers.base import Launcher, Sink, Work
 
 class InlineLauncher(Launcher):
     name = "inline"
+    inherits_registrations = True
 
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None:
         work(group, sink)  # errors of the group are the worker's records; anything else is the user's

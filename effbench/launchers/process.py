@@ -57,10 +57,12 @@ class ProcessLauncher(Launcher):
             from effbench.errors import ConfigError
 
             raise ConfigError(f"--launcher-opt start_method={method!r}: choose one of {', '.join(mp.get_all_start_methods())}")
-        self.context = mp.get_context(method)
+        self.context: Any = mp.get_context(method)  # typeshed's BaseContext lacks Process
+        self.inherits_registrations = method == "fork"  # spawn and forkserver start a fresh interpreter
 
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None:
-        reader, writer = self.context.Pipe(duplex=False)
+        pipe: tuple[Connection, Connection] = self.context.Pipe(duplex=False)
+        reader, writer = pipe
         proc = self.context.Process(target=_child, args=(work, group, writer), name=f"effbench-{label}", daemon=True)
         proc.start()
         writer.close()  # the child holds the only writer: EOF on our end means it is gone

@@ -83,12 +83,13 @@ class OffersCapabilities(Protocol):
     offers: frozenset[str]
 
 
-SCHEMES: Registry[Scheme] = Registry("quantization scheme", {}, open_choice="gguf-<type>")
+# Built-ins are registered by effbench.quant.schemes, then sealed (effbench/quant/__init__.py).
+SCHEMES: Registry[Scheme] = Registry("quantization scheme", {}, open_choice="gguf-<type>", group="effbench.quant", sealed=False)
 
 
-def register(scheme: Scheme) -> Scheme:
-    """Add a scheme (built-ins, plugins, tests)."""
-    SCHEMES.register(scheme.name, scheme)
+def register(scheme: Scheme, replace: bool = False) -> Scheme:
+    """Add a scheme (built-ins, plugins, tests); a name already taken is an error unless ``replace``."""
+    SCHEMES.register(scheme.name, scheme, replace=replace)
     return scheme
 
 

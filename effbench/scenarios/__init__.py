@@ -9,7 +9,7 @@ from effbench.scenarios.base import Context, Point, Scenario, Session
 SCENARIOS: Registry[type[Scenario]] = Registry("scenario", {
     "offline": "effbench.scenarios.offline:OfflineScenario",
     "serving": "effbench.scenarios.serving:ServingScenario",
-})
+}, group="effbench.scenarios")
 
 
 def scenario_class(name: str) -> type[Scenario]:

@@ -20,9 +20,9 @@ SENSORS: Registry[type[EnergySensor]] = Registry("sensor", {
     "rapl": "effbench.sensors.rapl:RaplSensor",
     "estimate": EstimateSensor,
     "none": NullSensor,
-})
+}, group="effbench.sensors")
 AUTO = "auto"
-SENSOR_NAMES = (AUTO, *SENSORS.names())
+SENSOR_NAMES = (AUTO, *SENSORS.entries)  # the built-ins (names() also lists installed plugins)
 
 
 def canonical_sensor_name(name: str) -> str:
@@ -36,9 +36,10 @@ def canonical_sensor_name(name: str) -> str:
         raise ConfigError(str(e).replace("choose one of: ", f"choose one of: {AUTO}, ")) from None
 
 
-def register_sensor(name: str, sensor: type[EnergySensor]) -> None:
-    """Add a sensor (plugins, tests); set its ``auto_for``/``auto_rank`` to let ``auto`` pick it."""
-    SENSORS.register(name, sensor)
+def register_sensor(name: str, sensor: type[EnergySensor], replace: bool = False) -> None:
+    """Add a sensor (plugins, tests); set its ``auto_for``/``auto_rank`` to let ``auto`` pick it. A name
+    already taken is an error unless ``replace``; installed packages use the ``effbench.sensors`` entry points."""
+    SENSORS.register(name, sensor, replace=replace)
 
 
 def _measuring(device: str) -> list[EnergySensor]:

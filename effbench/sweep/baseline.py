@@ -41,15 +41,16 @@ class Baselines:
     def apply(self, record: Record) -> Record:
         """``record`` with its quality compared to the baseline (an unquantized record becomes one)."""
         q = record.quality
-        if q is None or not _usable(q.perplexity):
+        ppl = q.perplexity if q is not None else None
+        if q is None or ppl is None or not _usable(ppl):
             return record
         key = (record.model.id, record.backend.name)
         if _unquantized(record.quantization.scheme):
-            self.by_key.setdefault(key, (record.quantization.scheme, float(q.perplexity)))
+            self.by_key.setdefault(key, (record.quantization.scheme, float(ppl)))
             return record
         if key not in self.by_key:
             return record.model_copy(update={"quality": q.model_copy(update={"note": q.note or NO_BASELINE_NOTE})})
         scheme, base = self.by_key[key]
-        rise = q.perplexity / base - 1
+        rise = ppl / base - 1
         return record.model_copy(update={"quality": q.model_copy(update={
             "baseline_scheme": scheme, "perplexity_rise": rise, "flagged": rise > self.threshold})})

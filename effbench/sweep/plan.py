@@ -74,6 +74,9 @@ class GroupSpec:
     idle_power_w: dict[str, float] = field(default_factory=dict)  # hostname -> idle W measured by the parent
     grid: Any = None  # effbench.analysis.carbon.Intensity
     hardware: Optional[dict[str, Any]] = None  # {"profile", "detected_name"} when the parent knows them (local)
+    # Backends, sensors, ... registered at run time in the parent, for a worker in a fresh process to
+    # re-register (entry-point group -> name -> "module:attr"; effbench.registry.install).
+    plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def target_name(self) -> str:
@@ -91,6 +94,8 @@ def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, 
     groups = []
     scenario = scenario_class(config.scenario)
     targets: list[Optional[TargetConfig]] = list(config.targets) or [None]
+    limits: list[Optional[float]] = [*config.power_limits] or [None]  # no axis: the GPU as it is
+    clocks: list[Optional[int]] = [*config.gpu_clocks] or [None]
     for target in targets:
         where = target.name if target else ""
         for model in config.model:
@@ -100,8 +105,8 @@ def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, 
                     points = [
                         ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, compile=config.compile,
                                     target=where, scenario=scenario.name, power_limit_w=pl, gpu_clock_mhz=clk, **load)
-                        for pl in (config.power_limits or [None])
-                        for clk in (config.gpu_clocks or [None])
+                        for pl in limits
+                        for clk in clocks
                         for ps in config.prompts
                         for pt in config.prompt_tokens
                         for nt in config.new_tokens

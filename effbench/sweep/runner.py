@@ -17,16 +17,18 @@ from effbench.backends import BACKENDS, create_backend
 from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
 from effbench.hardware.gpu_control import RESTORE_FILE as GPU_RESTORE_FILE, restoring_on_signals
-from effbench.errors import EffbenchError, UnsupportedError
+from effbench.errors import ConfigError, EffbenchError, UnsupportedError
 from effbench.hardware import Detected, detect, get_profile, resolve_profile_id
 from effbench.launchers import GroupFailed, Launcher, create_launcher
 from effbench.models import load_prompt_set, resolve_model
 from effbench.models.resolve import check_hub_model_reachable
 from effbench.results.schema import Record
 from effbench.results.store import RunStore, validate_records
+from effbench.registry import carried_registrations
 from effbench.scenarios import scenario_class
-from effbench.sensors import EnergySensor, create as create_sensor
+from effbench.sensors import AUTO as AUTO_SENSOR, SENSORS, EnergySensor, create as create_sensor
 from effbench.sweep.baseline import Baselines
+from effbench.sweep.checks import contradictions, nothing_fits
 from effbench.sweep.observer import SweepObserver
 from effbench.sweep.plan import GroupSpec, expand
 from effbench.sweep.worker import GroupWorker, hardware_block, measure_idle, run_group
@@ -49,6 +51,9 @@ class Sweep:
 
     def __init__(self, config: SweepConfig) -> None:
         self.config = config
+        problem = contradictions(config)
+        if problem:
+            raise ConfigError(problem)
         self.observer = SweepObserver()
         self.store = RunStore(config.out or default_out_dir())
         self.specs = {m: resolve_model(m) for m in config.model}
@@ -64,6 +69,7 @@ class Sweep:
         self.local = all(launcher.local for launcher in self.launchers.values())
         self.scenario = scenario_class(config.scenario)
         self.scenario.check(config)
+        self.plugins = self._carried_plugins()  # a closure or a __main__ class a worker cannot import fails here
         self.devices = {b: config.device for b in self.scenario.backends(config)}
         self.detected: Optional[Detected] = None
         self.profile: Optional[str] = config.hardware
@@ -81,12 +87,27 @@ class Sweep:
         self.baselines = Baselines(config.ppl_threshold)
         self.point_by_id = {p.config_id: p for g in self.groups for p in g.points}
 
+    def _carried_plugins(self) -> dict[str, dict[str, Any]]:
+        """The run-time registrations (a backend or sensor a test or notebook registered) for workers that
+        start without them: a spawned process, a SLURM job, a Ray task (effbench.registry)."""
+        fresh = [launcher for launcher in self.launchers.values() if not launcher.inherits_registrations]
+        if not fresh:
+            return {}
+        c = self.config
+        used = {"effbench.scenarios": [c.scenario], "effbench.quant": c.quant,
+                "effbench.sensors": list(SENSORS.added()) if c.sensor == AUTO_SENSOR else [c.sensor],
+                "effbench.backends" if self.scenario.loads_model else "effbench.engines": self.scenario.backends(c)}
+        return carried_registrations(used, f"a worker of the {fresh[0].name} launcher")
+
     def _preflight_here(self) -> None:
         """Groups run on this machine: check the device and sensor here, before any model loads. A
         backend that cannot run here (missing package, no GPU for 'auto') becomes error records; a
         device the user named explicitly that is not present is an input error."""
         for name in self.devices:
-            if name not in BACKENDS.entries:  # a server effbench does not run (--endpoint): no device here
+            # Offline these are backends; serving, they are serving engines (ENGINES, another registry),
+            # whose device is the one the backend of the same library resolves ("transformers" engine:
+            # "transformers" backend). An --endpoint server, or an engine with no such backend: none here.
+            if name not in BACKENDS.entries:
                 self.devices[name] = "cpu" if self.config.device == "auto" else self.config.device
                 continue
             backend = None
@@ -96,6 +117,10 @@ class Sweep:
             except UnsupportedError:
                 if backend is not None and self.config.device != "auto":
                     raise
+        if self.scenario.loads_model:  # the devices are known: a sweep where nothing fits ends here
+            problem = nothing_fits(expand(self.config, self.specs, self.devices), self.specs)
+            if problem:
+                raise EffbenchError(problem)
         first_device = next((d for d in self.devices.values() if d != "auto"), "cpu")
         self.sensor_device = first_device
         self.sensor = create_sensor(self.config.sensor, first_device)  # an unavailable sensor fails here
@@ -108,7 +133,8 @@ class Sweep:
             profile = get_profile(self.profile, measure=False)
             if profile.kind != self.detected.kind:
                 raise EffbenchError(f"hardware profile '{profile.id}' is a {profile.kind} but this run measures the "
-                                    f"{self.detected.kind} ({self.detected.name}); pass a {self.detected.kind} profile or leave --hardware out")
+                                    f"{self.detected.kind} ({self.detected.name}); pass a {self.detected.kind} profile "
+                                    "or leave --hardware out")
 
     def _preflight_gpu_control(self, device: str) -> None:
         """--power-limits / --gpu-clocks: a GPU this process can set, values in its range, a local
@@ -130,7 +156,8 @@ class Sweep:
         failures = self.gpu_control.restore()
         if failures:
             self.observer.message(f"warning: could not restore the GPU settings ({'; '.join(failures)}); "
-                                  f"they are kept in {self.store.path}: python -m effbench.hardware.gpu_control {self.store.path}")
+                                  f"they are kept in {self.store.path}: "
+                                  f"python -m effbench.hardware.gpu_control {self.store.path}")
 
     # -- run directory -----------------------------------------------------------------------
     def _open_store(self) -> set[str]:
@@ -202,7 +229,8 @@ class Sweep:
         target, with its resolved profile, so reports and plans of the merged fleet stay self-contained."""
         data = self.store.read_run()
         hardware = data.setdefault("hardware", {})
-        targets = [t for t in hardware.get("targets", []) if (t.get("host"), t.get("target")) != (host.get("host"), host.get("target"))]
+        where = (host.get("host"), host.get("target"))
+        targets = [t for t in hardware.get("targets", []) if (t.get("host"), t.get("target")) != where]
         hardware["targets"] = targets + [host]
         self.store.write_run(data)
 
@@ -227,7 +255,7 @@ class Sweep:
                     todo = [p for p in group.points if p.config_id not in done]
                     if todo:
                         self._launch(replace(group, points=todo, run_id=self.run_id, grid=self.grid,
-                                             idle_power_w=dict(self.idle_power_w),
+                                             idle_power_w=dict(self.idle_power_w), plugins=self.plugins,
                                              hardware=self._hardware_info() if self.local else None))
             status = "complete"
         finally:
@@ -237,7 +265,8 @@ class Sweep:
             self._close_store(status)
             for launcher in self.launchers.values():
                 launcher.close()
-        return Run(self.store.path, self.run_id, validate_records(self.store.record_dicts(warn=True), str(self.store.results_file)))
+        records = validate_records(self.store.record_dicts(warn=True), str(self.store.results_file))
+        return Run(self.store.path, self.run_id, records)
 
     def _hardware_info(self) -> dict[str, Any]:
         hw = self.hardware or {}

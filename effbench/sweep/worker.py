@@ -25,6 +25,7 @@ from effbench.models import load_quality_text
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.models.resolve import model_dims
 from effbench.quant import get_scheme
+from effbench.registry import install
 from effbench.results.schema import (
     BackendInfo, GpuInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, WorkloadInfo,
 )
@@ -295,7 +296,9 @@ def _scenario_point(p: ConfigPoint) -> Point:
 
 
 def run_group(group: GroupSpec, emit: Sink) -> None:
-    """The worker entry point every launcher runs (module level, so it pickles)."""
+    """The worker entry point every launcher runs (module level, so it pickles). The parent's run-time
+    registrations come first: a spawned process, a SLURM job or a Ray task starts without them."""
+    install(group.plugins)
     GroupWorker(group, emit).run()
 
 

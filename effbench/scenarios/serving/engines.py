@@ -241,4 +241,4 @@ class LlamaCppServe(ManagedEngine):
 
 ENGINES: Registry[type[ManagedEngine]] = Registry("serving engine", {
     "transformers": TransformersServe, "vllm": VllmServe, "llamacpp": LlamaCppServe,
-}, aliases={"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "hf": "transformers"})
+}, aliases={"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "hf": "transformers"}, group="effbench.engines")
