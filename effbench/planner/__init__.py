@@ -11,7 +11,9 @@ One module per job:
   profiles nobody measured (effbench.analysis.transfer), and for a shipped architecture (``arch:NAME``)
   the published reference data or the fitted GPU projection (effbench.analysis.projection);
 - ``rank``: the plan: a serving replica at its best load, the options ranked, stale prices named.
-Every projection formula lives in effbench.analysis; this package only sizes with them.
+Every projection formula lives in effbench.analysis; this package only sizes with them. The names below
+are today's public names of ``effbench.planner``, except the function ``economics`` (it would hide the
+submodule of that name: ``effbench.planner.economics.economics``).
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ from effbench.planner.demand import (
     PlanRequest,
     parse_redundancy,
 )
-# (the function economics.economics is not lifted here: it would hide the submodule of the same name)
 from effbench.planner.economics import PRICE_STALE_DAYS, Economics, grid_intensity, price_age_days, price_fields
 from effbench.planner.option import (
     PlanOption,
