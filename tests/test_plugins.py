@@ -182,3 +182,14 @@ def test_backends_and_serving_engines_are_named_apart_in_messages():
 def test_every_plugin_group_names_its_registry():
     for group in registry.GROUPS:
         assert registry.registry_of(group).group == group
+
+
+def test_a_backend_registered_at_run_time_reaches_a_slurm_job(tmp_path, model_dir, monkeypatch):
+    pytest.importorskip("submitit")
+    # The job is a fresh interpreter (submitit's local executor, as CI runs the SLURM path): what the
+    # parent registered must be importable there, as a plugin must be on a cluster's nodes.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    register_backend("fake", FakeBackend, replace=True)
+    run = effbench.run(tiny_config(model_dir, tmp_path / "run", launcher="slurm", launcher_opt={"cluster": "local"}))
+    assert [r.error for r in run.records] == [None, None]
+    assert {r.backend.version for r in run.records} == {"fake 1.0"}
