@@ -193,3 +193,12 @@ def test_a_backend_registered_at_run_time_reaches_a_slurm_job(tmp_path, model_di
     run = effbench.run(tiny_config(model_dir, tmp_path / "run", launcher="slurm", launcher_opt={"cluster": "local"}))
     assert [r.error for r in run.records] == [None, None]
     assert {r.backend.version for r in run.records} == {"fake 1.0"}
+
+
+def test_a_backend_registered_at_run_time_reaches_a_ray_task(tmp_path, model_dir, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))  # the local Ray's workers import conftest
+    register_backend("fake", FakeBackend, replace=True)
+    run = effbench.run(tiny_config(model_dir, tmp_path / "run", launcher="ray", launcher_opt={"cpus": "1"}))
+    assert [r.error for r in run.records] == [None, None]
+    assert {r.backend.version for r in run.records} == {"fake 1.0"}
