@@ -27,6 +27,7 @@ import difflib
 import importlib
 import pickle
 import sys
+import types
 from typing import Any, Collection, Generic, Mapping, Optional, TypeVar, Union
 
 from effbench.errors import ConfigError, UnsupportedError
@@ -201,14 +202,15 @@ def _same(a: Any, b: Any) -> bool:
 
 # -- run-time registrations across processes ------------------------------------------------------
 def _carried(value: Any) -> Optional[Any]:
-    """How ``value`` travels to another process: its "module:attr" reference; an instance that is no
-    class or function (a quantization ``Scheme``) as itself when it pickles; else None."""
+    """How ``value`` travels to another process: its "module:attr" reference; any other object (a
+    quantization ``Scheme``, a ``functools.partial`` of an importable class) as itself when it pickles;
+    else None (a class or function that cannot be imported by name)."""
     if isinstance(value, str):
         return value
     ref = reference(value)
     if ref is not None:
         return ref
-    if isinstance(value, type) or callable(value):
+    if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
         return None
     try:
         pickle.dumps(value)

@@ -4,6 +4,7 @@ entry points, found by name here and in spawned workers; a backend registered at
 a name clash is an error."""
 from __future__ import annotations
 
+import functools
 import sys
 import textwrap
 from pathlib import Path
@@ -21,7 +22,7 @@ from effbench.sensors.base import NullSensor
 from effbench.sensors.estimate import EstimateSensor
 from effbench.sweep import Sweep
 
-from conftest import FakeBackend, tiny_config
+from conftest import FakeBackend, Timing, tiny_config
 
 PLUGIN = textwrap.dedent('''
     from conftest import FAST, FakeBackend
@@ -146,12 +147,18 @@ def test_install_re_registers_in_a_worker(monkeypatch, fresh_registries):
     assert isinstance(create_backend("fake"), FakeBackend)
 
 
-def test_a_scheme_registered_at_run_time_travels_as_itself(monkeypatch, fresh_registries):
+def test_a_scheme_or_a_partial_registered_at_run_time_travels_as_itself(monkeypatch, fresh_registries):
     scheme = Scheme("test-fp32", "torch", 32, "float32", ("cpu",), "a test scheme")
     register_scheme(scheme)
+    slow = functools.partial(FakeBackend, timing=Timing(prefill_base=0.5))
+    register_backend("slow", slow)
     carried = registry.carried_registrations({}, "a worker")
     assert carried["effbench.quant"] == {"test-fp32": scheme}
     assert "fp32" not in carried["effbench.quant"]  # built-ins are every process's own
+    assert carried["effbench.backends"] == {"slow": slow}  # conftest's lambda cannot travel, and is not used
+    register_backend("local", lambda: FakeBackend())
+    with pytest.raises(ConfigError, match="backend 'local' is registered at run time as test_plugins.test_a_scheme_or_"):
+        registry.carried_registrations({"effbench.backends": ["local"]}, "a worker")
 
 
 # -- clashes and kinds ---------------------------------------------------------------------------
