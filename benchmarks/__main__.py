@@ -1,8 +1,9 @@
 """``python -m benchmarks run SUITE [options]``: effbench's own benchmark suites.
 
 Suites: cpu-sweep (a), gpu-sweep --model PATH (b), sensor-overhead (c), runner-overhead (d),
-time-to-result [--from RUN_DIR] (e), launcher-overhead (f), serving-load, serving-peers, energy-calibration (simulated GPU sensors). Results go under benchmarks/results/<hardware>/. On a shared
-machine run each CPU-heavy suite alone (e.g. under ``flock /tmp/effbench-cpu.lock``).
+time-to-result [--from RUN_DIR] (e), launcher-overhead (f), serving-load, serving-peers, energy-calibration
+(simulated GPU sensors). Results go under benchmarks/results/<hardware>/. On a shared machine run each
+CPU-heavy suite alone (e.g. under ``flock /tmp/effbench-cpu.lock``).
 """
 from __future__ import annotations
 

@@ -168,7 +168,7 @@ def median_ci95(values: Sequence[float], *, resamples: int = 2000, seed: int = 0
         raise ValueError("no values for a median")
     med = float(np.median(xs))
     if len(xs) == 2 and xs[0] != xs[1]:  # the median is the mean: its Student-t interval (df 1, wide)
-        s = summarize(xs)
+        s = summarize(xs.tolist())
         return med, (med - s.ci95_half, med + s.ci95_half)
     if len(xs) < 3 or float(xs.min()) == float(xs.max()):
         return med, None

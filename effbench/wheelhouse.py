@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -56,7 +55,7 @@ def _requirements(dist: str, extras: Iterable[str] = ()) -> list[Requirement]:
         if req.marker is None:
             reqs.append(req)
             continue
-        envs = [{**default_environment(), "extra": e} for e in ("", *extras)]
+        envs = [{"extra": e} for e in ("", *extras)]  # evaluate() fills in the rest from this interpreter
         if any(req.marker.evaluate(env) for env in envs):
             reqs.append(req)
     return reqs

@@ -113,12 +113,14 @@ def test_ci_overlap_when_no_samples():
     c = compare_records(base, strip(slowed(records(), 0.8)))
     d = next(x for x in c.configs[0].deltas if x.metric == "decode_tokens_per_s")
     assert d.method == "ci-overlap" and d.significant and d.regression
-    d = next(x for x in compare_records(base, strip(slowed(records(), 0.99))).configs[0].deltas if x.metric == "decode_tokens_per_s")
+    d = next(x for x in compare_records(base, strip(slowed(records(), 0.99))).configs[0].deltas
+             if x.metric == "decode_tokens_per_s")
     assert d.method == "ci-overlap" and not d.significant
 
 
 def test_exact_metrics_use_threshold_only():
-    new = [r.model_copy(update={"quality": r.quality.model_copy(update={"perplexity": r.quality.perplexity * 1.10})}) for r in records()]
+    new = [r.model_copy(update={"quality": r.quality.model_copy(update={"perplexity": r.quality.perplexity * 1.10})})
+           for r in records()]
     c = compare_records(records(), new)
     assert {d.metric for _, d in c.regressions} == {"perplexity"}
 
@@ -266,8 +268,9 @@ def test_different_sensors_are_refused_like_measured_vs_estimated():
     with pytest.raises(EffbenchError, match="sensor"):
         compare_records(nvml, rapl)
     c = compare_records(nvml,
-                        [r.model_copy(update={"energy": r.energy.model_copy(update={"tokens_per_joule": r.energy.tokens_per_joule / 3})})
-                               for r in rapl], match_loose=["sensor", "domains"])
+                        [r.model_copy(update={"energy": r.energy.model_copy(
+                            update={"tokens_per_joule": r.energy.tokens_per_joule / 3})})
+                         for r in rapl], match_loose=["sensor", "domains"])
     tpj = [d for cfg in c.configs for d in cfg.deltas if d.metric == "tokens_per_joule"]
     assert tpj and all(not d.regression and "different sensor" in d.note for d in tpj)
 
@@ -304,7 +307,8 @@ def test_an_energy_change_inside_the_estimates_uncertainty_is_not_significant():
     assert d.base_estimated and d.new_estimated
     # the same halving with a measured +-5% energy figure is a regression
     tight = with_energy(rs, uncertainty_rel=0.05, status="measured")
-    tight_new = [h.model_copy(update={"energy": h.energy.model_copy(update={"uncertainty_rel": 0.05, "status": "measured"})}) for h in halved]
+    tight_new = [h.model_copy(update={"energy": h.energy.model_copy(update={"uncertainty_rel": 0.05, "status": "measured"})})
+                 for h in halved]
     d = next(x for x in compare_records(tight, tight_new).configs[0].deltas if x.metric == "tokens_per_joule")
     assert d.regression
 

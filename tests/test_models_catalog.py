@@ -56,6 +56,7 @@ def test_new_hardware_profiles_and_interconnects():
     assert {"b200", "v100-32gb", "rtx-6000-ada", "a30", "h100-nvl"} <= set(by_id)
     b200 = by_id["b200"]
     assert b200.memory_gb == 180 and b200.peak_tflops.fp8 == 2 * b200.peak_tflops.bf16 and b200.tdp_w == 1000
-    assert all(p.interconnect_gbps for p in by_id.values() if p.kind == "gpu" and p.origin.endswith(".yaml") and "hardware" in p.origin)
+    assert all(p.interconnect_gbps for p in by_id.values()
+               if p.kind == "gpu" and p.origin.endswith(".yaml") and "hardware" in p.origin)
     assert by_id["h100-sxm"].interconnect_gbps > 5 * by_id["h100-pcie"].interconnect_gbps  # NVLink vs PCIe
     assert by_id["v100-32gb"].peak_tflops.bf16 is None  # Volta has no bf16

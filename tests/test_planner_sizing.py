@@ -166,7 +166,8 @@ def test_table_fits_100_columns_with_whole_headers():
     Console(file=buf, width=100, color_system=None).print(_table(p, 30))
     text = buf.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 100 and "…" not in text
-    for header in ("hardware", "basis", "scheme", "conc", "/replica", "band", "repl", "p95 ms", "$/month", "at cap.", "at target"):
+    for header in ("hardware", "basis", "scheme", "conc", "/replica", "band", "repl", "p95 ms", "$/month", "at cap.",
+                   "at target"):
         assert header in text
 
 

@@ -243,7 +243,8 @@ def test_plugin_imports_cheaply(pytester: pytest.Pytester) -> None:
     result = pytester.run(
         "python", "-c",
         "import sys, effbench.pytest_plugin; "
-        "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'pytest_benchmark', 'effbench.sensors') if m in sys.modules))",
+        "print(sorted(m for m in ('torch', 'numpy', 'transformers', 'pytest_benchmark', 'effbench.sensors') if m in "
+        "sys.modules))",
     )
     assert result.ret == 0
     assert result.stdout.lines[-1] == "[]"

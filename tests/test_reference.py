@@ -97,7 +97,8 @@ def test_cli_reference_list_and_show() -> None:
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     assert data["basis"] == "reference" and "Chung" in data["citation"]
-    assert data["points"] and all(x["arch"] == "qwen3-32b" and x["profile"] == "h100-sxm" and x["basis"] == "reference" for x in data["points"])
+    assert data["points"]
+    assert all(x["arch"] == "qwen3-32b" and x["profile"] == "h100-sxm" and x["basis"] == "reference" for x in data["points"])
     key = data["points"][0]["key"]
     shown = json.loads(effbench("reference", "show", key, "--json").stdout)
     assert shown["key"] == key and shown["basis"] == "reference"

@@ -205,7 +205,8 @@ def test_serving_section_in_every_output(serving):
     assert [r[header.index("saturated")] for r in rows] == ["no", "no", "no", "SATURATED"]
     first = json.loads((SERVING / "results.jsonl").read_text().splitlines()[0])
     lo, hi = first["serving"]["ttft_ms"]["ci95"]["p50"]
-    assert rows[0][header.index("TTFT p50 ms \\[95% CI\\]")] == f"{first['serving']['ttft_ms']['p50']:.0f} \\[{lo:.0f}, {hi:.0f}\\]"
+    ttft_p50 = first["serving"]["ttft_ms"]["p50"]
+    assert rows[0][header.index("TTFT p50 ms \\[95% CI\\]")] == f"{ttft_p50:.0f} \\[{lo:.0f}, {hi:.0f}\\]"
     assert rows[0][header.index("J/request")].startswith("~19.2")
     names = {p.name.rsplit("-", 1)[0].split("-cpu-")[0] for p in serving.plots}
     assert {"serving-latency", "serving-latency-tokens", "serving-energy"} <= names
@@ -217,7 +218,8 @@ def test_serving_section_in_every_output(serving):
     summary = json.loads(serving.summary.read_text())
     figs = {f["quantity"]: f for f in summary["configurations"][0]["figures"]}
     assert figs["ttft_p50_ms"]["ci95"] == pytest.approx([lo, hi])
-    assert figs["joules_per_request"]["estimated"] and figs["joules_per_request"]["ci95"][0] < first["energy"]["joules_per_request"]
+    assert figs["joules_per_request"]["estimated"]
+    assert figs["joules_per_request"]["ci95"][0] < first["energy"]["joules_per_request"]
 
 
 def test_summary_json_traces_every_quoted_figure_to_its_record(three):
@@ -256,7 +258,8 @@ def test_a_serving_runs_method_comes_from_its_serving_records(serving):
     assert "not forced" in method and "(forced, greedy)" not in method
     assert "repeats until the CI95 of decode tokens/s" not in method  # the offline rule does not apply
     citable = next(x for x in method.splitlines() if x.startswith("Citable summary: "))
-    assert citable.startswith("Citable summary: We loaded smollm2-135m") and "16bd3016e9c12c577e04b4646aaec16cffc03eaf-dirty" in citable
+    assert citable.startswith("Citable summary: We loaded "
+                              "smollm2-135m") and "16bd3016e9c12c577e04b4646aaec16cffc03eaf-dirty" in citable
 
 
 def test_a_power_limit_sweep_gets_its_energy_latency_pareto_front(tmp_path):

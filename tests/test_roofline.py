@@ -50,7 +50,8 @@ def test_missing_kv_means_weights_only_bound():
 
 
 def test_unknown_inputs_give_none():
-    assert decode_bound_tokens_per_s(record(model={"id": "m", "weights_bytes": None}, memory={"weights_bytes": None}), PROFILE) is None
+    no_weights = record(model={"id": "m", "weights_bytes": None}, memory={"weights_bytes": None})
+    assert decode_bound_tokens_per_s(no_weights, PROFILE) is None
     assert achieved_fraction(record(throughput={"decode_tokens_per_s": None}), PROFILE) is None
     assert achieved_fraction(record(hardware={"profile": "no-such-gpu", "detected_name": "Nothing"})) is None
     assert achieved_fraction(record(error="out of memory"), PROFILE) is None

@@ -58,7 +58,8 @@ def _report_text(out: Path) -> str:
 
 
 @pytest.mark.parametrize("host", [("AMD EPYC", 2), ("Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz", 7)])
-def test_plan_and_report_do_not_depend_on_the_host(invoke, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: tuple[str, int]) -> None:
+def test_plan_and_report_do_not_depend_on_the_host(invoke, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   host: tuple[str, int]) -> None:
     _fake_host(monkeypatch, *host)
     code, out, err = invoke(*PLAN, "--results", str(RUN))
     assert code == 0, err
@@ -102,7 +103,8 @@ def test_plan_of_a_run_without_a_stored_profile_is_one_line(invoke, monkeypatch:
     assert code == 2 and f"run {run} stores no hardware profile" in line and "--run-hardware ID" in line and ">= 0.2.0" in line
     # the user says what it ran on: a profile YAML, which is then used (and only for that run)
     profile = tmp_path / "epyc.yaml"
-    profile.write_text("id: my-epyc\nname: My EPYC\nvendor: amd\nkind: cpu\nmemory_gb: 16\nmemory_bandwidth_gbps: 20\ntdp_w: 30\n")
+    profile.write_text("id: my-epyc\nname: My EPYC\nvendor: amd\nkind: cpu\nmemory_gb: 16\nmemory_bandwidth_gbps: 20\ntdp_w: "
+                       "30\n")
     code, out, err = invoke("plan", "--target-tokens-per-s", "500", "--json", "--no-projections", "--results", str(run),
                              "--run-hardware", str(profile))
     assert code == 0, err

@@ -124,7 +124,7 @@ m4{a="x",} NaN
 m5{ a = "1" , b="2" } 3e-3
 m6_total{trace="t"} 7 # {trace_id="abc"} 1.0 1700000000.0
 {"my.dotted.metric", "label.x"="v"} 42
-""" + "\tm7 8\r"
+""" + "\tm7 8\r"  # noqa: W293 - the line of spaces is part of the input
     s = parse_prometheus(text)
     assert [x.name for x in s] == ["m", "m2", "m3", "m4", "m5", "m6_total", "my.dotted.metric", "m7"]
     assert s[0].labels == {"path": '/a"b\\c\nd', "z": "ü ✓"}

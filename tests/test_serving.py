@@ -46,7 +46,7 @@ def test_percentiles_match_numpy_and_their_intervals_cover_the_true_quantile():
         assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q * 100)))
     true_p90 = -math.log(0.1)  # exponential(1)
     covered = 0
-    for trial in range(400):
+    for _ in range(400):
         sample = [rng.expovariate(1.0) for _ in range(200)]
         lo, hi = percentile_ci95(sample, 0.9)
         covered += lo <= true_p90 <= hi

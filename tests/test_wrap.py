@@ -115,7 +115,8 @@ def test_energy_over_the_tools_steady_window_is_known_exactly(tmp_path, capsys, 
     assert att["joules_attributed"] == pytest.approx(LOAD_W * whole_s, rel=0.02)
     assert att["idle_share"] == pytest.approx(IDLE_W / LOAD_W, rel=0.02)
     assert att["joules_per_request"]["n"] == N
-    assert att["joules_per_request"]["ci95"]["p50"][0] <= att["joules_per_request"]["p50"] <= att["joules_per_request"]["ci95"]["p50"][1]
+    j = att["joules_per_request"]
+    assert j["ci95"]["p50"][0] <= j["p50"] <= j["ci95"]["p50"][1]
     # the timeline covers the command and is on disk
     segs = read_timeline(tmp_path / "run" / "power_timeline.jsonl")
     run = json.loads((tmp_path / "run" / "run.json").read_text())

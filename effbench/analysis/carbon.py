@@ -7,8 +7,9 @@ measurement. Without codecarbon the world average is used, and the source says s
 
 Regions: an ISO 3166 alpha-3 or alpha-2 country code or country name (``FRA``, ``FR``, ``France``),
 ``USA/<state>`` (``USA/california``), a Nordic bidding zone (``SE3``), a cloud region
-``<provider>:<region>`` as listed in codecarbon's cloud table (``gcp:europe-west1``; 3.3.2 lists GCP only), or ``world``. With no region, the
-machine's country where its time zone tells it (``EFFBENCH_REGION`` overrides), else the world average.
+``<provider>:<region>`` as listed in codecarbon's cloud table (``gcp:europe-west1``; 3.3.2 lists GCP
+only), or ``world``. With no region, the machine's country where its time zone tells it
+(``EFFBENCH_REGION`` overrides), else the world average.
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def _cloud_rows() -> tuple[dict[str, str], ...]:
 def _world() -> tuple[float, str]:
     sources = _json("private_infra/carbon_intensity_per_source.json")
     if "world_average" in sources:
-        return float(sources["world_average"]), f"world average {sources['world_average']} gCO2e/kWh (codecarbon data: {sources.get('world_average_source', 'IEA')})"
+        return float(sources["world_average"]), (f"world average {sources['world_average']} gCO2e/kWh "
+                                                 f"(codecarbon data: {sources.get('world_average_source', 'IEA')})")
     return WORLD_AVERAGE_G_PER_KWH, WORLD_AVERAGE_SOURCE
 
 
@@ -100,18 +102,19 @@ def _lookup(region: str) -> tuple[float, str]:
         provider, name = r.split(":", 1)
         for row in _cloud_rows():
             if row.get("provider", "").lower() == provider.lower() and row.get("region", "").lower() == name.lower():
-                return float(row["impact"]), f"{row.get('providerName', provider)} {name} ({row.get('source') or 'codecarbon cloud data'})"
+                return float(row["impact"]), (f"{row.get('providerName', provider)} {name} "
+                                              f"({row.get('source') or 'codecarbon cloud data'})")
         raise EffbenchError(f"unknown cloud region '{region}' (use provider:region as in codecarbon's cloud table, e.g. "
                             "gcp:us-east1)")
     if "/" in r:  # USA/<state>
         country, state = r.split("/", 1)
         if _alpha3(country) == "USA":
             usa = _json("private_infra/2023/usa_emissions.json")
-            row = usa.get(state.lower().replace("_", " ")) or next(
+            state_row = usa.get(state.lower().replace("_", " ")) or next(
                 (v for v in usa.values() if isinstance(v, dict) and str(v.get("regionCode", "")).lower() == state.lower()), None)
-            if row:
+            if state_row:
                 src = usa.get("_source", {})
-                return float(row["emissions"]) * _LBS_PER_MWH_TO_G_PER_KWH, f"US {state} ({src.get('name', 'EPA eGRID')})"
+                return float(state_row["emissions"]) * _LBS_PER_MWH_TO_G_PER_KWH, f"US {state} ({src.get('name', 'EPA eGRID')})"
         raise EffbenchError(f"unknown region '{region}' (sub-national data: USA/<state>, e.g. USA/california)")
     nordic = _json("private_infra/nordic_emissions.json").get("data", {})
     if r.upper() in nordic:
@@ -121,7 +124,8 @@ def _lookup(region: str) -> tuple[float, str]:
     mix = _json("private_infra/global_energy_mix.json")
     if iso and iso in mix and mix[iso].get("carbon_intensity") is not None:
         row = mix[iso]
-        return float(row["carbon_intensity"]), f"{row.get('country_name', iso)} grid mix {row.get('year', '')} (codecarbon global_energy_mix)"
+        return float(row["carbon_intensity"]), (f"{row.get('country_name', iso)} grid mix {row.get('year', '')} "
+                                                "(codecarbon global_energy_mix)")
     if _data_dir() is None:
         raise EffbenchError(f"region '{region}' needs codecarbon's data: pip install 'effbench[carbon]' (or pass no region for "
                             "the world average)")

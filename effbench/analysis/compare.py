@@ -146,8 +146,8 @@ def _count_interval(attr: str) -> Callable[[Record], Optional[tuple[float, float
             return None
         window = s.steady or s.whole
         if window is not None and attr in WINDOW_KEYS:
-            ci = window.ci95.get(WINDOW_KEYS[attr])
-            return (ci[0], ci[1]) if ci else None
+            own = window.ci95.get(WINDOW_KEYS[attr])
+            return (own[0], own[1]) if own else None
         if attr == "goodput":
             if s.goodput is None:
                 return None
@@ -506,7 +506,8 @@ def compare_records(base: Union[Side, Sequence[Record]], new: Union[Side, Sequen
         raise EffbenchError(f"no configuration of {base_name} matches one of {new_name} (matched on model, scheme, "
                             "batch size, prompt/new tokens, prompt set and, for serving, the offered load); "
                             "compare runs of the same sweep")
-    mixed = [k for k in paired if None not in (_energy_kind(b[k]), _energy_kind(n[k])) and _energy_kind(b[k]) != _energy_kind(n[k])]
+    mixed = [k for k in paired
+             if None not in (_energy_kind(b[k]), _energy_kind(n[k])) and _energy_kind(b[k]) != _energy_kind(n[k])]
     if mixed and not allow_mixed_energy:
         k = mixed[0]
         raise EffbenchError(f"{base_name} has {_energy_kind(b[k])} energy and {new_name} {_energy_kind(n[k])} energy "
@@ -532,9 +533,10 @@ def compare_records(base: Union[Side, Sequence[Record]], new: Union[Side, Sequen
                                         loosened))
     if not configs:
         fields_differing = _summarise_differences(not_comparable)
+        to_loosen = ",".join(sorted({d.field for nc in not_comparable for d in nc.differences}, key=list(MATCH_FIELDS).index))
         raise EffbenchError(f"no configuration of {base_name} is comparable with {new_name}: the {len(not_comparable)} "
                             f"configuration(s) matched on workload differ in {fields_differing}; pass --match-loose "
-                            f"{','.join(sorted({d.field for nc in not_comparable for d in nc.differences}, key=list(MATCH_FIELDS).index))} "
+                            f"{to_loosen} "
                             "to compare them anyway (the difference then explains part of every delta)")
     return Comparison(base_name, new_name, threshold, alpha, configs,
                       only_in_base=[record_label(r, bs) for k, r in b.items() if k not in n],

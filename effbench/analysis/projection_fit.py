@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-from scipy.optimize import least_squares, lsq_linear  # type: ignore[import-untyped]
+from scipy.optimize import least_squares, lsq_linear
 
 from effbench.analysis.projection import (
     CONTEXT_OUTPUT_SHARE,
@@ -160,8 +160,8 @@ def fit(samples: Sequence[Sample], overlap: bool = False) -> Fit:
     step = {f: float(v) for f, v in zip(FEATURES, theta)}
     lam = np.array([s.batch / max(s.config.output_tokens, 1.0) for s in samples])
     probe = Fit(step, {}, (0.5, 0.0, 0.0), 1.0, OVERLAP if overlap else 0.0)
-    t_dec = np.array([step_times(d, p, l, probe)[1] for d, p, l in zip(dec, pre, lam)])
-    t_pre = np.array([step_times(d, p, l, probe)[2] for d, p, l in zip(dec, pre, lam)])
+    t_dec = np.array([step_times(d, p, rate, probe)[1] for d, p, rate in zip(dec, pre, lam)])
+    t_pre = np.array([step_times(d, p, rate, probe)[2] for d, p, rate in zip(dec, pre, lam)])
     itl = {}
     for q in QUANTILES:
         k = np.array([poisson_quantile(x, float(q[1:]) / 100) for x in lam])

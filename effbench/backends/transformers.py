@@ -5,6 +5,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Optional
 
 from effbench.backends.base import Backend, LoadedModel, OutputSize
@@ -38,8 +39,9 @@ class _quiet_quant_libraries:
         self._w.__enter__()
         warnings.simplefilter("ignore")
 
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self._w.__exit__(exc_type, exc, tb)
 
 
 @dataclass

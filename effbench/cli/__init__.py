@@ -11,7 +11,7 @@ import typer
 try:  # typer >= 0.20 vendors its own click; older versions use the click package
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover
-    from click import exceptions as click_exc
+    from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from effbench.cli._console import one_line
 from effbench.errors import EffbenchError
@@ -74,6 +74,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """The ``effbench`` command: run ``argv`` (default: ``sys.argv[1:]``), every error one line on stderr and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("EFFBENCH_DEBUG") == "1"
     try:

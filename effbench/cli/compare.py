@@ -107,6 +107,7 @@ def _md_escape(text: str) -> str:
 
 
 def markdown(c: Comparison) -> str:
+    """The comparison as a Markdown table (``effbench compare --md``, for a CI comment)."""
     lines = [f"## effbench compare: {_md_escape(c.base)} -> {_md_escape(c.new)}", "",
              f"Threshold {c.threshold:.0%}, alpha {c.alpha:g}, {c.confidence:.0%} intervals.", "",
              "| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---|"]
@@ -194,4 +195,5 @@ def compare_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench compare`` to the command-line app."""
     app.command("compare")(compare_command)

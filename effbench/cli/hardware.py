@@ -63,7 +63,8 @@ def list_command(
         typer.echo(json.dumps([p.to_dict() for p in items], indent=2))
         return
     table = Table(title="Hardware profiles (dense peak TFLOPs; prices indicative on-demand)")
-    for c in ("id", "name", "memory GB", "bandwidth GB/s", "TFLOPs fp32/bf16/fp8/int8", "TDP W", "$/hour", "price source", "date"):
+    for c in ("id", "name", "memory GB", "bandwidth GB/s", "TFLOPs fp32/bf16/fp8/int8", "TDP W", "$/hour", "price source",
+              "date"):
         table.add_column(c, justify="right" if c in ("memory GB", "bandwidth GB/s", "TDP W", "$/hour") else "left")
     for p in items:
         table.add_row(cell(p.id), cell(p.name), fmt(p.memory_gb, 0), fmt(p.memory_bandwidth_gbps, 0), _tflops(p),
@@ -114,4 +115,5 @@ def detect_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench hardware`` (list, show, detect) to the command-line app."""
     app.add_typer(hardware_app, name="hardware")

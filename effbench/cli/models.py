@@ -70,4 +70,5 @@ def models_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench models`` to the command-line app."""
     app.command("models")(models_command)

@@ -123,13 +123,16 @@ def plan_command(
                                                           help="Requests per second to serve (with --prompt-tokens and "
                                                                "--output-tokens).", show_default=False),
     prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens",
-                                                help="Prompt length of a request, in tokens (requests form).", show_default=False),
+                                                help="Prompt length of a request, in tokens (requests form).",
+                                                show_default=False),
     output_tokens: Optional[int] = typer.Option(None, "--output-tokens",
-                                                help="Output length of a request, in tokens (requests form).", show_default=False),
+                                                help="Output length of a request, in tokens (requests form).",
+                                                show_default=False),
     max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms",
                                                 help="Drop options whose time to first token exceeds this.", show_default=False),
     max_tpot_ms: Optional[float] = typer.Option(None, "--max-tpot-ms",
-                                                help="Drop options whose time per output token exceeds this.", show_default=False),
+                                                help="Drop options whose time per output token exceeds this.",
+                                                show_default=False),
     hardware: Optional[list[str]] = typer.Option(None, "--hardware",
                                                  help="Only these profile ids, comma-separated (default: all).",
                                                  show_default=False),
@@ -234,4 +237,5 @@ def _print(result: Plan, source: str, top: int) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench plan`` to the command-line app."""
     app.command("plan")(plan_command)

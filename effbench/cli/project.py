@@ -65,4 +65,5 @@ def project_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench project`` to the command-line app."""
     app.command("project")(project_command)

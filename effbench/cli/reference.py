@@ -74,4 +74,5 @@ def show_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench reference`` (list, show) to the command-line app."""
     app.add_typer(reference_app, name="reference")

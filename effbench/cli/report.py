@@ -38,4 +38,5 @@ def report_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench report`` to the command-line app."""
     app.command("report")(report_command)

@@ -25,8 +25,9 @@ def _d(key: str) -> str:
     from effbench.config import ServingConfig, SweepConfig
 
     f = SweepConfig.model_fields.get(key) or ServingConfig.model_fields[key]
-    value = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
-    shown = ",".join(map(str, value)) if isinstance(value, list) else ("on" if value is True else "off" if value is False else value)
+    value = f.get_default(call_default_factory=True)
+    shown = (",".join(map(str, value)) if isinstance(value, list)
+             else "on" if value is True else "off" if value is False else value)
     return f"(default: {shown})"
 
 
@@ -91,7 +92,9 @@ def target_hint(records: list[Record]) -> Optional[str]:
     short = [r for r in records if not r.error and r.stats.short_of_target]
     if not short:
         return None
-    needed = [repeats_for_target(r.stats.repeats, r.stats.ci95_rel, r.stats.ci_target) for r in short]
+    # short of target: both the interval and its target are known
+    needed = [repeats_for_target(r.stats.repeats, ci, target) for r in short
+              if (ci := r.stats.ci95_rel) is not None and (target := r.stats.ci_target) is not None]
     seconds = [n * (r.stats.duration_s or 0.0) / max(1, r.stats.repeats + r.stats.excluded_repeats + (r.stats.warmup or 0))
                for n, r in zip(needed, short)]
     spreads = [r.stats.spread_cv for r in short if r.stats.spread_cv is not None]
@@ -107,6 +110,7 @@ def target_hint(records: list[Record]) -> Optional[str]:
 
 
 def summary_table(records: list[Record], title: str) -> Table:
+    """The terminal table of offline records a run prints at its end."""
     table = Table(title=title)
     cols = ["model", "scheme", "batch", "prefill tok/s", "decode tok/s", "TTFT ms", "TPOT ms",
             "tok/J", "peak RSS", "CI95", "n", "ppl", "note"]
@@ -246,7 +250,8 @@ def run_command(
                                         help=f"Serving: offered requests/s, {LIST_HELP}; inf = all at once. {_d('rates')}",
                                         show_default=False),
     concurrency: Optional[str] = typer.Option(None, "--concurrency",
-                                              help="Serving: closed-loop users, {LIST_HELP} (instead of --rates).".format(LIST_HELP=LIST_HELP), show_default=False),
+                                              help="Serving: closed-loop users, {LIST_HELP} (instead of "
+                                                   "--rates).".format(LIST_HELP=LIST_HELP), show_default=False),
     arrival: Optional[str] = typer.Option(None, "--arrival",
                                           help=f"Serving: arrivals at a rate, poisson or constant. {_d('arrival')}",
                                           show_default=False),
@@ -358,4 +363,5 @@ def run_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench run`` to the command-line app."""
     app.command("run")(run_command)

@@ -172,7 +172,8 @@ def attach_cmd(
 
     _check_accuracy(accuracy)
     report = attach_trace(run_dir, _load_trace(trace, gpu_model), gpu, accuracy)
-    out.print(f"attached {trace} to {report.updated} record(s) in {run_dir} (originals kept in {BACKUP_FILE}); {report.idle_note}")
+    out.print(f"attached {trace} to {report.updated} record(s) in {run_dir} (originals kept in {BACKUP_FILE}); "
+              f"{report.idle_note}")
     for s in report.skipped:
         err.print(f"skipped {s}")
     if report.unavailable:
@@ -181,4 +182,5 @@ def attach_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench sensors`` (and its integrate and attach commands) to the command-line app."""
     app.add_typer(sensors_app, name="sensors")

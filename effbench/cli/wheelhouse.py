@@ -46,4 +46,5 @@ def wheelhouse_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench wheelhouse`` to the command-line app."""
     app.command("wheelhouse")(wheelhouse_command)

@@ -99,4 +99,5 @@ def wrap_command(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``effbench wrap`` to the command-line app."""
     app.command("wrap", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True})(wrap_command)

@@ -5,8 +5,9 @@ The records are rewritten in place (atomically); the first attach keeps the orig
 ``results.before-attach.jsonl`` and each record keeps its previous energy summary under
 ``energy.replaced``. Nothing is rewritten when no record window overlaps the trace (a wrong clock or
 time zone), and records appended to ``results.jsonl`` while the trace was attached are kept (the
-file is re-read right before it is replaced; any other change makes the attach refuse). The idle power comes from the trace over the run's idle window when the trace
-covers it, else it is left out (mixing two sensors' figures would be wrong).
+file is re-read right before it is replaced; any other change makes the attach refuse). The idle power
+comes from the trace over the run's idle window when the trace covers it, else it is left out (mixing
+two sensors' figures would be wrong).
 """
 from __future__ import annotations
 
@@ -88,13 +89,14 @@ def attach_trace(run_dir: str | Path, trace: Trace, gpu: Optional[int] = None,
             continue
         new = reattributed(e, rec.workload.batch_size, rec.workload.new_tokens,
                            lambda a, b: trace_reading(trace, a, b, gpu, accuracy_rel), report.idle_power_w)
-        new.replaced = {"sensor": e.sensor, "status": e.status, "joules_total": e.joules_total,  # type: ignore[attr-defined]
-                        "tokens_per_joule": e.tokens_per_joule}
+        # ``replaced``: an extra field of the energy section (its model allows extra keys)
+        new = new.model_copy(update={"replaced": {"sensor": e.sensor, "status": e.status, "joules_total": e.joules_total,
+                                                  "tokens_per_joule": e.tokens_per_joule}})
         rec = rec.model_copy(update={"energy": new})
-        if rec.carbon.intensity_g_per_kwh is not None:
+        c = rec.carbon
+        if c.intensity_g_per_kwh is not None:
             from effbench.analysis.carbon import Intensity, carbon_section
 
-            c = rec.carbon
             rec = rec.model_copy(update={"carbon": carbon_section(
                 new, rec.workload.batch_size * rec.workload.new_tokens,
                 Intensity(c.intensity_g_per_kwh, c.source or "", c.region or ""))})

@@ -62,7 +62,7 @@ class ParamCount:
 
 
 def _data_dir() -> Any:
-    return resources.files("effbench.models").joinpath("data", "arch")
+    return resources.files("effbench.models") / "data" / "arch"
 
 
 @lru_cache(maxsize=1)
@@ -264,7 +264,8 @@ def summarize(location: str) -> ArchSummary:
         stated_source=entry.stated_source if entry else None,
         kv_bytes_per_token_bf16=kv_bytes_per_token(config, 2),
         # In the model card's scope, so the two compare like for like (gpt-oss counts no input embedding).
-        active_params=(dims.active_params - (dims.embedding_params if entry and entry.stated_active_scope == "without-input-embedding" else 0)
+        active_params=(dims.active_params
+                       - (dims.embedding_params if entry and entry.stated_active_scope == "without-input-embedding" else 0)
                        if dims.experts else None),
         stated_active_params=entry.stated_active_params if entry else None,
         max_context_tokens=dims.max_context_tokens,

@@ -69,7 +69,7 @@ def cached_tokenizer(gguf: Path, notify: Optional[Callable[[str], None]] = None)
     return _write_atomically(target, lambda tmp: tok.save_pretrained(str(tmp)), "tokenizer cache")
 
 
-def _write_atomically(target: Path, build: Callable[[Path], None], what: str) -> Path:
+def _write_atomically(target: Path, build: Callable[[Path], object], what: str) -> Path:
     """``build`` fills a fresh directory beside ``target``, which then replaces it in one rename: a
     run killed half-way leaves no half-written cache entry."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -191,7 +191,7 @@ def _parse(buf: Any, size: int, path: str) -> GGUFHeader:
             raise _Corrupt(f"a tensor has {n_dims} dimensions")
         dims = [cur.take("Q") for _ in range(n_dims)]
         ttype, offset = cur.take("I"), cur.take("Q")
-        if not known or ttype not in sizes:
+        if sizes is None or not known or ttype not in sizes:
             known = False
             continue
         block, type_bytes = sizes[ttype]

@@ -98,7 +98,8 @@ def resolve_model(name: str) -> ModelSpec:
         if path.is_dir() and (path / "config.json").is_file():
             return ModelSpec(path.resolve().name, "hf-dir", str(path.resolve()), name)
         if path.is_dir():
-            raise EffbenchError(f"model directory '{name}' has no config.json; pass a Hugging Face checkpoint dir or a .gguf file")
+            raise EffbenchError(f"model directory '{name}' has no config.json; pass a Hugging Face checkpoint dir or a .gguf "
+                                "file")
         raise EffbenchError(f"model file '{name}' is not a .gguf file; pass a .gguf file or a checkpoint dir")
     looks_like_path = name.startswith((".", "/", "~")) or name.endswith(".gguf") or name.count("/") > 1 or "\\" in name
     if not looks_like_path and HUB_ID.match(name):

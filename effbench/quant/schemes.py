@@ -59,7 +59,8 @@ def _torchao(kind: str) -> Callable[[Any, str], str]:
             from torchao.quantization.granularity import PerGroup
 
             group = INT4_GROUP["cpu"]
-            config = tq.IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group))
+            int4 = torch.int4  # type: ignore[attr-defined]  # a torch dtype (>= 2.6) its stubs do not declare
+            config = tq.IntxWeightOnlyConfig(weight_dtype=int4, granularity=PerGroup(group))
         keep, note = _only_linears(model, group)
         quantize_(model, config, filter_fn=keep)
         return f"torchao {type(config).__name__}" + (f" group {group}" if group else "") + f"; {note}"

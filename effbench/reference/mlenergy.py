@@ -147,7 +147,7 @@ def _read(text: str) -> list[ReferencePoint]:
 @lru_cache(maxsize=1)
 def points() -> tuple[ReferencePoint, ...]:
     """Every shipped reference point (basis ``reference``)."""
-    text = resources.files("effbench.reference").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+    text = (resources.files("effbench.reference") / "data" / DATA_FILE).read_text(encoding="utf-8")
     return tuple(_read(text))
 
 

@@ -404,14 +404,15 @@ def write_report(dirs: Sequence[str | Path], out: Optional[str | Path] = None, h
     import effbench
 
     generated = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    summary_json = out_dir / "summary.json"
     files = ReportFiles(out_dir, out_dir / "report.md", out_dir / "report.html", out_dir / "results.csv",
                         out_dir / "results.tex", sorted((out_dir / PLOT_DIR).glob("*.png")), skipped,
-                        [w for src in sources for w in src.warnings], out_dir / "summary.json",
+                        [w for src in sources for w in src.warnings], summary_json,
                         sorted(p for ext in plots.FORMATS[1:] for p in (out_dir / PLOT_DIR).glob(f"*.{ext}")))
     files.markdown.write_text(markdown.render(doc, effbench.__version__, generated), encoding="utf-8")
     files.html.write_text(html.render(doc, out_dir, effbench.__version__, generated), encoding="utf-8")
     files.csv.write_text(export.to_csv(rows), encoding="utf-8")
     files.latex.write_text(export.to_latex(rows), encoding="utf-8")
-    files.summary.write_text(summary.to_json(summary.build_summary(sources, rows, effbench.__version__, generated)),
+    summary_json.write_text(summary.to_json(summary.build_summary(sources, rows, effbench.__version__, generated)),
                              encoding="utf-8")
     return files

@@ -125,7 +125,8 @@ def _energy_statement(rows: Sequence[Row], sensor: dict, sampling: str = "") -> 
                  f"{_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
     if "measured" in statuses:
         text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}{sampling}), with a relative 95% "
-                 f"uncertainty of {_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)} "
+                 "uncertainty of "
+                 f"{_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)} "
                  "combining repeat spread and sensor accuracy. ")
     return text
 
@@ -192,7 +193,8 @@ def _idle(run: dict, sensor: dict, cfg: dict) -> tuple[str, Optional[float]]:
         return UNKNOWN_NO_RUN, None
     idle = _mapping(run.get("idle_baseline"))
     if idle.get("power_w") is not None:
-        text = f"{num(idle['power_w'])} W over {num(idle.get('duration_s'))} s ({idle.get('sensor', '?')}, {idle.get('status', '?')})"
+        text = (f"{num(idle['power_w'])} W over {num(idle.get('duration_s'))} s "
+                f"({idle.get('sensor', '?')}, {idle.get('status', '?')})")
         return text, float(idle["power_w"])
     if idle.get("error"):
         return f"failed ({idle['error']}); no idle power subtracted", None

@@ -524,8 +524,7 @@ def pareto_front(rows: Sequence[Row], x: Metric, y: Metric, x_lower_is_better: b
     """Rows not dominated on (x, y), both to maximise (x minimised with ``x_lower_is_better``); sorted by
     x. A row is dominated when another is at least as good on both and strictly better on one."""
     sign = -1.0 if x_lower_is_better else 1.0
-    pts = [(r, x.value(r), y.value(r)) for r in rows]
-    pts = [(r, sign * a, b) for r, a, b in pts if a is not None and b is not None]
+    pts = [(r, sign * a, b) for r in rows if (a := x.value(r)) is not None and (b := y.value(r)) is not None]
     front = [
         (r, a, b) for r, a, b in pts
         if not any(a2 >= a and b2 >= b and (a2 > a or b2 > b) for _, a2, b2 in pts)
@@ -564,6 +563,6 @@ def collapse_texts(texts: Iterable[Optional[str]]) -> list[str]:
 def best(rows: Iterable[Row], metric: Metric, include_flagged: bool = False) -> Optional[Row]:
     """The row with the highest value of ``metric``; rows whose quality is flagged (perplexity rise
     above the sweep's threshold) are no candidate unless ``include_flagged``."""
-    scored = [(metric.value(r), r) for r in rows if include_flagged or not r.quality_flagged]
-    scored = [(v, r) for v, r in scored if v is not None]
+    candidates = [r for r in rows if include_flagged or not r.quality_flagged]
+    scored = [(v, r) for r in candidates if (v := metric.value(r)) is not None]
     return max(scored, key=lambda p: p[0])[1] if scored else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from effbench.errors import EffbenchError
 from effbench.report.model import METRICS, Metric, Row, gpu_setting_label, has_data, pareto_front, series
@@ -75,7 +75,9 @@ def _estimated(rows: Sequence[Row], metrics: Sequence[Metric]) -> bool:
 
 
 def _style(rows: Sequence[Row], metric: Optional[Metric]) -> dict:
-    return {"linestyle": "--", "markerfacecolor": "none"} if metric is not None and _estimated(rows, [metric]) else {"linestyle": "-"}
+    if metric is not None and _estimated(rows, [metric]):
+        return {"linestyle": "--", "markerfacecolor": "none"}
+    return {"linestyle": "-"}
 
 
 def _save(fig, out_dir: Path, name: str) -> str:
@@ -134,7 +136,7 @@ def _place_labels(ax, points: Sequence[tuple[float, float, str]], fontsize: floa
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     offsets = [(4, 4), (4, -4), (-4, 4), (-4, -4), (8, 0), (-8, 0), (0, 8), (0, -8)]
-    placed = []
+    placed: list[Any] = []  # matplotlib Bbox of each label placed
     for x, y, label in points:
         for dx, dy in offsets:
             t = ax.annotate(text(label, 20), (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
@@ -170,7 +172,7 @@ def vs_batch(rows: Sequence[Row], metrics: Sequence[Metric], title: str, out_dir
     lines = series(rows, always)
     for ax, metric in zip(axes[0], panels):
         for label, line in lines.items():
-            pts = [(float(r.batch_size), metric.value(r), metric.interval(r)) for r in line if metric.value(r) is not None]
+            pts = [(float(r.batch_size), v, metric.interval(r)) for r in line if (v := metric.value(r)) is not None]
             if not pts:
                 continue
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=_yerr(pts), marker="o", markersize=4, capsize=3,
@@ -186,6 +188,13 @@ def vs_batch(rows: Sequence[Row], metrics: Sequence[Metric], title: str, out_dir
     _title(fig, title, len(panels))
     note = "not shown: " + "; ".join(_why(m) for m in metrics if m not in panels) if missing else ""
     return Plot(title, _save(fig, out_dir, name), caption=_caption(metrics), note=note)
+
+
+def _known(metric: Metric, r: Row) -> float:
+    """The value of a row already filtered to have one."""
+    v = metric.value(r)
+    assert v is not None
+    return v
 
 
 def _why(metric: Metric) -> str:
@@ -223,17 +232,17 @@ def scatter(rows: Sequence[Row], x: Metric, y: Metric, title: str, out_dir: Path
     for i, (label, pts) in enumerate(series(usable).items()):
         colour = colours[i % len(colours)]
         hollow = _estimated(pts, [x, y])
-        xs, ys = [x.value(r) for r in pts], [y.value(r) for r in pts]
+        xs, ys = [_known(x, r) for r in pts], [_known(y, r) for r in pts]
         xerr = _yerr([(0.0, v, x.interval(r)) for v, r in zip(xs, pts)])
         yerr = _yerr([(0.0, v, y.interval(r)) for v, r in zip(ys, pts)])
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o", markersize=5, capsize=2, elinewidth=0.8, color=colour,
                     markerfacecolor="none" if hollow else colour, label=text(label, 64))
-        labels += [(x.value(r), y.value(r), annotate(r)) for r in pts]
+        labels += [(_known(x, r), _known(y, r), annotate(r)) for r in pts]
     caption = ("error bars: 95% intervals (decode: CI95 of the mean; energy: the stated 95% energy uncertainty)"
                if any(x.interval(r) or y.interval(r) for r in usable) else "")
     if front:
         best = pareto_front(usable, x, y, x_lower_is_better)
-        xs, ys = [x.value(r) for r in best], [y.value(r) for r in best]
+        xs, ys = [_known(x, r) for r in best], [_known(y, r) for r in best]
         # Staircase between front points; rings mark them (a one-point front has no line to see).
         ax.step(xs, ys, where="post" if x_lower_is_better else "pre", color="black", linewidth=1, alpha=0.6)
         ax.scatter(xs, ys, s=130, facecolors="none", edgecolors="black", linewidths=1, label="Pareto front", zorder=5)
@@ -274,8 +283,8 @@ def _serving_panel(ax, rows: Sequence[Row], metrics: Sequence[Metric], xfn: Call
     drawn = False
     for label, line in series(rows, always).items():
         for metric, marker in zip(metrics, ("o", "s", "^", "D")):
-            pts = sorted(((xfn(r), metric.value(r), metric.interval(r), r) for r in line
-                          if xfn(r) is not None and metric.value(r) is not None), key=lambda p: p[0])
+            pts = sorted(((xv, v, metric.interval(r), r) for r in line
+                          if (xv := xfn(r)) is not None and (v := metric.value(r)) is not None), key=lambda p: p[0])
             if not pts:
                 continue
             drawn = True

@@ -177,6 +177,7 @@ def load_results(*dirs: str | Path, as_dataframe: Optional[bool] = None) -> Any:
         import pandas as pd
     except ImportError:
         if as_dataframe:
-            raise EffbenchError("pandas is not installed; pip install pandas, or call load_results(..., as_dataframe=False)") from None
+            raise EffbenchError("pandas is not installed; pip install pandas, or call load_results(..., "
+                                "as_dataframe=False)") from None
         return records
     return pd.json_normalize([r.to_json_dict() for r in records])

@@ -30,13 +30,15 @@ class OfflineScenario(Scenario):
 
     def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
         prompts = self._prompts.setdefault(point.prompt_set, load_prompt_set(point.prompt_set))
-        workers = ctx.engine.worker_pids()
+        engine, loaded = ctx.engine, ctx.loaded
+        assert engine is not None and loaded is not None, "the offline scenario measures a model loaded by the worker"
+        workers = engine.worker_pids()
         if workers:
             ctx.sensor.attribute(workers)  # an estimate counts the engine's worker processes too
         probe = InterferenceProbe(tuple(workers))
-        batch = ctx.engine.prepare(prompts, point.batch_size, point.prompt_tokens, point.new_tokens)
+        batch = engine.prepare(prompts, point.batch_size, point.prompt_tokens, point.new_tokens)
         try:
-            result = run_loop(ctx.engine, batch, Workload(point.batch_size, point.prompt_tokens, point.new_tokens),
+            result = run_loop(engine, batch, Workload(point.batch_size, point.prompt_tokens, point.new_tokens),
                               ctx.sensor, self.policy, on_repeat=lambda r: ctx.on_repeat(r.repeats))
         finally:
             batch = None  # free activations before the next configuration
@@ -47,6 +49,6 @@ class OfflineScenario(Scenario):
             "carbon": carbon_section(energy, point.batch_size * point.new_tokens, ctx.grid),
             "memory": Memory(peak_host_bytes=result.peak_host_bytes, peak_device_bytes=result.peak_device_bytes,
                              peak_device_reserved_bytes=result.peak_device_reserved_bytes,
-                             weights_bytes=ctx.loaded.weights_bytes, kv_bytes_per_token=ctx.loaded.kv_bytes_per_token),
+                             weights_bytes=loaded.weights_bytes, kv_bytes_per_token=loaded.kv_bytes_per_token),
             "stats": stats_section(result, self.policy.warmup, probe.stop()),
         }

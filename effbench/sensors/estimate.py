@@ -14,7 +14,7 @@ import importlib.util
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import psutil
 
@@ -22,6 +22,9 @@ from effbench.cputime import workload_cpu_seconds
 from effbench.errors import UnsupportedError
 from effbench.sensors.base import EnergyReading, EnergySensor, SensorInfo, Window
 from effbench.sensors.poller import Polled, Poller
+
+if TYPE_CHECKING:  # pragma: no cover - NVML loads only for a CUDA device
+    from effbench.sensors.nvml import NvmlDevices
 
 # Without a hardware profile or a listed CPU we assume this much power per logical CPU at full load
 # (codecarbon's fallback is a constant per-thread figure of the same order).
@@ -62,7 +65,8 @@ class _EstimateWindow(Window):
         self._others = list(sensor.pids)
         self._t0 = time.perf_counter()
         self._cpu0 = self._cpu_seconds()
-        self._gpu_token = sensor._gpu_poller.begin() if sensor._gpu_poller else None
+        self._gpu_poller = sensor._gpu_poller
+        self._gpu_token = self._gpu_poller.begin() if self._gpu_poller else None
 
     def _cpu_seconds(self) -> float:
         return workload_cpu_seconds(self._others)
@@ -80,13 +84,13 @@ class _EstimateWindow(Window):
             basis.append(f"CPU TDP {s.cpu_tdp_w:.0f} W ({s.tdp_source}) x {whose} CPU utilisation "
                          f"{util:.0%} of {s.logical_cpus} logical CPUs")
         coverage, interval, error = None, None, None
-        if self._gpu_token is not None:
-            polled: Polled = s._gpu_poller.end(self._gpu_token)  # type: ignore[union-attr]
+        if self._gpu_poller is not None and self._gpu_token is not None:
+            polled: Polled = self._gpu_poller.end(self._gpu_token)
             gpu = polled.reading("estimate", ESTIMATE_UNCERTAINTY_REL, status="estimated")
             duration = gpu.duration_s if not s.cpu else duration
             joules.update(gpu.joules_by_domain)
             coverage, interval, error = gpu.coverage, gpu.sampling_interval_s, gpu.error
-            basis.append(f"GPU power limit x NVML utilisation polled every {s._gpu_poller.interval_s * 1000:.0f} ms")  # type: ignore[union-attr]
+            basis.append(f"GPU power limit x NVML utilisation polled every {self._gpu_poller.interval_s * 1000:.0f} ms")
         basis.append(f"covers {', '.join(sorted(joules)) or 'nothing'}")
         return EnergyReading(
             status="estimated" if joules else "unavailable", sensor="estimate", duration_s=duration,
@@ -109,6 +113,8 @@ class EstimateSensor(EnergySensor):
     def for_device(cls, device: str) -> "EstimateSensor":
         return cls(device=device)
 
+    pids: list[int]  # the engine's processes, whose CPU time counts with this process's
+
     def attribute(self, pids: list[int]) -> None:
         self.pids = list(pids)
 
@@ -117,7 +123,7 @@ class EstimateSensor(EnergySensor):
                  cpu: bool = True) -> None:
         self.cpu = cpu
         self.device = device
-        self.pids: list[int] = []
+        self.pids = []
         self.logical_cpus = psutil.cpu_count(logical=True) or 1
         if cpu_tdp_w is None:
             from effbench.hardware.cpu import cpu_name  # the one /proc/cpuinfo reader
@@ -131,7 +137,7 @@ class EstimateSensor(EnergySensor):
                 tdp_source = tdp_source or f"assumed {DEFAULT_WATTS_PER_CPU:.0f} W per logical CPU"
         self.cpu_tdp_w = float(cpu_tdp_w)
         self.tdp_source = tdp_source or "hardware profile"
-        self._gpus = None
+        self._gpus: Optional[NvmlDevices] = None
         self._gpu_poller: Optional[Poller] = None
         self.gpu_note = ""
         if device.startswith("cuda"):

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, TypeVar
 
 if TYPE_CHECKING:  # pragma: no cover - numpy loads with the first window integrated, not with the sensors
     import numpy as np
+
+# A counter's reading: RAPL's microjoules are integers, and so is their increase.
+N = TypeVar("N", int, float)
 
 # A gap between samples longer than this many sampling intervals counts as unobserved.
 MAX_GAP_INTERVALS = 3.0
@@ -66,7 +69,7 @@ def coverage(times: np.ndarray, start: float, end: float, reach_s: float) -> flo
 
 
 def integrate(
-    times: Sequence[float], watts: Sequence[float], start: float, end: float,
+    times: Sequence[float] | np.ndarray, watts: Sequence[float] | np.ndarray, start: float, end: float,
     interval_s: Optional[float] = None, max_gap_intervals: float = MAX_GAP_INTERVALS,
 ) -> Optional[Integral]:
     """Joules of the piecewise-linear power through the samples over [start, end].
@@ -101,7 +104,7 @@ def integrate(
     return Integral(joules, duration, cov, interval, int(inside.sum()), rms, dev, float(edge_w[1] - edge_w[0]))
 
 
-def counter_delta(before: float, after: float, wrap_range: Optional[float]) -> Optional[float]:
+def counter_delta(before: N, after: N, wrap_range: Optional[N]) -> Optional[N]:
     """Increase of a monotonically increasing counter that restarts at zero after ``wrap_range``.
 
     One wrap between the two reads is undone; callers read often enough that two cannot happen.

@@ -134,15 +134,15 @@ class Poller:
     def begin(self) -> int:
         start = self.clock()
         self.sample()
+        thread: Optional[threading.Thread] = None
         with self._lock:
             token = next(self._ids)
             self._open[token] = start
-            start_thread = self.threaded and self._thread is None
-            if start_thread:
+            if self.threaded and self._thread is None:
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="effbench-power-poller", daemon=True)
-        if start_thread:
-            self._thread.start()
+                self._thread = thread = threading.Thread(target=self._run, name="effbench-power-poller", daemon=True)
+        if thread is not None:
+            thread.start()
         return token
 
     def end(self, token: int) -> Polled:

@@ -69,7 +69,8 @@ class _Columns:
 
 def _columns_from_header(cells: list[str]) -> Optional[_Columns]:
     names = [c.strip().lower() for c in cells]
-    time_col = next((i for i, n in enumerate(names) if n.split(" ")[0] in ("timestamp", "time", "t", "epoch", "unix", "datetime")), None)
+    time_col = next((i for i, n in enumerate(names)
+                     if n.split(" ")[0] in ("timestamp", "time", "t", "epoch", "unix", "datetime")), None)
     power_col = next((i for i, n in enumerate(names) if "power" in n or "watt" in n or n in ("w", "[w]")), None)
     index_col = next((i for i, n in enumerate(names) if n in ("index", "gpu", "gpu_index")), None)
     name_col = next((i for i, n in enumerate(names) if n in ("name", "gpu_name", "model")), None)
@@ -146,7 +147,7 @@ def load_trace(path: str | Path, gpu_model: Optional[str] = None) -> Trace:
     header_cells = rows[0][1]
     cols = _columns_from_header(header_cells)
     has_header = cols is not None
-    if has_header:
+    if cols is not None:
         rows = rows[1:]
     elif len(header_cells) in (2, 3):  # no header: timestamp,[index,]watts
         cols = _Columns(0, len(header_cells) - 1, 1 if len(header_cells) == 3 else None)
@@ -269,7 +270,7 @@ class TraceEnergy:
             sensing = self.trace.sensing(d) if self.trace else Sensing(None, None, 0.0)
             if not sensing.period_s:  # a meter: each sample stands for its own interval
                 sensing = Sensing(None, None, integral.sampling_interval_s or 0.0)
-            flags = () if accuracy is not None else ("accuracy-unstated",)
+            flags: tuple[str, ...] = () if accuracy is not None else ("accuracy-unstated",)
             if sensing.duty is None:
                 flags += ("duty-unstated",)
             parts.append(Polled(self.start, self.end, {d: integral}).reading(

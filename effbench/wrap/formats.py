@@ -379,7 +379,7 @@ def read_csv(path: Path) -> ToolResults:
                            f"(optional: prompt_tokens, cached_tokens, ttft_s or ttft_ms, error); missing {', '.join(missing)}")
     requests = []
     for n, row in enumerate(rows, 2):
-        def val(key: str) -> Optional[float]:
+        def val(key: str, row: dict[str, str] = row, n: int = n) -> Optional[float]:  # bound to this row
             c = col[key]
             raw = (row.get(c) or "").strip() if c else ""
             if not raw:

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -120,7 +121,10 @@ def run_command(command: list[str], on_start: Callable[[int], None] = lambda pid
         mono_to_unix = time.time() - time.perf_counter()
         start = time.time()
         try:
-            child = subprocess.Popen(command, process_group=0)
+            if sys.version_info >= (3, 11):
+                child = subprocess.Popen(command, process_group=0)
+            else:  # Python 3.10 has no process_group: the same setpgid(0, 0), in the child before exec
+                child = subprocess.Popen(command, preexec_fn=os.setpgrp)
         except FileNotFoundError:
             raise CommandError(f"command not found: {command[0]}", NOT_FOUND) from None
         except PermissionError:

@@ -65,7 +65,7 @@ def extract(src: str | Path) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def shipped() -> dict[str, Any]:
-    text = resources.files("effbench.scenarios.serving").joinpath("data", DATA_FILE).read_text(encoding="utf-8")
+    text = (resources.files("effbench.scenarios.serving") / "data" / DATA_FILE).read_text(encoding="utf-8")
     return dict(json.loads(text))
 
 

@@ -162,7 +162,8 @@ def summarize_point(measured: list[Result], steady_window: tuple[Optional[float]
                                else "chunks" if sources else None),
         "mean_output_tokens": out_tokens / len(ok) if ok else None,
         "mean_prompt_tokens": sum(r.prompt_tokens for r in ok) / len(ok) if ok else None,
-        "goodput": (achieved or 0.0) * len(good) / len(ok) if ok and (slo_ttft_ms is not None or slo_tpot_ms is not None) else None,
+        "goodput": ((achieved or 0.0) * len(good) / len(ok)
+                    if ok and (slo_ttft_ms is not None or slo_tpot_ms is not None) else None),
         "slo_attainment": len(good) / len(measured) if measured else None,
         "saturated": bool(behind or growing),
         "saturation_reason": (f"completed {steady['requests_per_s']:.3g} req/s over the steady window, below "

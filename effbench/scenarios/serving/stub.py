@@ -125,7 +125,8 @@ class StubServer:
                     os._exit(3)  # dies mid-point, as a crashed engine does (process mode: python -m ...stub)
                 if b.fail_every and n % b.fail_every == 0:
                     return self._send(500, b'{"error": "injected failure"}')
-                tokens = min(int(body.get("max_tokens") or b.tokens), b.tokens) if "min_tokens" not in body else int(body["max_tokens"])
+                tokens = (min(int(body.get("max_tokens") or b.tokens), b.tokens) if "min_tokens" not in body
+                          else int(body["max_tokens"]))
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")

@@ -25,7 +25,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, cast
+from typing import Any, Optional, Sequence
 
 from effbench.errors import EffbenchError
 
@@ -347,7 +347,8 @@ class PromptBuilder:
         self.exact = tokenizer is not None  # without a tokenizer a word stands for a token
 
     def _take(self, start: int, n: int) -> list[Any]:
-        s, out = self.stream, cast(list[Any], [])
+        s = self.stream
+        out: list[Any] = []
         while len(out) < n:
             take = s[start % len(s):][: n - len(out)]
             out.extend(take)
