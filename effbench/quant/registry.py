@@ -69,7 +69,8 @@ class Scheme:
         missing_caps = sorted(self.needs - set(backend.offers))
         if missing_caps:
             return (f"scheme '{self.name}' needs {' and '.join(CAPABILITIES[c] for c in missing_caps)}, which the "
-                    f"{backend.name} backend does not do (it does: {', '.join(CAPABILITIES[c] for c in sorted(backend.offers)) or 'none'})")
+                    f"{backend.name} backend does not do (it does: "
+                    f"{', '.join(CAPABILITIES[c] for c in sorted(backend.offers)) or 'none'})")
         if device_type not in self.devices:
             return f"scheme '{self.name}' needs a {' or '.join(self.devices).upper()} device, not {device_type}"
         missing = [m for m in self.requires if not importable(m)]

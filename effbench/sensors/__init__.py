@@ -140,7 +140,7 @@ def measure(sensor: str | EnergySensor = "auto", device: str = "cpu") -> Iterato
     coverage and the 95% uncertainty. A block shorter than 10 sensor periods is flagged
     ``short-window`` and ``unavailable`` (use ``measure_call`` to repeat short work)."""
     own = not isinstance(sensor, EnergySensor)
-    s = create(sensor, device) if own else sensor
+    s = sensor if isinstance(sensor, EnergySensor) else create(sensor, device)
     m = Measurement()
     minimum = min_window_s(s)
     window = s.start_window()
@@ -157,7 +157,7 @@ def measure_call(fn: Callable[[], object], sensor: str | EnergySensor = "auto", 
     """Run ``fn`` repeatedly inside one window until it spans 10 sensor periods; ``sync`` (e.g.
     ``torch.cuda.synchronize``) runs before the window closes so queued device work is inside it."""
     own = not isinstance(sensor, EnergySensor)
-    s = create(sensor, device) if own else sensor
+    s = sensor if isinstance(sensor, EnergySensor) else create(sensor, device)
     try:
         minimum = min_window_s(s)
         m = Measurement(calls=0)

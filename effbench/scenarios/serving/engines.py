@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.registry import Registry, importable
@@ -92,7 +92,7 @@ class ManagedEngine:
         self.notify = notify or (lambda m: None)
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
-        self._log = None
+        self._log: Optional[IO[bytes]] = None
 
     def command(self, port: int) -> list[str]:
         raise NotImplementedError
