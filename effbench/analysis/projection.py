@@ -152,7 +152,8 @@ def seq_bytes(c: Config, context: float) -> float:
 
 def kv_capacity(c: Config, output_share: float) -> float:
     """Sequences whose KV cache fits beside the weights, at prompt + ``output_share`` x output tokens each."""
-    usable = c.gpus * (c.profile.memory_bytes * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - weight_bytes(c.arch, c.scheme)
+    usable = c.gpus * (c.profile.memory_bytes * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - weight_bytes(c.arch,
+                                                                                                                   c.scheme)
     if usable <= 0:
         return 0.0
     return usable / seq_bytes(c, c.prompt_tokens + output_share * c.output_tokens)
@@ -188,14 +189,16 @@ def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
     dec = {
         "weights": a.dense_params * WEIGHT_BYTES[c.scheme] / tp / bw,
         "experts": experts * touched,
-        "kv": batch * (a.kv_bytes(ctx, KV_ELEMENT_BYTES) * kv_replication(c) + 2 * a.state_per_seq * STATE_ELEMENT_BYTES) / n / bw,
+        "kv": batch * (a.kv_bytes(ctx, KV_ELEMENT_BYTES) * kv_replication(c) + 2 * a.state_per_seq * STATE_ELEMENT_BYTES)
+        / n / bw,
         "linear": batch * 2 * a.active_params / n / peak,
         "attention": batch * a.attention_flops(ctx) / n / peak16,
         "comm": a.layers * 2 * batch * a.hidden * 2 * ring / link,
         "layer": a.layers * _US, "tp_layer": (a.layers * _US if n > 1 else 0.0), "moe_layer": a.moe_layers * _US,
         "step": _MS, "request": batch / max(c.data_parallel, 1) * 10 * _US, "prefill": 0.0,
         # block-scaled fp8 weights: the extra time of dequantising them in the matmuls, as a share of their read
-        "fp8_dequant": ((a.dense_params * WEIGHT_BYTES[c.scheme] / tp + a.expert_params * EXPERT_BYTES[c.scheme] / n * touched) / bw
+        "fp8_dequant": ((a.dense_params * WEIGHT_BYTES[c.scheme] / tp
+                         + a.expert_params * EXPERT_BYTES[c.scheme] / n * touched) / bw
                         if c.scheme == "fp8" else 0.0),
     }
     pre = {
@@ -319,7 +322,8 @@ def basis_of(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped) -> tu
     notes = []
     combos = {tuple(x) for x in fitted.data["fitted_configs"]}
     if profile_id not in fitted.profiles:
-        notes.append(f"{profile_id} is not in the reference data: its datasheet bandwidth, TFLOPs, link and TDP with the global coefficients")
+        notes.append(f"{profile_id} is not in the reference data: its datasheet bandwidth, TFLOPs, link and TDP with the global "
+                     "coefficients")
         return "new GPU", notes
     if arch.name not in fitted.models:
         return "new model", notes
@@ -373,7 +377,8 @@ def check_replica(a: StepShape, prof: HardwareProfile, gpus: int, concurrency: f
     if prof.kind != "gpu":
         raise EffbenchError(f"{prof.id} is a {prof.kind}: the projection model is fitted to GPU serving data only")
     if gpus not in TP_SIZES:
-        raise EffbenchError(f"--gpus must be one of {', '.join(map(str, TP_SIZES))} (tensor parallel inside one node); got {gpus}")
+        raise EffbenchError(f"--gpus must be one of {', '.join(map(str, TP_SIZES))} (tensor parallel inside one node); got "
+                            f"{gpus}")
     if gpus > prof.max_gpus_per_node:
         raise EffbenchError(f"{prof.id} nodes hold at most {prof.max_gpus_per_node} GPUs; --gpus {gpus} does not fit one node")
     tp = max(gpus // max(data_parallel, 1), 1)
@@ -489,7 +494,8 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     fitted = shipped()
     p = predict(c, fitted.fit)
     if p.effective_batch < concurrency:
-        notes.append(f"the KV cache holds about {p.effective_batch:.0f} sequences of this shape: projected at {p.effective_batch:.0f} running, not {concurrency}")
+        notes.append(f"the KV cache holds about {p.effective_batch:.0f} sequences of this shape: projected at "
+                     f"{p.effective_batch:.0f} running, not {concurrency}")
     common = {"model": f"arch:{arch.name}", "hardware": prof.id, "gpus": gpus, "concurrency": concurrency,
               "effective_batch": p.effective_batch, "running_sequences": p.effective_batch, "max_concurrency": limit,
               "kv_capacity_sequences": kv_capacity(c, fitted.fit.kv_output_share), "workload": workload,
@@ -503,18 +509,22 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     f = b["factor"]
     b["interval"] = {"output_tokens_per_s": _interval(p.output_tokens_per_s, f["output_tokens_per_s"]),
                      "joules_per_token": _interval(p.joules_per_token, f["joules_per_token"]),
-                     "itl_ms.p50": _interval(p.itl_ms["p50"], f["itl_p50"]), "itl_ms.p95": _interval(p.itl_ms["p95"], f["itl_p95"])}
-    b["output_tokens_per_s"], b["joules_per_token"] = f["output_tokens_per_s"] - 1, f["joules_per_token"] - 1  # relative half-widths
+                     "itl_ms.p50": _interval(p.itl_ms["p50"], f["itl_p50"]), "itl_ms.p95": _interval(p.itl_ms["p95"],
+                                                                                                     f["itl_p95"])}
+    # relative half-widths
+    b["output_tokens_per_s"], b["joules_per_token"] = f["output_tokens_per_s"] - 1, f["joules_per_token"] - 1
     return {**common, "basis": "projected", "output_tokens_per_s": p.output_tokens_per_s, "joules_per_token": p.joules_per_token,
             "power_w": p.power_w, "tpot_ms": p.itl_ms["p50"], "tpot_p95_ms": p.itl_ms["p95"], "itl_ms": p.itl_ms,
             "tpot_percentiles_ms": p.itl_ms, "mean_step_ms": p.step_ms, "ttft_ms": p.ttft_ms,
             "ttft_note": "one prefill plus the step it joins, no queueing: physics only (the reference data publishes no TTFT)",
             "bound": p.bound, "band": b, "source": f"projection fitted to {fitted.data['source']}",
-            "fitted_on": fitted.data["fitted_points"], "fitted_on_models": fitted.models, "fit_data_version": fitted.data["data_version"],
+            "fitted_on": fitted.data["fitted_points"], "fitted_on_models": fitted.models,
+            "fit_data_version": fitted.data["data_version"],
             "notes": notes}
 
 
-def _lengths(arch: StepShape, workload: Optional[str], prompt: Optional[int], output: Optional[int]) -> tuple[int, int, list[str]]:
+def _lengths(arch: StepShape, workload: Optional[str], prompt: Optional[int],
+             output: Optional[int]) -> tuple[int, int, list[str]]:
     from effbench.reference import workload as reference_workload
 
     if workload is not None and (prompt is not None or output is not None):

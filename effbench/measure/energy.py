@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from effbench.measure.loop import LoopResult, WindowResult
-from effbench.stats import CONFIDENCE, combine_rel, mean_or_none, summarize
 from effbench.results.schema import Energy
 from effbench.sensors.base import EnergyReading
+from effbench.stats import CONFIDENCE, combine_rel, mean_or_none, summarize
 
 _STATUS_RANK = {"measured": 0, "estimated": 1, "unavailable": 2}
 # Below this coverage a window's figure is flagged: a good part of it was interpolated.
@@ -141,7 +141,8 @@ def section(prefill: list[WindowResult], full: list[WindowResult], batch_size: i
 ReadWindow = Callable[[float, float], EnergyReading]
 
 
-def windows_from_record(energy: Energy, read: ReadWindow, min_window_s: float = 0.0) -> tuple[list[WindowResult], list[WindowResult]]:
+def windows_from_record(energy: Energy, read: ReadWindow, min_window_s: float = 0.0) -> tuple[list[WindowResult],
+                                                                                              list[WindowResult]]:
     """The record's windows, each re-read over its [start, end] by ``read`` (prefill, full)."""
     out: dict[str, list[WindowResult]] = {"prefill": [], "full": []}
     for w in energy.windows:

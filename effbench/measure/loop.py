@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 
 from effbench.backends.base import Backend, OutputSize
 from effbench.measure.host import INTERFERENCE_CPU_FRAC, InterferenceProbe, peak_rss_bytes, reset_peak_rss, trim_heap
-from effbench.stats import median_ci95
 from effbench.sensors.base import EnergyReading, EnergySensor, min_window_s
+from effbench.stats import median_ci95
 
 # Never repeat one call more than this inside a window, whatever the sensor asks.
 MAX_CALLS_PER_WINDOW = 1000
@@ -260,7 +260,7 @@ def run_loop(
         probe = InterferenceProbe(workers)
         calls: list[tuple[float, list[float]]] = []
 
-        def full_call() -> Any:
+        def full_call(calls: list[tuple[float, list[float]]] = calls) -> Any:  # this window's list
             t0 = clock()
             out, times = backend.generate_timed(batch, workload.new_tokens, clock)
             if times:

@@ -180,6 +180,7 @@ def measure_call(fn: Callable[[], object], sensor: str | EnergySensor = "auto", 
 
 __all__ = [
     "EnergyReading", "EnergySensor", "SensorInfo", "Window", "NullSensor", "EstimateSensor",
-    "SENSORS", "SENSOR_NAMES", "available", "canonical_sensor_name", "create", "measure", "measure_call", "min_window_s", "Measurement",
+    "SENSORS", "SENSOR_NAMES", "available", "canonical_sensor_name", "create", "measure", "measure_call", "min_window_s",
+    "Measurement",
     "register_sensor",
 ]

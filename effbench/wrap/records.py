@@ -8,14 +8,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from effbench.environment import now_iso
+from effbench.measure.energy import apply_totals
+from effbench.measure.timeline import Integral, integrate
 from effbench.results.schema import (
-    BackendInfo, Energy, HardwareInfo, ModelInfo, QuantizationInfo, Record, ServingInfo, ServingWindow, Stats,
-    Throughput, WorkloadInfo,
+    BackendInfo,
+    Energy,
+    HardwareInfo,
+    ModelInfo,
+    QuantizationInfo,
+    Record,
+    ServingInfo,
+    ServingWindow,
+    Stats,
+    Throughput,
+    WorkloadInfo,
 )
 from effbench.stats import combine_rel
 from effbench.wrap.formats import ResultsError, ToolBenchmark, ToolResults, read_results
-from effbench.measure.energy import apply_totals
-from effbench.measure.timeline import Integral, integrate
 
 if TYPE_CHECKING:
     from effbench.wrap.runner import Measured, WrapOptions
@@ -85,8 +94,7 @@ def whole_run_record(opts: "WrapOptions", m: "Measured", run_id: str, idle_w: Op
     energy = _sensor_fields(energy_section(integral, idle_w, "the whole command", [_window("command", start, end, integral)],
                                            f"no per-request results ({why})"), m, opts.segment_s)
     serving = ServingInfo(duration_s=end - start, steady_reason=f"no per-request results: {why}",
-                          engine={"name": ENDPOINT}, token_count_source=None)
-    setattr(serving, "tool", tool)
+                          engine={"name": ENDPOINT}, token_count_source=None, tool=tool)  # tool: an extra key
     return _base(opts, run_id, "wrap-0", hardware, None,
                  WorkloadInfo(batch_size=1, prompt_tokens=0, new_tokens=0, prompt_set=f"wrap:{tool.get('name')}"),
                  energy=energy, serving=serving, stats=Stats(duration_s=end - start, stop_reason="wrapped-command"),
@@ -111,8 +119,9 @@ def tool_block(results: Optional[ToolResults], bench: Optional[ToolBenchmark], m
 
 def _benchmark_record(opts: "WrapOptions", m: "Measured", run_id: str, idle_w: Optional[float],
                       hardware: dict[str, Any], results: ToolResults, index: int, bench: ToolBenchmark) -> Record:
+    from effbench.measure.attribution import attribute
+    from effbench.measure.attribution import summary as attribution_summary
     from effbench.scenarios.serving.metrics import summarize_point
-    from effbench.measure.attribution import attribute, summary as attribution_summary
     from effbench.wrap.convert import max_in_flight, place, steady_bounds, to_results
 
     placement = place(bench, m.run.start_unix, m.run.end_unix, m.run.mono_to_unix)
@@ -147,7 +156,7 @@ def _benchmark_record(opts: "WrapOptions", m: "Measured", run_id: str, idle_w: O
     cached = {i: r.cached_tokens for i, r in enumerate(bench.requests) if r.cached_tokens}
     att = attribute(reqs, m.segments, idle_w, cached)
     prompt_known = all(r.prompt_tokens is not None for r in bench.requests if not r.error) and bool(ok)
-    setattr(energy, "attribution", attribution_summary(att, whole_int.uncertainty_rel, prompt_known))
+    energy.attribution = attribution_summary(att, whole_int.uncertainty_rel, prompt_known)
     serving = ServingInfo(
         rate=bench.rate, concurrency=bench.concurrency, arrival=bench.arrival, requests=len(reqs),
         duration_s=whole["window_s"] if whole else 0.0,
@@ -155,8 +164,7 @@ def _benchmark_record(opts: "WrapOptions", m: "Measured", run_id: str, idle_w: O
         engine={"name": ENDPOINT, "url": bench.url, "model": bench.model},
         output_length=f"as {results.tool} asked", token_count=f"as counted by {results.tool}",
         max_in_flight=in_flight, **{k: v for k, v in summary.items() if k != "token_count_source"},
-        token_count_source="tool")
-    setattr(serving, "tool", tool_block(results, bench, m, {"clock": placement.how}))
+        token_count_source="tool", tool=tool_block(results, bench, m, {"clock": placement.how}))  # tool: an extra key
     throughput = Throughput(ttft_s=_mean_s(serving.ttft_ms), tpot_s=_mean_s(serving.tpot_ms),
                             e2e_latency_s=_mean_s(serving.e2e_ms), e2e_tokens_per_s=serving.output_tokens_per_s)
     stats = Stats(repeats=len(ok), duration_s=serving.duration_s, stop_reason="wrapped-command",
@@ -215,7 +223,8 @@ def describe(run_dir: Path) -> list[str]:
     for d in RunStore(run_dir).record_dicts():
         s, e = d.get("serving") or {}, d.get("energy") or {}
         tool = s.get("tool") or {}
-        who = f"{tool.get('name')} {tool.get('version') or ''}".strip() + (f" {tool['benchmark']}" if tool.get("benchmark") else "")
+        who = (f"{tool.get('name')} {tool.get('version') or ''}".strip()
+               + (f" {tool['benchmark']}" if tool.get("benchmark") else ""))
         att = (e.get("attribution") or {}).get("joules_per_request") or {}
         u = e.get("uncertainty_rel")
         parts = [f"{e.get('status')} {_fmt(e.get('joules_total'))} J over {_fmt(e.get('window_s'))} s"

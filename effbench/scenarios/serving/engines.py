@@ -55,7 +55,8 @@ def check_endpoint(url: str) -> str:
     try:
         r = httpx.get(f"{base}/v1/models", timeout=PROBE_TIMEOUT_S, trust_env=False)
     except httpx.HTTPError as e:
-        raise EffbenchError(f"endpoint {base} does not answer ({type(e).__name__}: {e}); start the server or fix --endpoint") from None
+        raise EffbenchError(f"endpoint {base} does not answer ({type(e).__name__}: {e}); start the server or fix "
+                            "--endpoint") from None
     try:
         data = r.json()
         models = [m["id"] for m in data.get("data", []) if isinstance(m, dict) and "id" in m]

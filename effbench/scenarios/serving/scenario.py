@@ -12,11 +12,10 @@ from typing import Any, ClassVar, Optional
 from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
 from effbench.measure.attribution import attribute
-from effbench.measure.energy import apply_totals
 from effbench.measure.attribution import summary as attribution_summary
+from effbench.measure.energy import apply_totals
 from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_engine_peak_rss
 from effbench.measure.timeline import TimelineRecorder
-from effbench.sensors.base import min_window_s
 from effbench.models.prompts import load_prompt_set
 from effbench.registry import importable
 from effbench.results.schema import CapacityResult, Energy, Latency, Memory, ServingInfo, ServingWindow, Stats, Throughput
@@ -28,6 +27,7 @@ from effbench.scenarios.serving.load import Load, PointRun, Span, run_point
 from effbench.scenarios.serving.metrics import summarize_point
 from effbench.scenarios.serving.tokenizer import TextTokenizer, load_tokenizer
 from effbench.scenarios.serving.workload import PromptBuilder, Workload, build_workload
+from effbench.sensors.base import min_window_s
 from effbench.stats import combine_rel
 
 DEFAULT_REQUESTS = 32  # measured requests per point when neither --requests nor --duration is given
