@@ -55,7 +55,7 @@ def fake(stand_in):
     def factory(perplexity: float = 12.5):
         def make():
             b = _CountingBackend(timing=FAST)
-            b.perplexity = lambda text, max_tokens=512: (perplexity, 100)  # type: ignore[method-assign]
+            b.perplexity = lambda text, max_tokens=512: (perplexity, 100)
             return b
         return stand_in(make)
     return factory

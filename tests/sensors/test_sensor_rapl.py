@@ -97,7 +97,12 @@ def test_wrap_guard_thread_reads_the_counters_while_a_window_is_open_and_stops(t
     sensor = RaplSensor(cap.root, wrap_guard_s=0.01)
     reads: list[float] = []
     refresh = sensor.refresh
-    sensor.refresh = lambda: reads.append(time.monotonic()) or refresh()  # type: ignore[method-assign]
+
+    def noted_refresh() -> dict[str, int]:
+        reads.append(time.monotonic())
+        return refresh()
+
+    sensor.refresh = noted_refresh  # type: ignore[method-assign]
     w = sensor.start_window()
     opened = len(reads)  # the window's own opening read
     deadline = time.monotonic() + 10.0
