@@ -590,16 +590,16 @@ def markdown(results: dict, ratios: dict, points: list[Point], tools: list[str])
         if r:
             lines.append(f"| {p.label} | effbench / vllm-bench | "
                          + " | ".join(" / ".join(fmt(pick(r, f, "vs_vllm_bench"), 2) for f in pair) for pair in
-                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"), ("itl_ms_p50",
-                                                                                                        "itl_ms_p95")))
+                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"),
+                                       ("itl_ms_p50", "itl_ms_p95")))
                          + f" | {fmt(pick(r, 'requests_per_s', 'vs_vllm_bench'), 2)} | "
                            f"{fmt(pick(r, 'output_tokens_per_s', 'vs_vllm_bench'), 2)} | "
                          f"{fmt(pick(r, 'cpu_s_per_request', 'vs_vllm_bench'), 2)} / "
                          f"{fmt(pick(r, 'cpu_s_per_request_in_load', 'vs_vllm_bench'), 2)} |")
             lines.append(f"| {p.label} | effbench / peer median | "
                          + " | ".join(" / ".join(fmt(pick(r, f, "vs_peer_median"), 2) for f in pair) for pair in
-                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"), ("itl_ms_p50",
-                                                                                                        "itl_ms_p95")))
+                                      (("ttft_ms_p50", "ttft_ms_p95"), ("tpot_ms_p50", "tpot_ms_p95"),
+                                       ("itl_ms_p50", "itl_ms_p95")))
                          + f" | {fmt(pick(r, 'requests_per_s', 'vs_peer_median'), 2)} | "
                            f"{fmt(pick(r, 'output_tokens_per_s', 'vs_peer_median'), 2)} | "
                          f"{fmt(pick(r, 'cpu_s_per_request', 'vs_peer_median'), 2)} / "

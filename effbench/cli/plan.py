@@ -224,11 +224,9 @@ def _print(result: Plan, source: str, top: int) -> None:
         if len(result.options) > top:
             out.print(f"{len(result.options) - top} more option(s): --top N, --json or --csv", style="dim")
     spares = f" + {result.redundancy} spare(s) (N+{result.redundancy})" if result.redundancy else ""
-    out.print(cell(f"replicas: the load at <= {result.max_utilisation:.0%} of capacity{spares}; '!' after $/month: price older "
-                   "than "
-                   f"180 days. Grid intensity: {source}. Energy: every replica at full load (an upper bound). kWh, CO2e, spot "
-                   "prices, "
-                   "bands and sources: --json or --csv."), style="dim")
+    out.print(cell(f"replicas: the load at <= {result.max_utilisation:.0%} of capacity{spares}; '!' after $/month: "
+                   f"price older than 180 days. Grid intensity: {source}. Energy: every replica at full load (an upper "
+                   "bound). kWh, CO2e, spot prices, bands and sources: --json or --csv."), style="dim")
     excluded = [e for e in result.excluded if e not in result.warnings]  # a warning is said once
     for e in excluded[:10]:
         err.print(cell(f"excluded: {e}"), style="dim")
