@@ -15,8 +15,17 @@ import pytest
 
 import effbench
 from effbench.device import (
-    DeviceError, GpuLost, GpuNotVisible, InvalidArgument, NotPermitted, NotSupported, NvidiaGPUs, Nvml,
-    NvmlUnavailable, gpu_names, plugged,
+    DeviceError,
+    GpuLost,
+    GpuNotVisible,
+    InvalidArgument,
+    NotPermitted,
+    NotSupported,
+    NvidiaGPUs,
+    Nvml,
+    NvmlUnavailable,
+    gpu_names,
+    plugged,
 )
 from effbench.device.nvidia import INSTALL_HINT
 from effbench.errors import UnsupportedError

@@ -10,19 +10,19 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import FakeBackend, Timing, tiny_config
 
 import effbench
 from effbench import registry
 from effbench.backends import BACKENDS, canonical_backend_name, create_backend, register_backend
 from effbench.errors import ConfigError
-from effbench.quant import SCHEMES, Scheme, register as register_scheme
+from effbench.quant import SCHEMES, Scheme
+from effbench.quant import register as register_scheme
 from effbench.scenarios.serving.engines import ENGINES
 from effbench.sensors import SENSORS, register_sensor
 from effbench.sensors.base import NullSensor
 from effbench.sensors.estimate import EstimateSensor
 from effbench.sweep import Sweep
-
-from conftest import FakeBackend, Timing, tiny_config
 
 PLUGIN = textwrap.dedent('''
     from conftest import FAST, FakeBackend

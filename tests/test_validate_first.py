@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_effbench, tiny_config
 
 from effbench.errors import EffbenchError
 from effbench.sweep import Sweep, run_sweep
-
-from conftest import assert_one_line_error, run_effbench, tiny_config
 
 HUGE = 10**12
 

@@ -10,7 +10,13 @@ Importing this package imports no vendor library: ``pynvml`` loads when a sessio
 from __future__ import annotations
 
 from effbench.device.errors import (
-    DeviceError, DeviceUnavailable, GpuLost, InvalidArgument, NotFound, NotPermitted, NotSupported,
+    DeviceError,
+    DeviceUnavailable,
+    GpuLost,
+    InvalidArgument,
+    NotFound,
+    NotPermitted,
+    NotSupported,
 )
 from effbench.device.nvidia import GpuNotVisible, NvidiaDevice, NvidiaGPUs, Nvml, NvmlUnavailable, gpu_names, plugged
 

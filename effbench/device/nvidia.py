@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional, Sequence, TypeVar
 
 from effbench.device.errors import (
-    DeviceError, DeviceUnavailable, GpuLost, InvalidArgument, NotFound, NotPermitted, NotSupported, renamed,
+    DeviceError,
+    DeviceUnavailable,
+    GpuLost,
+    InvalidArgument,
+    NotFound,
+    NotPermitted,
+    NotSupported,
+    renamed,
 )
 
 ENV_VISIBLE = "CUDA_VISIBLE_DEVICES"

@@ -9,11 +9,18 @@ from pydantic import ValidationError
 
 from effbench.device.nvidia import gpu_names
 from effbench.errors import EffbenchError, first_line
-from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
 from effbench.hardware.catalog import (
-    HardwareProfile, PriceOverride, apply_prices, load_price_file, load_profile_file, looks_like_path,
-    profiles, register, suggest,
+    HardwareProfile,
+    PriceOverride,
+    apply_prices,
+    load_price_file,
+    load_profile_file,
+    looks_like_path,
+    profiles,
+    register,
+    suggest,
 )
+from effbench.hardware.cpu import cpu_name, cpu_profile_id, local_cpu_profile
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ import socket
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from effbench.errors import EffbenchError
-from effbench.errors import first_line
+from effbench.errors import EffbenchError, first_line
 from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, require
 
 CONNECT_TIMEOUT_S = 3.0

@@ -13,8 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from effbench.errors import EffbenchError
-from effbench.errors import first_line
+from effbench.errors import EffbenchError, first_line
 from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, read_events, require
 
 

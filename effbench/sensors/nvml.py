@@ -24,7 +24,12 @@ from effbench.device.nvidia import NvidiaDevice, NvidiaGPUs
 from effbench.device.nvidia import visible_indices as visible_indices  # re-exported: its name here predates the device layer
 from effbench.errors import UnsupportedError
 from effbench.sensors.base import (
-    EnergyReading, EnergySensor, SensorInfo, Window, observed_reading, unavailable_reading,
+    EnergyReading,
+    EnergySensor,
+    SensorInfo,
+    Window,
+    observed_reading,
+    unavailable_reading,
 )
 from effbench.sensors.generations import GENERATIONS, Generation, generation_of
 from effbench.sensors.generations import UPDATE_PERIOD_S as GEN_UPDATE_PERIOD_S

@@ -16,17 +16,20 @@ from effbench.analysis.carbon import resolve as resolve_grid
 from effbench.backends import BACKENDS, create_backend
 from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
-from effbench.hardware.gpu_control import RESTORE_FILE as GPU_RESTORE_FILE, restoring_on_signals
 from effbench.errors import ConfigError, EffbenchError, UnsupportedError
 from effbench.hardware import Detected, detect, get_profile, resolve_profile_id
+from effbench.hardware.gpu_control import RESTORE_FILE as GPU_RESTORE_FILE
+from effbench.hardware.gpu_control import restoring_on_signals
 from effbench.launchers import GroupFailed, Launcher, create_launcher
 from effbench.models import load_prompt_set, resolve_model
 from effbench.models.resolve import check_hub_model_reachable
+from effbench.registry import carried_registrations
 from effbench.results.schema import Record
 from effbench.results.store import RunStore, validate_records
-from effbench.registry import carried_registrations
 from effbench.scenarios import scenario_class
-from effbench.sensors import AUTO as AUTO_SENSOR, SENSORS, EnergySensor, create as create_sensor
+from effbench.sensors import AUTO as AUTO_SENSOR
+from effbench.sensors import SENSORS, EnergySensor
+from effbench.sensors import create as create_sensor
 from effbench.sweep.baseline import Baselines
 from effbench.sweep.checks import contradictions, nothing_fits
 from effbench.sweep.observer import SweepObserver

@@ -20,17 +20,25 @@ from effbench.hardware import Detected, detect, profile_for, resolve_profile_id
 from effbench.launchers.base import Sink
 from effbench.measure.fit import estimate_bytes, fit_error
 from effbench.measure.host import trim_heap
-from effbench.sensors.base import min_window_s
 from effbench.models import load_quality_text
 from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.models.resolve import model_dims
 from effbench.quant import get_scheme
 from effbench.registry import install
 from effbench.results.schema import (
-    BackendInfo, GpuInfo, HardwareInfo, ModelInfo, Quality, QuantizationInfo, Record, WorkloadInfo,
+    BackendInfo,
+    GpuInfo,
+    HardwareInfo,
+    ModelInfo,
+    Quality,
+    QuantizationInfo,
+    Record,
+    WorkloadInfo,
 )
 from effbench.scenarios import Context, Point, Session, create_scenario, scenario_class
-from effbench.sensors import EnergySensor, create as create_sensor
+from effbench.sensors import EnergySensor
+from effbench.sensors import create as create_sensor
+from effbench.sensors.base import min_window_s
 from effbench.sweep.plan import ConfigPoint, GroupSpec
 
 
