@@ -343,7 +343,8 @@ def bench_serving_peers() -> str:
              "mean; the definitions are in the JSON). The last row of each point is effbench's ratio to `vllm bench serve`.",
              "", "**After** (effbench's `serving.whole`, the field's definition):", "", *_peer_table(after), "",
              f"**Three more rounds**, effbench and `vllm bench serve` only, alternating which goes first (from "
-             f"`{SERVING_PEERS_ROUNDS}`; each figure the median of the rounds):", "", *_peer_table(_json(SERVING_PEERS_ROUNDS)), "",
+             f"`{SERVING_PEERS_ROUNDS}`; each figure the median of the rounds):", "",
+             *_peer_table(_json(SERVING_PEERS_ROUNDS)), "",
              f"**Before** (effbench `{before['versions']['effbench']['git_sha']}`, its old `achieved_rate`; from "
              f"`{SERVING_PEERS_BEFORE}`):", "", *_peer_table(before)]
     return "\n".join(lines)
