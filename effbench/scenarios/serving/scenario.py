@@ -34,6 +34,11 @@ DEFAULT_REQUESTS = 32  # measured requests per point when neither --requests nor
 ENDPOINT = "endpoint"  # the backend name of records measured on a server effbench did not start
 # The float schemes a managed engine loads by dtype; anything else it cannot be asked for.
 ENGINE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# Seconds between /metrics scrapes inside a point (the first and last bound every counter and histogram
+# delta; the ones between only sample the gauges). Each scrape costs the server CPU: every second,
+# a 2-core vLLM-CPU server paced its tokens ~7% slower at 8 users (benchmarks/README.md, "Serving:
+# effbench and its peers").
+SERVER_METRICS_INTERVAL_S = 10.0
 TOKEN_COUNT_WORDS = {"usage": "the server's usage", "tokenizer": "the model's tokenizer (the server sent no usage)",
                      "chunks": "one per streamed chunk (no usage, no local tokenizer)"}
 OUTPUT_NOT_FORCED = ("not forced: the server refuses ignore_eos/min_tokens, so requests may stop early at EOS; "
@@ -203,7 +208,7 @@ class ServingScenario(Scenario):
     def _scraper() -> Any:
         from effbench.scenarios.serving.server_metrics import MetricsScraper
 
-        return MetricsScraper()
+        return MetricsScraper(interval_s=SERVER_METRICS_INTERVAL_S)
 
     def _probe_server(self) -> None:
         """One short request per option the server may refuse: the API asked for must answer; the
