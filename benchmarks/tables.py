@@ -306,6 +306,7 @@ def bench_launcher() -> str:
 SERVING_PEERS = "benchmarks/results/amd-epyc/serving_peers.json"
 SERVING_PEERS_BEFORE = "benchmarks/results/amd-epyc/serving_peers_before.json"
 SERVING_PEERS_ROUNDS = "benchmarks/results/amd-epyc/serving_peers_rounds.json"
+SERVING_PEERS_C8 = "benchmarks/results/amd-epyc/serving_peers_rounds_c8.json"
 PEER_TOOLS = ("effbench", "vllm-bench", "guidellm", "aiperf")
 PEER_COLUMNS = (("TTFT p50", "ttft_ms_p50", 0), ("TTFT p95", "ttft_ms_p95", 0), ("TPOT p50", "tpot_ms_p50", 1),
                 ("TPOT p95", "tpot_ms_p95", 1), ("ITL p50", "itl_ms_p50", 1), ("ITL p95", "itl_ms_p95", 1),
@@ -345,6 +346,8 @@ def bench_serving_peers() -> str:
              f"**Three more rounds**, effbench and `vllm bench serve` only, alternating which goes first (from "
              f"`{SERVING_PEERS_ROUNDS}`; each figure the median of the rounds):", "",
              *_peer_table(_json(SERVING_PEERS_ROUNDS)), "",
+             f"**With the /metrics scrape every 10 s** (effbench `{_json(SERVING_PEERS_C8)['versions']['effbench']['git_sha']}`, "
+             f"three rounds at 8 users; from `{SERVING_PEERS_C8}`):", "", *_peer_table(_json(SERVING_PEERS_C8)), "",
              f"**Before** (effbench `{before['versions']['effbench']['git_sha']}`, its old `achieved_rate`; from "
              f"`{SERVING_PEERS_BEFORE}`):", "", *_peer_table(before)]
     return "\n".join(lines)
@@ -873,7 +876,8 @@ BLOCKS = [
     Block("benchmarks/README.md", "bench-launcher", (LAUNCHER_OVERHEAD,), bench_launcher),
     Block("benchmarks/README.md", "bench-serving", (SERVING_LOAD,), bench_serving),
     Block("benchmarks/README.md", "bench-serving-vllm", (SERVING_LOAD_VLLM,), bench_serving_vllm),
-    Block("benchmarks/README.md", "bench-serving-peers", (SERVING_PEERS, SERVING_PEERS_ROUNDS, SERVING_PEERS_BEFORE),
+    Block("benchmarks/README.md", "bench-serving-peers", (SERVING_PEERS, SERVING_PEERS_ROUNDS, SERVING_PEERS_C8,
+                                                          SERVING_PEERS_BEFORE),
           bench_serving_peers),
     Block("benchmarks/README.md", "bench-runner-intel", (RUNNER_OVERHEAD_INTEL,), bench_runner_intel),
     Block("benchmarks/README.md", "bench-findings", (MACHINE,), bench_findings),
