@@ -76,6 +76,14 @@ def _work(r: Result) -> Optional[_Work]:
     return _Work(r, float(computed), times, [per * k for k in range(len(times))])
 
 
+def output_tokens_in(r: Result, start: float, end: float) -> float:
+    """Output tokens of ``r`` generated inside (start, end]: each chunk's tokens over the span since the
+    previous chunk (the first's since the send), pro rata. The one rule for a serving window's tokens
+    and for the attribution's shares."""
+    w = _work(r)
+    return w.decode_in(start, end) if w is not None else 0.0
+
+
 @dataclass
 class Attribution:
     per_request: list[float]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from effbench.measure.attribution import output_tokens_in
 from effbench.scenarios.serving.client import Result
 from effbench.stats import distribution_ms, percentile, poisson_rate_ci95
 
@@ -45,25 +46,6 @@ def sent_rate(measured: list[Result]) -> Optional[float]:
     if len(starts) < 2 or starts[-1] <= starts[0]:
         return None
     return (len(starts) - 1) / (starts[-1] - starts[0])
-
-
-def _tokens_in(r: Result, start: float, end: float) -> float:
-    """Output tokens of ``r`` generated inside (start, end]. Each chunk's tokens were generated over
-    the span since the previous chunk (the first's since the send) and count by the share of that
-    span inside the window: a window that opens or closes on an answer takes none of the tokens a
-    burst of answers delivers at that instant (a closed loop's users answer in bursts)."""
-    if not r.ok:
-        return 0.0
-    per_chunk = r.tokens / len(r.chunk_times)
-    total, prev = 0.0, r.start
-    for t in r.chunk_times:
-        span = t - prev
-        if span <= 0:
-            total += per_chunk if start < t <= end else 0.0
-        else:
-            total += per_chunk * max(0.0, min(t, end) - max(prev, start)) / span
-        prev = t
-    return total
 
 
 def window_figures(window_s: float, requests: float, output_tokens: float, completed: int) -> dict[str, Any]:
@@ -108,7 +90,7 @@ def steady_figures(results: list[Result], start: Optional[float], end: Optional[
     if done < MIN_STEADY_REQUESTS:
         return None, (f"only {done} request(s) completed inside the steady window ({end - start:.2f} s); "
                       f"at least {MIN_STEADY_REQUESTS} are needed: send more requests or a longer --duration")
-    tokens = sum(_tokens_in(r, start, end) for r in ok)
+    tokens = sum(output_tokens_in(r, start, end) for r in ok)
     mean_tokens = sum(r.tokens for r in ok) / len(ok)
     return window_figures(end - start, tokens / mean_tokens if mean_tokens else 0.0, tokens, done), None
 
