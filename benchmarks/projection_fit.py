@@ -29,6 +29,16 @@ BEFORE = {"commit": "f7d8dda", "points": 255, "models": 8,
           "note": "the earlier model predicted neither ITL percentiles nor the effective batch; call time of "
                   "`effbench project ... --json` on this 2-core machine at that commit"}
 
+# The step-time physics alone (no efficiency transfer), as committed at 3e50781 (482 points, 15 models):
+# leave-one-model-out median / p90 of |projected / published - 1|, and the new-model band of all families.
+PREVIOUS = {"commit": "3e50781", "points": 482, "models": 15,
+            "output_tokens_per_s": {"median": 0.173, "p90": 0.715, "band_factor": 2.61, "coverage": 0.94},
+            "itl_p50": {"median": 0.152, "p90": 0.453, "band_factor": 2.12},
+            "itl_p95": {"median": 0.264, "p90": 0.678, "band_factor": 4.25},
+            "joules_per_token": {"median": 0.187, "p90": 0.468, "band_factor": 2.29},
+            "leave_one_gpu_out": {"b200": {"output_tokens_per_s": 0.209, "joules_per_token": 0.217},
+                                  "h100-sxm": {"output_tokens_per_s": 0.123, "joules_per_token": 0.129}}}
+
 
 def fitted_file() -> dict[str, Any]:
     """The shipped fit's content (also what the currency test recomputes)."""
@@ -61,7 +71,39 @@ def validation() -> dict[str, Any]:
                                     "by_model": pf.table(lomo, lambda h: h.sample.model),
                                     "by_gpu": pf.table(lomo, lambda h: h.sample.config.profile.id)},
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
-            "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)}}
+            "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)},
+            "efficiency_transfer": transfer_check(samples)}
+
+
+def transfer_check(samples: list[Any]) -> dict[str, Any]:
+    """The efficiency transfer's kernel: the search that chose the shipped scales (rerun), leave-one-model-out
+    with the physics alone, and the nested check (the kernel re-chosen without each held-out model)."""
+    import numpy as np
+
+    from effbench.analysis import projection_fit as pf
+
+    folds = pf.transfer_folds(samples, lambda s: s.model)
+    chosen = pf.tune_transfer(folds)
+    physics = np.vstack([np.column_stack([f.r_test[:, 0], f.r_test[:, 1], f.r_test[:, 3], f.r_test[:, 4] - f.r_test[:, 0]])
+                         for f in folds])
+    nested, per_fold = pf.nested_transfer_check(folds)
+    return {"method": "kernel scales and prior chosen by coordinate search on the leave-one-model-out objective "
+                      "(median + p90 / 2 of |projected / published - 1| over tokens/s, ITL p50/p95, J/token); "
+                      "nested: the search redone without each held-out model (its points neither anchors nor scored)",
+            "search_result": chosen, "shipped_scales": pf.TRANSFER_SCALES, "shipped_prior": pf.TRANSFER_PRIOR,
+            "leave_one_model_out_physics_only": {m: pf.summary(list(np.exp(-physics[:, i])))
+                                                 for i, m in enumerate(pf.BAND_METRICS)},
+            "leave_one_model_out_with_transfer": {m: pf.summary(list(np.exp(-e)))
+                                                  for m, e in zip(pf.BAND_METRICS, pf.kernel_errors(folds, chosen).T)},
+            "nested_leave_one_model_out": nested, "nested_choices": per_fold}
+
+
+def _without_anchors(coefficients: dict[str, Any]) -> dict[str, Any]:
+    t = coefficients.get("transfer")
+    if not t:
+        return coefficients
+    return {**coefficients, "transfer": {**{k: v for k, v in t.items() if k != "anchors"},
+                                         "anchors": f"{len(t['anchors'])} (in effbench/analysis/projection_fit.json)"}}
 
 
 def _rounded(x: Any) -> Any:
@@ -85,7 +127,8 @@ def main() -> None:
             "method": "held out: leave-one-model-out, leave-one-GPU-out (fit on one GPU, predict the other), "
                       "leave-one-TP-degree-out; "
                       "predicted effective batch from max_num_seqs and KV capacity; errors |predicted / published - 1|",
-            **_rounded(v), "bands": shipped["bands"], "coefficients": shipped["coefficients"], "before": BEFORE}
+            **_rounded(v), "bands": shipped["bands"], "coefficients": _without_anchors(shipped["coefficients"]), "before": BEFORE,
+            "previous": PREVIOUS}
     path = write_json(OUT, data)
     a = v["leave_one_model_out"]["by_family"]["all"]
     print(f"{path}: {v['points']} points, {len(v['models'])} models; leave-one-model-out medians: tokens/s "

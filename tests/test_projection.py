@@ -308,3 +308,30 @@ def test_running_sequences_are_length_biased() -> None:
     assert pj.Config(DENSE, GPU, 1, 4, 100, 200).mean_context == 200
     chat = pj.Config(DENSE, GPU, 1, 4, 100, 200, context_output_share=pj.TASK_CONTEXT_OUTPUT_SHARE["lm-arena-chat"])
     assert chat.mean_context == pytest.approx(100 + 0.97 * 200)
+
+
+def test_efficiency_transfer_weighs_the_nearest_measured_shapes_and_fades_far_from_them() -> None:
+    """The correction at an anchor's own coordinates is its residual shrunk by the prior; far from every
+    anchor (another GPU, other lengths) the physics stands alone; a fit's anchors are its training points only."""
+    from effbench.analysis import projection_fit as pf
+
+    n = len(pj.TRANSFER_FEATURES)
+    t = pj.Transfer((1.0,) * n, 0.5, (((0.0,) * n, (math.log(2), 0.0, 0.0, 0.0, 0.0)),))
+    assert t.correction([0.0] * n)[0] == pytest.approx(math.log(2) / 1.5)
+    assert abs(t.correction([10.0] + [0.0] * (n - 1))[0]) < 1e-9
+    c = pj.Config(DENSE, GPU, 1, 4, 100, 200)
+    base = pj.predict(c, FIT)
+    x = pj.transfer_features(c, base.effective_batch)
+    fitted = pj.Fit(FIT.step, FIT.itl, FIT.power, FIT.kv_output_share, transfer=pj.Transfer((1.0,) * n, 0.0, ((tuple(x), (
+        math.log(2), math.log(0.5), 0.0, 0.0, 0.0)),)))
+    p = pj.predict(c, fitted)
+    assert p.output_tokens_per_s == pytest.approx(2 * base.output_tokens_per_s)
+    assert p.itl_ms["p50"] == pytest.approx(base.itl_ms["p50"] / 2) and p.power_w == pytest.approx(base.power_w)
+    assert p.joules_per_token == pytest.approx(p.power_w / p.output_tokens_per_s)
+    samples = pf.reference_samples()
+    train = [s for s in samples if s.model != "qwen3-32b"]
+    f = pf.fit(train)
+    assert f.transfer is not None and len(f.transfer.anchors) == len(train) < len(samples)
+    shipped_t = pj.shipped().fit.transfer
+    assert shipped_t is not None and len(shipped_t.anchors) == 482
+    assert shipped_t.scales == tuple(pf.TRANSFER_SCALES[k] for k in pj.TRANSFER_FEATURES)

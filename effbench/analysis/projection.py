@@ -25,6 +25,11 @@ bytes of a sequence at prompt + omega x output tokens; omega fitted to the publi
 Power per GPU = TDP x (p0 + p_mem x memory share + p_comp x compute share of the step) (shares at the
 datasheet peaks), J/token = GPUs x power / tokens/s.
 
+Efficiency transfer (``Transfer``): the physics' residual, log(published / projected) of tokens/s, ITL
+p50/p90/p95 and power, is taken from the measured configurations nearest in shape (same GPU, weights per
+GPU, running batch, context, GPU count, weight format, family), Gaussian-weighted and shrunk toward none,
+so a shape far from every measured one keeps the physics alone.
+
 The coefficients (``projection_fit.json``) are fitted by ``effbench.analysis.projection_fit`` to every
 published point of the reference data (``python -m benchmarks.projection_fit``), with their held-out
 error as 95% bands per family and per kind of extrapolation. Pure Python: a projection imports neither
@@ -106,18 +111,67 @@ class Fit:
     # Async scheduling: the host's work for step n+1 (the CPU_FEATURES) overlaps the GPU's step n, so a
     # step takes the longer of the two (a smooth maximum of this sharpness); 0 = the old sum of all terms.
     overlap: float = 0.0
+    transfer: Optional["Transfer"] = None  # efficiency transfer from the nearest measured shapes (see Transfer)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "itl": {q: list(v) for q, v in self.itl.items()},
-                "power": dict(zip(("p0", "p_mem", "p_comp"), self.power)), "kv_output_share": self.kv_output_share,
-                "overlap": self.overlap}
+        d = {"step": self.step, "itl": {q: list(v) for q, v in self.itl.items()},
+             "power": dict(zip(("p0", "p_mem", "p_comp"), self.power)), "kv_output_share": self.kv_output_share,
+             "overlap": self.overlap}
+        return {**d, "transfer": self.transfer.to_dict()} if self.transfer else d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Fit":
         p = d["power"]
+        t = d.get("transfer")
         return Fit({k: float(v) for k, v in d["step"].items()}, {q: (float(v[0]), float(v[1])) for q, v in d["itl"].items()},
                    (float(p["p0"]), float(p["p_mem"]), float(p["p_comp"])), float(d["kv_output_share"]),
-                   float(d.get("overlap", 0.0)))
+                   float(d.get("overlap", 0.0)), Transfer.from_dict(t) if t else None)
+
+
+# Efficiency transfer (NVIDIA AIConfigurator's method, on top of the step-time physics): a configuration's
+# achieved efficiency relative to the physics model, log(published / projected) per metric, is taken from
+# the measured configurations nearest in shape: same GPU, similar weights per GPU, running batch, context,
+# GPU count, weight format and family. Gaussian weights in these coordinates (``Transfer.scales``, global),
+# shrunk toward no correction by a prior weight, so a shape far from every measured one (a new GPU, other
+# lengths) keeps the physics alone.
+TRANSFER_FEATURES = ("log_batch", "log_weight_bytes_per_gpu", "log_context", "log_bandwidth", "log_peak_tflops",
+                     "log_gpus", "fp8", "four_bit", "moe", "hybrid", "log_data_parallel")
+TRANSFER_METRICS = ("output_tokens_per_s", "itl_p50", "itl_p90", "itl_p95", "power_w")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """The measured configurations (anchors: their TRANSFER_FEATURES and log(published / projected) per
+    TRANSFER_METRICS under the fit's physics) and the kernel that weighs them."""
+
+    scales: tuple[float, ...]  # per TRANSFER_FEATURES: the distance at which an anchor's weight falls to e^-1/2
+    prior: float  # weight of "no correction": where the anchors' total weight is small, the physics stands
+    anchors: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(TRANSFER_FEATURES), "metrics": list(TRANSFER_METRICS), "scales": list(self.scales),
+                "prior": self.prior, "anchors": [[[round(v, 4) for v in x], [round(v, 4) for v in r]] for x, r in self.anchors]}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Transfer":
+        return Transfer(tuple(float(v) for v in d["scales"]), float(d["prior"]),
+                        tuple((tuple(map(float, x)), tuple(map(float, r))) for x, r in d["anchors"]))
+
+    def correction(self, x: Sequence[float]) -> list[float]:
+        """log(published / projected) per TRANSFER_METRICS expected at coordinates ``x``."""
+        inv = [1 / s for s in self.scales]
+        total, acc = 0.0, [0.0] * len(TRANSFER_METRICS)
+        for ax, r in self.anchors:
+            d2 = 0.0
+            for a, b, k in zip(x, ax, inv):
+                d2 += ((a - b) * k) ** 2
+            if d2 > 40:
+                continue
+            w = math.exp(-0.5 * d2)
+            total += w
+            for i, v in enumerate(r):
+                acc[i] += w * v
+        return [a / (total + self.prior) for a in acc]
 
 
 # -- physics ------------------------------------------------------------------------------------
@@ -172,6 +226,16 @@ def _touched(arch: StepShape, tokens: float) -> float:
 
 def _routed_active(arch: StepShape) -> float:
     return arch.expert_params * arch.experts_per_token / arch.experts if arch.experts else 0.0
+
+
+def transfer_features(c: Config, batch: float) -> list[float]:
+    """The coordinates (TRANSFER_FEATURES) in which measured configurations are near one another."""
+    a, p = c.arch, c.profile
+    per_gpu = a.dense_params * WEIGHT_BYTES[c.scheme] / c.tensor_parallel + a.expert_params * EXPERT_BYTES[c.scheme] / c.gpus
+    return [math.log(max(batch, 1.0)), math.log(max(per_gpu, 1.0)), math.log(max(c.mean_context, 1.0)),
+            math.log(p.memory_bandwidth_gbps), math.log(peak_flops(p, "bf16") / 1e12), math.log(c.gpus),
+            float(c.scheme in ("fp8", "int8")), float(c.scheme in ("mxfp4", "fp4", "int4")), float(a.family == "moe"),
+            float(a.family == "hybrid"), math.log(max(c.data_parallel, 1))]
 
 
 def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
@@ -282,8 +346,17 @@ def predict(c: Config, fit: Fit, batch: Optional[float] = None) -> Prediction:
     comp = sum(dec[FEATURES.index(f)] + lam * pre[FEATURES.index(f)] for f in ("linear", "attention")) / step
     p0, pm, pc = fit.power
     watts = c.gpus * (c.profile.tdp_w or 0.0) * min(max(p0 + pm * mem + pc * comp, 0.1), 1.0)
+    if fit.transfer is not None:
+        k = dict(zip(TRANSFER_METRICS, fit.transfer.correction(transfer_features(c, b))))
+        tps *= math.exp(k["output_tokens_per_s"])
+        itl = {q: v * math.exp(k.get(f"itl_{q}", 0.0)) for q, v in itl.items()}
+        for lo, hi in zip(QUANTILES, QUANTILES[1:]):  # the corrected percentiles stay ordered
+            if lo in itl and hi in itl:
+                itl[hi] = max(itl[hi], itl[lo])
+        watts = min(watts * math.exp(k["power_w"]), c.gpus * (c.profile.tdp_w or 0.0))
     terms = {f: fit.step.get(f, 0.0) * v for f, v in zip(FEATURES, dec)}
-    return Prediction(b, tps, 1000 * step, itl, 1000 * (t_pre + t_dec), watts, watts / tps, max(terms, key=lambda f: terms[f]))
+    return Prediction(b, tps, 1000 * b / tps, itl, 1000 * (t_pre + t_dec), watts, watts / tps,
+                      max(terms, key=lambda f: terms[f]))
 
 
 # -- the shipped fit ---------------------------------------------------------------------------------
