@@ -13,28 +13,16 @@ Rises = dict[tuple[str, str, str], float]  # (model, backend, scheme) -> relativ
 
 def scheme_rises(records: Sequence[Record]) -> Rises:
     """(model, backend, scheme) -> perplexity rise over the unquantized baseline of the same model and
-    backend: a scheme's quality is one figure, whichever batch size's record carries it (a resumed
-    sweep may have written it on some records only)."""
-    from effbench.quant.registry import get_scheme
+    backend (``results.baseline``: the rule the sweep and the report use), the highest of its records:
+    a scheme's quality is one figure, whichever batch size's record carries it (a resumed sweep may
+    have written it on some records only)."""
+    from effbench.results.baseline import Baselines
 
-    def unquantized(scheme: str) -> bool:
-        try:
-            return get_scheme(scheme).unquantized
-        except Exception:  # noqa: BLE001 - a scheme this effbench does not know is not a baseline
-            return False
-
-    base: dict[tuple[str, str], float] = {}
-    for r in records:
-        ppl = r.quality.perplexity
-        if ppl and unquantized(r.quantization.scheme):
-            model = (r.model.id, r.backend.name)
-            base[model] = min(base.get(model, ppl), ppl)
+    baselines = Baselines().add(records)
     rises: Rises = {}
     for r in records:
         key = (r.model.id, r.backend.name, r.quantization.scheme)
-        rise = r.quality.perplexity_rise
-        if rise is None and r.quality.perplexity and (r.model.id, r.backend.name) in base:
-            rise = r.quality.perplexity / base[(r.model.id, r.backend.name)] - 1
+        rise = baselines.rise(r)
         if rise is not None:
             rises[key] = max(rises.get(key, rise), rise)
     return rises
