@@ -30,16 +30,14 @@ regression (``lost``), unless ``allow_missing`` is set.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 from effbench.errors import EffbenchError
-from effbench.hardware.cpu import cpu_profile_id
-from effbench.results.hardware import RunProfiles, StoredRun, resolve_run_profiles
+from effbench.results.hardware import hardware_id as record_hardware_id
+from effbench.results.run import Run, load_run
 from effbench.results.schema import Latency, Record
-from effbench.results.store import RESULTS_FILE, iter_record_dicts, read_run_dir, validate_records
 from effbench.stats import poisson_rate_ci95, welch
 
 Method = Literal["welch", "ci-overlap", "exact", "none"]
@@ -194,35 +192,6 @@ METRIC_BY_NAME = {m.name: m for m in METRICS}
 
 
 # -- loading -----------------------------------------------------------------------------------
-@dataclass
-class Side:
-    """One side of a comparison: its records and what its run stored (run.json), for the hardware
-    profile ids and the sensor's domains."""
-
-    name: str
-    records: list[Record]
-    run: dict[str, Any] = field(default_factory=dict)
-    profiles: RunProfiles = field(default_factory=RunProfiles)
-
-    @classmethod
-    def of(cls, name: str, records: Sequence[Record], run: Optional[dict[str, Any]] = None) -> "Side":
-        run = run or {}
-        records = list(records)
-        return cls(name, records, run, resolve_run_profiles([StoredRun(name, run, records)]))
-
-
-def load_run(path: str | Path, name: Optional[str] = None) -> Side:
-    """A run directory (records and run.json) or a bare ``results.jsonl`` file."""
-    p = Path(path)
-    label = name or str(path)
-    if p.is_dir():
-        run, records = read_run_dir(p)
-        return Side.of(label, records, run)
-    if p.is_file():
-        return Side.of(label, validate_records(iter_record_dicts(p), str(p)))
-    raise EffbenchError(f"'{path}' does not exist; pass a run directory (from 'effbench run --out') or its {RESULTS_FILE}")
-
-
 def load_side(path: str | Path) -> list[Record]:
     """Records of a run directory or of a ``results.jsonl`` file."""
     return load_run(path).records
@@ -247,49 +216,35 @@ def key_label(k: KeyT) -> str:
     return text
 
 
-def record_label(r: Record, side: Optional[Side] = None) -> str:
+def record_label(r: Record, side: Optional[Run] = None) -> str:
     """``model backend scheme bB pP nN set [serving load] on hardware``: a configuration in messages."""
     k = workload_key(r)
     text = f"{k[0]} {r.backend.name} " + key_label(k).split(" ", 1)[1]
     return f"{text} on {hardware_id(r, side)}"
 
 
-def normalise_hardware(name: Optional[str], device: Optional[str]) -> Optional[str]:
-    """The id a profile of a detected name would have: CPUs as ``cpu-<slug>`` (``cpu_profile_id``),
-    other devices as their lower-case slug."""
-    if not name:
-        return None
-    if (device or "cpu").startswith("cpu") and not name.lower().startswith("cpu-"):
-        return cpu_profile_id(name)
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def hardware_id(r: Record, side: Optional[Side] = None) -> str:
-    if r.hardware.profile:
-        return r.hardware.profile
-    stored = side.profiles.of(r) if side is not None else None
-    if stored is not None:
-        return stored.id
-    return normalise_hardware(r.hardware.detected_name, r.backend.device) or "unknown"
+def hardware_id(r: Record, side: Optional[Run] = None) -> str:
+    """``results.hardware.hardware_id``, with the profile the record's run stored."""
+    return side.hardware_id(r) if side is not None else record_hardware_id(r)
 
 
 def _has_energy(r: Record) -> bool:
     return r.energy.status in ("measured", "estimated")
 
 
-def _domains(r: Record, side: Optional[Side]) -> Optional[str]:
+def _domains(r: Record, side: Optional[Run]) -> Optional[str]:
     if not _has_energy(r):
         return None
     names = sorted(r.energy.joules_by_domain)
-    if not names and side is not None:
-        names = sorted(str(d) for d in (side.run.get("sensor") or {}).get("domains") or [])
+    if not names and side is not None and side.meta.sensor is not None:
+        names = sorted(side.meta.sensor.domains)
     return ",".join(names) or None
 
 
 # The setup two paired records must share, in the order differences are named. Sensor and domains
 # only count where both records have energy (a run without a sensor still compares on speed); a
 # field one record does not state (older records, a bare results.jsonl without run.json) is no difference.
-MATCH_FIELDS: dict[str, Callable[[Record, Optional[Side]], Any]] = {
+MATCH_FIELDS: dict[str, Callable[[Record, Optional[Run]], Any]] = {
     "hardware": hardware_id,
     "backend": lambda r, s: r.backend.name,
     "backend_version": lambda r, s: r.backend.version,
@@ -323,7 +278,7 @@ class Difference:
         return f"{self.field} {self.base} vs {self.new}"
 
 
-def setup_differences(b: Record, n: Record, bs: Optional[Side] = None, ns: Optional[Side] = None,
+def setup_differences(b: Record, n: Record, bs: Optional[Run] = None, ns: Optional[Run] = None,
                       loose: frozenset[str] = frozenset()) -> list[Difference]:
     out = []
     energy_both = _has_energy(b) and _has_energy(n)
@@ -477,15 +432,15 @@ def _energy_kind(r: Record) -> Optional[str]:
     return r.energy.status if r.energy.status in ("measured", "estimated") else None
 
 
-def _side(x: Union[Side, Sequence[Record]], name: str) -> Side:
-    return x if isinstance(x, Side) else Side.of(name, x)
+def _side(x: Union[Run, Sequence[Record]], name: str) -> Run:
+    return x if isinstance(x, Run) else Run.of(name, list(x))
 
 
 def _energy_metric(m: Metric) -> bool:
     return m.energy
 
 
-def compare_records(base: Union[Side, Sequence[Record]], new: Union[Side, Sequence[Record]], *,
+def compare_records(base: Union[Run, Sequence[Record]], new: Union[Run, Sequence[Record]], *,
                     threshold: float = 0.05, alpha: float = 0.05,
                     allow_mixed_energy: bool = False, allow_missing: bool = False,
                     match_loose: Optional[Sequence[str]] = None,

@@ -22,8 +22,9 @@ from typing import Optional
 
 from effbench.errors import EffbenchError
 from effbench.measure.energy import reattributed
+from effbench.results.run import RunMeta, load_run
 from effbench.results.schema import Record
-from effbench.results.store import RESULTS_FILE, RunStore, read_run_dir
+from effbench.results.store import RESULTS_FILE, RunStore
 from effbench.sensors.base import MIN_COVERAGE
 from effbench.sensors.trace import Trace, integrate_trace, trace_reading
 
@@ -39,12 +40,11 @@ class AttachReport:
     unavailable: int = 0  # records whose energy became unavailable (the trace misses some of their windows)
 
 
-def _idle_from_trace(trace: Trace, run: dict, gpu: Optional[int]) -> tuple[Optional[float], str]:
-    idle = run.get("idle_baseline") or {}
-    start, end = idle.get("start_unix"), idle.get("end_unix")
-    if start is None or end is None:
+def _idle_from_trace(trace: Trace, meta: RunMeta, gpu: Optional[int]) -> tuple[Optional[float], str]:
+    idle = meta.idle_baseline
+    if idle is None or idle.start_unix is None or idle.end_unix is None:
         return None, "the run recorded no idle window: dynamic energy left out"
-    te = integrate_trace(trace, float(start), float(end), gpu)
+    te = integrate_trace(trace, idle.start_unix, idle.end_unix, gpu)
     if te.reach < MIN_COVERAGE:
         return None, f"the trace covers only {te.reach:.0%} of the idle window: dynamic energy left out"
     return te.mean_power_w, f"idle {te.mean_power_w:.1f} W from the trace over the run's idle window"
@@ -73,15 +73,17 @@ def _complete_lines(data: bytes) -> bytes:
 def attach_trace(run_dir: str | Path, trace: Trace, gpu: Optional[int] = None,
                  accuracy_rel: Optional[float] = None) -> AttachReport:
     store = RunStore(run_dir)
+    if not store.path.is_dir():
+        raise EffbenchError(f"run directory '{run_dir}' does not exist")
     snapshot = store.results_file.read_bytes() if store.results_file.is_file() else b""
-    run, records = read_run_dir(run_dir)
+    run = load_run(store.path)
     if store.results_file.read_bytes() != snapshot:
         raise EffbenchError(f"{store.results_file} changed while it was read (is a run still writing to it?); try again")
-    _check_overlap(trace, records)
+    _check_overlap(trace, run.records)
     report = AttachReport()
-    report.idle_power_w, report.idle_note = _idle_from_trace(trace, run, gpu)
+    report.idle_power_w, report.idle_note = _idle_from_trace(trace, run.meta, gpu)
     out: list[Record] = []
-    for rec in records:
+    for rec in run.records:
         e = rec.energy
         if not e.windows:
             report.skipped.append(f"{rec.config_id}: no energy windows recorded" + (f" ({rec.error})" if rec.error else ""))
@@ -108,9 +110,10 @@ def attach_trace(run_dir: str | Path, trace: Trace, gpu: Optional[int] = None,
         raise EffbenchError(f"no record in '{run_dir}' has energy windows to attach a trace to "
                             "(records written before effbench stored window times, or every configuration failed)")
     _rewrite(store, out, _complete_lines(snapshot))
-    run["attached_trace"] = {"path": str(Path(trace.path).resolve()), "kind": trace.kind, "gpu": gpu,
-                             "idle": report.idle_note}
-    store.write_run(run)
+    data = store.read_run()  # written back as it is, with the trace's entry added
+    data["attached_trace"] = {"path": str(Path(trace.path).resolve()), "kind": trace.kind, "gpu": gpu,
+                              "idle": report.idle_note}
+    store.write_run(data)
     return report
 
 

@@ -23,7 +23,8 @@ from effbench.planner.quality import Rises, scheme_rises
 
 if TYPE_CHECKING:  # pragma: no cover - the catalog, schema and run store load when a plan is computed
     from effbench.hardware import HardwareProfile, PriceOverride
-    from effbench.results.hardware import RunProfiles, StoredRun
+    from effbench.results.hardware import Profiles
+    from effbench.results.run import Run
     from effbench.results.schema import Record
 
 CONCURRENCY_CANDIDATES = (1, 8, 16, 32, 64, 128, 256, 512)
@@ -44,20 +45,23 @@ def catalog_profile(record: Record, prices: dict[str, PriceOverride]) -> Optiona
         return None
 
 
-def measured_options(records: Sequence[Record], req: PlanRequest, resolved: RunProfiles, wanted: Optional[set[str]],
+def measured_options(records: Sequence[Record], req: PlanRequest, resolved: Profiles, wanted: Optional[set[str]],
                      rises: Rises, found: Candidates) -> tuple[Measured, dict[str, set[str]]]:
     """Each record as measured, on its run's profile (else its profile id in the catalog), into ``found``;
     returns the offline records that have a profile, by configuration (what the roofline projects from),
     and the profiles each model was measured on."""
+    from effbench.results.hardware import hardware_id
+
     measured: Measured = {}
     measured_ids: dict[str, set[str]] = {}  # model id -> profiles it was measured on
     for r in records:
         what = f"{r.model.id} {r.quantization.scheme} b{r.workload.batch_size}"
+        stored = resolved.of(r)
+        hw_id = hardware_id(r, stored)
         if r.error:
-            found.excluded.append(f"{what} on {r.hardware.profile or r.hardware.detected_name}: failed ({r.error})")
+            found.excluded.append(f"{what} on {hw_id}: failed ({r.error})")
             continue
-        profile = resolved.of(r) or catalog_profile(r, req.prices)
-        hw_id = profile.id if profile else (r.hardware.profile or r.hardware.detected_name or "unknown")
+        profile = stored or catalog_profile(r, req.prices)
         measured_ids.setdefault(r.model.id, set()).add(hw_id)
         if profile is not None and r.serving is None:  # serving points are not roofline-projected
             w = r.workload
@@ -259,7 +263,7 @@ class Candidates:
             self.excluded.append(why)
 
 
-def candidates(records: Sequence[Record], req: PlanRequest, resolved: RunProfiles, catalog: Sequence[HardwareProfile],
+def candidates(records: Sequence[Record], req: PlanRequest, resolved: Profiles, catalog: Sequence[HardwareProfile],
                wanted: Optional[set[str]], archs: Sequence[str]) -> Candidates:
     """Every option for the request, in this order: the measured records, their roofline projections to
     the profiles nobody measured (with ``req.projections``), then the architectures ``archs`` on GPUs
@@ -287,23 +291,21 @@ def candidates(records: Sequence[Record], req: PlanRequest, resolved: RunProfile
 
 
 # -- the runs ----------------------------------------------------------------------------------
-def load_runs(dirs: Sequence[str | Path]) -> list[StoredRun]:
-    """The run directories (or their results.jsonl files): run.json, which carries the hardware
-    profile, and the records. A run without records is an error naming it."""
-    from effbench.results.hardware import StoredRun
-    from effbench.results.store import read_run_dir
+def load_runs(dirs: Sequence[str | Path]) -> list[Run]:
+    """The run directories (or their results.jsonl files), each read by ``results.load_run``. A run
+    without records is an error naming it."""
+    from effbench.results.run import load_run
 
     if not dirs:
         raise EffbenchError("no results given: pass --results DIR (a run directory from 'effbench run')")
-    runs: list[StoredRun] = []
+    runs = []
     for d in dirs:
-        run, rs = read_run_dir(d)
-        if not rs:
+        run = load_run(d)
+        if not run.records:
             raise EffbenchError(f"{d} holds no records yet (results.jsonl is empty); pass a run that finished a configuration")
-        runs.append(StoredRun(str(d), run, rs))
+        runs.append(run)
     return runs
 
 
 def load_records(dirs: Sequence[str | Path]) -> list[Record]:
     return [r for run in load_runs(dirs) for r in run.records]
-

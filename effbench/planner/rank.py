@@ -14,7 +14,7 @@ from effbench.planner.economics import PRICE_STALE_DAYS
 from effbench.planner.option import PlanOption
 
 if TYPE_CHECKING:  # pragma: no cover - the catalog, schema and run store load when a plan is computed
-    from effbench.results.hardware import StoredRun
+    from effbench.results.run import Run
     from effbench.results.schema import Record
 
 # plan's own option for the profile of a run that stores none (its --hardware filters candidates).
@@ -61,23 +61,21 @@ def rank_key(o: PlanOption) -> tuple:
             o.tpot_ms if o.tpot_ms is not None else math.inf, o.replicas)
 
 
-def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[StoredRun, Mapping[str, Any]]] = (),
+def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Run, Mapping[str, Any]]] = (),
          run_hardware: Optional[str] = None) -> Plan:
-    """``runs``: the runs the records come from (``StoredRun``, or bare run.json contents). Each record's
+    """``runs``: the runs the records come from (``results.load_run``, or bare run.json contents). Each record's
     hardware is the profile its run stored; a run that stores none is an error unless ``run_hardware``
     names the profile it ran on. Records given without a run are looked up by profile id in the catalog.
     Nothing describes the machine the plan is computed on. With ``req.model`` an architecture
     (``arch:NAME``), records are optional: GPUs nobody measured are sized from the reference data and
     the GPU projection model."""
     from effbench.hardware import get_profile, profiles
-    from effbench.results.hardware import (
-        StoredRun,
-        require_profiles,
-        resolve_run_profiles,
-    )
+    from effbench.results.hardware import Profiles, given_profile
+    from effbench.results.run import Run
 
-    stored_runs = [r if isinstance(r, StoredRun) else StoredRun(str(r.get("run_id") or "?"), r, ()) for r in runs]
-    resolved = require_profiles(resolve_run_profiles(stored_runs, run_hardware, req.prices), RUN_HARDWARE_OPTION)
+    given = given_profile(run_hardware, req.prices)
+    resolved = Profiles.of_runs((r if isinstance(r, Run) else Run.of(str(r.get("run_id") or "?"), [], r))
+                                .reprofiled(given, req.prices) for r in runs).require(RUN_HARDWARE_OPTION)
     catalog = profiles(req.prices)  # read once: the price check and the projection targets both use it
     known_ids = resolved.ids | {p.id for p in catalog}
     wanted = ({h if h in resolved.ids else get_profile(h, req.prices, local=False).id  # unknown ids -> error

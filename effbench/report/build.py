@@ -16,7 +16,6 @@ from effbench.report.model import (
     METRICS,
     Group,
     Row,
-    RunSource,
     best,
     collapse_texts,
     error_rows,
@@ -26,8 +25,10 @@ from effbench.report.model import (
     ok_rows,
     profile_lookup,
     row_flags,
+    run_warnings,
     tidy,
 )
+from effbench.results.run import Run
 
 PLOT_DIR = "plots"
 
@@ -249,7 +250,7 @@ def serving_section(rows: Sequence[Row], g: Group, out: Path, key: str, skipped:
 
 
 def hardware_section(hw: str, groups: Sequence[Group], out: Path, skipped: list[str],
-                     sources: Sequence[RunSource] = ()) -> Section:
+                     sources: Sequence[Run] = ()) -> Section:
     s = Section(f"Hardware: {hw}", f"hw-{slug(hw)}")
     names = sorted({r.detected_name or "?" for g in groups for r in g.rows})
     hosts = sorted({r.hostname for g in groups for r in g.rows if r.hostname})
@@ -328,12 +329,12 @@ def errors_section(rows: Sequence[Row]) -> Section:
          Cell(r.error or "")] for r in failed]))
 
 
-def overview_section(sources: Sequence[RunSource], rows: Sequence[Row]) -> Section:
+def overview_section(sources: Sequence[Run], rows: Sequence[Row]) -> Section:
     s = Section("Overview", "overview")
     ok = ok_rows(rows)
     status = Counter(r.energy_status for r in ok)
     s.add(Paragraph(
-        f"{len(rows)} configuration(s) from {len(sources)} run(s) ({', '.join(src.label for src in sources)}); "
+        f"{len(rows)} configuration(s) from {len(sources)} run(s) ({', '.join(src.name for src in sources)}); "
         f"{len(rows) - len(ok)} failed. Hardware: {', '.join(hardware_names(rows)) or '-'}. Models: "
         f"{', '.join(sorted({r.model for r in rows})) or '-'}. Energy: "
         f"{', '.join(f'{v} {k}' for k, v in sorted(status.items())) or '-'}."))
@@ -363,7 +364,7 @@ def overview_section(sources: Sequence[RunSource], rows: Sequence[Row]) -> Secti
     return s
 
 
-def build_document(sources: Sequence[RunSource], rows: Sequence[Row], out: Path) -> tuple[Document, list[str]]:
+def build_document(sources: Sequence[Run], rows: Sequence[Row], out: Path) -> tuple[Document, list[str]]:
     skipped: list[str] = []
     groups = group_rows(rows)
     doc = Document("effbench efficiency report",
@@ -407,7 +408,7 @@ def write_report(dirs: Sequence[str | Path], out: Optional[str | Path] = None, h
     summary_json = out_dir / "summary.json"
     files = ReportFiles(out_dir, out_dir / "report.md", out_dir / "report.html", out_dir / "results.csv",
                         out_dir / "results.tex", sorted((out_dir / PLOT_DIR).glob("*.png")), skipped,
-                        [w for src in sources for w in src.warnings], summary_json,
+                        [w for src in sources for w in run_warnings(src)], summary_json,
                         sorted(p for ext in plots.FORMATS[1:] for p in (out_dir / PLOT_DIR).glob(f"*.{ext}")))
     files.markdown.write_text(markdown.render(doc, effbench.__version__, generated), encoding="utf-8")
     files.html.write_text(html.render(doc, out_dir, effbench.__version__, generated), encoding="utf-8")

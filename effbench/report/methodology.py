@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 from effbench.report.document import Bullets, Facts, Note, Paragraph, Section, num, pct, size
-from effbench.report.model import Row, RunSource, collapse_texts, value_range
+from effbench.report.model import Row, collapse_texts, run_warnings, value_range
+from effbench.results.run import Environment, Hardware, IdleBaseline, Run, RunConfig, SensorInfo
 
 
 @dataclass(frozen=True)
@@ -37,39 +38,37 @@ def _span(rng: Optional[tuple[float, float]], fmt=num, unit: str = "") -> str:
     return f"{fmt(lo)}{unit}" if fmt(lo) == fmt(hi) else f"{fmt(lo)}{unit} to {fmt(hi)}{unit}"
 
 
-def _mapping(d: Any) -> dict[str, Any]:
-    return d if isinstance(d, dict) else {}
+def _known(v: Any) -> str:
+    return "?" if v is None else str(v)
 
 
 # -- facts ---------------------------------------------------------------------------------------
 
-def _machine(env: dict, hw: dict, rows: Sequence[Row]) -> str:
-    cpu = _mapping(env.get("cpu"))
-    parts = [f"CPU {cpu.get('model', '?')} ({cpu.get('physical_cores', '?')} cores, "
-             f"{cpu.get('logical_cpus', '?')} logical CPUs, {cpu.get('affinity', '?')} usable)"]
-    if env.get("memory_bytes"):
-        parts.append(f"{size(env['memory_bytes'])} RAM")
-    for gpu in env.get("gpus") or []:
-        g = _mapping(gpu)
+def _machine(env: Environment, hw: Optional[Hardware], rows: Sequence[Row]) -> str:
+    cpu = env.cpu
+    parts = [f"CPU {_known(cpu.model)} ({_known(cpu.physical_cores)} cores, "
+             f"{_known(cpu.logical_cpus)} logical CPUs, {_known(cpu.affinity)} usable)"]
+    if env.memory_bytes:
+        parts.append(f"{size(env.memory_bytes)} RAM")
+    for g in env.gpus:
         extra = ", ".join(f"{k} {v}" for k, v in g.items() if k != "name" and isinstance(v, (str, int, float)))
         parts.append(f"GPU {g.get('name', '?')}" + (f" ({extra})" if extra else ""))
-    profile = hw.get("profile") or _join(r.hardware_profile for r in rows)
+    profile = (hw.profile if hw else None) or _join(r.hardware_profile for r in rows)
     recorded = profile if profile not in (None, "-") else "none recorded"
-    parts.append(f"hardware profile {recorded} (detected {hw.get('detected_name') or '?'})")
+    parts.append(f"hardware profile {recorded} (detected {(hw.detected_name if hw else None) or '?'})")
     return "; ".join(parts)
 
 
-def git_sha(env: dict) -> str:
+def git_sha(env: Environment) -> str:
     """The git sha exactly as the run stored it (a ``-dirty`` suffix says the tree had local changes)."""
-    return str(env.get("git_sha") or "")
+    return env.git_sha or ""
 
 
-def threads_text(rows: Sequence[Row], env: dict) -> str:
+def threads_text(rows: Sequence[Row], env: Environment) -> str:
     """The threads the configurations ran with, from each record's ``backend.threads`` (what the
     backend was set to), not the process default the environment block saw at start."""
     recorded = sorted({r.threads for r in rows if r.threads is not None})
-    torch = _mapping(env.get("torch"))
-    default = torch.get("threads") if torch else None
+    default = env.torch.threads if env.torch else None
     if not recorded:
         return f"threads not recorded per configuration (torch default at start {default if default is not None else '?'})"
     text = f"{_join(recorded)} thread(s) per configuration (backend.threads)"
@@ -78,28 +77,27 @@ def threads_text(rows: Sequence[Row], env: dict) -> str:
     return text
 
 
-def _software(env: dict, rows: Sequence[Row]) -> str:
+def _software(env: Environment, rows: Sequence[Row]) -> str:
     sha = git_sha(env)
-    parts = [f"effbench {env.get('effbench_version', '?')}" + (f" (git {sha})" if sha else ""),
-             f"Python {env.get('python', '?')}", str(env.get("platform", "?"))]
+    parts = [f"effbench {_known(env.effbench_version)}" + (f" (git {sha})" if sha else ""),
+             f"Python {_known(env.python)}", _known(env.platform)]
     backends = _join(r.backend_version for r in rows)
     if backends != "-":
         parts.append(f"backend {backends}")
     parts.append(threads_text(rows, env))
-    torch = _mapping(env.get("torch"))
-    if torch:
-        parts.append(f"torch interop threads {torch.get('interop_threads', '?')}, CUDA {torch.get('cuda') or 'none'}")
+    if env.torch:
+        parts.append(f"torch interop threads {_known(env.torch.interop_threads)}, CUDA {env.torch.cuda or 'none'}")
     return "; ".join(parts)
 
 
-def _repeats_rule(cfg: dict) -> str:
-    warm = cfg.get("warmup")
+def _repeats_rule(cfg: RunConfig) -> str:
+    warm = cfg.warmup
     warm_s = f"{warm} warm-up generation(s), then " if warm is not None else ""
-    if cfg.get("repeats"):
-        return f"{warm_s}exactly {cfg['repeats']} timed repeats per configuration"
-    return (f"{warm_s}repeats until the 95% interval of decode tokens/s is within ±{pct(cfg.get('ci_target'), 0)} "
-            f"(at least {cfg.get('min_repeats', '?')}, at most {cfg.get('max_repeats', '?')} repeats, "
-            f"time cap {num(cfg.get('max_time_s'))} s per configuration)")
+    if cfg.repeats:
+        return f"{warm_s}exactly {cfg.repeats} timed repeats per configuration"
+    return (f"{warm_s}repeats until the 95% interval of decode tokens/s is within ±{pct(cfg.ci_target, 0)} "
+            f"(at least {_known(cfg.min_repeats)}, at most {_known(cfg.max_repeats)} repeats, "
+            f"time cap {num(cfg.max_time_s)} s per configuration)")
 
 
 def _headline(rows: Sequence[Row]) -> str:
@@ -114,7 +112,7 @@ def _excluded(rows: Sequence[Row]) -> str:
     return f"; {left} repeat(s) disturbed by other processes were left out" if left else ""
 
 
-def _energy_statement(rows: Sequence[Row], sensor: dict, sampling: str = "") -> str:
+def _energy_statement(rows: Sequence[Row], sensor: SensorInfo, sampling: str = "") -> str:
     """Energy: estimated (its basis) and/or measured (the sensor), each with its relative 95% uncertainty."""
     statuses = {r.energy_status for r in rows}
     text = ""
@@ -124,14 +122,14 @@ def _energy_statement(rows: Sequence[Row], sensor: dict, sampling: str = "") -> 
                  "with a relative 95% uncertainty of "
                  f"{_span(value_range(r.energy_uncertainty_rel for r in rows if r.estimated), pct)}. ")
     if "measured" in statuses:
-        text += (f"Energy was measured with {sensor.get('name', '?')} ({sensor.get('kind', '?')}{sampling}), with a relative 95% "
+        text += (f"Energy was measured with {_known(sensor.name)} ({_known(sensor.kind)}{sampling}), with a relative 95% "
                  "uncertainty of "
                  f"{_span(value_range(r.energy_uncertainty_rel for r in rows if r.energy_status == 'measured'), pct)} "
                  "combining repeat spread and sensor accuracy. ")
     return text
 
 
-def _repeats_achieved(rows: Sequence[Row], cfg: dict) -> str:
+def _repeats_achieved(rows: Sequence[Row], cfg: RunConfig) -> str:
     if not rows:
         return "-"
     n = value_range(r.repeats for r in rows)
@@ -139,18 +137,18 @@ def _repeats_achieved(rows: Sequence[Row], cfg: dict) -> str:
     stops = Counter(r.stop_reason or "unknown" for r in rows)
     text = f"n = {_span(n, lambda v: f'{v:.0f}')}, CI95 half-width {_span(ci, pct)} of {_headline(rows)}"
     text += "; stopped by " + ", ".join(f"{k} ({v})" for k, v in sorted(stops.items()))
-    target = cfg.get("ci_target")
+    target = cfg.ci_target
     wide = [r for r in rows if target and r.ci95_rel is not None and r.ci95_rel > target]
     if wide:
         text += f"; {len(wide)} configuration(s) wider than the ±{pct(target, 0)} target"
     return text
 
 
-def _time_capped(rows: Sequence[Row], cfg: dict) -> str:
+def _time_capped(rows: Sequence[Row], cfg: RunConfig) -> str:
     capped = [r for r in rows if r.time_capped]
     if not capped:
         return "none"
-    target = cfg.get("ci_target")
+    target = cfg.ci_target
     text = (f"{len(capped)} of {len(rows)} configuration(s) (marked 'time cap' in the tables): their CI95 may be "
             f"wider than the ±{pct(target, 0)} target" if target else f"{len(capped)} of {len(rows)} configuration(s)")
     spread = value_range(r.spread_cv for r in capped)
@@ -160,26 +158,26 @@ def _time_capped(rows: Sequence[Row], cfg: dict) -> str:
     return text
 
 
-def _sensor(sensor: dict) -> str:
-    if not sensor:
+def _sensor(sensor: Optional[SensorInfo]) -> str:
+    if sensor is None:
         return "not recorded"
-    text = f"{sensor.get('name', '?')} ({sensor.get('kind', '?')}); domains {_join(sensor.get('domains') or [])}"
-    if sensor.get("update_period_s") is not None:
-        text += f"; update period {num(sensor['update_period_s'])} s"
-    if sensor.get("accuracy_rel") is not None:
-        text += f"; stated accuracy ±{pct(sensor['accuracy_rel'], 0)}"
-    if sensor.get("reason"):
-        text += f"; {sensor['reason']}"
+    text = f"{_known(sensor.name)} ({_known(sensor.kind)}); domains {_join(sensor.domains)}"
+    if sensor.update_period_s is not None:
+        text += f"; update period {num(sensor.update_period_s)} s"
+    if sensor.accuracy_rel is not None:
+        text += f"; stated accuracy ±{pct(sensor.accuracy_rel, 0)}"
+    if sensor.reason:
+        text += f"; {sensor.reason}"
     return text
 
 
-def _sampling(rows: Sequence[Row], sensor: dict) -> str:
+def _sampling(rows: Sequence[Row], sensor: SensorInfo) -> str:
     interval = value_range(r.sampling_interval_s for r in rows)
     coverage = value_range(r.coverage for r in rows)
     if interval is None and coverage is None:
-        if sensor.get("kind") == "energy-counter":
+        if sensor.kind == "energy-counter":
             return "energy counter read at window start and end (no polling)"
-        if sensor.get("kind") == "estimate":
+        if sensor.kind == "estimate":
             return "none (estimate from utilisation, no power samples)"
         return "not recorded"
     return f"interval {_span(interval, num, ' s')}; coverage of each window {_span(coverage, pct)}"
@@ -188,19 +186,19 @@ def _sampling(rows: Sequence[Row], sensor: dict) -> str:
 UNKNOWN_NO_RUN = "unknown (the run has no run.json)"
 
 
-def _idle(run: dict, sensor: dict, cfg: dict) -> tuple[str, Optional[float]]:
-    if not run:
+def _idle(src: Run, sensor: SensorInfo) -> tuple[str, Optional[float]]:
+    if not src.described:
         return UNKNOWN_NO_RUN, None
-    idle = _mapping(run.get("idle_baseline"))
-    if idle.get("power_w") is not None:
-        text = (f"{num(idle['power_w'])} W over {num(idle.get('duration_s'))} s "
-                f"({idle.get('sensor', '?')}, {idle.get('status', '?')})")
-        return text, float(idle["power_w"])
-    if idle.get("error"):
-        return f"failed ({idle['error']}); no idle power subtracted", None
-    if sensor.get("kind") in ("estimate", "none"):
+    idle = src.meta.idle_baseline or IdleBaseline()
+    if idle.power_w is not None:
+        text = (f"{num(idle.power_w)} W over {num(idle.duration_s)} s "
+                f"({_known(idle.sensor)}, {_known(idle.status)})")
+        return text, idle.power_w
+    if idle.error:
+        return f"failed ({idle.error}); no idle power subtracted", None
+    if sensor.kind in ("estimate", "none"):
         return "not measured (an estimate or no sensor cannot observe idle power); dynamic energy not reported", None
-    if not cfg.get("idle_s"):
+    if not src.meta.config.idle_s:
         return "not measured (--idle-s 0); dynamic energy not reported", None
     return "not recorded", None
 
@@ -243,29 +241,30 @@ SERVING_ENERGY = ("tokens/J = output tokens of one window per point / the window
                   "J/request = the window's energy / its requests")
 
 
-def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
-    run, env, cfg = src.run, _mapping(src.run.get("environment")), _mapping(src.run.get("config"))
-    sensor, hw = _mapping(run.get("sensor")), _mapping(run.get("hardware"))
+def describe_run(src: Run, rows: Sequence[Row]) -> RunMethod:
+    meta = src.meta
+    env, cfg, sensor = meta.environment, meta.config, meta.sensor or SensorInfo()
     ok = [r for r in rows if not r.error]
     serving = bool(ok) and all(r.serving for r in ok)
-    idle_text, _ = _idle(run, sensor, cfg)
-    sessions = run.get("sessions") or []
+    idle_text, _ = _idle(src, sensor)
+    sessions = meta.sessions
     facts = [
-        ("run", f"{run.get('run_id', '?')} in '{src.label}', started {run.get('created_at', '?')}, "
-                f"{len(sessions)} session(s), last {(_mapping(sessions[-1]).get('status') if sessions else None) or 'unknown'}"),
-        ("machine", f"host {env.get('hostname', '?')}; " + _machine(env, hw, rows) if run else UNKNOWN_NO_RUN),
-        ("software", _software(env, rows) if run else UNKNOWN_NO_RUN),
+        ("run", f"{_known(meta.run_id)} in '{src.name}', started {_known(meta.created_at)}, "
+                f"{len(sessions)} session(s), last {(sessions[-1].status if sessions else None) or 'unknown'}"),
+        ("machine", f"host {_known(env.hostname)}; " + _machine(env, meta.hardware, rows) if src.described
+         else UNKNOWN_NO_RUN),
+        ("software", _software(env, rows) if src.described else UNKNOWN_NO_RUN),
         ("workload", f"models {_join(r.model for r in rows)}; schemes {_join(r.scheme for r in rows)}; "
                      f"batch sizes {_join(sorted({r.batch_size for r in rows}))}; prompt tokens "
                      f"{_join(sorted({r.prompt_tokens for r in rows}))}; generated tokens "
                      f"{_join(sorted({r.new_tokens for r in rows}))}"
                      f"{'' if serving else ' (forced, greedy)'}; prompt sets "
-                     f"{_join(r.prompt_set for r in rows)}; seed {cfg.get('seed', env.get('seed', '?'))}"),
+                     f"{_join(r.prompt_set for r in rows)}; seed {_known(cfg.seed if cfg.seed is not None else env.seed)}"),
         *(_serving_facts(src, ok) if serving else [
             ("timing", _repeats_rule(cfg)),
             ("repeats achieved", _repeats_achieved(ok, cfg)),
             ("stopped at the time cap", _time_capped(ok, cfg))]),
-        ("energy sensor", _sensor(sensor)),
+        ("energy sensor", _sensor(meta.sensor)),
         ("sampling", _sampling(ok, sensor)),
         ("energy windows", f"length {_span(value_range(r.energy_window_s for r in ok), num, ' s')}; flags: {_flags(ok)}"),
         ("idle baseline", idle_text),
@@ -278,10 +277,10 @@ def describe_run(src: RunSource, rows: Sequence[Row]) -> RunMethod:
         ("interference", _interference(ok)),
         ("failed configurations", str(len(rows) - len(ok))),
     ]
-    return RunMethod(src.label, facts, _statement(src, ok, cfg, sensor, idle_text), any(r.estimated for r in ok))
+    return RunMethod(src.name, facts, _statement(src, ok, sensor, idle_text), any(r.estimated for r in ok))
 
 
-def _serving_facts(src: RunSource, rows: Sequence[Row]) -> list[tuple[str, str]]:
+def _serving_facts(src: Run, rows: Sequence[Row]) -> list[tuple[str, str]]:
     """A serving run's method, from its records' serving sections (not the offline repeat rule)."""
     sv = [r.serving for r in src.records if r.serving is not None and not r.error]
     slo = {k: v for s in sv for k, v in s.slo.items() if v is not None}
@@ -316,17 +315,16 @@ def _quality(rows: Sequence[Row]) -> str:
     return f"perplexity on the shipped quality text, {len(ppl)} of {len(rows)} configuration(s)"
 
 
-def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idle_text: str) -> str:
+def _statement(src: Run, rows: Sequence[Row], sensor: SensorInfo, idle_text: str) -> str:
     """One paragraph for a paper's method section."""
-    env = _mapping(src.run.get("environment"))
-    cpu = _mapping(env.get("cpu"))
-    gpus = _join(_mapping(g).get("name") for g in env.get("gpus") or [])
-    if not src.run:
+    env = src.meta.environment
+    gpus = _join(g.get("name") for g in env.gpus)
+    if not src.described:
         where = "unknown hardware (the run has no run.json)"
     elif gpus != "-":
         where = f"{gpus} GPU(s)"
     else:
-        where = f"{cpu.get('model', 'an unnamed CPU')} ({cpu.get('logical_cpus', '?')} logical CPUs)"
+        where = f"{env.cpu.model or 'an unnamed CPU'} ({_known(env.cpu.logical_cpus)} logical CPUs)"
     sha = git_sha(env)
     ci = value_range(r.ci95_rel for r in rows)
     n = value_range(r.repeats for r in rows)
@@ -336,10 +334,11 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
         f"We measured {_join(r.model for r in rows)} ({_join(r.scheme for r in rows)}; batch sizes "
         f"{_join(sorted({r.batch_size for r in rows}))}; {_join(sorted({r.prompt_tokens for r in rows}))} prompt tokens, "
         f"{_join(sorted({r.new_tokens for r in rows}))} generated tokens) with effbench "
-        f"{env.get('effbench_version', 'of unknown version')}"
+        f"{env.effbench_version or 'of unknown version'}"
         f"{f' (git {sha})' if sha else ''} on {where}, backend {_join(r.backend_version or r.backend for r in rows)}, "
         f"{threads_text(rows, env)}. "
-        f"Timing used {_repeats_rule(cfg)}; the configurations took {_span(n, lambda v: f'{v:.0f}')} repeats, with CI95 "
+        f"Timing used {_repeats_rule(src.meta.config)}; the configurations took {_span(n, lambda v: f'{v:.0f}')} "
+        "repeats, with CI95 "
         f"half-widths of {_span(ci, pct)} of {_headline(rows)}{_excluded(rows)}. "
     )
     text += _energy_statement(rows, sensor, f"; {_sampling([r for r in rows if r.energy_status == 'measured'], sensor)}")
@@ -353,12 +352,12 @@ def _statement(src: RunSource, rows: Sequence[Row], cfg: dict, sensor: dict, idl
     return text
 
 
-def _serving_statement(src: RunSource, rows: Sequence[Row], where: str, sha: str, sensor: dict, idle_text: str,
-                       env: dict) -> str:
+def _serving_statement(src: Run, rows: Sequence[Row], where: str, sha: str, sensor: SensorInfo, idle_text: str,
+                       env: Environment) -> str:
     facts = dict(_serving_facts(src, rows))
     text = (f"We loaded {_join(r.model for r in rows)} ({_join(r.scheme for r in rows)}) served by "
             f"{_join(r.backend_version or r.backend for r in rows)} on {where}, {threads_text(rows, env)}, with effbench "
-            f"{env.get('effbench_version', 'of unknown version')}{f' (git {sha})' if sha else ''}: {facts['serving load']}. "
+            f"{env.effbench_version or 'of unknown version'}{f' (git {sha})' if sha else ''}: {facts['serving load']}. "
             f"Figures: {facts['serving figures']}. Saturated points: {facts['saturated points']}. ")
     text += _energy_statement(rows, sensor)
     text += f"Idle baseline: {idle_text}. "
@@ -370,7 +369,7 @@ def _serving_statement(src: RunSource, rows: Sequence[Row], where: str, sha: str
 
 # -- the section -------------------------------------------------------------------------------
 
-def methodology_section(sources: Sequence[RunSource], rows: Sequence[Row]) -> Section:
+def methodology_section(sources: Sequence[Run], rows: Sequence[Row]) -> Section:
     section = Section("Methodology", "methodology")
     section.add(Paragraph(
         "How these figures were taken, generated from each run's run.json and records. The paragraph under "
@@ -386,9 +385,9 @@ def methodology_section(sources: Sequence[RunSource], rows: Sequence[Row]) -> Se
         "with measured energy.",
     ]))
     for src in sources:
-        method = describe_run(src, [r for r in rows if r.source == src.label])
-        sub = Section(f"Run {src.label}", f"method-{src.label}")
-        for warning in src.warnings:
+        method = describe_run(src, [r for r in rows if r.source == src.name])
+        sub = Section(f"Run {src.name}", f"method-{src.name}")
+        for warning in run_warnings(src):
             sub.add(Note(warning, "warning"))
         if method.estimated:
             sub.add(Note("Energy in this run is ESTIMATED, not measured: treat tokens/J as an order of magnitude.", "estimated"))

@@ -11,27 +11,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from effbench.results.hardware import RunProfiles, StoredRun, resolve_run_profiles
+from effbench.results.hardware import missing_profile_message
+from effbench.results.run import Run, load_run
 from effbench.results.schema import Record
-from effbench.results.store import RUN_FILE, read_run_dir, run_dir_of
+from effbench.results.store import RUN_FILE, run_dir_of
 from effbench.stats import summarize
-
-
-@dataclass(frozen=True)
-class RunSource:
-    """One run directory: its metadata (``run.json``), its records and their hardware profiles
-    (from run.json, or ``--hardware`` for a run that stores none; never this machine's)."""
-
-    path: Path
-    label: str  # short name shown in reports (the directory name, made unique)
-    run: dict[str, Any]
-    records: list[Record]
-    profiles: RunProfiles = field(default_factory=RunProfiles)
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def hostname(self) -> str:
-        return str((self.run.get("environment") or {}).get("hostname") or "")
 
 
 @dataclass(frozen=True)
@@ -41,7 +25,7 @@ class Row:
     source: str
     run_id: str
     config_id: str
-    hardware: str  # the profile id, else the detected device name: the report's section key
+    hardware: str  # results.hardware.hardware_id: the report's section key
     hardware_profile: Optional[str]
     detected_name: Optional[str]
     hostname: str
@@ -179,10 +163,11 @@ def row_fields() -> list[str]:
 
 # -- loading -----------------------------------------------------------------------------------
 
-def load_sources(dirs: Sequence[str | Path], hardware: Optional[str] = None) -> list[RunSource]:
+def load_sources(dirs: Sequence[str | Path], hardware: Optional[str] = None) -> list[Run]:
     """Read every run directory, or its results.jsonl (errors are one-line ``EffbenchError``s from the
-    store). ``hardware``: the profile of runs that store none. Each source carries its warnings."""
-    sources: list[RunSource] = []
+    store), each named by its label: the directory name, made unique. ``hardware``: the profile of runs
+    that store none."""
+    sources: list[Run] = []
     seen: set[Path] = set()
     labels: set[str] = set()
     for d in dirs:
@@ -190,16 +175,20 @@ def load_sources(dirs: Sequence[str | Path], hardware: Optional[str] = None) -> 
         if path in seen:  # the same directory twice would double every record
             continue
         seen.add(path)
-        run, records = read_run_dir(path)
         label = _unique(path.name or str(path), labels)
         labels.add(label)
-        warnings: list[str] = []
-        if not (path / RUN_FILE).is_file():
-            warnings.append(f"{path} has no {RUN_FILE}: its environment, sensor, idle baseline and hardware are unknown")
-        profiles = resolve_run_profiles([StoredRun(str(path), run, records)], hardware)
-        warnings += [f"{m}; the roofline is not drawn" for m in profiles.messages()]
-        sources.append(RunSource(path, label, run, records, profiles, tuple(warnings)))
+        sources.append(load_run(path, label, hardware))
     return sources
+
+
+def run_warnings(src: Run) -> list[str]:
+    """What a report must say about a run before its figures: no run.json, no hardware profile."""
+    warnings: list[str] = []
+    if not (src.path / RUN_FILE).is_file():
+        warnings.append(f"{src.path} has no {RUN_FILE}: its environment, sensor, idle baseline and hardware are unknown")
+    if src.missing_profile:
+        warnings.append(f"{missing_profile_message(str(src.path))}; the roofline is not drawn")
+    return warnings
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -218,20 +207,20 @@ def _no_roofline(record: Record) -> tuple[Optional[float], Optional[float]]:
     return None, None
 
 
-def profile_lookup(sources: Iterable[RunSource] = ()) -> Callable[[Optional[str], Optional[str]], Any]:
+def profile_lookup(sources: Iterable[Run] = ()) -> Callable[[Optional[str], Optional[str]], Any]:
     """(profile id, detected name) -> the hardware profile the runs stored for records with that key, or
     None. Only what the runs stored (or ``--hardware`` said): a report never describes a run's
     hardware from the machine it is written on."""
     by_key: dict[tuple[Optional[str], Optional[str]], Any] = {}
     for src in sources:
         for r in src.records:
-            p = src.profiles.of(r)
+            p = src.profile_of(r)
             if p is not None:
                 by_key.setdefault((r.hardware.profile, r.hardware.detected_name), p)
     return lambda pid, name: by_key.get((pid, name))
 
 
-def roofline_function(sources: Iterable[RunSource] = ()) -> RooflineFn:
+def roofline_function(sources: Iterable[Run] = ()) -> RooflineFn:
     """(bound tokens/s, achieved fraction) per record, or (None, None) while the roofline module or
     the record's hardware profile is missing: the report then skips the roofline plot with a note.
     The profile is the one the record's own run stored in run.json (``sources``)."""
@@ -242,7 +231,7 @@ def roofline_function(sources: Iterable[RunSource] = ()) -> RooflineFn:
     sources = list(sources)
 
     def compute(record: Record) -> tuple[Optional[float], Optional[float]]:
-        profile = next((p for src in sources if (p := src.profiles.of(record)) is not None), None)
+        profile = next((p for src in sources if (p := src.profile_of(record)) is not None), None)
         if profile is None:
             return None, None
         try:
@@ -290,13 +279,6 @@ def _serving_fields(r: Record) -> dict[str, Any]:
     )
 
 
-def _hardware_id(source: RunSource, r: Record) -> str:
-    """The section key: the record's profile id, else the profile its run stored (so a run whose records
-    name only "AMD EPYC" and one that names ``cpu-amd-epyc`` share a section), else the detected name."""
-    stored = source.profiles.of(r)
-    return r.hardware.profile or (stored.id if stored is not None else None) or r.hardware.detected_name or "unknown hardware"
-
-
 def _prefill_ci95_rel(r: Record) -> Optional[float]:
     """The CI95 of prefill tokens/s over the repeats: batch x prompt tokens / TTFT, per repeat."""
     ttft = [t for t in r.stats.samples.get("ttft_s") or [] if t > 0]
@@ -306,12 +288,12 @@ def _prefill_ci95_rel(r: Record) -> Optional[float]:
     return summarize([tokens / t for t in ttft]).ci95_rel
 
 
-def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, line: Optional[int] = None) -> Row:
+def to_row(source: Run, r: Record, roofline: RooflineFn = _no_roofline, line: Optional[int] = None) -> Row:
     t, e, m, s = r.throughput, r.energy, r.memory, r.stats
     bound, frac = roofline(r) if not r.error else (None, None)
     return Row(
-        source=source.label, run_id=r.run_id, config_id=r.config_id,
-        hardware=_hardware_id(source, r),
+        source=source.name, run_id=r.run_id, config_id=r.config_id,
+        hardware=source.hardware_id(r),
         hardware_profile=r.hardware.profile, detected_name=r.hardware.detected_name, hostname=source.hostname,
         device=r.backend.device, model=r.model.id, params=r.model.params, backend=r.backend.name,
         backend_version=r.backend.version, threads=r.backend.threads, scheme=r.quantization.scheme,
@@ -341,30 +323,12 @@ def to_row(source: RunSource, r: Record, roofline: RooflineFn = _no_roofline, li
     )
 
 
-def with_quality_baseline(src: RunSource) -> list[Record]:
-    """The run's records with perplexity compared to the run's own unquantized baseline where a record
-    lacks the comparison (a --resume session that had no baseline in memory wrote it unflagged): the
-    sweep's rule (``sweep.baseline``) and threshold (``config.ppl_threshold``), on this run's records only."""
-    if not any(r.quality.perplexity is not None and r.quality.baseline_scheme is None for r in src.records):
-        return list(src.records)
-    from effbench.sweep.baseline import Baselines
-
-    threshold = (src.run.get("config") or {}).get("ppl_threshold") or 0.10
-    baselines = Baselines(float(threshold))
-    baselines.add_stored(r.to_json_dict() for r in src.records if not r.error)
-    out = []
-    for r in src.records:
-        new = baselines.apply(r) if r.quality.baseline_scheme is None and not r.error else r
-        if new is not r and (profile := src.profiles.of(r)) is not None:
-            src.profiles.by_record[id(new)] = profile  # the copy ran on the same hardware
-        out.append(new)
-    return out
-
-
-def tidy(sources: Iterable[RunSource], roofline: Optional[RooflineFn] = None) -> list[Row]:
+def tidy(sources: Iterable[Run], roofline: Optional[RooflineFn] = None) -> list[Row]:
+    """One row per record. A record lacking its perplexity comparison is compared with its own run's
+    baseline first (``Run.quality_compared``: the sweep's rule and ``ppl_threshold``)."""
     sources = list(sources)
     fn = roofline or roofline_function(sources)
-    rows = [to_row(src, r, fn, i) for src in sources for i, r in enumerate(with_quality_baseline(src), 1)]
+    rows = [to_row(src, r, fn, i) for src in sources for i, r in enumerate(src.quality_compared(), 1)]
     return sorted(rows, key=_sort_key)
 
 

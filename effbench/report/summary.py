@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from effbench.report.methodology import git_sha
-from effbench.report.model import METRICS, Metric, Row, RunSource, best, group_rows, ok_rows, row_flags
+from effbench.report.model import METRICS, Metric, Row, best, group_rows, ok_rows, row_flags, run_warnings
+from effbench.results.run import Run
 from effbench.stats import CONFIDENCE
 
 SUMMARY_VERSION = 1
@@ -84,13 +85,13 @@ def _figure(r: Row, q: Quoted, energy: bool) -> Optional[dict[str, Any]]:
     return out
 
 
-def _source(r: Row, sources: dict[str, RunSource]) -> dict[str, Any]:
+def _source(r: Row, sources: dict[str, Run]) -> dict[str, Any]:
     src = sources.get(r.source)
     return {"run": r.source, "path": str(src.path) if src else None, "run_id": r.run_id, "config_id": r.config_id,
             "results_line": r.line}
 
 
-def _configuration(r: Row, sources: dict[str, RunSource]) -> dict[str, Any]:
+def _configuration(r: Row, sources: dict[str, Run]) -> dict[str, Any]:
     setup = {"hardware": r.hardware, "model": r.model, "backend": r.backend, "backend_version": r.backend_version,
              "device": r.device, "threads": r.threads, "scheme": r.scheme, "batch_size": r.batch_size,
              "prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens, "prompt_set": r.prompt_set,
@@ -114,15 +115,15 @@ def _best(rows: Sequence[Row], key: str, metric: Metric) -> Optional[dict[str, A
             "excluded_quality_flagged": sum(r.quality_flagged for r in rows)}
 
 
-def build_summary(sources: Sequence[RunSource], rows: Sequence[Row], version: str, generated: str) -> dict[str, Any]:
-    by_label = {s.label: s for s in sources}
+def build_summary(sources: Sequence[Run], rows: Sequence[Row], version: str, generated: str) -> dict[str, Any]:
+    by_label = {s.name: s for s in sources}
     ok = ok_rows(rows)
     runs = []
     for s in sources:
-        env = s.run.get("environment") or {}
-        runs.append({"label": s.label, "path": str(s.path), "run_id": s.run.get("run_id"),
-                     "effbench_version": env.get("effbench_version"), "git_sha": git_sha(env) or None,
-                     "sensor": (s.run.get("sensor") or {}).get("name"), "warnings": list(s.warnings)})
+        env = s.meta.environment
+        runs.append({"label": s.name, "path": str(s.path), "run_id": s.meta.run_id,
+                     "effbench_version": env.effbench_version, "git_sha": git_sha(env) or None,
+                     "sensor": s.meta.sensor.name if s.meta.sensor else None, "warnings": run_warnings(s)})
     best_rows = []
     for g in group_rows(r for r in ok if not r.serving):
         best_rows.append({"hardware": g.hardware, "model": g.model,

@@ -4,15 +4,23 @@ A results directory is self-contained: ``report``, ``compare`` and ``plan`` desc
 hardware from its ``run.json`` (``hardware.resolved``, the full profile the sweep wrote), never by
 detecting the machine they happen to run on. A run that stores no profile is named in one line;
 the user may say which profile it ran on (``--hardware ID``), which is then recorded as theirs.
+
+One rule names a record's hardware everywhere (``hardware_id``): report sections, compare's
+matching and plan's options.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence
 
 from effbench.errors import EffbenchError
-from effbench.hardware import HardwareProfile, PriceOverride, get_profile, stored_profiles
+from effbench.hardware import HardwareProfile, PriceOverride, get_profile
+from effbench.hardware.cpu import cpu_profile_id
 from effbench.results.schema import Record
+
+if TYPE_CHECKING:  # pragma: no cover
+    from effbench.results.run import Run
 
 # The first effbench release whose runs store their hardware profile in run.json.
 PROFILE_STORED_SINCE = "0.2.0"
@@ -29,64 +37,81 @@ def missing_profile_message(run: str, option: str = "--hardware ID") -> str:
             f"or re-run with effbench >= {PROFILE_STORED_SINCE}")
 
 
-@dataclass(frozen=True)
-class StoredRun:
-    """What the resolver needs of one run directory: a name for messages, run.json, its records."""
+def normalise_hardware(name: Optional[str], device: Optional[str]) -> Optional[str]:
+    """The id a profile of a detected name would have: CPUs as ``cpu-<slug>`` (``cpu_profile_id``),
+    other devices as their lower-case slug."""
+    if not name:
+        return None
+    if (device or "cpu").startswith("cpu") and not name.lower().startswith("cpu-"):
+        return cpu_profile_id(name)
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
-    name: str
-    run: Mapping[str, Any]
-    records: Sequence[Record]
+
+def hardware_id(record: Record, profile: Optional[HardwareProfile] = None) -> str:
+    """The one name of the hardware a record ran on: its profile id, else the id of the profile its
+    run stored (or ``--hardware`` named: ``profile``), else the id a profile of its detected name
+    would have, so "AMD EPYC" and ``cpu-amd-epyc`` are the same machine; else "unknown"."""
+    if record.hardware.profile:
+        return record.hardware.profile
+    if profile is not None:
+        return profile.id
+    return normalise_hardware(record.hardware.detected_name, record.backend.device) or "unknown"
+
+
+def given_profile(hardware: Optional[str], prices: Optional[dict[str, PriceOverride]] = None) -> Optional[HardwareProfile]:
+    """The profile ``--hardware`` names (an id of a shipped or user profile, or a YAML path), never this machine's."""
+    return get_profile(hardware, prices, measure=False, local=False) if hardware else None
+
+
+def run_profiles(stored: Mapping[Key, HardwareProfile], records: Sequence[Record],
+                 given: Optional[HardwareProfile] = None) -> dict[Key, HardwareProfile]:
+    """The profile of each record key of one run: the one its run.json stored for that key
+    (``stored``: ``effbench.hardware.stored_profiles``), or where the run stored one profile, that
+    one (an older run.json filed it under another id, yet one run is measured on one profile); for a
+    run that stores none, ``given``; else none. Nothing about this machine is consulted."""
+    if not stored:
+        return {record_key(r): given for r in records} if given is not None else {}
+    only = next(iter(stored.values())) if len({p.id for p in stored.values()}) == 1 else None
+    found = dict(stored)
+    for r in records:
+        p = stored.get(record_key(r)) or only
+        if p is not None:
+            found[record_key(r)] = p
+    return found
 
 
 @dataclass
-class RunProfiles:
-    """The profile of each record, from its run's run.json (or the user's ``--hardware``)."""
+class Profiles:
+    """The profile of each record of several runs, by the record's run id and key (what survives a
+    copy of the record), else by key among every profile the runs stored."""
 
+    by_run: dict[tuple[str, Key], HardwareProfile] = field(default_factory=dict)
     by_key: dict[Key, HardwareProfile] = field(default_factory=dict)
-    by_record: dict[int, HardwareProfile] = field(default_factory=dict)  # id(record) -> profile
     missing: list[str] = field(default_factory=list)  # runs that store none (and no --hardware given)
-    assumed: list[str] = field(default_factory=list)  # runs described by --hardware
+
+    @classmethod
+    def of_runs(cls, runs: Iterable[Run]) -> Profiles:
+        found = cls()
+        for run in runs:
+            found.by_key.update(run.stored)
+            for r in run.records:
+                p = run.profiles.get(record_key(r))
+                if p is not None:
+                    found.by_run.setdefault((r.run_id, record_key(r)), p)
+            if run.missing_profile:
+                found.missing.append(run.name)
+        return found
 
     def of(self, record: Record) -> Optional[HardwareProfile]:
-        return self.by_record.get(id(record)) or self.by_key.get(record_key(record))
+        key = record_key(record)
+        return self.by_run.get((record.run_id, key)) or self.by_key.get(key)
 
     @property
     def ids(self) -> set[str]:
-        return {p.id for p in [*self.by_key.values(), *self.by_record.values()]}
+        return {p.id for p in [*self.by_key.values(), *self.by_run.values()]}
 
-    def messages(self, option: str = "--hardware ID") -> list[str]:
-        return [missing_profile_message(name, option) for name in self.missing]
-
-
-def resolve_run_profiles(runs: Iterable[StoredRun], hardware: Optional[str] = None,
-                         prices: Optional[dict[str, PriceOverride]] = None) -> RunProfiles:
-    """Each record's hardware profile: the one its run stored; for a run that stores none, the
-    profile ``hardware`` names (an id of a shipped or user profile, or a YAML path), else none and
-    the run is listed in ``missing``. Nothing about this machine is consulted."""
-    resolved = RunProfiles()
-    given = get_profile(hardware, prices, measure=False, local=False) if hardware else None
-    for src in runs:
-        stored = stored_profiles(src.run, prices, origin=f"{src.name}/run.json")
-        if stored:
-            resolved.by_key.update(stored)
-            # One run is measured on one profile: records whose key differs (an older run.json that
-            # filed the profile under another id) still belong to it.
-            only = next(iter(stored.values())) if len(set(p.id for p in stored.values())) == 1 else None
-            for r in src.records:
-                p = stored.get(record_key(r)) or only
-                if p is not None:
-                    resolved.by_record[id(r)] = p
-        elif given is not None:
-            resolved.assumed.append(src.name)
-            for r in src.records:
-                resolved.by_record[id(r)] = given
-        elif src.records:
-            resolved.missing.append(src.name)
-    return resolved
-
-
-def require_profiles(resolved: RunProfiles, option: str = "--hardware ID") -> RunProfiles:
-    """``resolved`` if every run has a profile, else the one-line error for the first that has none."""
-    if resolved.missing:
-        raise EffbenchError(missing_profile_message(resolved.missing[0], option))
-    return resolved
+    def require(self, option: str = "--hardware ID") -> Profiles:
+        """Itself if every run has a profile, else the one-line error for the first that has none."""
+        if self.missing:
+            raise EffbenchError(missing_profile_message(self.missing[0], option))
+        return self
