@@ -48,8 +48,10 @@ def fitted_file() -> dict[str, Any]:
     samples = pf.reference_samples()
     lomo, logo, loto = pf.leave_one_model_out(samples), pf.leave_one_gpu_out(samples), pf.leave_one_tp_out(samples)
     f = pf.fit(samples)
+    physics = pf.leave_one_model_out(samples, transfer=False)
     bands = {"new_model": pf.bands(lomo, lambda h: h.sample.model), "new_gpu": pf.bands(logo, lambda h: h.sample.model),
-             "new_tp": pf.bands(loto, lambda h: h.sample.model)}
+             "new_tp": pf.bands(loto, lambda h: h.sample.model),
+             "new_model_physics_only": pf.bands(physics, lambda h: h.sample.model)}
     return {"coefficients": f.to_dict(), "data_version": SOURCE, "source": SOURCE,
             "source_short": "ML.ENERGY Leaderboard v3 (published vLLM measurements)",
             "fitted_models": sorted({s.model for s in samples}),
