@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_effbench
 
 from effbench.errors import EffbenchError
 from effbench.results.run import RunMeta, load_run
@@ -54,6 +55,9 @@ def test_a_key_of_the_wrong_type_is_one_line_naming_it(tmp_path):
     with pytest.raises(EffbenchError, match=r"run\.json is invalid at 'idle_baseline\.power_w'") as e:
         load_run(store.path)
     assert "\n" not in str(e.value)
+    for verb in (["report", str(store.path), "--out", str(tmp_path / "rep")], ["compare", str(store.path), str(store.path)],
+                 ["plan", "--results", str(store.path), "--target-tokens-per-s", "10"]):
+        assert_one_line_error(run_effbench(*verb), "is invalid at 'idle_baseline.power_w'")
 
 
 def test_a_bare_results_file_and_a_missing_run_json(tmp_path):
