@@ -193,9 +193,9 @@ def fit(samples: Sequence[Sample], overlap: bool = False, transfer: bool = True)
 # (``tune_transfer``: median + p90 / 2 of tokens/s, ITL p50/p95 and J/token); benchmarks/projection_fit
 # reruns the search and a nested check (the search redone without each held-out model) and records both
 # in benchmarks/results/reference/projection_error.json.
-TRANSFER_SCALES = {"log_batch": 0.35, "log_weight_bytes_per_gpu": 5.6, "log_context": 0.25, "log_bandwidth": 0.42,
-                   "log_peak_tflops": 0.42, "log_gpus": 0.5, "fp8": 0.5, "four_bit": 0.5, "moe": 0.5, "hybrid": 0.5,
-                   "log_data_parallel": 0.98}
+TRANSFER_SCALES = {"log_batch": 0.5, "log_weight_bytes_per_gpu": 2.0, "log_context": 0.5, "log_bandwidth": 0.3,
+                   "log_peak_tflops": 0.3, "log_gpus": 1.0, "fp8": 0.5, "four_bit": 0.5, "moe": 0.5, "hybrid": 0.5,
+                   "log_data_parallel": 0.125}
 TRANSFER_PRIOR = 0.3
 
 
@@ -293,14 +293,16 @@ def _objective(e: np.ndarray) -> float:
     return float(np.median(a, 0).mean() + 0.5 * np.percentile(a, 90, 0).mean())
 
 
-def tune_transfer(folds: Sequence[_Fold], drop: Optional[str] = None, rounds: int = 3) -> dict[str, float]:
-    """The kernel's scales and prior by coordinate search (x 1/4 .. 4 per move) on the held-out objective
-    median + p90 / 2 of |projected / published - 1| over tokens/s, ITL p50/p95 and J/token."""
+def tune_transfer(folds: Sequence[_Fold], drop: Optional[str] = None, rounds: int = 2) -> dict[str, float]:
+    """The kernel's scales and prior by a coarse coordinate search (halve or double one at a time, two
+    rounds) on the held-out objective median + p90 / 2 of |projected / published - 1| over tokens/s,
+    ITL p50/p95 and J/token. Coarse on purpose: a finer search (x 1/4, 1/2, 0.7, 1.4, 2, 4, three rounds)
+    scored 1 point better on the folds it searched and 2 points worse nested (tokens/s 13.8% vs 11.9%)."""
     x = dict(_START)
     cur = _objective(kernel_errors(folds, x, drop))
     for _ in range(rounds):
         for k in list(x):
-            for mult in (0.25, 0.5, 0.7, 1.4, 2.0, 4.0):
+            for mult in (0.5, 2.0):
                 y = {**x, k: x[k] * mult}
                 v = _objective(kernel_errors(folds, y, drop))
                 if v < cur:
