@@ -43,12 +43,13 @@ def test_decode_and_prefill_terms_by_hand() -> None:
 
 
 def test_fp8_dequant_term_by_hand() -> None:
-    """fp8 routed experts (fused-MoE kernels dequantising block scales) carry an extra term the size of
-    their read; dense fp8 weights (scaled in the GEMM epilogue) and other schemes none."""
-    x8 = dict(zip(pj.FEATURES, pj.features(pj.Config(DENSE, GPU, 1, 4, 100, 200, "fp8"), 4)[0]))
+    """Block-scaled fp8 routed experts (fused-MoE kernels dequantising block scales) carry an extra term
+    the size of their read; dense fp8 weights, per-channel fp8 and other schemes none."""
+    x8 = dict(zip(pj.FEATURES, pj.features(pj.Config(DENSE, GPU, 1, 4, 100, 200, "fp8", fp8_block_scaled=True), 4)[0]))
     assert x8["weights"] == pytest.approx(1e9 * 1 / 1e12) and x8["fp8_dequant"] == 0
-    m8 = dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 1, 4, 100, 200, "fp8"), 4)[0]))
+    m8 = dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 1, 4, 100, 200, "fp8", fp8_block_scaled=True), 4)[0]))
     assert m8["fp8_dequant"] == pytest.approx(m8["experts"]) and m8["experts"] > 0
+    assert dict(zip(pj.FEATURES, pj.features(pj.Config(MOE, GPU, 1, 4, 100, 200, "fp8"), 4)[0]))["fp8_dequant"] == 0
     assert dict(zip(pj.FEATURES, pj.features(pj.Config(DENSE, GPU, 1, 4, 100, 200), 4)[0]))["fp8_dequant"] == 0
 
 

@@ -93,6 +93,9 @@ class Config:
     # Expert parallelism: each GPU holds whole experts (E / N of them) instead of a 1 / N slice of every
     # expert; the step waits for the GPU whose experts the batch touched most (see expert_load).
     expert_parallel: bool = False
+    # fp8 weights with a scale per 128 x 128 block (as the Qwen3 and DeepSeek fp8 checkpoints ship), not
+    # per channel or tensor (as vLLM quantises a bf16 checkpoint to fp8 on load): see the fp8_dequant term.
+    fp8_block_scaled: bool = False
 
     @property
     def tensor_parallel(self) -> int:
@@ -303,11 +306,13 @@ def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
         "comm": a.layers * 2 * batch * a.hidden * 2 * ring / link,
         "layer": a.layers * _US, "tp_layer": (a.layers * _US if n > 1 else 0.0), "moe_layer": a.moe_layers * _US,
         "step": _MS, "request": batch / max(c.data_parallel, 1) * 10 * _US, "prefill": 0.0,
-        # block-scaled fp8 weights: the extra time of dequantising them in the matmuls, as a share of their read
-        # (the routed experts': vLLM's fused-MoE fp8 kernels dequantise block scales in the main loop, slower
-        # than bf16 at decode batches in the reference data; dense fp8 GEMMs scale in the epilogue, near free:
-        # held out, applying it to the dense weights too had tokens/s at 15.5% vs 14.6% for the physics alone)
-        "fp8_dequant": (a.expert_params * EXPERT_BYTES[c.scheme] / n * touched / bw if c.scheme == "fp8" else 0.0),
+        # block-scaled fp8 routed experts: the extra time of dequantising them in vLLM's fused-MoE kernels
+        # (block scales in the main loop: the reference data has the Qwen3 fp8 MoEs slower than bf16), as a
+        # share of their read. Dense fp8 GEMMs and per-channel / per-tensor fp8 (vLLM's on-load fp8) apply
+        # their scales in the epilogue, near free. Held out (physics alone), tokens/s 15.5% with the term on
+        # every fp8 weight, 14.6% on fp8 experts, 14.3% on block-scaled fp8 experts.
+        "fp8_dequant": (a.expert_params * EXPERT_BYTES[c.scheme] / n * touched / bw
+                        if c.scheme == "fp8" and c.fp8_block_scaled else 0.0),
     }
     pre = {
         "experts": experts * (1 - touched),  # a prompt touches the experts the decode tokens left

@@ -56,6 +56,11 @@ ARCH_OF = {
 PROFILE_OF = {"H100": "h100-sxm", "B200": "b200"}
 # The published weight_precision -> the effbench scheme name of the weights as served.
 SCHEME_OF = {"bfloat16": "bf16", "fp8": "fp8", "mxfp4": "mxfp4"}
+# fp8 checkpoints whose weights carry a scale per 128 x 128 block (their config.json's
+# quantization_config.weight_block_size); the other fp8 checkpoints here (Llama-3.1-405B-Instruct-FP8,
+# Llama-4-Maverick-17B-128E-Instruct-FP8) scale per output channel.
+FP8_BLOCK_SCALED = {"Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8",
+                    "Qwen/Qwen3-Coder-480B-A35B-Instruct-FP8", "deepseek-ai/DeepSeek-R1-0528", "deepseek-ai/DeepSeek-V3.1"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,11 @@ class ReferencePoint:
     @property
     def scheme(self) -> str:
         return SCHEME_OF.get(self.weight_precision, self.weight_precision)
+
+    @property
+    def fp8_block_scaled(self) -> bool:
+        """fp8 weights with a scale per 128 x 128 block (``FP8_BLOCK_SCALED``), not per channel."""
+        return self.model_id in FP8_BLOCK_SCALED
 
     @property
     def key(self) -> str:
