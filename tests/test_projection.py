@@ -116,6 +116,8 @@ def test_architecture_facts_from_public_configs() -> None:
     assert nem.family == "hybrid" and len(nem.windows) == 4 and nem.mamba_layers == 27
     assert nem.total_params == pytest.approx(8.89e9, rel=0.01)
     assert nem.state_per_seq == 27 * (128 * 80 * 128 + (128 * 80 + 2 * 8 * 128) * 3)
+    assert nem.ssm_state_per_seq == 27 * 128 * 80 * 128  # fp32 in serving, the convolution window bf16
+    assert nem.state_bytes(4, 2) == 4 * nem.ssm_state_per_seq + 2 * (nem.state_per_seq - nem.ssm_state_per_seq)
     assert oss.total_params == pytest.approx(116.83e9, rel=0.005) and oss.windows.count(128) == 18
     assert shipped("llama-4-maverick").moe_layers == 24
     assert shipped("qwen3-coder-480b-a35b").total_params == pytest.approx(480e9, rel=0.01)

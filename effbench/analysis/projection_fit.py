@@ -194,10 +194,10 @@ def fit(samples: Sequence[Sample], overlap: bool = False, transfer: bool = True)
 # (``tune_transfer``: median + p90 / 2 of tokens/s, ITL p50/p95 and J/token); benchmarks/projection_fit
 # reruns the search and a nested check (the search redone without each held-out model) and records both
 # in benchmarks/results/reference/projection_error.json.
-TRANSFER_SCALES = {"log_batch": 0.5, "log_weight_bytes_per_gpu": 1.0, "log_context": 0.25, "log_bandwidth": 0.15,
-                   "log_peak_tflops": 0.15, "log_gpus": 1.0, "fp8": 0.5, "four_bit": 0.5, "moe": 0.125, "hybrid": 0.125,
-                   "log_data_parallel": 0.25}
-TRANSFER_PRIOR = 0.6
+TRANSFER_SCALES = {"log_batch": 0.5, "log_weight_bytes_per_gpu": 2.0, "log_context": 0.25, "log_bandwidth": 0.3,
+                   "log_peak_tflops": 0.3, "log_gpus": 0.5, "fp8": 0.5, "four_bit": 0.5, "moe": 0.5, "hybrid": 0.5,
+                   "log_data_parallel": 0.125}
+TRANSFER_PRIOR = 0.3
 
 
 def anchors(samples: Sequence[Sample], physics: Fit, scales: Optional[dict[str, float]] = None,

@@ -40,6 +40,7 @@ class StepShape:
     state_per_seq: int  # recurrent (Mamba) state elements per sequence, all layers
     max_context: Optional[int]
     tied: bool = False  # the output head is the input embedding (counted once in total_params)
+    ssm_state_per_seq: int = 0  # of state_per_seq, the SSM state (the rest: the convolution's rolling window)
 
     @property
     def total_params(self) -> int:
@@ -50,6 +51,10 @@ class StepShape:
         """Parameters multiplied per token (the output head included, the embedding lookup not)."""
         routed = self.expert_params * self.experts_per_token / self.experts if self.experts else 0
         return int(self.dense_params + routed)
+
+    def state_bytes(self, ssm_element_bytes: float, conv_element_bytes: float) -> float:
+        """Recurrent state of one sequence: the SSM state and the convolution window, each at its dtype."""
+        return self.ssm_state_per_seq * ssm_element_bytes + (self.state_per_seq - self.ssm_state_per_seq) * conv_element_bytes
 
     def kv_bytes(self, context: float, element_bytes: float = 2.0) -> float:
         """KV cache of one sequence holding ``context`` tokens (windowed layers stop at their window)."""
@@ -95,14 +100,14 @@ def _windows(cfg: dict[str, Any], attn_layers: int) -> tuple[Optional[int], ...]
     return (None,) * attn_layers
 
 
-def _mamba(cfg: dict[str, Any]) -> tuple[int, int]:
-    """(weight params, state elements per sequence) of one Mamba-2 layer."""
+def _mamba(cfg: dict[str, Any]) -> tuple[int, int, int]:
+    """(weight params, state elements per sequence, of them the SSM state's) of one Mamba-2 layer."""
     h, nh, hd = cfg["hidden_size"], cfg["mamba_num_heads"], cfg["mamba_head_dim"]
     groups, d_state, conv = _get(cfg, "n_groups", "mamba_num_groups", default=1), cfg["ssm_state_size"], cfg.get("conv_kernel", 4)
     inner = nh * hd
     conv_dim = inner + 2 * groups * d_state
     params = h * (2 * inner + 2 * groups * d_state + nh) + conv_dim * conv + inner * h + 3 * nh + inner
-    return params, nh * hd * d_state + conv_dim * (conv - 1)
+    return params, nh * hd * d_state + conv_dim * (conv - 1), nh * hd * d_state
 
 
 def _layer_kinds(cfg: dict[str, Any]) -> list[str]:
@@ -160,7 +165,7 @@ def _from_text_config(name: str, cfg: dict[str, Any]) -> StepShape:
     kind, attn_params, kv_per_token, attn_flops = _attention(cfg)
     routed, moe_fixed, experts, k = _moe_params(cfg) if any("moe" in x for x in kinds) else (0, 0, 0, 0)
     dense_inter = _get(cfg, "intermediate_size_mlp", "intermediate_size")
-    mamba_params, mamba_state = _mamba(cfg) if "mamba" in kinds else (0, 0)
+    mamba_params, mamba_state, mamba_ssm = _mamba(cfg) if "mamba" in kinds else (0, 0, 0)
     dense = expert = state = 0
     for x in kinds:
         dense += attn_params if "attn" in x else 0
@@ -178,6 +183,7 @@ def _from_text_config(name: str, cfg: dict[str, Any]) -> StepShape:
         expert_params=expert, experts=experts, experts_per_token=k, kv_per_token=kv_per_token,
         windows=_windows(cfg, attn_layers), attn_flops_per_ctx=attn_flops, state_per_seq=state,
         max_context=cfg.get("max_position_embeddings"), tied=bool(cfg.get("tie_word_embeddings")),
+        ssm_state_per_seq=mamba_ssm * kinds.count("mamba"),
     )
 
 
