@@ -187,6 +187,11 @@ def test_shipped_fit_is_current() -> None:
     assert stored["data_version"] == fresh["data_version"] and stored["fitted_models"] == fresh["fitted_models"]
     for k, v in fresh["coefficients"]["step"].items():
         assert stored["coefficients"]["step"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+    t_fresh, t_stored = fresh["coefficients"]["transfer"], stored["coefficients"]["transfer"]
+    assert t_stored["scales"] == t_fresh["scales"] and t_stored["prior"] == t_fresh["prior"]
+    assert len(t_stored["anchors"]) == len(t_fresh["anchors"]) == 482
+    for (x, r), (x0, r0) in zip(t_stored["anchors"], t_fresh["anchors"]):
+        assert x == pytest.approx(x0, abs=2e-4) and r == pytest.approx(r0, abs=2e-3)
     assert stored["bands"].keys() == fresh["bands"].keys()
     for basis in fresh["bands"]:
         for fam, b in fresh["bands"][basis].items():
