@@ -127,6 +127,21 @@ def test_70b_is_offered_on_several_gpus_as_replicas_x_gpus_per_replica():
     assert two.price_per_hour_usd == pytest.approx(2 * 2.69) and two.memory_gb == 160
 
 
+def test_arch_plan_projects_one_grid_and_shows_the_kv_limited_concurrency(monkeypatch):
+    import effbench.analysis.projection as pj
+
+    calls = []
+    real = pj.project_grid
+    monkeypatch.setattr(pj, "project_grid", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(pj, "project_point", lambda *a, **k: pytest.fail("the planner projects a grid, not point by point"))
+    p = arch_plan("arch:llama-3.1-70b", ["h100-sxm", "h200"], Demand(tokens_per_s=2000), max_tpot_ms=50)
+    assert len(calls) == 1 and calls[0]["kv_limited"]
+    proj = [o for o in p.options if o.basis == "projected"]
+    assert proj and all(o.kv_max_concurrency and o.batch_size <= o.kv_max_concurrency for o in proj)
+    assert all(o.tpot_ms <= 50 for o in proj)  # the predicted p95, not the median
+    assert all(any("TPOT = projected p95" in n for n in o.notes) for o in proj)
+
+
 def test_only_schemes_the_gpu_runs():
     p = arch_plan("arch:qwen3-8b", ["a100-80gb", "t4"], Demand(tokens_per_s=500))
     assert {o.scheme for o in p.options if o.hardware == "a100-80gb"} == {"bf16"}  # no fp8 tensor cores

@@ -266,6 +266,36 @@ def test_devices_schemes_and_head_counts_the_projection_refuses() -> None:
         pj.check_config(pj.Config(StepShape(**{**DENSE.__dict__, "heads": 12}), GPU, 8, 8, 10, 10))
 
 
+def test_fp4_needs_blackwell_and_unknown_schemes_are_named() -> None:
+    with pytest.raises(EffbenchError, match="scheme 'fp4' does not run on h100-sxm .*Blackwell"):
+        pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, workload="gpqa", scheme="fp4")
+    with pytest.raises(EffbenchError, match="scheme 'fp4' does not run on h200"):
+        pj.project_point("arch:llama-3.1-8b", "h200", concurrency=8, workload="gpqa", scheme="nvfp4")
+    with pytest.raises(EffbenchError, match="unknown scheme 'bogus'"):
+        pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, workload="gpqa", scheme="bogus")
+    b200 = pj.project_point("arch:llama-3.1-8b", "b200", concurrency=8, workload="gpqa", scheme="NVFP4")
+    assert b200["scheme"] == "fp4" and b200["output_tokens_per_s"] > 0
+    # gpt-oss's mxfp4 experts run on Hopper (the reference data has them on H100)
+    assert pj.project_point("arch:gpt-oss-20b", "h100-sxm", concurrency=8, workload="gpqa", scheme="mxfp4")["basis"]
+
+
+def test_grid_points_carry_the_project_json_and_the_kv_limit() -> None:
+    grid = pj.project_grid(["arch:llama-3.1-70b"], ["h100-sxm"], [2, 4], [8, 64, 512], workload="lm-arena-chat",
+                           schemes=("fp8",), kv_limited=True)
+    rows: dict[int, list] = {}
+    for g in grid:
+        rows.setdefault(g.gpus, []).append(g)
+    for n, row in rows.items():
+        lim = row[0].kv_limit
+        assert lim and all(g.kv_limit == lim for g in row)
+        assert max(g.concurrency for g in row) == min(lim, 512)  # stops at the KV-capacity limit
+        one = next(g for g in row if g.concurrency == 64)
+        direct = pj.project_point("arch:llama-3.1-70b", "h100-sxm", gpus=n, concurrency=64, workload="lm-arena-chat",
+                                  scheme="fp8")
+        assert one.result["output_tokens_per_s"] == pytest.approx(direct["output_tokens_per_s"])
+        assert one.result["tpot_p95_ms"] == pytest.approx(direct["tpot_p95_ms"]) and one.result["max_concurrency"] == lim
+
+
 def test_cli_project_json_is_the_contract() -> None:
     p = effbench("project", "--model", "arch:qwen3-32b", "--hardware", "h200", "--gpus", "2", "--concurrency", "64",
                  "--prompt-tokens", "1000", "--output-tokens", "300", "--scheme", "bf16", "--json")

@@ -55,6 +55,7 @@ FIT_FILE = "projection_fit.json"
 # the rest bf16. The compute dtype of the matmuls picks the peak TFLOPs.
 WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5, "mxfp4": 2.0, "fp4": 0.5625}
 EXPERT_BYTES = {**WEIGHT_BYTES, "mxfp4": 4.25 / 8}
+SCHEME_ALIASES = {"nvfp4": "fp4", "mxfp4-experts": "mxfp4", "bfloat16": "bf16", "float16": "fp16", "w8a8-fp8": "fp8"}
 COMPUTE_DTYPE = {s: SCHEME_COMPUTE_DTYPE[s] for s in WEIGHT_BYTES}  # these formats' rows of the one table (analysis.roofline)
 KV_ELEMENT_BYTES = 2  # vLLM's default KV cache dtype follows the model's (bf16), fp8 checkpoints included
 # Mamba-2 state: the SSM state in fp32 (vLLM --mamba-ssm-cache-dtype float32, which NVIDIA requires for the
@@ -518,8 +519,18 @@ def scheme_runs_on(scheme: str, profile: HardwareProfile) -> bool:
     dtype = COMPUTE_DTYPE.get(scheme)
     if dtype is None or profile.kind != "gpu":
         return False
+    if scheme == "fp4" and not fp4_tensor_cores(profile):
+        return False
     t = profile.peak_tflops
     return bool(getattr(t, dtype, None) or (dtype == "bf16" and t.fp16 and scheme == "mxfp4"))
+
+
+def fp4_tensor_cores(profile: HardwareProfile) -> bool:
+    """NVFP4 checkpoints need the fp4 tensor cores of Blackwell (sm_100/sm_120); Hopper and older have none.
+    The profile carries no fp4 peak, so the generation comes from the GPU's name (effbench.sensors.generations)."""
+    from effbench.sensors.generations import generation_of
+
+    return generation_of(profile.name).name == "blackwell" or generation_of(profile.id).name == "blackwell"
 
 
 def check_lengths(arch: Any, prompt_tokens: int, output_tokens: int) -> None:
@@ -553,10 +564,13 @@ def check_config(c: Config) -> None:
     if c.prompt_tokens < 0 or c.output_tokens < 1:
         raise EffbenchError(f"prompt tokens must be >= 0 and output tokens >= 1 (got {c.prompt_tokens:g}, {c.output_tokens:g})")
     check_lengths(a, int(c.prompt_tokens), int(c.output_tokens))
+    if c.scheme not in WEIGHT_BYTES:
+        raise EffbenchError(f"unknown scheme '{c.scheme}': the projection serves {', '.join(WEIGHT_BYTES)}")
     if not scheme_runs_on(c.scheme, prof):
         runs = ", ".join(s for s in WEIGHT_BYTES if scheme_runs_on(s, prof))
-        raise EffbenchError(f"scheme '{c.scheme}' does not run on {prof.id} (no {COMPUTE_DTYPE.get(c.scheme, c.scheme)} "
-                            f"support in its profile); it runs: {runs}")
+        why = ("no fp4 tensor cores: NVFP4 needs Blackwell" if c.scheme == "fp4" else
+               f"no {COMPUTE_DTYPE.get(c.scheme, c.scheme)} support in its profile")
+        raise EffbenchError(f"scheme '{c.scheme}' does not run on {prof.id} ({why}); it runs: {runs}")
 
 
 def memory_gb(c: Config, batch: float) -> float:
@@ -573,6 +587,9 @@ def max_concurrency(c: Config) -> int:
 # -- the grid API and one point -------------------------------------------------------------------
 @dataclass(frozen=True)
 class GridPoint:
+    """One grid configuration: its prediction and the point as ``effbench project --json`` prints it
+    (``result``; basis ``reference`` where the published data has exactly it), or the one-line reason it
+    cannot run (``error``). ``kv_limit``: the most sequences of full length whose KV cache fits."""
     model: str
     hardware: str
     gpus: int
@@ -581,36 +598,61 @@ class GridPoint:
     prediction: Optional[Prediction]
     error: Optional[str] = None
     band: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    kv_limit: Optional[int] = None
 
 
-def project_grid(models: Sequence[str], profiles: Sequence[HardwareProfile], gpus: Sequence[int], concurrencies: Sequence[int],
-                 prompt_tokens: float, output_tokens: float, schemes: Sequence[str] = ("bf16",)) -> list[GridPoint]:
-    """Every (model, GPU, GPUs per replica, concurrency, scheme) in one call; a configuration that
-    cannot run carries its one-line reason in ``error`` instead of a prediction."""
+def project_grid(models: Sequence[str], profiles: Sequence[HardwareProfile | str], gpus: Sequence[int],
+                 concurrencies: Sequence[int], prompt_tokens: Optional[float] = None, output_tokens: Optional[float] = None,
+                 schemes: Sequence[str] = ("bf16",), *, workload: Optional[str] = None,
+                 kv_limited: bool = False) -> list[GridPoint]:
+    """Every (model, GPU, GPUs per replica, scheme, concurrency) in one call; a configuration that
+    cannot run carries its one-line reason in ``error`` instead of a prediction. Requests are shaped by
+    ``workload`` (a reference task) or by ``prompt_tokens`` and ``output_tokens``. With ``kv_limited``, a
+    replica's concurrencies stop at the KV-capacity limit, which is added as a point of its own."""
     from effbench.analysis.stepshape import of
+    from effbench.hardware import get_profile
 
     fitted = shipped()
+    profs = [get_profile(p, local=False) if isinstance(p, str) else p for p in profiles]
     out: list[GridPoint] = []
     for m in models:
         arch = of(m)
-        for prof in profiles:
+        prompt, output, notes = _lengths(arch, workload, None if prompt_tokens is None else int(prompt_tokens),
+                                         None if output_tokens is None else int(output_tokens))
+        for prof in profs:
             for n in gpus:
                 for s in schemes:
-                    for conc in concurrencies:
-                        out.append(_grid_point(arch, prof, n, conc, s, prompt_tokens, output_tokens, fitted))
+                    concs: Sequence[int] = concurrencies
+                    if kv_limited:
+                        try:
+                            lim = max_concurrency(Config(arch, prof, n, 1, prompt, output, scheme_name(s)))
+                        except EffbenchError:
+                            lim = 0
+                        if lim >= 1:
+                            concs = sorted({*(x for x in concurrencies if x <= lim), min(lim, max(concurrencies))})
+                    for conc in concs:
+                        out.append(_grid_point(arch, prof, n, conc, s, prompt, output, fitted, workload, notes))
     return out
 
 
+def scheme_name(scheme: str) -> str:
+    """A scheme as the projection names it (``nvfp4`` is ``fp4``; case does not matter)."""
+    s = scheme.strip().lower()
+    return SCHEME_ALIASES.get(s, s)
+
+
 def _grid_point(arch: StepShape, prof: HardwareProfile, n: int, conc: int, scheme: str, prompt: float, output: float,
-                fitted: Shipped) -> GridPoint:
-    c = Config(arch, prof, n, conc, prompt, output, scheme)
+                fitted: Shipped, workload: Optional[str] = None, notes: Sequence[str] = ()) -> GridPoint:
+    scheme = scheme_name(scheme)
     try:
-        check_config(c)
-        p = predict(c, fitted.fit)
+        check_replica(arch, prof, n, conc)
+        r, p, c = _point(arch, prof, n, conc, scheme, prompt, output, workload, list(notes), fitted)
     except EffbenchError as e:
         return GridPoint(arch.name, prof.id, n, conc, scheme, None, str(e))
-    sup = transfer_support(c, p.effective_batch, fitted.fit)
-    return GridPoint(arch.name, prof.id, n, conc, scheme, p, band=band(arch, prof.id, n, fitted, sup))
+    b = r["band"] if r["basis"] == "projected" else band(arch, prof.id, n, fitted, transfer_support(c, p.effective_batch,
+                                                                                                        fitted.fit))
+    return GridPoint(arch.name, prof.id, n, conc, scheme, p, band=b, result=r, kv_limit=r["max_concurrency"])
 
 
 def _exact_reference(arch: str, profile_id: str, gpus: int, concurrency: int, scheme: str, task: Optional[str]) -> Optional[Any]:
@@ -642,6 +684,12 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     prof = profile or get_profile(hardware, local=False)
     check_replica(arch, prof, gpus, concurrency)
     prompt, output, notes = _lengths(arch, workload, prompt_tokens, output_tokens)
+    return _point(arch, prof, gpus, concurrency, scheme_name(scheme), prompt, output, workload, notes, shipped())[0]
+
+
+def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, scheme: str, prompt: float, output: float,
+           workload: Optional[str], notes: list[str], fitted: Shipped) -> tuple[dict[str, Any], Prediction, Config]:
+    """One checked point: the ``project --json`` dict, the prediction and its configuration."""
     c = Config(arch, prof, gpus, concurrency, prompt, output, scheme,
                context_output_share=TASK_CONTEXT_OUTPUT_SHARE.get(workload or "", CONTEXT_OUTPUT_SHARE))
     check_config(c)
@@ -649,7 +697,6 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     if kv_capacity(c, 0.0) < 1:
         raise EffbenchError(f"{arch.name} {scheme} does not fit {gpus}x {prof.id}: weights alone need "
                             f"{weight_bytes(arch, scheme) / 1e9:,.1f} GB of {gpus * prof.memory_gb:g} GB; try more --gpus")
-    fitted = shipped()
     p = predict(c, fitted.fit)
     if p.effective_batch < concurrency:
         notes.append(f"the KV cache holds about {p.effective_batch:.0f} sequences of this shape: projected at "
@@ -661,7 +708,7 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
               "memory_gb": memory_gb(c, p.effective_batch), "memory_capacity_gb": gpus * prof.memory_gb}
     ref = _exact_reference(arch.name, prof.id, gpus, concurrency, scheme, workload)
     if ref is not None:
-        return {**common, **_reference_fields(ref), "notes": notes}
+        return {**common, **_reference_fields(ref), "notes": notes}, p, c
     b = band(arch, prof.id, gpus, fitted, transfer_support(c, p.effective_batch, fitted.fit))
     notes += b.pop("notes")
     f = b["factor"]
@@ -678,7 +725,7 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
             "bound": p.bound, "band": b, "source": f"projection fitted to {fitted.data['source']}",
             "fitted_on": fitted.data["fitted_points"], "fitted_on_models": fitted.models,
             "fit_data_version": fitted.data["data_version"],
-            "notes": notes}
+            "notes": notes}, p, c
 
 
 def _lengths(arch: StepShape, workload: Optional[str], prompt: Optional[int],

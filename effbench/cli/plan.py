@@ -16,7 +16,8 @@ from effbench.cli._console import cell, comma_items, err, fmt, out, warn
 from effbench.planner import HOURS_PER_MONTH, RANDOM_WEIGHTS_NOTE, Plan, PlanOption
 
 CSV_FIELDS = ("rank", "hardware", "hardware_name", "gpus_per_replica", "basis", "projected_from", "source", "model", "backend",
-              "scheme", "batch_size", "serving_load", "capacity_tokens_per_s", "band_tokens_per_s", "replicas", "active_replicas",
+              "scheme", "batch_size", "kv_max_concurrency", "serving_load", "capacity_tokens_per_s", "band_tokens_per_s",
+              "replicas", "active_replicas",
               "utilisation", "ttft_ms", "tpot_ms", "price_per_hour_usd", "price_date", "price_stale", "usd_per_hour",
               "usd_per_month",
               "spot_price_per_hour_usd", "spot_usd_per_month", "usd_per_million_tokens", "usd_per_million_tokens_at_capacity",
@@ -43,9 +44,10 @@ def _table(p: Plan, top: int) -> Table:
     show_model = len({o.model for o in rows}) > 1
     table = Table(title=f"effbench plan: {p.demand}; {p.hours_per_month:g} h/month", box=box.SIMPLE_HEAD, padding=(0, 0),
                   pad_edge=False,
-                  caption="basis: meas(ured) / ref(erence, published) / proj(ected); band: tok/s within x/÷ this (95%)",
+                  caption="basis: meas(ured) / ref(erence, published) / proj(ected); KV max: the concurrency the KV cache holds; "
+                          "band: tok/s within x/÷ this (95%)",
                   caption_justify="left")
-    cols = ["#", "hardware", "basis", *(["model"] if show_model else []), "scheme", "conc", "tok/s\n/replica", "band",
+    cols = ["#", "hardware", "basis", *(["model"] if show_model else []), "scheme", "conc", "KV\nmax", "tok/s\n/replica", "band",
             "repl", "TPOT\np95 ms", "$/month", "$/1M tok\nat cap.", "$/1M tok\nat target", "free\nGB"]
     for c in cols:
         left = c in ("hardware", "basis", "model", "scheme")
@@ -56,6 +58,7 @@ def _table(p: Plan, top: int) -> Table:
         band = _band(o, "output_tokens_per_s")
         table.add_row(str(o.rank), cell(f"{o.gpus_per_replica}x {o.hardware}" if o.gpus_per_replica > 1 else o.hardware), basis,
                       *([cell(o.model)] if show_model else []), cell(o.scheme), str(o.batch_size),
+                      "-" if o.kv_max_concurrency is None else f"{o.kv_max_concurrency:,}",
                       fmt(o.capacity_tokens_per_s, 0),
                       ("-" if band is None else f"x{band + 1:.0f}" if band >= 9 else f"x{band + 1:.2f}"),
                       f"{o.active_replicas}+{spare}" if spare else str(o.replicas), fmt(o.tpot_ms, 1),

@@ -153,29 +153,43 @@ def _request_shape(req: PlanRequest, arch: str) -> tuple[int, int, Optional[str]
 def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest) -> tuple[list[PlanOption], list[str]]:
     """Options for an architecture on GPUs: per (GPU, GPUs per replica, scheme), the concurrency that
     serves the most while its p95 inter-token latency (the projected percentile, or the published
-    one) meets the limit; the reference data where it has that point, else projected."""
-    from effbench.analysis.projection import TP_SIZES, Config, max_concurrency
+    one) meets the limit; the reference data where it has that point, else projected. The points come
+    from one grid projection (effbench.analysis.projection.project_grid) per set of weight formats,
+    each replica's concurrencies capped at its KV-capacity limit."""
+    from effbench.analysis.projection import TP_SIZES, project_grid
     from effbench.analysis.stepshape import shipped
 
     arch = shipped(name)
     prompt, output, task, shape_notes = _request_shape(req, name)
+    workload = task if task is not None and req.demand.prompt_tokens is None else None
+    gpus_of = [p for p in targets if p.kind == "gpu"]
+    by_schemes: dict[tuple[str, ...], list[HardwareProfile]] = {}
+    for prof in gpus_of:
+        by_schemes.setdefault(tuple(_projected_schemes(prof)), []).append(prof)
+    points: dict[tuple[str, int, str], list] = {}
+    for schemes, profs in by_schemes.items():
+        if not schemes:
+            continue
+        grid = project_grid([f"arch:{name}"], profs, TP_SIZES, CONCURRENCY_CANDIDATES,
+                            None if workload else prompt, None if workload else output, schemes, workload=workload,
+                            kv_limited=True)
+        for g in grid:
+            points.setdefault((g.hardware, g.gpus, g.scheme), []).append(g)
     options: list[PlanOption] = []
     excluded: list[str] = []
-    for prof in targets:
-        if prof.kind != "gpu":
-            continue
+    for prof in gpus_of:
         for gpus in (g for g in TP_SIZES if g <= prof.max_gpus_per_node):
             for scheme in _projected_schemes(prof):
                 what = f"arch:{name} {scheme} on {gpus}x {prof.id}"
                 if arch.heads % gpus:
                     excluded.append(f"{what}: {gpus} GPUs do not divide its {arch.heads} attention heads")
                     continue
-                limit = max_concurrency(Config(arch, prof, gpus, 1, prompt, output, scheme))
-                if limit < 1:
+                row = points.get((prof.id, gpus, scheme), [])
+                if not row or all(g.result == {} for g in row):
                     if gpus == 1 or scheme == "bf16":
                         excluded.append(f"{what}: does not fit (weights alone exceed {gpus * prof.memory_gb:g} GB)")
                     continue
-                best, why = _best_concurrency(name, prof, gpus, limit, prompt, output, task, scheme, req, shape_notes)
+                best, why = _best_concurrency(row, prof, req, shape_notes)
                 if best is None:
                     excluded.append(f"{what}: {why or 'no concurrency meets the limits'}")
                 else:
@@ -183,17 +197,20 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
     return options, excluded
 
 
-def _best_concurrency(name: str, prof: HardwareProfile, gpus: int, limit: int, prompt: int, output: int, task: Optional[str],
-                      scheme: str, req: PlanRequest, shape_notes: list[str]) -> tuple[Optional[PlanOption], str]:
-    """The candidate concurrency serving the most within the limits (p95 TPOT from the predicted p95
-    inter-token latency, never the median), and why the next one up failed."""
+def _best_concurrency(row: list, prof: HardwareProfile, req: PlanRequest,
+                      shape_notes: list[str]) -> tuple[Optional[PlanOption], str]:
+    """The candidate concurrency (one grid row, ascending) serving the most within the limits (p95 TPOT
+    from the predicted p95 inter-token latency, never the median), and why the next one up failed."""
     best: Optional[PlanOption] = None
     why = ""
-    for c in sorted({*(x for x in CONCURRENCY_CANDIDATES if x <= limit), min(limit, max(CONCURRENCY_CANDIDATES))}):
-        r = _project(name, prof, gpus, c, prompt, output, task, scheme, req)
+    for g in sorted(row, key=lambda g: g.concurrency):
+        if not g.result:
+            why = g.error or why
+            continue
+        r = g.result
         tpot = r["tpot_p95_ms"]
         if req.max_tpot_ms is not None and tpot > req.max_tpot_ms:
-            why = f"p95 TPOT {tpot:,.1f} ms > {req.max_tpot_ms:g} ms at concurrency {c}"
+            why = f"p95 TPOT {tpot:,.1f} ms > {req.max_tpot_ms:g} ms at concurrency {g.concurrency}"
             break  # higher concurrency only lengthens the step
         if req.max_ttft_ms is not None:
             why = "TTFT is not projected (drop --max-ttft-ms, or measure a serving run)"
@@ -202,16 +219,6 @@ def _best_concurrency(name: str, prof: HardwareProfile, gpus: int, limit: int, p
         if best is None or opt.capacity_tokens_per_s > best.capacity_tokens_per_s:
             best = opt
     return best, why
-
-
-def _project(name: str, prof: HardwareProfile, gpus: int, c: int, prompt: int, output: int, task: Optional[str],
-             scheme: str, req: PlanRequest) -> dict:
-    from effbench.analysis.projection import project_point
-
-    if task is not None and req.demand.prompt_tokens is None:
-        return project_point(f"arch:{name}", prof.id, gpus=gpus, concurrency=c, workload=task, scheme=scheme, profile=prof)
-    return project_point(f"arch:{name}", prof.id, gpus=gpus, concurrency=c, prompt_tokens=prompt, output_tokens=output,
-                         scheme=scheme, profile=prof)
 
 
 def _option_from_point(r: dict, prof: HardwareProfile, tpot_p95: float, req: PlanRequest, shape_notes: list[str]) -> PlanOption:
@@ -244,7 +251,8 @@ def _option_from_point(r: dict, prof: HardwareProfile, tpot_p95: float, req: Pla
         serving_load=f"{r['running_sequences']:.0f} seqs", gpus_per_replica=gpus, active_replicas=eco.active_replicas,
         usd_per_million_tokens_at_capacity=eco.usd_per_million_at_capacity, spot_price_per_hour_usd=spot,
         spot_usd_per_month=eco.spot_usd_per_month, price_date=price_date, price_stale=stale,
-        joules_per_token=r["joules_per_token"], band=r["band"] if r["basis"] == "projected" else None, source=r["source"])
+        joules_per_token=r["joules_per_token"], band=r["band"] if r["basis"] == "projected" else None, source=r["source"],
+        kv_max_concurrency=r["max_concurrency"])
 
 
 # -- all of them --------------------------------------------------------------------------------

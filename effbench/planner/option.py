@@ -66,6 +66,7 @@ class PlanOption:
     joules_per_token: Optional[float] = None
     band: Optional[dict] = None  # projected: relative 95% half-widths for tokens/s and J/token, and how
     source: Optional[str] = None  # reference: the citation; projected: what it was fitted on
+    kv_max_concurrency: Optional[int] = None  # reference/projected: sequences of the request shape whose KV cache fits
     quality_flag: Optional[str] = None  # a perplexity rise above --max-ppl-rise (shown with --show-flagged)
     rank: int = 0
 
