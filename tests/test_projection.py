@@ -328,6 +328,19 @@ def test_cli_project_errors_are_one_line() -> None:
     assert_one_line_error(effbench("project", "--model", "arch:smollm2-135m", "--hardware", "h100-sxm", "--gpus", "2",
                                    "--concurrency", "8",
                                    "--workload", "gpqa"), "9 attention heads: 2 GPUs do not divide them")
+    for hw, scheme, needle in (("a100-80gb", "fp8", "scheme 'fp8' does not run on a100-80gb"),
+                               ("h100-sxm", "fp4", "scheme 'fp4' does not run on h100-sxm")):
+        p = effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", hw, "--concurrency", "8", "--workload", "gpqa",
+                     "--scheme", scheme, "--json")
+        assert p.returncode == 2
+        assert_one_line_error(p, needle)
+    p = effbench("project", "--model", "arch:llama-3.1-8b", "--hardware", "h100-sxm", "--concurrency", "8",
+                 "--prompt-tokens", "130000", "--output-tokens", "2000")
+    assert p.returncode == 2
+    assert_one_line_error(p, "at most 131,072 tokens")
+    p = effbench("plan", "--model", "arch:lama-3.1-70b", "--target-tokens-per-s", "5000")
+    assert p.returncode == 2
+    assert_one_line_error(p, "architecture 'lama-3.1-70b' not found", "nearest: llama-3.1-70b")
 
 
 def test_data_parallel_prompt_loads_its_own_engine() -> None:

@@ -86,9 +86,16 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Run, 
                             "'effbench hardware list' shows the ids (or the results' own profiles)")
     model_arch = arch_name(req.model)
     if req.model is not None and req.model.lower().startswith("arch:") and model_arch is None:
-        from effbench.models.arch import resolve_arch
+        import difflib
 
-        resolve_arch(req.model)  # the one-line error that lists the shipped architectures
+        from effbench.models.arch import catalog, resolve_arch
+
+        name = req.model[len("arch:"):]
+        near = difflib.get_close_matches(name.lower(), sorted(catalog()), n=3, cutoff=0.4)
+        if near:  # the nearest shipped names; else the one-line error that lists them all
+            raise EffbenchError(f"unknown architecture: architecture '{name}' not found; nearest: {', '.join(near)} "
+                                "('effbench models' lists them all)")
+        resolve_arch(req.model)
     if req.model is not None:
         records = [r for r in records if r.model.id.lower() == req.model.lower()]
         if not records and model_arch is None:
