@@ -88,10 +88,11 @@ def plan(records: Sequence[Record], req: PlanRequest, runs: Sequence[Union[Run, 
     if req.model is not None and req.model.lower().startswith("arch:") and model_arch is None:
         import difflib
 
-        from effbench.models.arch import catalog, resolve_arch
+        from effbench.models.arch import catalog as arch_catalog
+        from effbench.models.arch import resolve_arch
 
         name = req.model[len("arch:"):]
-        near = difflib.get_close_matches(name.lower(), sorted(catalog()), n=3, cutoff=0.4)
+        near = difflib.get_close_matches(name.lower(), sorted(arch_catalog()), n=3, cutoff=0.4)
         if near:  # the nearest shipped names; else the one-line error that lists them all
             raise EffbenchError(f"unknown architecture: architecture '{name}' not found; nearest: {', '.join(near)} "
                                 "('effbench models' lists them all)")
