@@ -279,6 +279,21 @@ def test_fp4_needs_blackwell_and_unknown_schemes_are_named() -> None:
     assert pj.project_point("arch:gpt-oss-20b", "h100-sxm", concurrency=8, workload="gpqa", scheme="mxfp4")["basis"]
 
 
+def test_fp8_of_a_vendor_block_scaled_moe_serves_that_checkpoint() -> None:
+    """Qwen3 / DeepSeek MoE fp8 is the vendor's block-scaled checkpoint (the dequantisation term the fit
+    learned on exactly those); a dense model's fp8 and another vendor's MoE fp8 are per channel."""
+    q = pj.project_point("arch:qwen3-30b-a3b", "h200", concurrency=32, prompt_tokens=1000, output_tokens=1000, scheme="fp8")
+    assert any("128 x 128 block" in n for n in q["notes"])
+    assert pj.vendor_fp8_block_scaled(pj_shape("qwen3-235b-a22b")) and pj.vendor_fp8_block_scaled(pj_shape("deepseek-v3"))
+    assert not pj.vendor_fp8_block_scaled(pj_shape("qwen3-32b")) and not pj.vendor_fp8_block_scaled(pj_shape("llama-4-scout"))
+
+
+def pj_shape(name: str) -> StepShape:
+    from effbench.analysis.stepshape import shipped as shape
+
+    return shape(name)
+
+
 def test_grid_points_carry_the_project_json_and_the_kv_limit() -> None:
     grid = pj.project_grid(["arch:llama-3.1-70b"], ["h100-sxm"], [2, 4], [8, 64, 512], workload="lm-arena-chat",
                            schemes=("fp8",), kv_limited=True)

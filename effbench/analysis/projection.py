@@ -687,11 +687,30 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     return _point(arch, prof, gpus, concurrency, scheme_name(scheme), prompt, output, workload, notes, shipped())[0]
 
 
+# The vendors whose own fp8 checkpoints scale weights per 128 x 128 block (Qwen3's -FP8 releases, DeepSeek-V3/R1's
+# native fp8): an fp8 projection of their MoE architectures serves that checkpoint (the fp8_dequant term, fitted
+# on exactly these checkpoints in the reference data). Other fp8 (vLLM's on-load fp8, per-channel checkpoints)
+# is per channel or tensor.
+FP8_BLOCK_SCALED_VENDORS = ("Qwen/Qwen3", "deepseek-ai/")
+
+
+def vendor_fp8_block_scaled(arch: StepShape) -> bool:
+    """Whether the architecture's vendor fp8 checkpoint scales its weights per block (see FP8_BLOCK_SCALED_VENDORS)."""
+    from effbench.models.arch import catalog
+
+    entry = catalog().get(arch.name)
+    return bool(entry and arch.experts and entry.hf_id.startswith(FP8_BLOCK_SCALED_VENDORS))
+
+
 def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, scheme: str, prompt: float, output: float,
            workload: Optional[str], notes: list[str], fitted: Shipped) -> tuple[dict[str, Any], Prediction, Config]:
     """One checked point: the ``project --json`` dict, the prediction and its configuration."""
     c = Config(arch, prof, gpus, concurrency, prompt, output, scheme,
-               context_output_share=TASK_CONTEXT_OUTPUT_SHARE.get(workload or "", CONTEXT_OUTPUT_SHARE))
+               context_output_share=TASK_CONTEXT_OUTPUT_SHARE.get(workload or "", CONTEXT_OUTPUT_SHARE),
+               fp8_block_scaled=scheme == "fp8" and vendor_fp8_block_scaled(arch))
+    if c.fp8_block_scaled:
+        notes.append(f"fp8 as {arch.name}'s vendor checkpoint ships it: weights scaled per 128 x 128 block (the "
+                     "dequantisation term on its routed experts)")
     check_config(c)
     limit = max_concurrency(c)
     if kv_capacity(c, 0.0) < 1:
