@@ -294,6 +294,17 @@ def pj_shape(name: str) -> StepShape:
     return shape(name)
 
 
+def test_hbm_is_counted_in_gib_gddr_in_gb() -> None:
+    """vLLM's memory utilisation is a share of the memory the driver reports: an "80 GB" H100 holds 80 GiB."""
+    from effbench.hardware import get_profile
+
+    assert pj.device_memory_bytes(get_profile("h100-sxm", local=False)) == pytest.approx(80 * 2 ** 30)
+    assert pj.device_memory_bytes(get_profile("h200", local=False)) == pytest.approx(141 * 2 ** 30)
+    assert pj.device_memory_bytes(get_profile("l40s", local=False)) == pytest.approx(48e9)
+    r = pj.project_point("arch:qwen3-32b", "h100-sxm", concurrency=64, prompt_tokens=1000, output_tokens=1000)
+    assert r["memory_capacity_gb"] == 80 and r["device_memory_gb"] == pytest.approx(85.9, abs=0.05)
+
+
 def test_grid_points_carry_the_project_json_and_the_kv_limit() -> None:
     grid = pj.project_grid(["arch:llama-3.1-70b"], ["h100-sxm"], [2, 4], [8, 64, 512], workload="lm-arena-chat",
                            schemes=("fp8",), kv_limited=True)

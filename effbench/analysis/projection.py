@@ -230,10 +230,25 @@ def seq_bytes(c: Config, context: float) -> float:
                                                                                                 STATE_ELEMENT_BYTES)
 
 
+# HBM is sold in GiB: an "80 GB" H100 or A100 holds 80 GiB (nvidia-smi: 81,559 / 81,920 MiB), an H200 141 GiB,
+# a B200 about 180 GiB; vLLM's --gpu-memory-utilization is a share of that total. GDDR boards (L4, L40S,
+# A10G: ECC on) report about their decimal size. HBM is told from GDDR by bandwidth (HBM2e and later
+# >= 1.5 TB/s per GPU; GDDR6/6X/7 boards below). Held out, the published running batch of the points a KV
+# cache limits (28 of 482) is met to a median 8.4% / p90 14% (decimal GB: 8.5% / 14%), and a kappa-long
+# context to 12% / 53% (decimal: 25% / 61%).
+HBM_MIN_BANDWIDTH_GBPS = 1500.0
+GIB = 2 ** 30
+
+
+def device_memory_bytes(profile: HardwareProfile) -> float:
+    """One GPU's memory as the driver reports it (the total vLLM's memory utilisation is a share of)."""
+    return profile.memory_gb * (GIB if profile.memory_bandwidth_gbps >= HBM_MIN_BANDWIDTH_GBPS else 1e9)
+
+
 def kv_capacity(c: Config, output_share: float) -> float:
     """Sequences whose KV cache fits beside the weights, at prompt + ``output_share`` x output tokens each."""
-    usable = c.gpus * (c.profile.memory_bytes * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - weight_bytes(c.arch,
-                                                                                                                   c.scheme)
+    usable = c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - weight_bytes(
+        c.arch, c.scheme)
     if usable <= 0:
         return 0.0
     return usable / seq_bytes(c, c.prompt_tokens + output_share * c.output_tokens)
@@ -715,7 +730,8 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
     limit = max_concurrency(c)
     if kv_capacity(c, 0.0) < 1:
         raise EffbenchError(f"{arch.name} {scheme} does not fit {gpus}x {prof.id}: weights alone need "
-                            f"{weight_bytes(arch, scheme) / 1e9:,.1f} GB of {gpus * prof.memory_gb:g} GB; try more --gpus")
+                            f"{weight_bytes(arch, scheme) / 1e9:,.1f} GB of {gpus * device_memory_bytes(prof) / 1e9:,.1f} GB; "
+                            "try more --gpus")
     p = predict(c, fitted.fit)
     if p.effective_batch < concurrency:
         notes.append(f"the KV cache holds about {p.effective_batch:.0f} sequences of this shape: projected at "
@@ -724,7 +740,8 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
               "effective_batch": p.effective_batch, "running_sequences": p.effective_batch, "max_concurrency": limit,
               "kv_capacity_sequences": kv_capacity(c, fitted.fit.kv_output_share), "workload": workload,
               "prompt_tokens": prompt, "output_tokens": output, "scheme": scheme, "family": arch.family,
-              "memory_gb": memory_gb(c, p.effective_batch), "memory_capacity_gb": gpus * prof.memory_gb}
+              "memory_gb": memory_gb(c, p.effective_batch), "memory_capacity_gb": gpus * prof.memory_gb,
+              "device_memory_gb": gpus * device_memory_bytes(prof) / 1e9}
     ref = _exact_reference(arch.name, prof.id, gpus, concurrency, scheme, workload)
     if ref is not None:
         return {**common, **_reference_fields(ref), "notes": notes}, p, c

@@ -246,7 +246,7 @@ def _option_from_point(r: dict, prof: HardwareProfile, tpot_p95: float, req: Pla
         usd_per_million_tokens=eco.usd_per_million_at_target, power_w=r["power_w"],
         power_basis="reference" if r["basis"] == "reference" else "projected", kwh_per_month=eco.kwh_per_month,
         kg_co2e_per_month=eco.kg_co2e_per_month, memory_gb=r["memory_capacity_gb"], peak_memory_gb=r["memory_gb"],
-        memory_headroom_gb=r["memory_capacity_gb"] - r["memory_gb"], price_source=prof.price_source,
+        memory_headroom_gb=r.get("device_memory_gb", r["memory_capacity_gb"]) - r["memory_gb"], price_source=prof.price_source,
         projected_from="reference fit" if r["basis"] == "projected" else None, notes=notes, random_weights=False,
         serving_load=f"{r['running_sequences']:.0f} seqs", gpus_per_replica=gpus, active_replicas=eco.active_replicas,
         usd_per_million_tokens_at_capacity=eco.usd_per_million_at_capacity, spot_price_per_hour_usd=spot,
