@@ -142,6 +142,12 @@ def test_arch_plan_projects_one_grid_and_shows_the_kv_limited_concurrency(monkey
     assert all(any("TPOT = projected p95" in n for n in o.notes) for o in proj)
 
 
+def test_a_model_shipped_in_mxfp4_is_sized_in_it_too():
+    p = arch_plan("arch:gpt-oss-20b", ["h100-sxm"], Demand(tokens_per_s=2000))
+    assert {"bf16", "fp8", "mxfp4"} <= {o.scheme for o in p.options}
+    assert all(o.scheme != "mxfp4" for o in arch_plan("arch:qwen3-8b", ["h100-sxm"], Demand(tokens_per_s=500)).options)
+
+
 def test_only_schemes_the_gpu_runs():
     p = arch_plan("arch:qwen3-8b", ["a100-80gb", "t4"], Demand(tokens_per_s=500))
     assert {o.scheme for o in p.options if o.hardware == "a100-80gb"} == {"bf16"}  # no fp8 tensor cores

@@ -130,13 +130,27 @@ def known_arch(model_id: Optional[str]) -> Optional[str]:
     return next((n for n, e in catalog().items() if low in (n, e.hf_id.lower())), None)
 
 
-def _projected_schemes(profile: HardwareProfile) -> list[str]:
-    """The weight formats a replica of this GPU is sized for: bf16 (fp16 where it has no bf16), and fp8
-    where it has fp8 tensor cores."""
+def _projected_schemes(profile: HardwareProfile, native: Optional[str] = None) -> list[str]:
+    """The weight formats a replica of this GPU is sized for: bf16 (fp16 where it has no bf16), fp8
+    where it has fp8 tensor cores, and the format the model's own checkpoint ships in (``native``:
+    gpt-oss's mxfp4 experts) where the GPU runs it."""
     from effbench.analysis.projection import scheme_runs_on
 
     half = "bf16" if scheme_runs_on("bf16", profile) else ("fp16" if scheme_runs_on("fp16", profile) else None)
-    return [s for s in (half, "fp8") if s and scheme_runs_on(s, profile)]
+    return list(dict.fromkeys(s for s in (half, "fp8", native) if s and scheme_runs_on(s, profile)))
+
+
+def _native_scheme(name: str) -> Optional[str]:
+    """The weight format of the architecture's own checkpoint where it is not bf16 (its config's
+    quantization_config: gpt-oss ships mxfp4 experts)."""
+    from effbench.analysis.projection import WEIGHT_BYTES
+    from effbench.models.arch import PREFIX, config_dict
+
+    try:
+        q = (config_dict(f"{PREFIX}{name}").get("quantization_config") or {}).get("quant_method")
+    except EffbenchError:
+        return None
+    return q if q in WEIGHT_BYTES else None
 
 
 def _request_shape(req: PlanRequest, arch: str) -> tuple[int, int, Optional[str], list[str]]:
@@ -163,9 +177,10 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
     prompt, output, task, shape_notes = _request_shape(req, name)
     workload = task if task is not None and req.demand.prompt_tokens is None else None
     gpus_of = [p for p in targets if p.kind == "gpu"]
+    native = _native_scheme(name)
     by_schemes: dict[tuple[str, ...], list[HardwareProfile]] = {}
     for prof in gpus_of:
-        by_schemes.setdefault(tuple(_projected_schemes(prof)), []).append(prof)
+        by_schemes.setdefault(tuple(_projected_schemes(prof, native)), []).append(prof)
     points: dict[tuple[str, int, str], list] = {}
     for schemes, profs in by_schemes.items():
         if not schemes:
@@ -179,7 +194,7 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
     excluded: list[str] = []
     for prof in gpus_of:
         for gpus in (g for g in TP_SIZES if g <= prof.max_gpus_per_node):
-            for scheme in _projected_schemes(prof):
+            for scheme in _projected_schemes(prof, native):
                 what = f"arch:{name} {scheme} on {gpus}x {prof.id}"
                 if arch.heads % gpus:
                     excluded.append(f"{what}: {gpus} GPUs do not divide its {arch.heads} attention heads")
