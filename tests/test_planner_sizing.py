@@ -235,3 +235,26 @@ def test_cli_plan_errors_are_one_line(args, needle):
 def test_cli_plan_refuses_a_bundled_model_beyond_its_context():
     assert_one_line_error(effbench("plan", "--results", str(RUN), "--target-requests-per-s", "1", "--prompt-tokens", "200000",
                                    "--output-tokens", "100000"), "smollm2-135m supports at most 8,192 tokens")
+
+
+def test_an_architecture_plan_imports_no_heavy_library():
+    """``plan --model arch:NAME`` projects its grid from the shipped fit: no numpy, scipy or torch (what
+    keeps a full 70B plan to about a second on a 2-core machine)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from effbench.cli import main
+        try:
+            main(["plan", "--model", "arch:llama-3.1-70b", "--target-tokens-per-s", "5000", "--max-tpot-ms", "50", "--json"])
+        except SystemExit as e:
+            assert not e.code, e.code
+        heavy = sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "scipy", "torch", "transformers", "matplotlib"})
+        sys.stderr.write("HEAVY:" + ",".join(heavy) + "\\n")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "HEAVY:\n" in p.stderr, p.stderr[-2000:]
+    assert json.loads(p.stdout)["options"]
