@@ -303,6 +303,7 @@ def test_hbm_is_counted_in_gib_gddr_in_gb() -> None:
     assert pj.device_memory_bytes(get_profile("l40s", local=False)) == pytest.approx(48e9)
     r = pj.project_point("arch:qwen3-32b", "h100-sxm", concurrency=64, prompt_tokens=1000, output_tokens=1000)
     assert r["memory_capacity_gb"] == 80 and r["device_memory_gb"] == pytest.approx(85.9, abs=0.05)
+    assert r["memory_gb"] <= 0.9 * r["device_memory_gb"] + 1e-6  # never more than vLLM's pool: it preempts
 
 
 def test_grid_points_carry_the_project_json_and_the_kv_limit() -> None:

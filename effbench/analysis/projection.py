@@ -589,9 +589,13 @@ def check_config(c: Config) -> None:
 
 
 def memory_gb(c: Config, batch: float) -> float:
-    """Weights + KV cache of ``batch`` sequences at full length + runtime overhead, whole replica (GB)."""
-    kv = batch * seq_bytes(c, c.prompt_tokens + c.output_tokens)
-    return (weight_bytes(c.arch, c.scheme) + kv) / 1e9 + RUNTIME_OVERHEAD_GB * c.gpus
+    """Weights + KV cache of ``batch`` sequences at full length + runtime overhead, whole replica (GB); the
+    KV cache at most the pool vLLM allocates (its memory utilisation of the device, less weights and
+    overhead: a replica never holds more, it preempts)."""
+    w = weight_bytes(c.arch, c.scheme)
+    pool = max(c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - w, 0.0)
+    kv = min(batch * seq_bytes(c, c.prompt_tokens + c.output_tokens), pool)
+    return (w + kv) / 1e9 + RUNTIME_OVERHEAD_GB * c.gpus
 
 
 def max_concurrency(c: Config) -> int:

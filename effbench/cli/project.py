@@ -55,7 +55,7 @@ def project_command(
     table.add_row("running sequences (effective batch)", fmt(r["effective_batch"], 0), "-")
     table.add_row("power W (all GPUs)", fmt(r["power_w"], 0), "-")
     table.add_row("J/token", fmt(r["joules_per_token"], 3), rng("joules_per_token", 3))
-    table.add_row("memory GB", f"{fmt(r['memory_gb'], 1)} of {r['memory_capacity_gb']:g}", "-")
+    table.add_row("memory GB", f"{fmt(r['memory_gb'], 1)} of {fmt(r.get('device_memory_gb', r['memory_capacity_gb']), 1)}", "-")
     table.add_row("max concurrency that fits", str(r["max_concurrency"]), "-")
     out.print(table)
     out.print(cell(f"basis: {r['basis']}; {r['source']}"), style="dim")
