@@ -70,3 +70,21 @@ def test_a_sweep_where_some_fit_measures_them_and_records_the_rest(tmp_path, mod
     run = run_sweep(tiny_config(model_dir, tmp_path / "run", batch_sizes=[1, HUGE]))
     errors = {r.workload.batch_size: r.error for r in run.records}
     assert errors[1] is None and errors[HUGE].startswith("does not fit")
+
+
+def test_a_length_beyond_the_model_context_is_one_line_before_loading(tmp_path):
+    d = tmp_path / "short-context"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "vocab_size": 100,
+                                               "max_position_embeddings": 128}))
+    _refused(tmp_path, "--model", str(d), "--prompt-tokens", "120", "--new-tokens", "16", "--batch-sizes", "1",
+             needles=("120 prompt + 16 new tokens exceed", "context of 128 tokens", "--prompt-tokens"))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--rates", "1,2"), "option --rates applies to --scenario serving only"),
+    (("--scenario", "serving", "--endpoint", "http://127.0.0.1:9", "--ci-target", "0.1"),
+     "option --ci-target applies to --scenario offline only"),
+], ids=["serving-option-offline", "offline-option-serving"])
+def test_an_option_the_scenario_ignores_is_one_line(tmp_path, sized_model, args, needle):
+    _refused(tmp_path, "--model", str(sized_model), *args, needles=(needle,))

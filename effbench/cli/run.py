@@ -10,26 +10,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from effbench.cli._console import cell, comma_items, err, fmt, fmt_bytes, out
+from effbench.cli.options import with_config_options
+from effbench.config import SweepConfig
 from effbench.stats import repeats_for_target
 from effbench.sweep.observer import SweepObserver
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the CLI's start-up loads neither
     from effbench.results.schema import Record
     from effbench.sweep.plan import ConfigPoint
-
-LIST_HELP = "comma-separated"
-
-
-def _d(key: str) -> str:
-    """'(default: X)' from the config model: CLI help never repeats a default by hand."""
-    from effbench.config import ServingConfig, SweepConfig
-
-    f = SweepConfig.model_fields.get(key) or ServingConfig.model_fields[key]
-    value = f.get_default(call_default_factory=True)
-    shown = (",".join(map(str, value)) if isinstance(value, list)
-             else "on" if value is True else "off" if value is False else value)
-    return f"(default: {shown})"
-
 
 def _launcher_opts(values: Optional[list[str]]) -> Optional[dict[str, str]]:
     """--launcher-opt key=value (repeatable or comma-separated) -> a dict; a malformed one is one line."""
@@ -167,157 +155,16 @@ def serving_note(s: Any) -> str:
     return "; ".join(notes)
 
 
+@with_config_options(SweepConfig)
 def run_command(
-    config: Optional[Path] = typer.Argument(None, help="YAML sweep file; its keys are these options' names with underscores.",
+    config: Optional[Path] = typer.Argument(None, help="YAML sweep file; its keys are these options' names with underscores "
+                                                       "(or grouped in sections: offline, serving, gpu, launcher).",
                                             show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Model: 'smollm2-135m' (bundled), a checkpoint dir, a .gguf file or a hub id; "
-                                             f"{LIST_HELP}. {_d('model')}", show_default=False),
-    backend: Optional[str] = typer.Option(None, "--backend",
-                                          help=f"Inference backend: transformers, llamacpp or vllm. {_d('backend')}",
-                                          show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", help=f"auto, cpu, cuda or cuda:N. {_d('device')}", show_default=False),
-    quant: Optional[str] = typer.Option(None, "--quant", "-q",
-                                        help=f"Quantization schemes, {LIST_HELP} (fp32, fp16, bf16, int8-dynamic, ...). "
-                                             f"{_d('quant')}", show_default=False),
-    batch_sizes: Optional[str] = typer.Option(None, "--batch-sizes", "-b", help=f"Batch sizes, {LIST_HELP}. {_d('batch_sizes')}",
-                                              show_default=False),
-    prompt_tokens: Optional[str] = typer.Option(None, "--prompt-tokens",
-                                                help=f"Prompt length(s) in tokens, {LIST_HELP}. {_d('prompt_tokens')}",
-                                                show_default=False),
-    new_tokens: Optional[str] = typer.Option(None, "--new-tokens",
-                                             help=f"Generated tokens per sequence (forced, greedy), {LIST_HELP}. "
-                                                  f"{_d('new_tokens')}", show_default=False),
-    prompts: Optional[str] = typer.Option(None, "--prompts",
-                                          help=f"Prompt sets: en, ko, ja or a text/JSONL file; {LIST_HELP}. {_d('prompts')}",
-                                          show_default=False),
-    repeats: Optional[int] = typer.Option(None, "--repeats", "-r",
-                                          help="Exactly this many repeats per configuration. (default: adaptive, until CI95 <= "
-                                               "--ci-target)", show_default=False),
-    power_limits: Optional[str] = typer.Option(None, "--power-limits",
-                                               help=f"NVIDIA GPU power limits to sweep, in W, {LIST_HELP} (needs root; originals "
-                                                    "restored). (default: unchanged)", show_default=False),
-    gpu_clocks: Optional[str] = typer.Option(None, "--gpu-clocks",
-                                             help=f"Locked SM clocks to sweep, in MHz, {LIST_HELP} (needs root; reset "
-                                                  "afterwards). (default: unchanged)", show_default=False),
-    sensor: Optional[str] = typer.Option(None, "--sensor",
-                                         help=f"Energy sensor: auto, nvml, rapl, estimate or none. {_d('sensor')}",
-                                         show_default=False),
-    hardware: Optional[str] = typer.Option(None, "--hardware",
-                                           help="Hardware profile id or profile YAML path. (default: detected)",
-                                           show_default=False),
-    region: Optional[str] = typer.Option(None, "--region",
-                                         help="Grid region for CO2e: ISO country code, USA/<state>, world, ... (default: "
-                                              "EFFBENCH_REGION, else this machine's country, else world)", show_default=False),
-    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory. (default: effbench-runs/run-<time>)",
-                                          show_default=False),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue the run in --out, skipping finished configurations.",
-                                          show_default=False),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Warm-up generations per configuration. {_d('warmup')}",
-                                         show_default=False),
-    min_repeats: Optional[int] = typer.Option(None, "--min-repeats", help=f"Adaptive mode: fewest repeats. {_d('min_repeats')}",
-                                              show_default=False),
-    max_repeats: Optional[int] = typer.Option(None, "--max-repeats", help=f"Adaptive mode: most repeats. {_d('max_repeats')}",
-                                              show_default=False),
-    ci_target: Optional[float] = typer.Option(None, "--ci-target",
-                                              help="Stop when the CI95 of decode tok/s is within this relative width. "
-                                                   f"{_d('ci_target')}", show_default=False),
-    max_time_s: Optional[float] = typer.Option(None, "--max-time-s",
-                                               help=f"Time cap per configuration in seconds. {_d('max_time_s')}",
-                                               show_default=False),
-    idle_s: Optional[float] = typer.Option(None, "--idle-s",
-                                           help="Seconds of idle-power baseline before the sweep (measuring sensors only). "
-                                                f"{_d('idle_s')}", show_default=False),
-    compile_model: Optional[bool] = typer.Option(None, "--compile/--eager",
-                                                 help="torch.compile the model (transformers backend). (default: eager)",
-                                                 show_default=False),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the backend. (default: the library's)",
-                                          show_default=False),
-    seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed. {_d('seed')}", show_default=False),
-    perplexity: Optional[bool] = typer.Option(None, "--perplexity/--no-perplexity",
-                                              help=f"Score perplexity on the shipped texts. {_d('perplexity')}",
-                                              show_default=False),
-    scenario: Optional[str] = typer.Option(None, "--scenario",
-                                           help="What is measured: offline (static batches through generate) or serving (an "
-                                                f"OpenAI-compatible server under load). {_d('scenario')}", show_default=False),
-    endpoint: Optional[str] = typer.Option(None, "--endpoint",
-                                           help="Serving: the base URL of an OpenAI-compatible server already running (vLLM, "
-                                                "SGLang, TGI, llama.cpp, transformers serve).", show_default=False),
-    engine: Optional[str] = typer.Option(None, "--engine",
-                                         help="Serving: the engine effbench starts on a loopback port: transformers, vllm or "
-                                              f"llamacpp. {_d('engine')}", show_default=False),
-    rates: Optional[str] = typer.Option(None, "--rates",
-                                        help=f"Serving: offered requests/s, {LIST_HELP}; inf = all at once. {_d('rates')}",
-                                        show_default=False),
-    concurrency: Optional[str] = typer.Option(None, "--concurrency",
-                                              help="Serving: closed-loop users, {LIST_HELP} (instead of "
-                                                   "--rates).".format(LIST_HELP=LIST_HELP), show_default=False),
-    arrival: Optional[str] = typer.Option(None, "--arrival",
-                                          help=f"Serving: arrivals at a rate, poisson or constant. {_d('arrival')}",
-                                          show_default=False),
-    requests: Optional[int] = typer.Option(None, "--requests",
-                                           help="Serving: measured requests per point (warm-up excluded). (default: enough for "
-                                                "--duration, else 32)", show_default=False),
-    duration: Optional[float] = typer.Option(None, "--duration", help="Serving: seconds of sending per point.",
-                                             show_default=False),
-    warmup_requests: Optional[int] = typer.Option(None, "--warmup-requests",
-                                                  help="Serving: requests per point before the measured ones. "
-                                                       f"{_d('warmup_requests')}", show_default=False),
-    slo_ttft_ms: Optional[float] = typer.Option(None, "--slo-ttft-ms",
-                                                help="Serving: time-to-first-token SLO in ms (goodput; p95 for --find-capacity).",
-                                                show_default=False),
-    slo_tpot_ms: Optional[float] = typer.Option(None, "--slo-tpot-ms",
-                                                help="Serving: time-per-output-token SLO in ms (goodput; p95 for "
-                                                     "--find-capacity).", show_default=False),
-    api: Optional[str] = typer.Option(None, "--api",
-                                      help="Serving: which OpenAI API the client drives, completions or chat (the server "
-                                           f"applies the chat template). {_d('api')}", show_default=False),
-    workload: Optional[str] = typer.Option(None, "--workload",
-                                           help="Serving: the traffic: fixed (default: --prompt-tokens in, --new-tokens out), a "
-                                                "published output-length distribution (lm-arena-chat, gpqa, sourcegraph-fim, or "
-                                                "TASK@MODEL-ID), or a file of (prompt_tokens, output_tokens) pairs or of "
-                                                "prompts/conversations (CSV/JSONL).", show_default=False),
-    multi_turn: Optional[int] = typer.Option(None, "--multi-turn",
-                                             help="Serving: turns per conversation; each request continues its conversation, so "
-                                                  f"its prompt grows and its prefix repeats. {_d('multi_turn')}",
-                                             show_default=False),
-    shared_prefix: Optional[str] = typer.Option(None, "--shared-prefix",
-                                                help="Serving: N:L, N system prompts of L tokens shared round-robin by the "
-                                                     "requests.", show_default=False),
-    replay: Optional[str] = typer.Option(None, "--replay",
-                                         help="Serving: replay a trace of (timestamp, prompt_tokens, output_tokens) requests at "
-                                              "its own pace (Mooncake JSONL, BurstGPT CSV or a plain CSV/JSONL).",
-                                         show_default=False),
-    replay_speed: Optional[float] = typer.Option(None, "--replay-speed",
-                                                 help=f"Serving --replay: time scale, 2 = twice as fast. {_d('replay_speed')}",
-                                                 show_default=False),
-    workload_scale: Optional[float] = typer.Option(None, "--workload-scale",
-                                                   help="Serving: output lengths of a named distribution x this (small "
-                                                        f"machines). {_d('workload_scale')}", show_default=False),
-    find_capacity: Optional[bool] = typer.Option(None, "--find-capacity",
-                                                 help="Serving: search the highest request rate whose p95 TTFT and p95 TPOT meet "
-                                                      "--slo-ttft-ms/--slo-tpot-ms, from the lowest of --rates up; records it "
-                                                      "with its bracket, goodput and J/request.", show_default=False),
-    capacity_resolution: Optional[float] = typer.Option(None, "--capacity-resolution",
-                                                        help="Serving --find-capacity: stop when the bracket's top is within "
-                                                             f"this share of its bottom. {_d('capacity_resolution')}",
-                                                        show_default=False),
-    capacity_point_s: Optional[float] = typer.Option(None, "--capacity-point-s",
-                                                     help="Serving --find-capacity: seconds of arrivals per tried rate. "
-                                                          f"{_d('capacity_point_s')}", show_default=False),
-    capacity_max_points: Optional[int] = typer.Option(None, "--capacity-max-points",
-                                                      help="Serving --find-capacity: most rates tried. "
-                                                           f"{_d('capacity_max_points')}", show_default=False),
-    length_spread: Optional[float] = typer.Option(None, "--length-spread",
-                                                  help="Serving: output lengths drawn per request, uniform in new_tokens x (1 "
-                                                       f"+- SPREAD), 0 <= SPREAD < 1. {_d('length_spread')}", show_default=False),
-    launcher: Optional[str] = typer.Option(None, "--launcher",
-                                           help="Where groups run: inline, process (one child per group), slurm (submitit) or "
-                                                f"ray. {_d('launcher')}", show_default=False),
     launcher_opt: Optional[list[str]] = typer.Option(None, "--launcher-opt",
                                                      help="Launcher option KEY=VALUE, repeatable (e.g. timeout=600, "
                                                           "partition=gpu, address=ray://host:10001).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    overrides: Optional[dict[str, Any]] = None,
 ) -> None:
     """Run a sweep (models x schemes x batch sizes x lengths) and write run.json + results.jsonl.
 
@@ -326,21 +173,7 @@ def run_command(
     from effbench.config import load_config
     from effbench.sweep import Sweep
 
-    overrides = dict(
-        model=model, backend=backend, device=device, quant=quant, batch_sizes=batch_sizes,
-        prompt_tokens=prompt_tokens, new_tokens=new_tokens, prompts=prompts, repeats=repeats, sensor=sensor,
-        hardware=hardware, region=region, out=out_dir, resume=resume, warmup=warmup, min_repeats=min_repeats,
-        max_repeats=max_repeats, ci_target=ci_target, max_time_s=max_time_s, idle_s=idle_s, threads=threads,
-        compile=compile_model,
-        seed=seed, perplexity=perplexity, scenario=scenario, launcher=launcher, launcher_opt=_launcher_opts(launcher_opt),
-        endpoint=endpoint, engine=engine, rates=rates, concurrency=concurrency, arrival=arrival, requests=requests,
-        duration=duration, warmup_requests=warmup_requests, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms,
-        length_spread=length_spread, api=api, find_capacity=find_capacity, workload=workload, multi_turn=multi_turn,
-        shared_prefix=shared_prefix, replay=replay, replay_speed=replay_speed, workload_scale=workload_scale,
-        capacity_resolution=capacity_resolution,
-        capacity_point_s=capacity_point_s, capacity_max_points=capacity_max_points,
-        power_limits=power_limits, gpu_clocks=gpu_clocks,
-    )
+    overrides = {**(overrides or {}), "launcher_opt": _launcher_opts(launcher_opt)}
     sweep = Sweep(load_config(config, overrides))  # checks every input before the progress bar starts
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=quiet) as progress:

@@ -13,6 +13,7 @@ lock (``nvmlDeviceResetGpuLockedClocks``), the driver's default. Setting either 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -22,11 +23,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from effbench.config_fields import LIST_HELP, cli, positive_ints, split_list
 from effbench.device.errors import DeviceError, InvalidArgument, NotPermitted, NotSupported
 from effbench.device.nvidia import NvidiaDevice, NvidiaGPUs, Nvml, NvmlUnavailable
 from effbench.errors import EffbenchError, UnsupportedError
 
 RESTORE_FILE = "gpu-restore.json"
+
+
+class GpuConfig(BaseModel):
+    """The NVIDIA GPU sweep axes (the sweep file's ``gpu:`` section, or top-level ``power_limits`` /
+    ``gpu_clocks``): power limits in W and locked SM clocks in MHz. Empty: the GPU's settings are left
+    as they are."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    power_limits: list[float] = Field(default_factory=list, json_schema_extra=cli(
+        f"NVIDIA GPU power limits to sweep, in W, {LIST_HELP} (needs root; originals restored).",
+        listed=True, default="unchanged"))
+    gpu_clocks: list[int] = Field(default_factory=list, json_schema_extra=cli(
+        f"Locked SM clocks to sweep, in MHz, {LIST_HELP} (needs root; reset afterwards).",
+        listed=True, default="unchanged"))
+
+    @field_validator("power_limits", "gpu_clocks", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [] if v is None else split_list(v)
+
+    @field_validator("gpu_clocks")
+    @classmethod
+    def _positive_clocks(cls, v: list[int]) -> list[int]:
+        return positive_ints(v)
+
+    @field_validator("power_limits")
+    @classmethod
+    def _positive_limits(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not (x > 0 and math.isfinite(x))]
+        if bad:
+            raise ValueError(f"{bad[0]:g} is not a power limit in watts (every value must be a positive number)")
+        return list(dict.fromkeys(v))
 
 
 @dataclass(frozen=True)

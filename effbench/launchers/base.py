@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from effbench.errors import ConfigError, EffbenchError
 
 Event = tuple
@@ -30,23 +32,49 @@ class GroupFailed(Exception):
         self.reason = reason
 
 
+class LauncherOptions(BaseModel):
+    """A launcher's own options (``--launcher-opt key=value``, or the sweep file's ``launcher:``
+    section); each launcher declares its subclass as ``Options``, its fields' descriptions the help."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeoutOptions(LauncherOptions):
+    timeout: Optional[float] = Field(default=None, gt=0, description="seconds one group may run (default: none)")
+
+
+def parse_options(launcher: type["Launcher"], raw: Mapping[str, Any] | LauncherOptions) -> LauncherOptions:
+    """``raw`` (strings from the command line, or YAML values) as the launcher's typed options; an
+    unknown or malformed option is one ``ConfigError`` line naming it and the launcher's options."""
+    if isinstance(raw, LauncherOptions):
+        return raw
+    model = launcher.Options
+    unknown = sorted(set(raw) - set(model.model_fields))
+    if unknown:
+        known = ", ".join(model.model_fields) or "none"
+        raise ConfigError(f"--launcher-opt '{unknown[0]}' is not an option of the {launcher.name} launcher; its options: {known}")
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else "?"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--launcher-opt {key}={raw.get(key)!r}: {msg}") from None
+
+
 class Launcher(ABC):
     name: ClassVar[str]
     # Runs on this machine: the parent may check devices and measure the idle baseline here.
     local: ClassVar[bool] = True
     # Options this launcher understands (--launcher-opt key=value, or the sweep file's launcher: section).
-    option_help: ClassVar[Mapping[str, str]] = {}
+    Options: ClassVar[type[LauncherOptions]] = LauncherOptions
     # Its workers see this process's run-time registrations (backends, sensors, ... registered by a test
     # or notebook) without being told: this process, or a fork of it. Otherwise the sweep hands them
     # over in the group (effbench.registry.carried_registrations) and the worker re-registers them.
     inherits_registrations: bool = False
 
-    def __init__(self, options: Mapping[str, Any], run_dir: Path) -> None:
-        unknown = sorted(set(options) - set(self.option_help))
-        if unknown:
-            known = ", ".join(self.option_help) or "none"
-            raise ConfigError(f"--launcher-opt '{unknown[0]}' is not an option of the {self.name} launcher; its options: {known}")
-        self.options = dict(options)
+    def __init__(self, options: Mapping[str, Any] | LauncherOptions, run_dir: Path) -> None:
+        self.options: Any = parse_options(type(self), options)  # this launcher's Options
         self.run_dir = Path(run_dir)
         self.check()
 
@@ -58,19 +86,6 @@ class Launcher(ABC):
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None: ...
 
     def close(self) -> None: ...
-
-    # -- option parsing shared by every launcher ---------------------------------------------
-    def number(self, key: str, default: Optional[float] = None) -> Optional[float]:
-        raw = self.options.get(key, default)
-        if raw is None:
-            return None
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--launcher-opt {key}={raw!r} is not a number") from None
-        if not value > 0:
-            raise ConfigError(f"--launcher-opt {key}={raw!r} must be positive")
-        return value
 
 
 def collect_events(work: Work, group: Any, events_file: Optional[str] = None) -> list[Event]:

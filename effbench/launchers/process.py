@@ -13,8 +13,10 @@ import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Optional
 
+from pydantic import Field
+
 from effbench.errors import first_line
-from effbench.launchers.base import GroupFailed, Launcher, Sink, Work
+from effbench.launchers.base import GroupFailed, Launcher, Sink, TimeoutOptions, Work
 
 GRACE_S = 5.0  # how long a timed-out or interrupted child gets to exit before it is killed
 
@@ -47,12 +49,14 @@ def describe_exit(code: Optional[int], crash: Optional[str]) -> str:
 
 class ProcessLauncher(Launcher):
     name = "process"
-    option_help = {"timeout": "seconds one group may run before its process is killed (default: none)",
-                   "start_method": "multiprocessing start method: spawn (default), forkserver or fork"}
+
+    class Options(TimeoutOptions):
+        start_method: str = Field(default="spawn", description="multiprocessing start method: spawn (default), "
+                                                               "forkserver or fork")
 
     def check(self) -> None:
-        self.timeout_s = self.number("timeout")
-        method = str(self.options.get("start_method", "spawn"))
+        self.timeout_s = self.options.timeout
+        method = self.options.start_method
         if method not in mp.get_all_start_methods():
             from effbench.errors import ConfigError
 

@@ -7,8 +7,10 @@ import socket
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
 from effbench.errors import EffbenchError, first_line
-from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, require
+from effbench.launchers.base import GroupFailed, Launcher, Sink, TimeoutOptions, Work, collect_events, require
 
 CONNECT_TIMEOUT_S = 3.0
 
@@ -26,14 +28,17 @@ def _host_port(address: str) -> Optional[tuple[str, int]]:
 class RayLauncher(Launcher):
     name = "ray"
     local = False
-    option_help = {"address": "ray://HOST:PORT or HOST:PORT of a running cluster, or auto (default: a local Ray)",
-                   "gpus": "GPUs per task", "cpus": "CPUs per task (default 1)",
-                   "accelerator_type": "Ray accelerator type, e.g. H100 or L40S",
-                   "timeout": "seconds one task may run (default: none)"}
+
+    class Options(TimeoutOptions):
+        address: str = Field(default="", description="ray://HOST:PORT or HOST:PORT of a running cluster, or auto "
+                                                     "(default: a local Ray)")
+        gpus: Optional[float] = Field(default=None, gt=0, description="GPUs per task")
+        cpus: float = Field(default=1.0, gt=0, description="CPUs per task (default 1)")
+        accelerator_type: Optional[str] = Field(default=None, description="Ray accelerator type, e.g. H100 or L40S")
 
     def check(self) -> None:
         self.ray = require("ray", "ray", "ray")
-        self.address = str(self.options.get("address", ""))
+        self.address = self.options.address
         target = _host_port(self.address)
         if target is not None:  # ray.init would retry for a minute: say in seconds that nobody answers
             try:
@@ -41,7 +46,7 @@ class RayLauncher(Launcher):
             except OSError as e:
                 raise EffbenchError(f"--launcher ray: cannot reach a Ray cluster at {self.address} ({e.strerror or e}); "
                                     "check the address, or leave it out to start a local Ray") from None
-        self.timeout_s = self.number("timeout")
+        self.timeout_s = self.options.timeout
         # local stays False even for a local Ray: the task reports its host's hardware like a cluster's.
 
     def _init(self) -> None:
@@ -53,11 +58,11 @@ class RayLauncher(Launcher):
 
     def launch(self, work: Work, group: Any, sink: Sink, label: str) -> None:
         self._init()
-        resources: dict[str, Any] = {"num_cpus": self.number("cpus", 1), "max_retries": 0}
-        if self.options.get("gpus"):
-            resources["num_gpus"] = self.number("gpus")
-        if self.options.get("accelerator_type"):
-            resources["accelerator_type"] = str(self.options["accelerator_type"])
+        resources: dict[str, Any] = {"num_cpus": self.options.cpus, "max_retries": 0}
+        if self.options.gpus:
+            resources["num_gpus"] = self.options.gpus
+        if self.options.accelerator_type:
+            resources["accelerator_type"] = self.options.accelerator_type
         task = self.ray.remote(**resources)(collect_events)
         ref = task.remote(work, group)
         try:

@@ -11,48 +11,54 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
+
+from pydantic import Field
 
 from effbench.errors import EffbenchError, first_line
-from effbench.launchers.base import GroupFailed, Launcher, Sink, Work, collect_events, read_events, require
+from effbench.launchers.base import GroupFailed, Launcher, LauncherOptions, Sink, Work, collect_events, read_events, require
 
 
 class SlurmLauncher(Launcher):
     name = "slurm"
     local = False
-    option_help = {
-        "partition": "SLURM partition", "gpus": "GPUs per job (gpus_per_node)", "cpus": "CPUs per task",
-        "mem_gb": "memory per job, GB", "time": "time limit per job, minutes (default 60)", "account": "SLURM account",
-        "qos": "SLURM QOS", "constraint": "node feature constraint (e.g. h100)",
-        "cluster": "slurm (default) or local (submitit's local executor: this machine, for tests)",
-        "folder": "submitit folder (default: RUN_DIR/launcher/slurm)",
-    }
+
+    class Options(LauncherOptions):
+        partition: Optional[str] = Field(default=None, description="SLURM partition")
+        gpus: Optional[int] = Field(default=None, ge=1, description="GPUs per job (gpus_per_node)")
+        cpus: Optional[int] = Field(default=None, ge=1, description="CPUs per task")
+        mem_gb: Optional[float] = Field(default=None, gt=0, description="memory per job, GB")
+        time: int = Field(default=60, ge=1, description="time limit per job, minutes (default 60)")
+        account: Optional[str] = Field(default=None, description="SLURM account")
+        qos: Optional[str] = Field(default=None, description="SLURM QOS")
+        constraint: Optional[str] = Field(default=None, description="node feature constraint (e.g. h100)")
+        cluster: Literal["slurm", "local"] = Field(default="slurm", description="slurm (default) or local (submitit's "
+                                                                                "local executor: this machine, for tests)")
+        folder: Optional[str] = Field(default=None, description="submitit folder (default: RUN_DIR/launcher/slurm)")
 
     def check(self) -> None:
         self.submitit = require("submitit", "slurm", "slurm")
-        self.cluster = str(self.options.get("cluster", "slurm"))
-        if self.cluster not in ("slurm", "local"):
-            raise EffbenchError(f"--launcher-opt cluster={self.cluster!r}: choose slurm or local")
+        self.cluster = self.options.cluster
         if self.cluster == "slurm" and shutil.which("sbatch") is None:
             raise EffbenchError("--launcher slurm: no SLURM here (sbatch not found); run effbench on a SLURM login node, "
                                 "or pass --launcher-opt cluster=local to run the jobs on this machine")
-        self.time_min = int(self.number("time", 60) or 60)
-        self.folder = Path(str(self.options.get("folder") or self.run_dir / "launcher" / "slurm"))
+        self.time_min = self.options.time
+        self.folder = Path(self.options.folder or self.run_dir / "launcher" / "slurm")
         # cluster=local keeps local = False on purpose: the job detects its own hardware and reports
         # it back exactly as on a cluster node, so CI tests the code path a cluster runs.
 
     def _executor(self, label: str) -> Any:
         ex = self.submitit.AutoExecutor(folder=str(self.folder / label), cluster=self.cluster)
         params: dict[str, Any] = {"timeout_min": self.time_min, "name": f"effbench-{label}"[:60]}
-        if self.options.get("gpus"):
-            params["gpus_per_node"] = int(self.number("gpus") or 0)
-        if self.options.get("cpus"):
-            params["cpus_per_task"] = int(self.number("cpus") or 1)
-        if self.options.get("mem_gb"):
-            params["mem_gb"] = self.number("mem_gb")
+        if self.options.gpus:
+            params["gpus_per_node"] = self.options.gpus
+        if self.options.cpus:
+            params["cpus_per_task"] = self.options.cpus
+        if self.options.mem_gb:
+            params["mem_gb"] = self.options.mem_gb
         for key in ("partition", "account", "qos", "constraint"):
-            if self.options.get(key) and self.cluster == "slurm":
-                params[f"slurm_{key}"] = str(self.options[key])
+            if getattr(self.options, key) and self.cluster == "slurm":
+                params[f"slurm_{key}"] = getattr(self.options, key)
         ex.update_parameters(**params)
         return ex
 

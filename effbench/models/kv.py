@@ -2,7 +2,7 @@
 other sizes of a config that the sweep's memory check needs (``ModelDims``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
@@ -30,6 +30,8 @@ class ModelDims:
 
     hidden_size: int
     vocab_size: int
+    # The most prompt + generated tokens (max_position_embeddings); not part of the sizes compared.
+    max_context: Optional[int] = field(default=None, compare=False)
 
 
 def dims_from_config(config: Any) -> Optional[ModelDims]:
@@ -39,7 +41,7 @@ def dims_from_config(config: Any) -> Optional[ModelDims]:
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
     text = get("text_config") or config
     tget = text.get if isinstance(text, dict) else lambda k, d=None: getattr(text, k, d)
-    hidden, vocab = tget("hidden_size"), tget("vocab_size")
+    hidden, vocab, context = tget("hidden_size"), tget("vocab_size"), tget("max_position_embeddings")
     if isinstance(hidden, int) and isinstance(vocab, int) and hidden > 0 and vocab > 0:
-        return ModelDims(hidden, vocab)
+        return ModelDims(hidden, vocab, context if isinstance(context, int) and context > 0 else None)
     return None

@@ -119,7 +119,8 @@ def model_dims(spec: ModelSpec) -> Optional[ModelDims]:
             header = read_header(spec.location)
             hidden = header.arch_value("embedding_length")
             vocab = header.arch_value("vocab_size") or header.array_lengths.get("tokenizer.ggml.tokens")
-            return ModelDims(int(hidden), int(vocab)) if hidden and vocab else None
+            context = header.arch_value("context_length")
+            return ModelDims(int(hidden), int(vocab), int(context) if context else None) if hidden and vocab else None
         return dims_from_config(_config_json(spec))
     except (EffbenchError, OSError, ValueError, TypeError):
         return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from effbench.errors import EffbenchError
 from effbench.hardware import HardwareProfile, PriceOverride, stored_profiles
@@ -20,6 +20,9 @@ from effbench.results.baseline import DEFAULT_PPL_THRESHOLD, Baselines
 from effbench.results.hardware import Key, given_profile, hardware_id, record_key, run_profiles
 from effbench.results.schema import Record
 from effbench.results.store import RESULTS_FILE, RUN_FILE, iter_record_dicts, read_run_dir, run_dir_of, validate_records
+
+# The sections of a stored sweep config (effbench/config.py SECTIONS), read flat here.
+CONFIG_SECTIONS = ("offline", "serving", "gpu")
 
 
 class _Block(BaseModel):
@@ -131,7 +134,22 @@ class Session(_Block):
 
 
 class RunConfig(_Block):
-    """``config``: the sweep's configuration as it ran (the keys the report reads typed)."""
+    """``config``: the sweep's configuration as it ran (the keys the report reads typed). Runs since
+    the config has sections (``offline:``, ``serving:``, ``gpu:``, ``launcher: {kind: ...}``) store
+    them nested; earlier runs stored every key flat. Both read as one flat block."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_sections(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        flat = {k: v for k, v in data.items() if not (k in CONFIG_SECTIONS and isinstance(v, dict))}
+        for section in CONFIG_SECTIONS:
+            if isinstance(data.get(section), dict):
+                flat.update({k: v for k, v in data[section].items() if k not in flat})
+        if isinstance(data.get("launcher"), dict):
+            flat["launcher"] = data["launcher"].get("kind")
+        return flat
 
     scenario: Optional[str] = None
     sensor: Optional[str] = None

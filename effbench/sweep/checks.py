@@ -16,6 +16,7 @@ from typing import Optional
 from effbench.config import SweepConfig
 from effbench.measure.fit import device_memory_bytes, estimate_bytes, fit_error
 from effbench.models import ModelSpec
+from effbench.models.kv import ModelDims
 from effbench.models.resolve import model_dims
 from effbench.sweep.plan import GroupSpec
 
@@ -27,18 +28,32 @@ def contradictions(config: SweepConfig) -> Optional[str]:
     return None
 
 
-def nothing_fits(groups: list[GroupSpec], specs: dict[str, ModelSpec]) -> Optional[str]:
-    """Why no configuration of ``groups`` can fit on its device (one line), or None when at least one
-    might (or a device's memory cannot be read here)."""
+def context_error(dims: Optional[ModelDims], model_id: str, prompt_tokens: int, new_tokens: int) -> Optional[str]:
+    """Why ``prompt_tokens + new_tokens`` cannot run on the model (beyond its maximum context), else None."""
+    limit = dims.max_context if dims else None
+    if limit is None or prompt_tokens + new_tokens <= limit:
+        return None
+    return (f"{prompt_tokens} prompt + {new_tokens} new tokens exceed {model_id}'s context of {limit} tokens; "
+            "lower --prompt-tokens or --new-tokens")
+
+
+def nothing_fits(groups: list[GroupSpec], specs: dict[str, ModelSpec], memory: bool = True) -> Optional[str]:
+    """Why no configuration of ``groups`` can run (one line): each is beyond its model's context or
+    does not fit on its device; None when at least one might (or a device's memory cannot be read here).
+    ``memory=False`` (a server holds the model, not this process): the context rule only."""
     dims = {spec.id: model_dims(spec) for spec in specs.values()}
     have: dict[str, Optional[int]] = {}
     first: Optional[str] = None
     total = 0
     for g in groups:
         if g.device not in have:
-            have[g.device] = device_memory_bytes(g.device) if g.device != "auto" else None
+            have[g.device] = device_memory_bytes(g.device) if g.device != "auto" and memory else None
         for p in g.points:
             total += 1
+            too_long = context_error(dims.get(g.spec.id), g.spec.id, p.prompt_tokens, p.new_tokens)
+            if too_long:
+                first = first or too_long
+                continue
             need = estimate_bytes(None, None, dims.get(g.spec.id), p.batch_size, p.prompt_tokens, p.new_tokens)
             why = fit_error(need, g.device, have[g.device]) if have[g.device] is not None else None
             if why is None:

@@ -7,7 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from effbench.config import SweepConfig, TargetConfig
+from effbench.config import SweepConfig
+from effbench.launchers.config import TargetConfig
 from effbench.models import ModelSpec
 from effbench.quant import get_scheme
 from effbench.scenarios import scenario_class
@@ -93,9 +94,9 @@ def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, 
     Unquantized schemes come first: they are the perplexity baseline of the quantized ones."""
     groups = []
     scenario = scenario_class(config.scenario)
-    targets: list[Optional[TargetConfig]] = list(config.targets) or [None]
-    limits: list[Optional[float]] = [*config.power_limits] or [None]  # no axis: the GPU as it is
-    clocks: list[Optional[int]] = [*config.gpu_clocks] or [None]
+    targets: list[Optional[TargetConfig]] = list(config.launcher.targets) or [None]
+    limits: list[Optional[float]] = [*config.gpu.power_limits] or [None]  # no axis: the GPU as it is
+    clocks: list[Optional[int]] = [*config.gpu.gpu_clocks] or [None]
     for target in targets:
         where = target.name if target else ""
         for model in config.model:
@@ -103,7 +104,7 @@ def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, 
             for backend in scenario.backends(config):
                 for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
                     points = [
-                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, compile=config.compile,
+                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, compile=config.offline.compile,
                                     target=where, scenario=scenario.name, power_limit_w=pl, gpu_clock_mhz=clk, **load)
                         for pl in limits
                         for clk in clocks

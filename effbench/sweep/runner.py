@@ -67,8 +67,10 @@ class Sweep:
         self.grid = resolve_grid(config.region)  # a mistyped region fails here, before any work
         # Fail fast: an unknown launcher option, a missing extra or an unreachable cluster. One
         # launcher per fleet target (its options over the shared ones), or one for this machine ("").
-        self.launchers = {t.name: create_launcher(config.launcher, {**config.launcher_opt, **t.options}, self.store.path)
-                          for t in config.targets} or {"": create_launcher(config.launcher, config.launcher_opt, self.store.path)}
+        kind = config.launcher.kind
+        self.launchers = ({t.name: create_launcher(kind, config.launcher.options(t.name), self.store.path)
+                           for t in config.launcher.targets}
+                          or {"": create_launcher(kind, config.launcher.options(), self.store.path)})
         self.local = all(launcher.local for launcher in self.launchers.values())
         self.scenario = scenario_class(config.scenario)
         self.scenario.check(config)
@@ -80,14 +82,14 @@ class Sweep:
         self.gpu_control: Any = None  # hardware.gpu_control.GpuControl for --power-limits / --gpu-clocks
         if self.local:
             self._preflight_here()
-        elif config.power_limits or config.gpu_clocks:
+        elif config.gpu.power_limits or config.gpu.gpu_clocks:
             raise EffbenchError("--power-limits and --gpu-clocks need a local launcher (inline or process): the "
                                 "original GPU settings are restored by this process")
         self.groups = expand(config, self.specs, self.devices)
         self.run_id = ""
         self.hardware: Optional[dict[str, Any]] = None
         self.idle_power_w: dict[str, float] = {}
-        self.baselines = Baselines(config.ppl_threshold)
+        self.baselines = Baselines(config.offline.ppl_threshold)
         self.point_by_id = {p.config_id: p for g in self.groups for p in g.points}
 
     def _carried_plugins(self) -> dict[str, dict[str, Any]]:
@@ -120,10 +122,13 @@ class Sweep:
             except UnsupportedError:
                 if backend is not None and self.config.device != "auto":
                     raise
-        if self.scenario.loads_model:  # the devices are known: a sweep where nothing fits ends here
-            problem = nothing_fits(expand(self.config, self.specs, self.devices), self.specs)
-            if problem:
-                raise EffbenchError(problem)
+        # The devices are known: a sweep where nothing can run (beyond the context, or, for a model
+        # loaded here, too large for the device) ends here.
+        fixed_lengths = self.scenario.loads_model or not (self.config.serving.workload or self.config.serving.replay)
+        problem = fixed_lengths and nothing_fits(expand(self.config, self.specs, self.devices), self.specs,
+                                                 memory=self.scenario.loads_model)
+        if problem:
+            raise EffbenchError(problem)
         first_device = next((d for d in self.devices.values() if d != "auto"), "cpu")
         self.sensor_device = first_device
         self.sensor = create_sensor(self.config.sensor, first_device)  # an unavailable sensor fails here
@@ -143,7 +148,7 @@ class Sweep:
         """--power-limits / --gpu-clocks: a GPU this process can set, values in its range, a local
         launcher (the originals are restored from here); each problem is one line before any load."""
         self.gpu_control = None
-        if not (self.config.power_limits or self.config.gpu_clocks):
+        if not (self.config.gpu.power_limits or self.config.gpu.gpu_clocks):
             return
         if not self.local:
             raise EffbenchError("--power-limits and --gpu-clocks need a local launcher (inline or process): the "
@@ -151,7 +156,7 @@ class Sweep:
         from effbench.sensors.nvml import open_gpu_control
 
         self.gpu_control = open_gpu_control(device, self.store.path)
-        self.gpu_control.check(self.config.power_limits, self.config.gpu_clocks)
+        self.gpu_control.check(self.config.gpu.power_limits, self.config.gpu.gpu_clocks)
 
     def _restore_gpu(self) -> None:
         if self.gpu_control is None:
@@ -194,7 +199,7 @@ class Sweep:
         # a quantized scheme with the unquantized one an earlier session measured).
         self.baselines.add_stored(self.store.record_dicts() if self.config.resume else [])
         sessions = previous.get("sessions", []) + [{"started_at": now_iso(), "resumed": bool(previous),
-                                                    "launcher": self.config.launcher}]
+                                                    "launcher": self.config.launcher.kind}]
         hardware = dict(self.hardware or {"profile": self.profile, "detected_name": None, "kind": None})
         hardware["targets"] = (previous.get("hardware") or {}).get("targets", [])
         self.store.write_run({

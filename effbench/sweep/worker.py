@@ -151,7 +151,7 @@ class GroupWorker:
                        utilization_before=seen.get("gpu_utilization_before", {}))
 
     def _open_gpu_control(self) -> None:
-        if not (self.config.power_limits or self.config.gpu_clocks) or self.gpu_control is not None:
+        if not (self.config.gpu.power_limits or self.config.gpu.gpu_clocks) or self.gpu_control is not None:
             return
         from effbench.sensors.nvml import open_gpu_control
 
@@ -175,7 +175,7 @@ class GroupWorker:
             return self._run_own_engine(scenario)
         try:
             self.backend = create_backend(g.backend)
-            self.backend.compile = self.config.compile
+            self.backend.compile = self.config.offline.compile
             self.device = self.backend.resolve_device(g.device)
         except UnsupportedError as e:
             return self.fail_all(g.points, f"unsupported: {e}")
@@ -259,7 +259,7 @@ class GroupWorker:
                                     weights_bytes=loaded.weights_bytes, **record_fields(g.spec.kind))
         if g.spec.kind == "arch":
             self.quality = Quality(note=RANDOM_WEIGHTS_QUALITY_NOTE)
-        elif self.config.perplexity:
+        elif self.config.offline.perplexity:
             self.quality = perplexity(backend)
         else:
             self.quality = Quality(note="disabled (perplexity: false)")

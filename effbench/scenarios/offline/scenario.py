@@ -12,12 +12,13 @@ from effbench.measure.summary import stats_section, throughput_section
 from effbench.models import load_prompt_set
 from effbench.results.schema import Memory
 from effbench.scenarios.base import Context, Point, Scenario
+from effbench.scenarios.offline.config import OfflineConfig
 
 
-def repeat_policy(config: Any) -> RepeatPolicy:
-    """The repeat rule of a sweep config (docs/method.md): warm-up, adaptive repeats to a CI95 target."""
-    return RepeatPolicy(warmup=config.warmup, min_repeats=config.min_repeats, max_repeats=config.max_repeats,
-                        ci_target=config.ci_target, max_time_s=config.max_time_s, fixed_repeats=config.repeats)
+def repeat_policy(offline: OfflineConfig) -> RepeatPolicy:
+    """The repeat rule of the offline section (docs/method.md): warm-up, adaptive repeats to a CI95 target."""
+    return RepeatPolicy(warmup=offline.warmup, min_repeats=offline.min_repeats, max_repeats=offline.max_repeats,
+                        ci_target=offline.ci_target, max_time_s=offline.max_time_s, fixed_repeats=offline.repeats)
 
 
 class OfflineScenario(Scenario):
@@ -25,7 +26,7 @@ class OfflineScenario(Scenario):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self.policy = repeat_policy(config)
+        self.policy = repeat_policy(config.offline)
         self._prompts: dict[str, Any] = {}
 
     def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
