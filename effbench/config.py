@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from effbench.config_fields import LIST_HELP, cli, positive_ints, split_list
+from effbench.config_fields import LIST_HELP, cli, positive_ints, registered_name, split_list
 from effbench.errors import ConfigError
 from effbench.hardware.gpu_control import GpuConfig
 from effbench.launchers.config import LauncherConfig
@@ -121,13 +121,9 @@ class SweepConfig(BaseModel):
     @field_validator("scenario", mode="before")
     @classmethod
     def _known_scenario(cls, v: Any) -> Any:
-        from effbench.errors import EffbenchError
         from effbench.scenarios import SCENARIOS
 
-        try:
-            return SCENARIOS.canonical(str(v))
-        except EffbenchError as e:
-            raise ValueError(str(e)) from None
+        return registered_name(SCENARIOS, v)
 
     @field_validator("model", "backend", "quant", "batch_sizes", "prompt_tokens", "new_tokens", "prompts", mode="before")
     @classmethod

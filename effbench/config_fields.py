@@ -5,7 +5,10 @@ and default."""
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from effbench.registry import Registry
 
 LIST_HELP = "comma-separated"
 
@@ -20,6 +23,17 @@ def split_list(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return list(value)
     return [value]
+
+
+def registered_name(registry: Registry[Any], value: Any) -> str:
+    """A field naming a registered implementation: its canonical name, or a validation error whose
+    message names the close matches (pydantic reports it on the field)."""
+    from effbench.errors import EffbenchError
+
+    try:
+        return registry.canonical(str(value))
+    except EffbenchError as e:
+        raise ValueError(str(e)) from None
 
 
 def positive_ints(v: list[int]) -> list[int]:

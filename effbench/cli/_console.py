@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from rich.console import Console
 from rich.text import Text
@@ -20,6 +20,13 @@ def _console(stderr: bool) -> Console:
 
 out = _console(False)
 err = _console(True)
+
+
+def unset(*flags: str, help: str) -> Any:
+    """A command-line option that is None unless given (no default to show)."""
+    import typer
+
+    return typer.Option(None, *flags, help=help, show_default=False)
 
 
 def fmt(value: Optional[float], digits: int = 1, scale: float = 1.0) -> str:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from effbench.cli._console import cell, comma_items, err, out
+from effbench.cli._console import cell, comma_items, err, out, unset
 
 if TYPE_CHECKING:  # pragma: no cover - the analysis (and the schema it validates with) loads when the command runs
     from effbench.analysis.compare import Comparison, ConfigComparison, MetricDelta
@@ -157,11 +157,10 @@ def compare_command(
     allow_missing: bool = typer.Option(False, "--allow-missing",
                                        help="Do not count configurations that succeeded in BASE but failed or are missing in NEW "
                                             "as regressions."),
-    match_loose: Optional[list[str]] = typer.Option(None, "--match-loose",
-                                                    help="Setup fields to ignore when matching, comma-separated: hardware, "
-                                                         "backend, backend_version, device, threads, sensor, domains (or all). "
-                                                         "Records differing in any other are listed as not comparable.",
-                                                    show_default=False),
+    match_loose: Optional[list[str]] = unset("--match-loose",
+                                             help="Setup fields to ignore when matching, comma-separated: hardware, "
+                                                  "backend, backend_version, device, threads, sensor, domains (or all). "
+                                                  "Records differing in any other are listed as not comparable."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     as_md: bool = typer.Option(False, "--md", help="Print a Markdown table (for a CI comment) instead of a table."),
 ) -> int:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from effbench.cli._console import cell, comma_items, err, fmt, out, warn
+from effbench.cli._console import cell, comma_items, err, fmt, out, unset, warn
 from effbench.planner import HOURS_PER_MONTH, RANDOM_WEIGHTS_NOTE, Plan, PlanOption
 
 CSV_FIELDS = ("rank", "hardware", "hardware_name", "gpus_per_replica", "basis", "projected_from", "source", "model", "backend",
@@ -111,40 +111,27 @@ def _csv(p: Plan) -> str:
 
 
 def plan_command(
-    results: Optional[list[Path]] = typer.Option(None, "--results", "-r",
-                                                 help="Run directories from 'effbench run' (or their results.jsonl): --results A "
-                                                      "B, or --results A --results B. Optional with --model arch:NAME.",
-                                                 show_default=False),
+    results: Optional[list[Path]] = unset("--results", "-r",
+                                          help="Run directories from 'effbench run' (or their results.jsonl): --results A "
+                                               "B, or --results A --results B. Optional with --model arch:NAME."),
     more_results: Optional[list[Path]] = typer.Argument(None, help="More run directories (so '--results A B' reads both).",
                                                         show_default=False, metavar="[DIR]..."),
-    run_hardware: Optional[str] = typer.Option(None, "--run-hardware",
-                                               help="The profile (id or YAML) that results storing no hardware profile ran on "
-                                                    "(runs from effbench < 0.2).", show_default=False),
-    target_tokens_per_s: Optional[float] = typer.Option(None, "--target-tokens-per-s", help="Output tokens per second to serve.",
-                                                        show_default=False),
-    target_requests_per_s: Optional[float] = typer.Option(None, "--target-requests-per-s",
-                                                          help="Requests per second to serve (with --prompt-tokens and "
-                                                               "--output-tokens).", show_default=False),
-    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens",
-                                                help="Prompt length of a request, in tokens (requests form).",
-                                                show_default=False),
-    output_tokens: Optional[int] = typer.Option(None, "--output-tokens",
-                                                help="Output length of a request, in tokens (requests form).",
-                                                show_default=False),
-    max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms",
-                                                help="Drop options whose time to first token exceeds this.", show_default=False),
-    max_tpot_ms: Optional[float] = typer.Option(None, "--max-tpot-ms",
-                                                help="Drop options whose time per output token exceeds this.",
-                                                show_default=False),
-    hardware: Optional[list[str]] = typer.Option(None, "--hardware",
-                                                 help="Only these profile ids, comma-separated (default: all).",
-                                                 show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="Only records of this model id; arch:NAME also sizes GPUs nobody measured "
-                                             "(reference data, then the fitted projection).", show_default=False),
-    workload: Optional[str] = typer.Option(None, "--workload",
-                                           help="Request shape of a tokens/s target for reference/projected options: "
-                                                "lm-arena-chat (default), gpqa, sourcegraph-fim.", show_default=False),
+    run_hardware: Optional[str] = unset("--run-hardware",
+                                        help="The profile (id or YAML) that results storing no hardware profile ran on "
+                                             "(runs from effbench < 0.2)."),
+    target_tokens_per_s: Optional[float] = unset("--target-tokens-per-s", help="Output tokens per second to serve."),
+    target_requests_per_s: Optional[float] = unset("--target-requests-per-s",
+                                                   help="Requests per second to serve (with --prompt-tokens and "
+                                                        "--output-tokens)."),
+    prompt_tokens: Optional[int] = unset("--prompt-tokens", help="Prompt length of a request, in tokens (requests form)."),
+    output_tokens: Optional[int] = unset("--output-tokens", help="Output length of a request, in tokens (requests form)."),
+    max_ttft_ms: Optional[float] = unset("--max-ttft-ms", help="Drop options whose time to first token exceeds this."),
+    max_tpot_ms: Optional[float] = unset("--max-tpot-ms", help="Drop options whose time per output token exceeds this."),
+    hardware: Optional[list[str]] = unset("--hardware", help="Only these profile ids, comma-separated (default: all)."),
+    model: Optional[str] = unset("--model", "-m", help="Only records of this model id; arch:NAME also sizes GPUs nobody measured "
+                                                       "(reference data, then the fitted projection)."),
+    workload: Optional[str] = unset("--workload", help="Request shape of a tokens/s target for reference/projected options: "
+                                                       "lm-arena-chat (default), gpqa, sourcegraph-fim."),
     max_ppl_rise: float = typer.Option(10.0, "--max-ppl-rise",
                                        help="Exclude schemes whose perplexity rises more than this many percent over the "
                                             "unquantized baseline."),
@@ -153,19 +140,14 @@ def plan_command(
     max_utilisation: float = typer.Option(0.8, "--max-utilisation",
                                           help="Load each replica to at most this share of its capacity (queueing headroom; "
                                                "measured serving records excepted)."),
-    redundancy: Optional[str] = typer.Option(None, "--redundancy", help="Spare replicas: N+k (e.g. N+1).", show_default=False),
+    redundancy: Optional[str] = unset("--redundancy", help="Spare replicas: N+k (e.g. N+1)."),
     project_from_cpu: bool = typer.Option(False, "--project-from-cpu",
                                           help="Also project CPU runs to GPUs (roofline scaling, wide band; off by default)."),
-    price: Optional[list[str]] = typer.Option(None, "--price",
-                                              help="Price override ID=USD_PER_HOUR (repeatable or comma-separated).",
-                                              show_default=False),
+    price: Optional[list[str]] = unset("--price", help="Price override ID=USD_PER_HOUR (repeatable or comma-separated)."),
     hours_per_month: float = typer.Option(HOURS_PER_MONTH, "--hours-per-month", help="Hours billed per month."),
-    grid_intensity: Optional[float] = typer.Option(None, "--grid-intensity",
-                                                   help="Grid carbon intensity, gCO2e/kWh (default: world average).",
-                                                   show_default=False),
-    region: Optional[str] = typer.Option(None, "--region",
-                                         help="Grid region for carbon intensity (needs effbench.analysis.carbon).",
-                                         show_default=False),
+    grid_intensity: Optional[float] = unset("--grid-intensity",
+                                            help="Grid carbon intensity, gCO2e/kWh (default: world average)."),
+    region: Optional[str] = unset("--region", help="Grid region for carbon intensity (needs effbench.analysis.carbon)."),
     no_projections: bool = typer.Option(False, "--no-projections", help="Only measured hardware."),
     top: int = typer.Option(25, "--top", help="Rows shown in the terminal table (JSON and CSV have all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from effbench.cli._console import cell, fmt, out
+from effbench.cli._console import cell, fmt, out, unset
 
 
 def project_command(
@@ -20,12 +20,9 @@ def project_command(
     gpus: int = typer.Option(1, "--gpus", help="GPUs per replica (tensor parallel inside one node): 1, 2, 4 or 8."),
     concurrency: int = typer.Option(..., "--concurrency", help="Sequences served at once (vLLM's max_num_seqs).",
                                     show_default=False),
-    workload: Optional[str] = typer.Option(None, "--workload", help="A reference task: lm-arena-chat, gpqa or sourcegraph-fim.",
-                                           show_default=False),
-    prompt_tokens: Optional[int] = typer.Option(None, "--prompt-tokens", help="Prompt length of a request, in tokens.",
-                                                show_default=False),
-    output_tokens: Optional[int] = typer.Option(None, "--output-tokens", help="Output length of a request, in tokens.",
-                                                show_default=False),
+    workload: Optional[str] = unset("--workload", help="A reference task: lm-arena-chat, gpqa or sourcegraph-fim."),
+    prompt_tokens: Optional[int] = unset("--prompt-tokens", help="Prompt length of a request, in tokens."),
+    output_tokens: Optional[int] = unset("--output-tokens", help="Output length of a request, in tokens."),
     scheme: str = typer.Option("bf16", "--scheme", help="Weights as served: bf16, fp16, fp8, int8, int4, mxfp4."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for scripts)."),
 ) -> None:

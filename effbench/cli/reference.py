@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from effbench.cli._console import cell, fmt, out
+from effbench.cli._console import cell, fmt, out, unset
 
 reference_app = typer.Typer(help="Published reference data shipped with effbench (ML.ENERGY Leaderboard v3).",
                             no_args_is_help=True)
@@ -16,12 +16,9 @@ reference_app = typer.Typer(help="Published reference data shipped with effbench
 
 @reference_app.command("list")
 def list_command(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only this model: arch:NAME or a part of the published id.",
-                                        show_default=False),
-    hardware: Optional[str] = typer.Option(None, "--hardware", help="Only this GPU profile id (h100-sxm, b200).",
-                                           show_default=False),
-    task: Optional[str] = typer.Option(None, "--task", "--workload", help="Only this task: lm-arena-chat, gpqa, sourcegraph-fim.",
-                                       show_default=False),
+    model: Optional[str] = unset("--model", "-m", help="Only this model: arch:NAME or a part of the published id."),
+    hardware: Optional[str] = unset("--hardware", help="Only this GPU profile id (h100-sxm, b200)."),
+    task: Optional[str] = unset("--task", "--workload", help="Only this task: lm-arena-chat, gpqa, sourcegraph-fim."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the reference points (one per published configuration), with their keys for 'show'."""

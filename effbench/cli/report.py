@@ -6,19 +6,19 @@ from typing import Optional
 
 import typer
 
-from effbench.cli._console import cell, out, warn
+from effbench.cli._console import cell, out, unset, warn
 
 
 def report_command(
     dirs: list[Path] = typer.Argument(...,
                                       help="Run directories (each with run.json and results.jsonl); several merge into one "
                                            "report comparing hardware.", show_default=False),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o",
-                                           help="Report directory. (default: DIR/report for one run, ./effbench-report for "
-                                                "several)", show_default=False),
-    hardware: Optional[str] = typer.Option(None, "--hardware",
-                                           help="The profile (id or YAML) that runs storing no hardware profile ran on (runs "
-                                                "from effbench < 0.2).", show_default=False),
+    out_dir: Optional[Path] = unset("--out", "-o",
+                                    help="Report directory. (default: DIR/report for one run, ./effbench-report for "
+                                         "several)"),
+    hardware: Optional[str] = unset("--hardware",
+                                    help="The profile (id or YAML) that runs storing no hardware profile ran on (runs "
+                                         "from effbench < 0.2)."),
 ) -> None:
     """Write report.md, a self-contained report.html, plots (PNG at 300 dpi, SVG, PDF), results.csv,
     results.tex and summary.json (every quoted figure with its 95% interval and source record). A run's

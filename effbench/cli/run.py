@@ -9,15 +9,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from effbench.cli._console import cell, comma_items, err, fmt, fmt_bytes, out
+from effbench.cli._console import cell, comma_items, err, fmt, fmt_bytes, out, unset
 from effbench.cli.options import with_config_options
 from effbench.config import SweepConfig
 from effbench.stats import repeats_for_target
 from effbench.sweep.observer import SweepObserver
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only: the CLI's start-up loads neither
-    from effbench.results.schema import Record
-    from effbench.sweep.plan import ConfigPoint
+    from effbench.results.schema import Record, ServingInfo
+    from effbench.scenarios import Point
 
 def _launcher_opts(values: Optional[list[str]]) -> Optional[dict[str, str]]:
     """--launcher-opt key=value (repeatable or comma-separated) -> a dict; a malformed one is one line."""
@@ -48,14 +48,14 @@ class _ProgressObserver(SweepObserver):
     def message(self, text: str) -> None:
         self.progress.console.print(cell(text), style="dim")
 
-    def config_started(self, point: ConfigPoint) -> None:
+    def config_started(self, point: Point) -> None:
         self.current = point.label()
         self.progress.update(self.task, description=cell(f"{self.current}  (warm-up)").plain)
 
-    def repeat_done(self, point: ConfigPoint, repeats: int) -> None:
+    def repeat_done(self, point: Point, repeats: int) -> None:
         self.progress.update(self.task, description=cell(f"{self.current}  repeat {repeats}").plain)
 
-    def config_done(self, point: ConfigPoint, record: Record) -> None:
+    def config_done(self, point: Point, record: Record) -> None:
         self.progress.advance(self.task)
         if record.error:
             self.progress.console.print(cell(f"{point.label()}: {record.error}"), style="yellow")
@@ -141,7 +141,7 @@ def serving_table(records: list[Record], title: str) -> Table:
     return table
 
 
-def serving_note(s: Any) -> str:
+def serving_note(s: ServingInfo) -> str:
     """What the row's figures rest on: a capacity found, saturation, or no steady state."""
     notes = []
     if s.capacity is not None:
@@ -160,9 +160,8 @@ def run_command(
     config: Optional[Path] = typer.Argument(None, help="YAML sweep file; its keys are these options' names with underscores "
                                                        "(or grouped in sections: offline, serving, gpu, launcher).",
                                             show_default=False),
-    launcher_opt: Optional[list[str]] = typer.Option(None, "--launcher-opt",
-                                                     help="Launcher option KEY=VALUE, repeatable (e.g. timeout=600, "
-                                                          "partition=gpu, address=ray://host:10001).", show_default=False),
+    launcher_opt: Optional[list[str]] = unset("--launcher-opt", help="Launcher option KEY=VALUE, repeatable (e.g. timeout=600, "
+                                                                     "partition=gpu, address=ray://host:10001)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     overrides: Optional[dict[str, Any]] = None,
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from effbench.cli._console import one_line, warn
+from effbench.cli._console import one_line, unset, warn
 
 
 def _note(message: str) -> None:
@@ -39,25 +39,20 @@ def _device(device: str, sensor: str) -> str:
 def wrap_command(
     command: Optional[list[str]] = typer.Argument(None, metavar="-- COMMAND ...", help="The load generator and its arguments.",
                                                   show_default=False),
-    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory. (default: effbench-runs/wrap-<time>)",
-                                           show_default=False),
+    out_dir: Optional[Path] = unset("--out", "-o", help="Run directory. (default: effbench-runs/wrap-<time>)"),
     sensor: str = typer.Option("auto", "--sensor", help="Energy sensor: auto, nvml, rapl, estimate or none."),
     idle_s: float = typer.Option(5.0, "--idle-s",
                                  help="Seconds of idle-power baseline before the command (measuring sensors only)."),
     device: str = typer.Option("auto", "--device",
                                help="What the sensor measures: cpu or cuda:N; auto = cuda:0 where NVML sees it, else cpu."),
-    results: Optional[Path] = typer.Option(None, "--results",
-                                           help="The tool's results file. (default: found among the files the command wrote)",
-                                           show_default=False),
+    results: Optional[Path] = unset("--results",
+                                    help="The tool's results file. (default: found among the files the command wrote)"),
     fmt: str = typer.Option("auto", "--format",
                             help="Results format: auto, guidellm, aiperf, vllm or csv (columns start, end, output_tokens; "
                                  "optional prompt_tokens, cached_tokens, ttft_s)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model id for the records. (default: the one the tool names)",
-                                        show_default=False),
+    model: Optional[str] = unset("--model", "-m", help="Model id for the records. (default: the one the tool names)"),
     scheme: str = typer.Option("unknown", "--scheme", help="Quantization the server runs (bf16, fp8, ...) for the records."),
-    hardware: Optional[str] = typer.Option(None, "--hardware",
-                                           help="Hardware profile id or profile YAML path. (default: detected)",
-                                           show_default=False),
+    hardware: Optional[str] = unset("--hardware", help="Hardware profile id or profile YAML path. (default: detected)"),
     segment_s: float = typer.Option(0.25, "--segment-s", help="Length of one power-timeline segment, in seconds."),
 ) -> int:
     """Run COMMAND under an energy sensor: an idle baseline first, then a power timeline

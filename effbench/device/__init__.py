@@ -9,18 +9,9 @@ Importing this package imports no vendor library: ``pynvml`` loads when a sessio
 """
 from __future__ import annotations
 
-from effbench.device.errors import (
-    DeviceError,
-    DeviceUnavailable,
-    GpuLost,
-    InvalidArgument,
-    NotFound,
-    NotPermitted,
-    NotSupported,
-)
+from effbench.device import errors
+from effbench.device.errors import *  # noqa: F403 - the typed errors are the layer's API too
 from effbench.device.nvidia import GpuNotVisible, NvidiaDevice, NvidiaGPUs, Nvml, NvmlUnavailable, gpu_names, plugged
 
-__all__ = [
-    "DeviceError", "DeviceUnavailable", "GpuLost", "GpuNotVisible", "InvalidArgument", "NotFound", "NotPermitted",
-    "NotSupported", "NvidiaDevice", "NvidiaGPUs", "Nvml", "NvmlUnavailable", "gpu_names", "plugged",
-]
+__all__ = ["GpuNotVisible", "NvidiaDevice", "NvidiaGPUs", "Nvml", "NvmlUnavailable", "gpu_names", "plugged"]
+__all__ += errors.__all__

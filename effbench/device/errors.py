@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 from effbench.errors import UnsupportedError
 
+__all__ = ["DeviceError", "DeviceUnavailable", "GpuLost", "InvalidArgument", "NotFound", "NotPermitted", "NotSupported"]
+
 
 class DeviceError(Exception):
     """A device-library call failed. ``value``: the library's return code (None when it gave none)."""

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Mapping, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from effbench.errors import ConfigError, EffbenchError
+from effbench.jsonlines import json_lines
 
 Event = tuple
 Sink = Callable[[Event], None]
@@ -112,15 +113,7 @@ def collect_events(work: Work, group: Any, events_file: Optional[str] = None) ->
 
 def read_events(path: Path) -> list[Event]:
     """The events a (dead) job managed to write; a torn last line is dropped."""
-    events: list[Event] = []
-    if not path.is_file():
-        return events
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(tuple(json.loads(line)))
-        except json.JSONDecodeError:
-            continue
-    return events
+    return [tuple(value) for value in json_lines(path) if isinstance(value, list)]
 
 
 def require(module: str, extra: str, launcher: str) -> Any:

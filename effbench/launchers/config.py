@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from effbench.config_fields import cli
+from effbench.config_fields import cli, registered_name
 
 
 class TargetConfig(BaseModel):
@@ -60,13 +60,9 @@ class LauncherConfig(BaseModel):
     @field_validator("kind", mode="before")
     @classmethod
     def _known_kind(cls, v: Any) -> Any:
-        from effbench.errors import EffbenchError
         from effbench.launchers import LAUNCHERS
 
-        try:
-            return LAUNCHERS.canonical(str(v))
-        except EffbenchError as e:
-            raise ValueError(str(e)) from None
+        return registered_name(LAUNCHERS, v)
 
     @field_validator("targets")
     @classmethod

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Optional, Sequence
 
+from effbench.jsonlines import json_lines
 from effbench.sensors.base import MIN_COVERAGE, EnergySensor, EnergyStatus
 from effbench.stats import combine_rel, uniform_to_95
 
@@ -151,13 +152,10 @@ def write_segment(f: IO[str], seg: Segment) -> None:
 def read_timeline(path: Path) -> list[Segment]:
     """The segments of a timeline file; a torn or malformed line is skipped."""
     out: list[Segment] = []
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for d in json_lines(path):
         try:
-            d = json.loads(line)
             out.append(Segment(**{k: d[k] for k in Segment.__dataclass_fields__ if k in d}))
-        except (ValueError, TypeError, KeyError):
+        except (TypeError, KeyError):  # not an object, or one without a segment's fields
             continue
     return out
 

@@ -23,13 +23,15 @@ RUN_HARDWARE_OPTION = "--run-hardware ID"
 
 @dataclass
 class Plan:
-    demand: str
-    demand_tokens_per_s: float
-    hours_per_month: float
-    grid_g_per_kwh: float
+    """A ranked shopping list: the demand it sizes for, the options cheapest first, and what was left out."""
+
+    demand: str  # the demand as the user gave it, in words
+    demand_tokens_per_s: float  # ... as output tokens/s
+    hours_per_month: float  # billed hours the monthly costs assume
+    grid_g_per_kwh: float  # carbon intensity the CO2e figures assume
     grid_source: str
     options: list[PlanOption]
-    excluded: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # "<candidate>: <why>" for each option left out
     warnings: list[str] = field(default_factory=list)
     max_utilisation: float = DEFAULT_MAX_UTILISATION
     redundancy: int = 0

@@ -15,7 +15,7 @@ NO_BASELINE_NOTE = "no unquantized scheme in this run to compare perplexity with
 DEFAULT_PPL_THRESHOLD = 0.10  # the sweep config's ppl_threshold default, for runs that stored none
 
 
-def unquantized(scheme: Any) -> bool:
+def unquantized(scheme: object) -> bool:
     """Whether ``scheme`` names an unquantized scheme (one that can be a baseline)."""
     from effbench.quant import get_scheme
 
@@ -25,7 +25,7 @@ def unquantized(scheme: Any) -> bool:
         return False
 
 
-def usable(ppl: Any) -> bool:
+def usable(ppl: object) -> bool:
     """Whether ``ppl`` is a perplexity a rise can be computed from (finite and positive)."""
     return isinstance(ppl, (int, float)) and math.isfinite(ppl) and ppl > 0
 
@@ -37,9 +37,10 @@ class Baselines:
         self.threshold = threshold
         self.by_key: dict[tuple[str, str], tuple[str, float]] = {}  # (model, backend) -> (scheme, ppl)
 
-    def offer(self, model: Any, backend: Any, scheme: Any, ppl: Any) -> None:
+    def offer(self, model: object, backend: object, scheme: object, ppl: object) -> None:
         """One record's figures: it becomes the baseline of its model and backend if it is the first that can."""
-        if unquantized(scheme) and usable(ppl) and isinstance(model, str) and isinstance(backend, str):
+        if (isinstance(scheme, str) and unquantized(scheme) and isinstance(ppl, (int, float)) and usable(ppl)
+                and isinstance(model, str) and isinstance(backend, str)):
             self.by_key.setdefault((model, backend), (scheme, float(ppl)))
 
     def add(self, records: Iterable[Record]) -> Baselines:

@@ -3,8 +3,13 @@ server under offered load. Looked up by name
 through the one registry pattern (``effbench.registry``)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from effbench.registry import Registry
-from effbench.scenarios.base import Context, Point, Scenario, Session
+from effbench.scenarios.base import CannotRun, Context, Group, Opened, Point, Scenario, Sections
+
+if TYPE_CHECKING:
+    from effbench.config import SweepConfig
 
 SCENARIOS: Registry[type[Scenario]] = Registry("scenario", {
     "offline": "effbench.scenarios.offline:OfflineScenario",
@@ -16,8 +21,9 @@ def scenario_class(name: str) -> type[Scenario]:
     return SCENARIOS.get(name)
 
 
-def create_scenario(name: str, config: object) -> Scenario:
+def create_scenario(name: str, config: SweepConfig) -> Scenario:
     return SCENARIOS.get(name)(config)
 
 
-__all__ = ["Context", "Point", "SCENARIOS", "Scenario", "Session", "create_scenario", "scenario_class"]
+__all__ = ["SCENARIOS", "CannotRun", "Context", "Group", "Opened", "Point", "Scenario", "Sections", "create_scenario",
+           "scenario_class"]

@@ -1,63 +1,18 @@
-"""What a sweep measures: configurations (``ConfigPoint``) and the groups that share one loaded
+"""What a sweep measures: configurations (``Point``) and the groups that share one loaded
 model (``GroupSpec``: one model + scheme on one device, what a launcher runs)."""
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from effbench.config import SweepConfig
 from effbench.launchers.config import TargetConfig
 from effbench.models import ModelSpec
 from effbench.quant import get_scheme
-from effbench.scenarios import scenario_class
+from effbench.scenarios import Point, scenario_class
 
-
-@dataclass(frozen=True)
-class ConfigPoint:
-    """One configuration: what a record describes."""
-
-    model: str  # ModelSpec.id
-    backend: str
-    device: str
-    scheme: str
-    prompt_set: str
-    prompt_tokens: int
-    new_tokens: int
-    batch_size: int
-    compile: bool = False
-    target: str = ""  # the fleet target (hardware) it runs on; "" for a single-machine sweep
-    rate: Optional[float] = None  # serving: offered requests/s (math.inf = all at once)
-    concurrency: Optional[int] = None  # serving: closed-loop users
-    scenario: str = "offline"
-    power_limit_w: Optional[float] = None  # --power-limits: the GPU power limit set for this point
-    gpu_clock_mhz: Optional[int] = None  # --gpu-clocks: the SM clock locked for this point
-
-    @property
-    def config_id(self) -> str:
-        fields = asdict(self)
-        # Ids of configurations without these options stay what they were before the options existed.
-        if not self.compile:
-            del fields["compile"]
-        if not self.target:
-            del fields["target"]
-        for name in ("rate", "concurrency", "power_limit_w", "gpu_clock_mhz"):
-            if fields[name] is None:
-                del fields[name]
-        if self.scenario == "offline":
-            del fields["scenario"]
-        key = json.dumps(fields, sort_keys=True)
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def label(self) -> str:
-        where = f" on {self.target}" if self.target else ""
-        load = (f"rate={self.rate:g}" if self.rate is not None else  # :g writes inf as "inf"
-                f"users={self.concurrency}" if self.concurrency is not None else f"bs={self.batch_size}")
-        gpu = (f" {self.power_limit_w:g}W" if self.power_limit_w is not None else "") + \
-              (f" {self.gpu_clock_mhz}MHz" if self.gpu_clock_mhz is not None else "")
-        return (f"{self.model} {self.backend} {self.scheme} {load} "
-                f"p={self.prompt_tokens} n={self.new_tokens} {self.prompt_set}{gpu}{where}")
+# One point type for every scenario (``effbench.scenarios.Point``); the old name stays for users' code.
+ConfigPoint = Point
 
 
 @dataclass
@@ -69,7 +24,7 @@ class GroupSpec:
     backend: str
     scheme: str
     device: str
-    points: list[ConfigPoint]
+    points: list[Point]
     run_id: str = ""
     target: Optional[TargetConfig] = None  # a fleet target of the sweep file, None for this sweep's machine
     idle_power_w: dict[str, float] = field(default_factory=dict)  # hostname -> idle W measured by the parent
@@ -104,7 +59,7 @@ def expand(config: SweepConfig, specs: dict[str, ModelSpec], devices: dict[str, 
             for backend in scenario.backends(config):
                 for scheme_name in sorted(config.quant, key=lambda n: not get_scheme(n).unquantized):
                     points = [
-                        ConfigPoint(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, compile=config.offline.compile,
+                        Point(spec.id, backend, devices[backend], scheme_name, ps, pt, nt, compile=config.offline.compile,
                                     target=where, scenario=scenario.name, power_limit_w=pl, gpu_clock_mhz=clk, **load)
                         for pl in limits
                         for clk in clocks

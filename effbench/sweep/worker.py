@@ -1,28 +1,22 @@
 """The worker: measures one group wherever a launcher runs it (this process, a child process, a
 SLURM job, a Ray task) and emits events; it never touches the run directory.
 
-It loads the model once, scores perplexity (the raw figure: the parent compares it with the run's
-unquantized baseline), checks each configuration fits the device, has the scenario measure it and
-emits the record. A configuration that fails is a record with ``error``; after an out-of-memory the
-larger batch sizes of the same workload are skipped.
+Every scenario runs the same way (``effbench.scenarios.base``): the scenario places the group on a
+device and opens it (loads the model, or starts or reaches a server) once; for each point it may
+skip it, else it measures it and the worker emits the record. A group that cannot open is a record
+with ``error`` for each point; so is a configuration that fails.
 """
 from __future__ import annotations
 
-import math
 import socket
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from effbench.backends import Backend, create_backend
 from effbench.environment import now_iso
-from effbench.errors import EffbenchError, OutOfMemory, UnsupportedError, first_line
+from effbench.errors import EffbenchError
 from effbench.hardware import Detected, detect, profile_for, resolve_profile_id
 from effbench.launchers.base import Sink
-from effbench.measure.fit import estimate_bytes, fit_error
-from effbench.measure.host import trim_heap
-from effbench.models import load_quality_text
-from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
-from effbench.models.resolve import model_dims
+from effbench.models.arch import record_fields
 from effbench.quant import get_scheme
 from effbench.registry import install
 from effbench.results.schema import (
@@ -30,16 +24,18 @@ from effbench.results.schema import (
     GpuInfo,
     HardwareInfo,
     ModelInfo,
-    Quality,
     QuantizationInfo,
     Record,
     WorkloadInfo,
 )
-from effbench.scenarios import Context, Point, Session, create_scenario, scenario_class
+from effbench.scenarios import CannotRun, Context, Group, Opened, Point, Scenario, create_scenario, scenario_class
 from effbench.sensors import EnergySensor
 from effbench.sensors import create as create_sensor
 from effbench.sensors.base import min_window_s
-from effbench.sweep.plan import ConfigPoint, GroupSpec
+from effbench.sweep.plan import GroupSpec
+
+if TYPE_CHECKING:
+    from effbench.hardware.gpu_control import GpuControl
 
 
 def measure_idle(sensor: EnergySensor, seconds: float, notify: Any = None) -> Optional[dict[str, Any]]:
@@ -89,47 +85,43 @@ class GroupWorker:
     def __init__(self, group: GroupSpec, emit: Sink) -> None:
         self.group, self.emit, self.config = group, emit, group.config
         self.scheme = get_scheme(group.scheme)
-        self.backend: Optional[Backend] = None
         self.device = group.device
         self.hardware = group.hardware
         self.idle_power_w: Optional[float] = None
-        self.quant_note: Optional[str] = None
-        self.model_info = ModelInfo(id=group.spec.id, source=group.spec.source, **record_fields(group.spec.kind))
-        self.quality: Optional[Quality] = None
-        self.kv_bytes_per_token: Optional[int] = None
-        self.engine_version: Optional[str] = None  # a scenario's own engine (a server), when it runs one
-        self.gpu_control: Any = None  # hardware.gpu_control.GpuControl when the sweep sets GPU limits/clocks
-        self._gpu_setting: Optional[tuple] = None  # (power_limit_w, gpu_clock_mhz) in force now
+        self.opened = Opened(version=None, threads=self.config.threads,
+                             model=ModelInfo(id=group.spec.id, source=group.spec.source, **record_fields(group.spec.kind)))
+        self.gpu_control: Optional[GpuControl] = None  # set when the sweep sets GPU limits/clocks
+        self._gpu_setting: Optional[tuple[Optional[float], Optional[int]]] = None  # (power_limit_w, gpu_clock_mhz) in force now
 
     # -- records -----------------------------------------------------------------------------
-    def record(self, p: ConfigPoint, **sections: Any) -> Record:
+    def record(self, p: Point, **sections: Any) -> Record:
         hw = self.hardware or {}
-        b = self.backend
+        o = self.opened
         return Record(
             run_id=self.group.run_id, config_id=p.config_id, created_at=now_iso(),
-            model=self.model_info,
-            backend=BackendInfo(name=self.group.backend, version=b.version() if b else self.engine_version, device=self.device,
-                                threads=(b.threads_in_use() if b else None) or self.config.threads, compile=p.compile),
+            model=o.model,
+            backend=BackendInfo(name=self.group.backend, version=o.version, device=self.device, threads=o.threads,
+                                compile=p.compile),
             quantization=QuantizationInfo(scheme=self.scheme.name, weight_bits=self.scheme.weight_bits,
-                                          library=self.scheme.library, note=self.quant_note),
+                                          library=self.scheme.library, note=o.quant_note),
             workload=WorkloadInfo(batch_size=p.batch_size, prompt_tokens=p.prompt_tokens, new_tokens=p.new_tokens,
                                   prompt_set=p.prompt_set),
             hardware=HardwareInfo(profile=hw.get("profile"), detected_name=hw.get("detected_name")),
-            **({"quality": self.quality} if self.quality is not None and "quality" not in sections else {}),
+            **({"quality": o.quality} if o.quality is not None and "quality" not in sections else {}),
             **{k: v for k, v in scenario_class(p.scenario).point_sections(self.config, p).items() if k not in sections},
             **sections,
         )
 
-    def finish(self, p: ConfigPoint, record: Record, gpu: Optional[GpuInfo] = None) -> None:
+    def finish(self, p: Point, record: Record, gpu: Optional[GpuInfo] = None) -> None:
         if gpu is not None:
             stats = record.stats
-            if gpu.other_processes:  # another process on the GPU shares its counter and its SMs (rule 12)
+            if gpu.other_processes:  # another process on the GPU shares its counter and its SMs (docs/method.md)
                 stats = stats.model_copy(update={"interference": True})
             record = record.model_copy(update={"gpu": gpu, "stats": stats})
         self.emit(("record", record.to_json_dict()))
 
-    # -- GPU settings and activity (--power-limits, --gpu-clocks; rule 12) ----------------------
-    def _gpu_before(self, p: ConfigPoint, sensor: EnergySensor) -> Optional[GpuInfo]:
+    # -- GPU settings and activity (--power-limits, --gpu-clocks; docs/method.md) --------------
+    def _gpu_before(self, p: Point, sensor: EnergySensor) -> Optional[GpuInfo]:
         """Apply this point's power limit / locked clock (read back), and note who else is on the GPU."""
         applied = None
         if self.gpu_control is not None:
@@ -163,64 +155,54 @@ class GroupWorker:
             self.gpu_control.close()
             self.gpu_control = None
 
-    def fail_all(self, points: list[ConfigPoint], error: str) -> None:
+    def fail_all(self, points: list[Point], error: str) -> None:
         for p in points:
             self.finish(p, self.record(p, error=error))
 
-    # -- the group ---------------------------------------------------------------------------
+    # -- the group: one path for every scenario ------------------------------------------------
     def run(self) -> None:
         g = self.group
         scenario = create_scenario(self.config.scenario, self.config)
-        if not scenario.loads_model:
-            return self._run_own_engine(scenario)
+        notify = lambda message: self.emit(("message", message))  # noqa: E731
         try:
-            self.backend = create_backend(g.backend)
-            self.backend.compile = self.config.offline.compile
-            self.device = self.backend.resolve_device(g.device)
-        except UnsupportedError as e:
-            return self.fail_all(g.points, f"unsupported: {e}")
-        reason = self.scheme.support(self.backend, self.device.partition(":")[0])
-        if reason:
-            return self.fail_all(g.points, f"unsupported: {reason}")
-        sensor = self._start_host()
-        try:
-            self._open_gpu_control()
-            self._run_points(scenario, sensor)
-        finally:
-            self._close_gpu_control()
-            sensor.close()
-
-    def _run_own_engine(self, scenario: Any) -> None:
-        """A scenario that runs its own engine (a server): it starts it once for the group, measures
-        each point and stops it, also on error and Ctrl-C."""
-        g = self.group
-        self.device = g.device if g.device != "auto" else "cpu"
-        self.quality = Quality(note=f"not scored in the {scenario.name} scenario (the offline scenario scores perplexity)")
-        sensor = self._start_host()
-        try:
-            self._open_gpu_control()
             try:
-                self.engine_version = scenario.open(Session(g.spec, self.scheme, self.device, self.config.threads, sensor,
-                                                            lambda m: self.emit(("message", m))))
-            except UnsupportedError as e:
-                return self.fail_all(g.points, f"unsupported: {e}")
-            except EffbenchError:
-                raise  # an endpoint that is not there, or not an OpenAI server: the user's input
-            except Exception as e:  # noqa: BLE001 - an engine that cannot start must not end the sweep
-                return self.fail_all(g.points, f"engine failed: {type(e).__name__}: {first_line(e)}")
-            for p in g.points:
-                point = _scenario_point(p)
-                skip = scenario.skip_reason(point)
-                if skip:
-                    self.finish(p, self.record(p, error=skip))
-                    continue
-                self.emit(("started", p.config_id))
-                gpu = self._gpu_before(p, sensor)
-                self.finish(p, self._measure(scenario, sensor, None, p), gpu)
+                self.device = scenario.place(g.backend, g.device)
+            except CannotRun as e:
+                self.opened.version = e.version
+                return self.fail_all(g.points, e.error)
+            sensor = self._start_host()
+            try:
+                self._open_gpu_control()
+                try:
+                    self.opened = scenario.open(Group(g.spec, self.scheme, g.backend, self.device, self.config.threads,
+                                                      self.config.seed, sensor, notify))
+                except CannotRun as e:
+                    self.opened.version = e.version
+                    return self.fail_all(g.points, e.error)
+                for p in g.points:
+                    self._run_point(scenario, sensor, p)
+            finally:
+                self._close_gpu_control()
+                sensor.close()
         finally:
             scenario.close()
-            self._close_gpu_control()
-            sensor.close()
+
+    def _run_point(self, scenario: Scenario, sensor: EnergySensor, p: Point) -> None:
+        skip = scenario.skip_reason(p)
+        if skip:
+            return self.finish(p, self.record(p, error=skip))
+        self.emit(("started", p.config_id))
+        gpu = self._gpu_before(p, sensor)
+        ctx = Context(sensor=sensor, idle_power_w=self.idle_power_w, grid=self.group.grid,
+                      on_repeat=lambda n: self.emit(("repeat", p.config_id, n)))
+        try:
+            record = self.record(p, **scenario.measure(p, ctx))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - one configuration that fails is its record's error
+            record = self.record(p, error=scenario.error_of(e))
+        scenario.observe(p, record.error)
+        self.finish(p, record, gpu)
 
     def _start_host(self) -> EnergySensor:
         """Sensor, hardware and idle baseline of the machine this worker runs on."""
@@ -239,99 +221,9 @@ class GroupWorker:
                                 "idle_baseline": idle}))
         return sensor
 
-    def _run_points(self, scenario: Any, sensor: EnergySensor) -> None:
-        g, backend = self.group, self.backend
-        assert backend is not None
-        self.emit(("message", f"loading {g.spec.id} ({self.scheme.name}) on {self.device}"))
-        backend.notify = lambda m: self.emit(("message", m))
-        try:
-            loaded = backend.load(g.spec, self.scheme, self.device, self.config.threads, self.config.seed)
-        except (UnsupportedError, OutOfMemory) as e:
-            return self.fail_all(g.points, f"load failed: {e}")
-        except EffbenchError:
-            raise  # the user's input (a model file that is not a model): not this group's alone
-        except Exception as e:  # noqa: BLE001 - a scheme that breaks on this model must not end the sweep
-            kind = "out of memory" if backend.is_out_of_memory(e) else "load failed"
-            return self.fail_all(g.points, f"{kind}: {type(e).__name__}: {first_line(e)}")
-        self.quant_note = loaded.quant_note
-        self.kv_bytes_per_token = loaded.kv_bytes_per_token
-        self.model_info = ModelInfo(id=g.spec.id, source=g.spec.source, params=loaded.params,
-                                    weights_bytes=loaded.weights_bytes, **record_fields(g.spec.kind))
-        if g.spec.kind == "arch":
-            self.quality = Quality(note=RANDOM_WEIGHTS_QUALITY_NOTE)
-        elif self.config.offline.perplexity:
-            self.quality = perplexity(backend)
-        else:
-            self.quality = Quality(note="disabled (perplexity: false)")
-        dims = model_dims(g.spec)
-        oom_at: dict[tuple, int] = {}
-        try:
-            for p in g.points:
-                key = (p.prompt_set, p.prompt_tokens, p.new_tokens)
-                if key in oom_at and p.batch_size > oom_at[key]:
-                    self.finish(p, self.record(p, error=f"skipped: batch size {oom_at[key]} ran out of memory"))
-                    continue
-                self.emit(("started", p.config_id))
-                need = estimate_bytes(loaded.weights_bytes, loaded.kv_bytes_per_token, dims,
-                                      p.batch_size, p.prompt_tokens, p.new_tokens)
-                too_big = fit_error(need, self.device)
-                if too_big:
-                    self.finish(p, self.record(p, error=too_big))
-                    continue
-                gpu = self._gpu_before(p, sensor)
-                record = self._measure(scenario, sensor, loaded, p)
-                if record.error and record.error.startswith("out of memory"):
-                    oom_at[key] = p.batch_size
-                self.finish(p, record, gpu)
-        finally:
-            backend.unload()
-            trim_heap()
-
-    def _measure(self, scenario: Any, sensor: EnergySensor, loaded: Any, p: ConfigPoint) -> Record:
-        ctx = Context(engine=self.backend, loaded=loaded, sensor=sensor, idle_power_w=self.idle_power_w,
-                      grid=self.group.grid, on_repeat=lambda n: self.emit(("repeat", p.config_id, n)))
-        try:
-            sections = scenario.measure(_scenario_point(p), ctx)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # noqa: BLE001
-            return self.record(p, error=config_error(self.backend, e))
-        return self.record(p, **sections)
-
-
-def _scenario_point(p: ConfigPoint) -> Point:
-    return Point(p.batch_size, p.prompt_tokens, p.new_tokens, p.prompt_set, rate=p.rate, concurrency=p.concurrency)
-
 
 def run_group(group: GroupSpec, emit: Sink) -> None:
     """The worker entry point every launcher runs (module level, so it pickles). The parent's run-time
     registrations come first: a spawned process, a SLURM job or a Ray task starts without them."""
     install(group.plugins)
     GroupWorker(group, emit).run()
-
-
-def perplexity(backend: Backend) -> Quality:
-    """Perplexity on the shipped texts (rule 9). Its rise over the baseline is the parent's to add."""
-    try:
-        ppl, n = backend.perplexity(load_quality_text("en"))
-        ppl_ko, _ = backend.perplexity(load_quality_text("ko"))
-    except NotImplementedError:
-        return Quality(note="this backend cannot score perplexity")
-    except Exception as e:  # noqa: BLE001
-        return Quality(note=f"perplexity failed: {type(e).__name__}: {first_line(e)}")
-    if not math.isfinite(ppl):  # fp16/fp8 overflow: the scheme's quality cost is unbounded, not unknown
-        return Quality(text="effbench/quality/en", tokens=n, flagged=True,
-                       note=f"perplexity is not finite ({ppl}): the scheme overflows on this model")
-    return Quality(perplexity=ppl, text="effbench/quality/en", tokens=n,
-                   perplexity_ko=ppl_ko if math.isfinite(ppl_ko) else None)
-
-
-def config_error(backend: Optional[Backend], e: BaseException) -> str:
-    """The ``error`` of a configuration that could not be measured: its kind, then the reason."""
-    if backend is not None and backend.is_out_of_memory(e):
-        return f"out of memory: {type(e).__name__}: {first_line(e)}"
-    if isinstance(e, UnsupportedError):
-        return f"unsupported: {first_line(e)}"
-    if isinstance(e, EffbenchError):
-        return f"failed: {first_line(e)}"
-    return f"failed: {type(e).__name__}: {first_line(e)}"

@@ -2,7 +2,7 @@
 adaptive repeats of prefill + full generation inside energy windows; ``effbench.measure.loop``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effbench.analysis.carbon import carbon_section
 from effbench.measure.energy import energy_section
@@ -11,8 +11,12 @@ from effbench.measure.loop import RepeatPolicy, Workload, run_loop
 from effbench.measure.summary import stats_section, throughput_section
 from effbench.models import load_prompt_set
 from effbench.results.schema import Memory
-from effbench.scenarios.base import Context, Point, Scenario
+from effbench.scenarios.base import Context, Point, Sections
+from effbench.scenarios.loaded import LoadedModelScenario
 from effbench.scenarios.offline.config import OfflineConfig
+
+if TYPE_CHECKING:
+    from effbench.config import SweepConfig
 
 
 def repeat_policy(offline: OfflineConfig) -> RepeatPolicy:
@@ -21,18 +25,18 @@ def repeat_policy(offline: OfflineConfig) -> RepeatPolicy:
                         ci_target=offline.ci_target, max_time_s=offline.max_time_s, fixed_repeats=offline.repeats)
 
 
-class OfflineScenario(Scenario):
+class OfflineScenario(LoadedModelScenario):
     name = "offline"
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: SweepConfig) -> None:
         super().__init__(config)
         self.policy = repeat_policy(config.offline)
         self._prompts: dict[str, Any] = {}
 
-    def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
+    def measure(self, point: Point, ctx: Context) -> Sections:
         prompts = self._prompts.setdefault(point.prompt_set, load_prompt_set(point.prompt_set))
-        engine, loaded = ctx.engine, ctx.loaded
-        assert engine is not None and loaded is not None, "the offline scenario measures a model loaded by the worker"
+        engine, loaded = self.engine, self.loaded
+        assert engine is not None and loaded is not None, "open() loads the model"
         workers = engine.worker_pids()
         if workers:
             ctx.sensor.attribute(workers)  # an estimate counts the engine's worker processes too
@@ -44,12 +48,14 @@ class OfflineScenario(Scenario):
         finally:
             batch = None  # free activations before the next configuration
         energy = energy_section(result, ctx.idle_power_w)
-        return {
-            "throughput": throughput_section(result),
-            "energy": energy,
-            "carbon": carbon_section(energy, point.batch_size * point.new_tokens, ctx.grid),
-            "memory": Memory(peak_host_bytes=result.peak_host_bytes, peak_device_bytes=result.peak_device_bytes,
-                             peak_device_reserved_bytes=result.peak_device_reserved_bytes,
-                             weights_bytes=loaded.weights_bytes, kv_bytes_per_token=loaded.kv_bytes_per_token),
-            "stats": stats_section(result, self.policy.warmup, probe.stop()),
-        }
+        sections = Sections(
+            throughput=throughput_section(result),
+            energy=energy,
+            memory=Memory(peak_host_bytes=result.peak_host_bytes, peak_device_bytes=result.peak_device_bytes,
+                          peak_device_reserved_bytes=result.peak_device_reserved_bytes,
+                          weights_bytes=loaded.weights_bytes, kv_bytes_per_token=loaded.kv_bytes_per_token),
+            stats=stats_section(result, self.policy.warmup, probe.stop()),
+        )
+        if ctx.grid is not None:
+            sections["carbon"] = carbon_section(energy, point.batch_size * point.new_tokens, ctx.grid)
+        return sections

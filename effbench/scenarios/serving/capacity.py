@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from effbench.scenarios.base import Sections
+
 # A rate meets the SLO only if almost every request was answered: more failures than this share
 # are a miss whatever the answered requests' latencies.
 MAX_FAILED_SHARE = 0.05
@@ -25,7 +27,7 @@ class Trial:
     reason: str
     ttft_p95_ms: Optional[float] = None
     tpot_p95_ms: Optional[float] = None
-    sections: dict[str, Any] = field(default_factory=dict)
+    sections: Sections = field(default_factory=lambda: Sections())
 
     def summary(self) -> dict[str, Any]:
         serving = self.sections.get("serving")
@@ -59,7 +61,7 @@ def _p95(section: Any) -> Optional[float]:
     return getattr(section, "p95", None) if section is not None else None
 
 
-def judge(rate: float, sections: dict[str, Any], slo_ttft_ms: Optional[float], slo_tpot_ms: Optional[float]) -> Trial:
+def judge(rate: float, sections: Sections, slo_ttft_ms: Optional[float], slo_tpot_ms: Optional[float]) -> Trial:
     """Whether one measured point meets the SLO, and why not."""
     s = sections["serving"]
     ttft, tpot = _p95(s.ttft_ms), _p95(s.tpot_ms)

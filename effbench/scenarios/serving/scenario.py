@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, ClassVar, Optional
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from effbench.analysis.carbon import carbon_section
 from effbench.errors import EffbenchError, UnsupportedError
@@ -16,10 +17,22 @@ from effbench.measure.attribution import summary as attribution_summary
 from effbench.measure.energy import apply_totals
 from effbench.measure.host import InterferenceProbe, engine_peak_rss_bytes, reset_engine_peak_rss
 from effbench.measure.timeline import TimelineRecorder
+from effbench.models.arch import record_fields
 from effbench.models.prompts import load_prompt_set
 from effbench.registry import importable
-from effbench.results.schema import CapacityResult, Energy, Latency, Memory, ServingInfo, ServingWindow, Stats, Throughput
-from effbench.scenarios.base import Context, Point, Scenario, Session
+from effbench.results.schema import (
+    CapacityResult,
+    Energy,
+    Latency,
+    Memory,
+    ModelInfo,
+    Quality,
+    ServingInfo,
+    ServingWindow,
+    Stats,
+    Throughput,
+)
+from effbench.scenarios.base import CannotRun, Context, Group, Opened, Point, Scenario, Sections, failure
 from effbench.scenarios.serving.capacity import Trial, capacity_requests, judge, search
 from effbench.scenarios.serving.client import API_PATHS, Client, Request, Result
 from effbench.scenarios.serving.engines import ENGINES, EngineInfo, ManagedEngine, check_endpoint
@@ -29,6 +42,11 @@ from effbench.scenarios.serving.tokenizer import TextTokenizer, load_tokenizer
 from effbench.scenarios.serving.workload import PromptBuilder, Workload, build_workload
 from effbench.sensors.base import min_window_s
 from effbench.stats import combine_rel
+
+if TYPE_CHECKING:
+    from effbench.config import SweepConfig
+    from effbench.models import ModelSpec
+    from effbench.scenarios.serving.config import ServingConfig
 
 DEFAULT_REQUESTS = 32  # measured requests per point when neither --requests nor --duration is given
 ENDPOINT = "endpoint"  # the backend name of records measured on a server effbench did not start
@@ -45,7 +63,7 @@ OUTPUT_NOT_FORCED = ("not forced: the server refuses ignore_eos/min_tokens, so r
                      "output tokens are counted as they came back")
 
 
-def servable_model_path(spec: Any, notify: Any) -> str:
+def servable_model_path(spec: ModelSpec, notify: Callable[[str], None]) -> str:
     """A checkpoint directory a managed engine (and the tokenizer) can load for ``spec``."""
     from pathlib import Path
 
@@ -58,7 +76,7 @@ def servable_model_path(spec: Any, notify: Any) -> str:
     return spec.location
 
 
-def replay_workload(s: Any) -> Workload:
+def replay_workload(s: ServingConfig) -> Workload:
     """The trace of ``--replay`` (its rows capped by ``--requests``)."""
     return build_workload(s, s.requests or 0, 0, 0, 0, None)
 
@@ -68,12 +86,12 @@ class ServingScenario(Scenario):
     loads_model: ClassVar[bool] = False  # the engine is a server the scenario starts or reaches
 
     @classmethod
-    def backends(cls, config: Any) -> list[str]:
+    def backends(cls, config: SweepConfig) -> list[str]:
         s = config.serving
         return [ENDPOINT] if s.endpoint else [ENGINES.canonical(s.engine)]
 
     @classmethod
-    def load_points(cls, config: Any) -> list[dict[str, Any]]:
+    def load_points(cls, config: SweepConfig) -> list[dict[str, Any]]:
         s = config.serving
         if s.find_capacity:  # one configuration: the search tries its rates inside it
             return [{"batch_size": 1, "rate": min(r for r in s.rates if math.isfinite(r))}]
@@ -84,7 +102,7 @@ class ServingScenario(Scenario):
         return [{"batch_size": 1, "rate": r} for r in s.rates]
 
     @classmethod
-    def offered_load(cls, config: Any, point: Any) -> dict[str, Any]:
+    def offered_load(cls, config: SweepConfig, point: Point) -> dict[str, Any]:
         """The ``serving`` fields of the offered load: what every record of the point carries."""
         s = config.serving
         return dict(rate=point.rate, concurrency=point.concurrency, api=s.api,
@@ -92,11 +110,11 @@ class ServingScenario(Scenario):
                     warmup_requests=s.warmup_requests, slo={"ttft_ms": s.slo_ttft_ms, "tpot_ms": s.slo_tpot_ms})
 
     @classmethod
-    def point_sections(cls, config: Any, point: Any) -> dict[str, Any]:
+    def point_sections(cls, config: SweepConfig, point: Point) -> Sections:
         return {"serving": ServingInfo(**cls.offered_load(config, point))}
 
     @classmethod
-    def check(cls, config: Any) -> None:
+    def check(cls, config: SweepConfig) -> None:
         if not importable("httpx"):
             raise EffbenchError("the serving scenario needs httpx; pip install 'effbench[serving]'")
         s = config.serving
@@ -105,12 +123,12 @@ class ServingScenario(Scenario):
         if s.endpoint:
             check_endpoint(s.endpoint)  # one line within seconds, before anything is written
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: SweepConfig) -> None:
         super().__init__(config)
         self.s = config.serving
         self.engine: Optional[ManagedEngine] = None
         self.info: Optional[EngineInfo] = None
-        self.session: Optional[Session] = None
+        self.group: Optional[Group] = None
         self.tokenizer: Optional[TextTokenizer] = None
         self.force_length = False
         self.usage = True
@@ -118,20 +136,31 @@ class ServingScenario(Scenario):
         self._builders: dict[str, PromptBuilder] = {}
 
     # -- the group ---------------------------------------------------------------------------
-    def open(self, session: Session) -> str:
-        """Start (or reach) the engine; returns its version for the records."""
-        self.session = session
-        if self.s.endpoint:
-            model_id = check_endpoint(self.s.endpoint)
-            self.info = EngineInfo(ENDPOINT, None, self.s.endpoint.rstrip("/"), False, [], model_id)
-        else:
-            self._start_engine()
-        self.tokenizer = self._tokenizer()
-        self._probe_server()
-        return (self.info.version if self.info else None) or "unknown"
+    def open(self, group: Group) -> Opened:
+        """Start (or reach) the engine and learn what it accepts."""
+        self.group = group
+        try:
+            if self.s.endpoint:
+                model_id = check_endpoint(self.s.endpoint)
+                self.info = EngineInfo(ENDPOINT, None, self.s.endpoint.rstrip("/"), False, [], model_id)
+            else:
+                self._start_engine()
+            self.tokenizer = self._tokenizer()
+            self._probe_server()
+        except UnsupportedError as e:
+            raise CannotRun(f"unsupported: {e}") from e
+        except EffbenchError:
+            raise  # an endpoint that is not there, or not an OpenAI server: the user's input
+        except Exception as e:
+            raise CannotRun(failure("engine failed", e)) from e
+        spec = group.spec
+        return Opened(version=(self.info.version if self.info else None) or "unknown", threads=group.threads,
+                      model=ModelInfo(id=spec.id, source=spec.source, **record_fields(spec.kind)),
+                      quality=Quality(note=f"not scored in the {self.name} scenario "
+                                           "(the offline scenario scores perplexity)"))
 
     def _start_engine(self) -> None:
-        sess = self.session
+        sess = self.group
         assert sess is not None
         dtype = ENGINE_DTYPES.get(sess.scheme.name)
         engine_cls = ENGINES.get(self.s.engine)
@@ -161,7 +190,7 @@ class ServingScenario(Scenario):
     def _tokenizer(self) -> Optional[TextTokenizer]:
         """The model's own tokenizer, to build prompts of the asked length (and to count output tokens
         only where the server sends no usage)."""
-        sess = self.session
+        sess = self.group
         assert sess is not None
         try:
             if sess.spec.kind == "gguf" and self.engine is None:  # an endpoint: the tokenizer, not the weights
@@ -245,7 +274,7 @@ class ServingScenario(Scenario):
             self._builders[prompt_set] = PromptBuilder(self.tokenizer, load_prompt_set(prompt_set).texts)
         return self._builders[prompt_set]
 
-    def measure(self, point: Point, ctx: Context) -> dict[str, Any]:
+    def measure(self, point: Point, ctx: Context) -> Sections:
         if self.s.find_capacity:
             return self._find_capacity(point, ctx)
         s = self.s
@@ -256,18 +285,18 @@ class ServingScenario(Scenario):
                                                    warmup_requests=s.warmup_requests, seed=self.config.seed,
                                                    schedule=schedule))
 
-    def _find_capacity(self, point: Point, ctx: Context) -> dict[str, Any]:
+    def _find_capacity(self, point: Point, ctx: Context) -> Sections:
         """The highest rate whose p95 latencies meet the SLO (capacity.py): each tried rate is a full
         point, long enough for a steady state; the record is the point at that rate."""
         s = self.s
 
         def trial(rate: float) -> Trial:
             self.saturated_at = None
-            tried = Point(point.batch_size, point.prompt_tokens, point.new_tokens, point.prompt_set, rate=rate)
+            tried = replace(point, rate=rate, concurrency=None)
             load = Load(rate=rate, arrival=s.arrival, requests=capacity_requests(rate, s.capacity_point_s, s.requests),
                         warmup_requests=s.warmup_requests, seed=self.config.seed)
-            if self.session is not None:
-                self.session.notify(f"capacity search: {rate:.3g} req/s, {load.requests} requests")
+            if self.group is not None:
+                self.group.notify(f"capacity search: {rate:.3g} req/s, {load.requests} requests")
             sections = self._measure_load(tried, ctx, load)
             return judge(rate, sections, s.slo_ttft_ms, s.slo_tpot_ms)
 
@@ -287,7 +316,7 @@ class ServingScenario(Scenario):
             tried=[t.summary() for t in result.trials], reason=result.reason)
         return sections
 
-    def _measure_load(self, point: Point, ctx: Context, load: Load) -> dict[str, Any]:
+    def _measure_load(self, point: Point, ctx: Context, load: Load) -> Sections:
         self.restart()
         s = self.s
         replay = load.schedule is not None
@@ -338,7 +367,7 @@ class ServingScenario(Scenario):
             if r.usage_prompt_tokens is not None:
                 r.prompt_tokens = r.usage_prompt_tokens
 
-    def _sections(self, point: Point, ctx: Context, run: PointRun, to_unix: Any) -> dict[str, Any]:
+    def _sections(self, point: Point, ctx: Context, run: PointRun, to_unix: Any) -> Sections:
         s = self.s
         answered = {r.index for r in run.results}
         for i in run.issued:

@@ -25,9 +25,12 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from effbench.errors import EffbenchError
+
+if TYPE_CHECKING:
+    from effbench.scenarios.serving.config import ServingConfig
 
 MOONCAKE_BLOCK_TOKENS = 512  # a Mooncake trace's hash_ids name blocks of this many prompt tokens
 # Column names of length pairs and traces, as the common public formats spell them.
@@ -87,7 +90,7 @@ def _summary(values: Sequence[int]) -> Optional[dict[str, float]]:
 
 
 # -- building a point's workload ----------------------------------------------------------------
-def build_workload(s: Any, n: int, prompt_tokens: int, new_tokens: int, seed: int, users: Optional[int]) -> Workload:
+def build_workload(s: ServingConfig, n: int, prompt_tokens: int, new_tokens: int, seed: int, users: Optional[int]) -> Workload:
     """``n`` requests of the serving config ``s`` (its workload keys) for one point."""
     if s.replay:
         w = _replay(s.replay, s.replay_speed, n if s.requests else None)
