@@ -1,4 +1,4 @@
-"""Everything a reviewer needs to reproduce a run (brief rule 11), gathered once per run."""
+"""Everything a reviewer needs to reproduce a run (docs/method.md, "The run directory"), gathered once per run."""
 from __future__ import annotations
 
 import importlib.metadata

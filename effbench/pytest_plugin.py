@@ -13,7 +13,7 @@ Fixtures
   ``@pytest.mark.effbench(...)``, and copies the headline figures into ``benchmark.extra_info``.
 
 Why one window around the whole benchmark, not one per round: pytest-benchmark calibrates a round
-to be short (microseconds to milliseconds), far below what a sensor can resolve (rule 2: a window
+to be short (microseconds to milliseconds), far below what a sensor can resolve (docs/method.md, "Windows, coverage, totals": a window
 spans at least 10 sensor update periods); opening and closing a window per round would also add its
 own cost to every timed round. The window spans calibration, warm-up and rounds (all calls of the
 same function), so its mean power is the function's; joules per call are that mean power x
@@ -120,7 +120,7 @@ def energy_figures(reading: "EnergyReading", seconds_per_call: float, time_rel: 
     """Per-call energy from one window's reading and the benchmark's mean seconds per call.
 
     ``time_rel`` is the relative CI95 half-width of that mean; the uncertainty combines it with the
-    sensor's own (rule 8)."""
+    sensor's own (docs/method.md, "Uncertainty: one 95% interval")."""
     power = reading.mean_power_w
     joules = power * seconds_per_call if power is not None else None
     tps = tokens / seconds_per_call if tokens and seconds_per_call > 0 else None
@@ -149,7 +149,7 @@ def _mean_and_rel(stats: Any) -> tuple[float, Optional[float]]:
 
 # -- energy_benchmark --------------------------------------------------------------------------
 def _sync_for(device: str) -> Callable[[], None]:
-    """Rule 6: wait for queued CUDA work before a window opens or closes."""
+    """Wait for queued CUDA work before a window opens or closes."""
     if not device.startswith("cuda"):
         return lambda: None
     import torch
@@ -222,7 +222,7 @@ class EnergyBenchmark:
         try:
             result = run()
             extra = 0
-            while time.perf_counter() - t0 < min_window:  # rule 2: lengthen a short window
+            while time.perf_counter() - t0 < min_window:  # docs/method.md: lengthen a short window
                 again()
                 extra += 1
             sync()

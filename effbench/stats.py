@@ -1,7 +1,7 @@
 """The one statistics module (a leaf: every part may use it): summaries of repeated measurements with
 their 95% intervals, Welch's test and the interval of a difference, a bootstrap interval of the median,
-percentiles, and the conversion of uncertainties stated at other confidence levels to 95% (brief rule
-14). The distributions come from ``scipy.stats``; nothing here hand-types a table.
+percentiles, and the conversion of uncertainties stated at other confidence levels to 95%
+(docs/method.md, "Statistics"). The distributions come from ``scipy.stats``; nothing here hand-types a table.
 
 numpy and scipy are imported by the functions that use them, not by this module: the CLI's start-up
 and the serving client import it without loading either (tests/test_startup.py). ``Z95`` is

@@ -161,7 +161,7 @@ def test_energy_split_follows_the_brief(clock):
     assert e.joules_decode == pytest.approx(watts * (full - prefill))
     assert e.tokens_per_joule == pytest.approx(B * N / (watts * full))
     assert e.joules_per_token == pytest.approx(watts * full / (B * N))
-    # rule 5: decode J/token = (E_full - E_prefill) / decoded tokens
+    # decode J/token = (E_full - E_prefill) / decoded tokens
     assert e.decode_joules_per_token == pytest.approx(watts * (full - prefill) / (B * (N - 1)))
     assert e.joules_dynamic == pytest.approx((watts - 50.0) * full)
     assert e.joules_per_kchar == pytest.approx(watts * full / (B * N * 4 / 1000))

@@ -108,7 +108,7 @@ def test_energy_fields_in_benchmark_json(pytester: pytest.Pytester, created: lis
         assert info["energy_sensor"] == "fake:cpu"
         for key in ("joules_per_call", "mean_power_w", "energy_uncertainty_rel", "energy_window_s"):
             assert info[key] > 0
-        # Rule 2: the window reaches the floor, lengthened by extra calls when the benchmark was shorter.
+        # The window reaches the floor, lengthened by extra calls when the benchmark was shorter.
         assert info["energy_window_s"] >= 0.2
     assert "tokens_per_s" not in benches["test_plain"]["extra_info"]
     assert created == [("auto", "cpu")]  # one sensor for the session
@@ -125,7 +125,7 @@ def test_tokens_arithmetic_against_known_power(pytester: pytest.Pytester, create
         assert info["tokens_per_s"] == pytest.approx(tokens / mean)
         assert info["tokens_per_joule"] == pytest.approx(tokens / (WATTS * mean))
         assert info["joules_per_token"] == pytest.approx(WATTS * mean / tokens)
-        # Rule 8: the sensor's accuracy combined with the spread of the timed mean, never less.
+        # The sensor's accuracy combined with the spread of the timed mean, never less.
         assert info["energy_uncertainty_rel"] >= ACCURACY
 
 

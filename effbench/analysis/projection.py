@@ -49,7 +49,7 @@ from effbench.analysis.stepshape import StepShape
 from effbench.errors import EffbenchError
 from effbench.hardware.catalog import HardwareProfile
 
-CONFIDENCE = 0.95  # brief rule 14: the band is a 95% interval
+CONFIDENCE = 0.95  # the band is a 95% interval, as every figure's (docs/method.md)
 FIT_FILE = "projection_fit.json"
 # Bytes per parameter of the weights as served; mxfp4 (gpt-oss): 4-bit experts with a scale per 32 values,
 # the rest bf16. The compute dtype of the matmuls picks the peak TFLOPs.

@@ -78,7 +78,7 @@ class Backend(ABC):
         """Tokens and decoded characters of a ``generate`` output (called outside timed regions)."""
 
     def synchronize(self) -> None:
-        """Wait for queued device work, so a timestamp or counter read covers it (rule 6)."""
+        """Wait for queued device work, so a timestamp or counter read covers it (docs/method.md, "One configuration")."""
 
     def reset_peak_device_memory(self) -> None:
         """Start a new peak-memory period on the device (no-op on CPU)."""

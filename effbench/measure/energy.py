@@ -29,7 +29,7 @@ def _flags(windows: list[WindowResult]) -> list[str]:
     if any(rd.error for rd in readings):
         flags.add("sensor-failed")
     if any(w.short for w in windows):
-        flags.add("short-window")  # the call could not be repeated enough for the sensor (rule 2)
+        flags.add("short-window")  # the call could not be repeated enough for the sensor (docs/method.md)
     if any(rd.coverage is not None and rd.coverage < LOW_COVERAGE for rd in readings):
         flags.add("low-coverage")
     if len({rd.status for rd in readings}) > 1:

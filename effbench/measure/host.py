@@ -133,7 +133,7 @@ class Interference:
 
 
 class InterferenceProbe:
-    """Brackets a configuration: how much CPU did other processes take meanwhile (rule 12).
+    """Brackets a configuration: how much CPU did other processes take meanwhile (docs/method.md, "Interference").
     ``workload_pids``: processes that are the workload, not interference (a serving engine)."""
 
     def __init__(self, workload_pids: tuple[int, ...] = ()) -> None:

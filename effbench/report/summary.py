@@ -74,7 +74,7 @@ def _figure(r: Row, q: Quoted, energy: bool) -> Optional[dict[str, Any]]:
         "id": figure_id(r, q.name), "quantity": q.name, "value": value, "unit": q.unit,
         "ci95": list(interval) if interval else None,
         "interval": q.interval_kind if interval else "none stated",
-        # rule 16: this tool's own numbers are measured; an energy estimate says so beside it
+        # docs/method.md "Bases": this tool's own numbers are measured; an energy estimate says so beside it
         "basis": "measured",
     }
     if energy:

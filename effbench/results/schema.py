@@ -283,7 +283,7 @@ class Record(_Section):
     serving: Optional[ServingInfo] = None
     gpu: Optional[GpuInfo] = None  # NVIDIA GPU runs: settings in force and other processes
     error: Optional[str] = None
-    # Brief rule 16: "measured" (this tool, a sensor), "reference" (published data; ``source`` cites it),
+    # docs/method.md "Bases": "measured" (this tool, a sensor), "reference" (published data; ``source`` cites it),
     # "projected" (a model's prediction). Records effbench runs write are always "measured".
     basis: Literal["measured", "reference", "projected"] = "measured"
     source: Optional[str] = None  # the citation of a reference record

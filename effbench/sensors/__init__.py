@@ -93,7 +93,7 @@ def create(name: str = AUTO, device: str = "cpu") -> EnergySensor:
             if sensor is not chosen:
                 sensor.close()
     if chosen is None and device.partition(":")[0] == "cuda":
-        # Brief rule 15: a GPU's energy comes only from a GPU sensor. The run goes on, its energy
+        # docs/method.md "Sensors": a GPU's energy comes only from a GPU sensor. The run goes on, its energy
         # unavailable with the reason, rather than passing the CPU's energy off as the GPU's.
         return NullSensor(f"GPU energy unavailable: no GPU sensor can measure {device} here ({'; '.join(why)})")
     if chosen is None:

@@ -122,7 +122,7 @@ def edge_error_rel(integral_mean_w: Optional[float], duration_s: float, lag_s: f
 def sensor_uncertainty(accuracy_rel: Optional[float], reach: Optional[float],
                        resolution_s: Optional[float], duration_s: float,
                        sampling_rel: Optional[float] = None, edge_rel: Optional[float] = None) -> Optional[float]:
-    """A window's relative uncertainty, a 95% half-width (brief rule 14), root-sum-square of:
+    """A window's relative uncertainty, a 95% half-width (docs/method.md, "Uncertainty: one 95% interval"), root-sum-square of:
     the sensor's stated accuracy bound (uniform inside +-a), the share of the window no sample
     reaches (its power could be anything near the observed: bounded by that share), the time
     resolution at the edges (an update period or averaging span, relative to the window, bounded),

@@ -1,7 +1,7 @@
 """Energy from power samples: trapezoid integration over a window, and how much of it samples saw.
 
 Shared by the polling sensors (NVML without an energy counter, the GPU estimate) and by recorded
-power traces, so every path integrates and reports coverage the same way (brief rule 1).
+power traces, so every path integrates and reports coverage the same way (docs/method.md, "Windows, coverage, totals").
 """
 from __future__ import annotations
 
