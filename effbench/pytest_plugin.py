@@ -13,10 +13,10 @@ Fixtures
   ``@pytest.mark.effbench(...)``, and copies the headline figures into ``benchmark.extra_info``.
 
 Why one window around the whole benchmark, not one per round: pytest-benchmark calibrates a round
-to be short (microseconds to milliseconds), far below what a sensor can resolve (docs/method.md, "Windows, coverage, totals": a window
-spans at least 10 sensor update periods); opening and closing a window per round would also add its
-own cost to every timed round. The window spans calibration, warm-up and rounds (all calls of the
-same function), so its mean power is the function's; joules per call are that mean power x
+to be short (microseconds to milliseconds), far below what a sensor can resolve (a window spans at
+least 10 sensor update periods: docs/method.md, "Windows, coverage, totals"); opening and closing a
+window per round would also add its own cost to every timed round. The window spans calibration,
+warm-up and rounds (all calls of the same function), so its mean power is the function's; joules per call are that mean power x
 pytest-benchmark's mean time per call, which leaves out the bookkeeping between rounds. A window
 that is still too short is extended by calling the function again inside it.
 
