@@ -10,13 +10,15 @@ from __future__ import annotations
 
 __version__ = "0.2.0"
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:  # pragma: no cover
+    from effbench.config import SweepConfig
     from effbench.sweep import Run
 
 
-def run(config: Any = None, **overrides: Any) -> "Run":
+def run(config: Union[SweepConfig, dict[str, Any], str, Path, None] = None, **overrides: Any) -> Run:
     """Run a sweep from a ``SweepConfig``, a dict, a YAML path or keyword options."""
     from effbench.config import load_config
     from effbench.sweep import run_sweep
@@ -31,7 +33,7 @@ def measure(sensor: str = "auto", device: str = "cpu"):
     return _measure(sensor=sensor, device=device)
 
 
-def load_results(*dirs: Any):
+def load_results(*dirs: Union[str, Path]):
     """Records of one or more run directories (a pandas DataFrame when pandas is installed)."""
     from effbench.results.store import load_results as _load
 

@@ -242,7 +242,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return {str(k): v for k, v in data.items()}
 
 
-def load_config(source: Any = None, overrides: dict[str, Any] | None = None) -> SweepConfig:
+def load_config(source: SweepConfig | dict[str, Any] | str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> SweepConfig:
     """Resolve a config from a ``SweepConfig``, dict or YAML path, then apply ``overrides`` (CLI wins)."""
     origin = "config"
     if source is None:

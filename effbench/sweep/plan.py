@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from effbench.analysis.carbon import Intensity
 from effbench.config import SweepConfig
 from effbench.launchers.config import TargetConfig
 from effbench.models import ModelSpec
@@ -28,7 +29,7 @@ class GroupSpec:
     run_id: str = ""
     target: Optional[TargetConfig] = None  # a fleet target of the sweep file, None for this sweep's machine
     idle_power_w: dict[str, float] = field(default_factory=dict)  # hostname -> idle W measured by the parent
-    grid: Any = None  # effbench.analysis.carbon.Intensity
+    grid: Optional[Intensity] = None
     hardware: Optional[dict[str, Any]] = None  # {"profile", "detected_name"} when the parent knows them (local)
     # Backends, sensors, ... registered at run time in the parent, for a worker in a fresh process to
     # re-register (entry-point group -> name -> "module:attr"; effbench.registry.install).
