@@ -765,6 +765,37 @@ def projection_validation() -> str:
     return "\n".join(rows)
 
 
+PROJECTION_EXTERNAL = "benchmarks/results/reference/projection_external.json"
+
+
+def projection_external() -> str:
+    """docs/size-a-gpu-rental.md: the projection against published vLLM runs it was never fitted on."""
+    d = _json(PROJECTION_EXTERNAL)
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for p in d["points"]:
+        by_source.setdefault(p["source"], []).append(p)
+
+    def cells(t: dict[str, Any]) -> str:
+        return " | ".join(f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} | x{t[m]['median_ratio']:.2f} | {t[m]['coverage']:.0%}"
+                          if t[m]["points"] else "- | - | -" for m in ("tpot_ms", "output_tok_s"))
+
+    rows = ["| published points | n | TPOT median / p90 | TPOT projected / published (median) | in 95% band | "
+            "tok/s median / p90 | tok/s projected / published (median) | in 95% band |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for url, ps in by_source.items():
+        gpus = "/".join(str(g) for g in sorted({p["gpus"] for p in ps}))
+        lengths = ", ".join(f"{i}/{o}" for i, o in sorted({(p["isl"], p["osl"]) for p in ps}))
+        concs = sorted({p["concurrency"] for p in ps})
+        label = (f"{', '.join(sorted({p['model'] for p in ps}))} {', '.join(sorted({p['scheme'] for p in ps}))} on "
+                 f"{gpus}x {', '.join(sorted({p['gpu'] for p in ps}))}; in/out {lengths}; concurrency "
+                 f"{concs[0]}{f'-{concs[-1]}' if len(concs) > 1 else ''} ([source]({url}))")
+        rows.append(f"| {label} | {len(ps)} | {cells(d['summary']['by_source'][url])} |")
+    a = d["summary"]["all"]
+    rows.append(f"| all | {a['points']} | {cells(a)} |")
+    return "\n".join(rows) + (f"\n\nFrom `{d['data']}` (one row per point, each with its citation; "
+                               "`python -m benchmarks.projection_external`).")
+
+
 # -- docs/method.md: the contracts, read from the code -------------------------------------------
 def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -891,6 +922,7 @@ BLOCKS = [
           plan_gpu_example),
     Block("docs/size-a-gpu-rental.md", "plan-example", (QUANT_SWEEP, "hardware/"), plan_example),
     Block("docs/size-a-gpu-rental.md", "projection-validation", (PROJECTION_ERROR,), projection_validation),
+    Block("docs/size-a-gpu-rental.md", "projection-external", (PROJECTION_EXTERNAL,), projection_external),
     Block("docs/size-a-gpu-rental.md", "plan-gpu-70b", ("effbench/reference/", "effbench/analysis/projection_fit.json",
                                                         "hardware/"),
           plan_gpu_70b),

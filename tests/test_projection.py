@@ -434,3 +434,14 @@ def test_fitted_all_reduce_efficiency_has_a_floor() -> None:
 
     step = pj.shipped().fit.step
     assert all(1 - 1e-6 <= step[f] <= 1 / floor + 1e-6 for f, floor in EFFICIENCY_FLOOR.items())
+
+
+def test_external_check_is_cited_and_current() -> None:
+    """The published vLLM points never fitted on (benchmarks/data/) each carry a citation, and the committed
+    external check (benchmarks/results/reference/projection_external.json) is what the shipped fit gives."""
+    from benchmarks import projection_external as ext
+
+    rows = ext.load()
+    assert len(rows) >= 20 and all(r["source_url"].startswith("https://") and r["source_date"] for r in rows)
+    committed = json.loads(ext.OUT.read_text())
+    assert ext.run()["summary"] == committed["summary"], "rerun python -m benchmarks.projection_external"
