@@ -18,23 +18,14 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, TypedDict
 
 from effbench.errors import EffbenchError, UnsupportedError, first_line
-from effbench.results.schema import (
-    Carbon,
-    Energy,
-    Memory,
-    ModelInfo,
-    Quality,
-    ServingInfo,
-    Stats,
-    Throughput,
-)
-from effbench.sensors.base import EnergySensor
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the config (and so the CLI's start-up) imports this package
     from effbench.analysis.carbon import Intensity
     from effbench.config import SweepConfig
     from effbench.models import ModelSpec
     from effbench.quant import Scheme
+    from effbench.results.schema import Carbon, Energy, Memory, ModelInfo, Quality, ServingInfo, Stats, Throughput
+    from effbench.sensors.base import EnergySensor
 
 
 @dataclass(frozen=True)
