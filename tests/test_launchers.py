@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, FakeBackend, assert_one_line_error, run_effbench, tiny_config
+from conftest import FAST, FakeBackend, Timing, assert_one_line_error, run_effbench, tiny_config
 
 from effbench.errors import EffbenchError
 from effbench.sweep import run_sweep
@@ -54,7 +54,9 @@ def test_a_group_that_dies_becomes_error_records_and_the_next_group_runs(tmp_pat
 
 
 def test_process_and_inline_give_the_same_records_for_a_deterministic_engine(tmp_path, model_dir, stand_in):
-    stand_in(lambda: FakeBackend(timing=FAST))
+    # steps of 5 ms: a busy machine's sleep jitter (about a millisecond) stays well inside the tolerance
+    steady = Timing(prefill_base=0.01, prefill_per_token=0.0, step_base=0.005, step_per_seq=0.0)
+    stand_in(lambda: FakeBackend(timing=steady))
     a = run_sweep(_config(model_dir, tmp_path / "inline"))
     b = run_sweep(_config(model_dir, tmp_path / "process", launcher="process", launcher_opt={"start_method": "fork"}))
     assert [r.config_id for r in a.records] == [r.config_id for r in b.records]

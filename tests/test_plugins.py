@@ -18,6 +18,8 @@ from effbench.backends import BACKENDS, canonical_backend_name, create_backend, 
 from effbench.errors import ConfigError
 from effbench.quant import SCHEMES, Scheme
 from effbench.quant import register as register_scheme
+from effbench.results.schema import Throughput
+from effbench.scenarios import SCENARIOS, Scenario
 from effbench.scenarios.serving.engines import ENGINES
 from effbench.sensors import SENSORS, register_sensor
 from effbench.sensors.base import NullSensor
@@ -209,3 +211,21 @@ def test_a_backend_registered_at_run_time_reaches_a_ray_task(tmp_path, model_dir
     run = effbench.run(tiny_config(model_dir, tmp_path / "run", launcher="ray", launcher_opt={"cpus": "1"}))
     assert [r.error for r in run.records] == [None, None]
     assert {r.backend.version for r in run.records} == {"fake 1.0"}
+
+
+class CountingScenario(Scenario):
+    """A plugin scenario that only says what it measures: the model is loaded for it as for offline."""
+
+    name = "counting"
+
+    def measure(self, point, ctx):
+        assert ctx.engine is not None and ctx.loaded is not None  # the default open() loaded the model
+        return {"throughput": Throughput(decode_tokens_per_s=10.0 * point.batch_size)}
+
+
+def test_a_scenario_plugin_with_only_measure_runs_on_the_worker_s_one_path(tmp_path, model_dir, fresh_registries):
+    SCENARIOS.register("counting", CountingScenario)
+    run = effbench.run(tiny_config(model_dir, tmp_path / "out", scenario="counting"))
+    assert [(r.workload.batch_size, r.throughput.decode_tokens_per_s, r.error) for r in run.records] == [(1, 10.0, None),
+                                                                                                       (2, 20.0, None)]
+    assert all(r.backend.version and r.model.params is not None for r in run.records)  # what open() found

@@ -21,10 +21,12 @@ from effbench.errors import EffbenchError, UnsupportedError, first_line
 
 if TYPE_CHECKING:  # annotations only: the config (and so the CLI's start-up) imports this package
     from effbench.analysis.carbon import Intensity
+    from effbench.backends.base import Backend, LoadedModel
     from effbench.config import SweepConfig
     from effbench.models import ModelSpec
     from effbench.quant import Scheme
     from effbench.results.schema import Carbon, Energy, Memory, ModelInfo, Quality, ServingInfo, Stats, Throughput
+    from effbench.scenarios.loaded import InProcessModel
     from effbench.sensors.base import EnergySensor
 
 
@@ -115,6 +117,8 @@ class Context:
 
     sensor: EnergySensor
     idle_power_w: Optional[float] = None  # this host's idle baseline (docs/method.md)
+    engine: Optional[Backend] = None  # the model loaded in this process (None when the scenario drives a server)
+    loaded: Optional[LoadedModel] = None
     grid: Optional[Intensity] = None
     on_repeat: Callable[[int], None] = lambda repeats: None
 
@@ -176,26 +180,49 @@ class Scenario(ABC):
 
     def __init__(self, config: SweepConfig) -> None:
         self.config = config
+        self._in_process: Optional[InProcessModel] = None
 
+    @property
+    def in_process(self) -> InProcessModel:
+        """The model this scenario loads in this process (made on first use; a server scenario never uses it)."""
+        if self._in_process is None:
+            from effbench.scenarios.loaded import InProcessModel
+
+            self._in_process = InProcessModel(self.config)
+        return self._in_process
+
+    @property
+    def engine(self) -> Optional[Backend]:
+        """The backend loaded for the group, where the scenario runs one in this process."""
+        return self._in_process.engine if self._in_process is not None else None
+
+    @property
+    def loaded(self) -> Optional[LoadedModel]:
+        return self._in_process.loaded if self._in_process is not None else None
+
+    # The defaults run the model in this process (effbench/scenarios/loaded.py); a scenario that drives
+    # its own engine (a server) overrides place, open, close, engine_pids and skip_reason.
     def place(self, backend: str, device: str) -> str:
         """The device the group runs on (``device`` may be "auto"); raises ``CannotRun``."""
-        return "cpu" if device == "auto" else device
+        return self.in_process.place(backend, device)
 
-    @abstractmethod
     def open(self, group: Group) -> Opened:
         """Load the model or start (reach) the engine; raises ``CannotRun`` for this group alone and
         ``EffbenchError`` for the user's input (it ends the sweep with one line)."""
+        return self.in_process.open(group)
 
     def close(self) -> None:
         """Release what ``open`` took, also after an error or Ctrl-C."""
+        if self._in_process is not None:
+            self._in_process.close()
 
     def engine_pids(self) -> list[int]:
         """Processes of the engine that are not interference (a server this scenario started)."""
-        return []
+        return self._in_process.engine_pids() if self._in_process is not None else []
 
     def skip_reason(self, point: Point) -> Optional[str]:
         """Why ``point`` is not measured (it cannot fit, a lower load already failed), else None."""
-        return None
+        return self._in_process.skip_reason(point) if self._in_process is not None else None
 
     @abstractmethod
     def measure(self, point: Point, ctx: Context) -> Sections:
@@ -204,7 +231,9 @@ class Scenario(ABC):
 
     def error_of(self, e: BaseException) -> str:
         """The record's ``error`` for an exception ``measure`` raised."""
-        return config_error(e)
+        return self._in_process.error_of(e) if self._in_process is not None else config_error(e)
 
     def observe(self, point: Point, error: Optional[str]) -> None:
         """Told how each measured point ended (its record's ``error``), to skip what cannot succeed after it."""
+        if self._in_process is not None:
+            self._in_process.observe(point, error)

@@ -1,10 +1,10 @@
-"""A scenario on a model loaded in this process (a ``Backend``): ``open`` loads it once per group and
-scores its perplexity, ``skip_reason`` refuses a point that cannot fit the device and the larger
-batch sizes of a workload that ran out of memory, ``close`` unloads it."""
+"""A model loaded in this process (a ``Backend``), what a ``Scenario`` runs by default: ``open`` loads
+it once per group and scores its perplexity, ``skip_reason`` refuses a point that cannot fit the
+device and the larger batch sizes of a workload that ran out of memory, ``close`` unloads it."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from effbench.backends import Backend, create_backend
 from effbench.backends.base import LoadedModel
@@ -16,17 +16,22 @@ from effbench.models.arch import RANDOM_WEIGHTS_QUALITY_NOTE, record_fields
 from effbench.models.kv import ModelDims
 from effbench.models.resolve import model_dims
 from effbench.results.schema import ModelInfo, Quality
-from effbench.scenarios.base import CannotRun, Group, Opened, Point, Scenario, config_error, failure
+from effbench.scenarios.base import CannotRun, Group, Opened, Point, config_error, failure
+
+if TYPE_CHECKING:
+    from effbench.config import SweepConfig
 
 
-class LoadedModelScenario(Scenario):
-    """``measure`` finds the engine in ``self.engine`` and its facts in ``self.loaded``."""
+class InProcessModel:
+    """The group's engine (``engine``) and what loading it found (``loaded``), for ``measure``."""
 
-    engine: Optional[Backend] = None
-    loaded: Optional[LoadedModel] = None
-    _dims: Optional[ModelDims] = None
-    _device = "cpu"
-    _oom_at: dict[tuple[str, int, int], int]  # (prompt set, prompt, new tokens) -> batch size that ran out
+    def __init__(self, config: SweepConfig) -> None:
+        self.config = config
+        self.engine: Optional[Backend] = None
+        self.loaded: Optional[LoadedModel] = None
+        self._dims: Optional[ModelDims] = None
+        self._device = "cpu"
+        self._oom_at: dict[tuple[str, int, int], int] = {}  # (prompt set, prompt, new tokens) -> batch size that ran out
 
     def place(self, backend: str, device: str) -> str:
         try:

@@ -194,6 +194,7 @@ class GroupWorker:
         self.emit(("started", p.config_id))
         gpu = self._gpu_before(p, sensor)
         ctx = Context(sensor=sensor, idle_power_w=self.idle_power_w, grid=self.group.grid,
+                      engine=scenario.engine, loaded=scenario.loaded,
                       on_repeat=lambda n: self.emit(("repeat", p.config_id, n)))
         try:
             record = self.record(p, **scenario.measure(p, ctx))

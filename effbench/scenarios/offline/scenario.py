@@ -11,8 +11,7 @@ from effbench.measure.loop import RepeatPolicy, Workload, run_loop
 from effbench.measure.summary import stats_section, throughput_section
 from effbench.models import load_prompt_set
 from effbench.results.schema import Memory
-from effbench.scenarios.base import Context, Point, Sections
-from effbench.scenarios.loaded import LoadedModelScenario
+from effbench.scenarios.base import Context, Point, Scenario, Sections
 from effbench.scenarios.offline.config import OfflineConfig
 
 if TYPE_CHECKING:
@@ -25,7 +24,7 @@ def repeat_policy(offline: OfflineConfig) -> RepeatPolicy:
                         ci_target=offline.ci_target, max_time_s=offline.max_time_s, fixed_repeats=offline.repeats)
 
 
-class OfflineScenario(LoadedModelScenario):
+class OfflineScenario(Scenario):
     name = "offline"
 
     def __init__(self, config: SweepConfig) -> None:
@@ -35,7 +34,7 @@ class OfflineScenario(LoadedModelScenario):
 
     def measure(self, point: Point, ctx: Context) -> Sections:
         prompts = self._prompts.setdefault(point.prompt_set, load_prompt_set(point.prompt_set))
-        engine, loaded = self.engine, self.loaded
+        engine, loaded = ctx.engine, ctx.loaded
         assert engine is not None and loaded is not None, "open() loads the model"
         workers = engine.worker_pids()
         if workers:

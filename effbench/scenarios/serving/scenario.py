@@ -126,7 +126,7 @@ class ServingScenario(Scenario):
     def __init__(self, config: SweepConfig) -> None:
         super().__init__(config)
         self.s = config.serving
-        self.engine: Optional[ManagedEngine] = None
+        self.server: Optional[ManagedEngine] = None  # the engine this scenario started (None for --endpoint)
         self.info: Optional[EngineInfo] = None
         self.group: Optional[Group] = None
         self.tokenizer: Optional[TextTokenizer] = None
@@ -136,6 +136,9 @@ class ServingScenario(Scenario):
         self._builders: dict[str, PromptBuilder] = {}
 
     # -- the group ---------------------------------------------------------------------------
+    def place(self, backend: str, device: str) -> str:
+        return "cpu" if device == "auto" else device
+
     def open(self, group: Group) -> Opened:
         """Start (or reach) the engine and learn what it accepts."""
         self.group = group
@@ -167,22 +170,22 @@ class ServingScenario(Scenario):
         if dtype is None and engine_cls.name != "llamacpp":
             raise UnsupportedError(f"the {engine_cls.name} engine serves fp32/fp16/bf16 here, not '{sess.scheme.name}'")
         path = sess.spec.location if engine_cls.name == "llamacpp" else servable_model_path(sess.spec, sess.notify)
-        self.engine = engine_cls(path, dtype or "auto", sess.device, sess.threads, host=self.s.host,
+        self.server = engine_cls(path, dtype or "auto", sess.device, sess.threads, host=self.s.host,
                                  extra_args=self.s.engine_args, notify=sess.notify)
-        self.info = self.engine.start()
+        self.info = self.server.start()
         if sess.sensor is not None:
             sess.sensor.attribute(self.info.pids)  # an estimate counts the server's CPU time, not only ours
 
     def restart(self) -> None:
         """A managed engine that died mid-point is started again for the next point."""
-        if self.engine is not None and not self.engine.alive():
-            self.engine.stop()
+        if self.server is not None and not self.server.alive():
+            self.server.stop()
             self._start_engine()
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.stop()
-            self.engine = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     def engine_pids(self) -> list[int]:
         return list(self.info.pids) if self.info else []
@@ -193,7 +196,7 @@ class ServingScenario(Scenario):
         sess = self.group
         assert sess is not None
         try:
-            if sess.spec.kind == "gguf" and self.engine is None:  # an endpoint: the tokenizer, not the weights
+            if sess.spec.kind == "gguf" and self.server is None:  # an endpoint: the tokenizer, not the weights
                 from pathlib import Path
 
                 from effbench.models.gguf_cache import cached_tokenizer
@@ -343,8 +346,8 @@ class ServingScenario(Scenario):
             segments = timeline.stop() if timeline is not None else []
         interference = probe.stop()
         peak = engine_peak_rss_bytes(pids)
-        if self.engine is not None and not self.engine.alive():
-            raise EffbenchError(f"the {self.engine.name} engine died during the point: {self.engine.log_tail()}")
+        if self.server is not None and not self.server.alive():
+            raise EffbenchError(f"the {self.server.name} engine died during the point: {self.server.log_tail()}")
         sections = self._sections(point, ctx, run, lambda t: wall0 + (t - perf0))
         sections["serving"].workload = w.describe()
         self._attribute(sections["energy"], run, segments, ctx)
