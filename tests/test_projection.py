@@ -445,3 +445,10 @@ def test_external_check_is_cited_and_current() -> None:
     assert len(rows) >= 20 and all(r["source_url"].startswith("https://") and r["source_date"] for r in rows)
     committed = json.loads(ext.OUT.read_text())
     assert ext.run()["summary"] == committed["summary"], "rerun python -m benchmarks.projection_external"
+
+
+def test_a_scheme_no_reference_point_ran_says_its_kernels_are_unmeasured():
+    q = pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, prompt_tokens=512, output_tokens=256, scheme="int4")
+    assert any(n.startswith("no reference point runs int4") for n in q["notes"])
+    bf16 = pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, prompt_tokens=512, output_tokens=256)
+    assert not any(n.startswith("no reference point runs") for n in bf16["notes"])

@@ -684,6 +684,13 @@ def _exact_reference(arch: str, profile_id: str, gpus: int, concurrency: int, sc
     return None
 
 
+def _reference_schemes() -> set[str]:
+    """The schemes some published reference point ran (the fit saw no other scheme's kernels)."""
+    from effbench.reference import points
+
+    return {p.scheme for p in points()}
+
+
 def _interval(value: float, factor: float) -> list[float]:
     return [value / factor, value * factor]
 
@@ -749,6 +756,10 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
     ref = _exact_reference(arch.name, prof.id, gpus, concurrency, scheme, workload)
     if ref is not None:
         return {**common, **_reference_fields(ref), "notes": notes}, p, c
+    if scheme not in _reference_schemes():
+        notes.append(f"no reference point runs {scheme}: its kernels are taken to read its weight bytes as efficiently as "
+                     "the fitted schemes' do, which no measurement backs (in the external check of docs/size-a-gpu-rental.md "
+                     "an int4 MoE ran at about twice the projected TPOT); measure before relying on it")
     b = band(arch, prof.id, gpus, fitted, transfer_support(c, p.effective_batch, fitted.fit))
     notes += b.pop("notes")
     f = b["factor"]
