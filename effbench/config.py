@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from effbench.config_fields import LIST_HELP, cli, positive_ints, registered_name, split_list
+from effbench.config_fields import LIST_HELP, checked, cli, positive_ints, split_list
 from effbench.errors import ConfigError
 from effbench.hardware.gpu_control import GpuConfig
 from effbench.launchers.config import LauncherConfig
@@ -123,7 +123,7 @@ class SweepConfig(BaseModel):
     def _known_scenario(cls, v: Any) -> Any:
         from effbench.scenarios import SCENARIOS
 
-        return registered_name(SCENARIOS, v)
+        return checked(SCENARIOS.canonical, v)
 
     @field_validator("model", "backend", "quant", "batch_sizes", "prompt_tokens", "new_tokens", "prompts", mode="before")
     @classmethod
@@ -158,24 +158,16 @@ class SweepConfig(BaseModel):
     @field_validator("sensor")
     @classmethod
     def _known_sensor(cls, v: str) -> str:
-        from effbench.errors import EffbenchError
         from effbench.sensors import canonical_sensor_name
 
-        try:
-            return canonical_sensor_name(v)
-        except EffbenchError as e:
-            raise ValueError(str(e)) from None
+        return checked(canonical_sensor_name, v)
 
     @field_validator("backend")
     @classmethod
     def _known_backends(cls, v: list[str]) -> list[str]:
         from effbench.backends import canonical_backend_name
-        from effbench.errors import EffbenchError
 
-        try:
-            return [canonical_backend_name(b) for b in v]
-        except EffbenchError as e:
-            raise ValueError(str(e)) from None
+        return [checked(canonical_backend_name, b) for b in v]
 
 
 def _as_dict(section: Any) -> dict[str, Any]:

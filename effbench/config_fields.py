@@ -5,10 +5,9 @@ and default."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
-if TYPE_CHECKING:
-    from effbench.registry import Registry
+T = TypeVar("T")
 
 LIST_HELP = "comma-separated"
 
@@ -25,13 +24,13 @@ def split_list(value: Any) -> Any:
     return [value]
 
 
-def registered_name(registry: Registry[Any], value: Any) -> str:
-    """A field naming a registered implementation: its canonical name, or a validation error whose
-    message names the close matches (pydantic reports it on the field)."""
+def checked(check: Callable[[str], T], value: Any) -> T:
+    """``check(value)`` (a registry's canonical name, a parser), its one-line ``EffbenchError`` turned
+    into the field's validation error (pydantic reports it on the key, the message unchanged)."""
     from effbench.errors import EffbenchError
 
     try:
-        return registry.canonical(str(value))
+        return check(str(value))
     except EffbenchError as e:
         raise ValueError(str(e)) from None
 

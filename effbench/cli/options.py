@@ -10,9 +10,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+from effbench.cli._console import unset
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def with_config_options(model: type[BaseModel]) -> Callable[[Callable[..., Any]]
     def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
         own = [p for p in inspect.signature(command).parameters.values() if p.name != "overrides"]
         generated = [inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[o.kind],
-                                       default=typer.Option(None, *o.flags, help=o.help, show_default=False))
+                                       default=unset(*o.flags, help=o.help))
                      for o in options]
 
         @functools.wraps(command)

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from effbench.config_fields import cli, registered_name
+from effbench.config_fields import checked, cli
 
 
 class TargetConfig(BaseModel):
@@ -62,7 +62,7 @@ class LauncherConfig(BaseModel):
     def _known_kind(cls, v: Any) -> Any:
         from effbench.launchers import LAUNCHERS
 
-        return registered_name(LAUNCHERS, v)
+        return checked(LAUNCHERS.canonical, v)
 
     @field_validator("targets")
     @classmethod

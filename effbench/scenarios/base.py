@@ -138,16 +138,16 @@ class Sections(TypedDict, total=False):
 def config_error(e: BaseException, out_of_memory: bool = False) -> str:
     """The ``error`` of a configuration that could not be measured: its kind, then the reason."""
     if out_of_memory:
-        return f"out of memory: {type(e).__name__}: {first_line(e)}"
+        return failure("out of memory", e)
     if isinstance(e, UnsupportedError):
         return f"unsupported: {first_line(e)}"
     if isinstance(e, EffbenchError):
         return f"failed: {first_line(e)}"
-    return f"failed: {type(e).__name__}: {first_line(e)}"
+    return failure("failed", e)
 
 
 def failure(kind: str, e: BaseException) -> str:
-    """A group's error naming what failed: ``load failed: OSError: ...``."""
+    """An error naming what failed and the exception: ``load failed: OSError: ...``."""
     return f"{kind}: {type(e).__name__}: {first_line(e)}"
 
 

@@ -55,11 +55,10 @@ class InProcessModel:
             raise CannotRun(f"load failed: {e}", self._version()) from e
         except EffbenchError:
             raise  # the user's input (a model file that is not a model): not this group's alone
-        except Exception as e:
+        except Exception as e:  # a scheme that breaks on this model must not end the sweep
             kind = "out of memory" if engine.is_out_of_memory(e) else "load failed"
             raise CannotRun(failure(kind, e), self._version()) from e
         self._dims, self._device = model_dims(group.spec), group.device
-        self._oom_at = {}
         loaded = self.loaded
         return Opened(version=engine.version(), threads=engine.threads_in_use() or group.threads,
                       model=ModelInfo(id=group.spec.id, source=group.spec.source, params=loaded.params,

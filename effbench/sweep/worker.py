@@ -127,8 +127,7 @@ class GroupWorker:
         if self.gpu_control is not None:
             setting = (p.power_limit_w, p.gpu_clock_mhz)
             if setting != self._gpu_setting:
-                self.emit(("message", f"GPU settings: {p.power_limit_w or 'unchanged'} W, "
-                                      f"{p.gpu_clock_mhz or 'unchanged'} MHz"))
+                self._message(f"GPU settings: {p.power_limit_w or 'unchanged'} W, {p.gpu_clock_mhz or 'unchanged'} MHz")
                 self.gpu_control.apply(*setting)
                 self._gpu_setting = setting
             in_force = list(self.gpu_control.in_force().values())
@@ -155,6 +154,9 @@ class GroupWorker:
             self.gpu_control.close()
             self.gpu_control = None
 
+    def _message(self, text: str) -> None:
+        self.emit(("message", text))
+
     def fail_all(self, points: list[Point], error: str) -> None:
         for p in points:
             self.finish(p, self.record(p, error=error))
@@ -163,7 +165,6 @@ class GroupWorker:
     def run(self) -> None:
         g = self.group
         scenario = create_scenario(self.config.scenario, self.config)
-        notify = lambda message: self.emit(("message", message))  # noqa: E731
         try:
             try:
                 self.device = scenario.place(g.backend, g.device)
@@ -175,7 +176,7 @@ class GroupWorker:
                 self._open_gpu_control()
                 try:
                     self.opened = scenario.open(Group(g.spec, self.scheme, g.backend, self.device, self.config.threads,
-                                                      self.config.seed, sensor, notify))
+                                                      self.config.seed, sensor, self._message))
                 except CannotRun as e:
                     self.opened.version = e.version
                     return self.fail_all(g.points, e.error)
@@ -214,7 +215,7 @@ class GroupWorker:
         if host in g.idle_power_w:
             self.idle_power_w = g.idle_power_w[host]
         else:  # a host the parent has not measured (a SLURM node, a Ray worker): measure it here
-            idle = measure_idle(sensor, self.config.idle_s, lambda m: self.emit(("message", m)))
+            idle = measure_idle(sensor, self.config.idle_s, self._message)
             self.idle_power_w = idle.get("power_w") if idle else None
         if self.hardware is None:
             self.hardware = hardware_block((g.target.hardware if g.target else None) or self.config.hardware, self.device)

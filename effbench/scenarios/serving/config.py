@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from effbench.config_fields import LIST_HELP, cli, positive_ints, request_rate, split_list
+from effbench.config_fields import LIST_HELP, checked, cli, positive_ints, request_rate, split_list
 
 
 class ServingConfig(BaseModel):
@@ -116,13 +116,9 @@ class ServingConfig(BaseModel):
     @classmethod
     def _shared_prefix(cls, v: Optional[str]) -> Optional[str]:
         if v is not None:
-            from effbench.errors import EffbenchError
             from effbench.scenarios.serving.workload import parse_shared_prefix
 
-            try:
-                parse_shared_prefix(v)
-            except EffbenchError as e:
-                raise ValueError(str(e)) from None
+            checked(parse_shared_prefix, v)
         return v
 
     @field_validator("rates")
@@ -142,13 +138,9 @@ class ServingConfig(BaseModel):
     @field_validator("engine")
     @classmethod
     def _known_engine(cls, v: str) -> str:
-        from effbench.errors import EffbenchError
         from effbench.scenarios.serving.engines import ENGINES
 
-        try:
-            return ENGINES.canonical(v)
-        except EffbenchError as e:
-            raise ValueError(str(e)) from None
+        return checked(ENGINES.canonical, v)
 
     @field_validator("endpoint")
     @classmethod

@@ -154,7 +154,7 @@ class ServingScenario(Scenario):
             raise CannotRun(f"unsupported: {e}") from e
         except EffbenchError:
             raise  # an endpoint that is not there, or not an OpenAI server: the user's input
-        except Exception as e:
+        except Exception as e:  # an engine that cannot start must not end the sweep
             raise CannotRun(failure("engine failed", e)) from e
         spec = group.spec
         return Opened(version=(self.info.version if self.info else None) or "unknown", threads=group.threads,
