@@ -67,11 +67,18 @@ def validation() -> dict[str, Any]:
     samples = pf.reference_samples()
     lomo, logo, loto = pf.leave_one_model_out(samples), pf.leave_one_gpu_out(samples), pf.leave_one_tp_out(samples)
     fam = lambda h: h.sample.config.arch.family  # noqa: E731
+    stalled = pf.host_stalled(samples)
     return {"points": len(samples), "models": sorted({s.model for s in samples}),
+            "host_stalled_points": sorted(stalled),
             "leave_one_model_out": {"by_family": pf.table(lomo, fam), "by_gpus": pf.table(lomo,
                                                                                           lambda h: str(h.sample.config.gpus)),
                                     "by_model": pf.table(lomo, lambda h: h.sample.model),
-                                    "by_gpu": pf.table(lomo, lambda h: h.sample.config.profile.id)},
+                                    "by_gpu": pf.table(lomo, lambda h: h.sample.config.profile.id),
+                                    "by_quality": pf.table(lomo, lambda h: "host_stalled" if h.sample.key in stalled
+                                                           else "gpu_bound"),
+                                    "by_attention_parallelism": pf.table(lomo, lambda h: "data_parallel"
+                                                                         if h.sample.config.data_parallel > 1
+                                                                         else "tensor_parallel")},
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
             "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)},
             "efficiency_transfer": transfer_check(samples)}

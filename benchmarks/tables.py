@@ -751,6 +751,15 @@ def projection_validation() -> str:
             "|---|---:|---:|---:|---:|---:|---:|"]
     for fam in ("all", "dense", "moe", "hybrid"):
         rows.append(_err_row(f"new model: {fam}", lomo["by_family"][fam], d["bands"]["new_model"][fam]))
+    quality = lomo.get("by_quality", {})
+    if "gpu_bound" in quality:
+        rows.append(_err_row(f"new model: all but the {len(d['host_stalled_points'])} host-stalled points",
+                             quality["gpu_bound"]))
+    if "host_stalled" in quality:
+        rows.append(_err_row("new model: the host-stalled points alone", quality["host_stalled"]))
+    if "data_parallel" in lomo.get("by_attention_parallelism", {}):
+        rows.append(_err_row("new model: data-parallel attention (one model)",
+                             lomo["by_attention_parallelism"]["data_parallel"]))
     for g in sorted(k for k in lomo["by_gpus"] if k != "all"):
         rows.append(_err_row(f"new model, {g} GPU(s)", lomo["by_gpus"][g]))
     for gpu in ("b200", "h100-sxm"):

@@ -452,3 +452,23 @@ def test_a_scheme_no_reference_point_ran_says_its_kernels_are_unmeasured():
     assert any(n.startswith("no reference point runs int4") for n in q["notes"])
     bf16 = pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, prompt_tokens=512, output_tokens=256)
     assert not any(n.startswith("no reference point runs") for n in bf16["notes"])
+
+
+def test_host_stalled_points_are_found_by_their_own_published_figures() -> None:
+    """A point is host-stalled when its step is over 2x the same model's on the same GPUs at another task
+    and a batch within 2x while its GPUs draw less: in the reference data, single-B200 gpqa runs only."""
+    import dataclasses
+
+    from effbench.analysis import projection_fit as pf
+
+    samples = pf.reference_samples()
+    stalled = pf.host_stalled(samples)
+    assert len(stalled) == 18
+    assert all("/gpqa/b200x1/" in k for k in stalled)
+    chat = next(s for s in samples if s.key == "qwen3-8b/lm-arena-chat/h100x1/seqs8")
+    assert not pf.host_stalled([chat])  # no other task to compare with: never flagged
+    gpqa = dataclasses.replace(chat, key="qwen3-8b/gpqa/h100x1/seqs8")
+    slow_cool = dataclasses.replace(gpqa, tokens_per_s=chat.tokens_per_s / 3, power_w=chat.power_w * 0.6)
+    slow_hot = dataclasses.replace(gpqa, tokens_per_s=chat.tokens_per_s / 3, power_w=chat.power_w * 1.2)
+    assert pf.host_stalled([chat, slow_cool]) == {slow_cool.key}
+    assert not pf.host_stalled([chat, slow_hot])  # slower and hotter: the GPU did more work (longer contexts)
