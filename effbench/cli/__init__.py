@@ -16,18 +16,13 @@ except ImportError:  # pragma: no cover
 from effbench.cli._console import one_line
 from effbench.errors import EffbenchError
 
-app = typer.Typer(
-    name="effbench",
-    help=(
-        "Measure LLM inference efficiency: prefill and decode tokens/s, tokens per joule and memory, "
-        "under quantization and batching, per hardware profile. Run 'effbench run' with no options "
-        "to benchmark the bundled SmolLM2-135M on this machine."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+APP_HELP = (
+    "Measure LLM inference efficiency: prefill and decode tokens/s, tokens per joule and memory, "
+    "under quantization and batching, per hardware profile. Run 'effbench run' with no options "
+    "to benchmark the bundled SmolLM2-135M on this machine."
 )
+# One module per verb (effbench.cli.<verb>, each with a register(app)); run and sensors always ship.
+VERBS = ("run", "sensors", "hardware", "report", "compare", "plan", "models", "wheelhouse", "project", "reference", "wrap")
 
 
 def _print_version(value: bool) -> None:
@@ -38,7 +33,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks instead of one-line errors."),
     version: bool = typer.Option(False, "--version", help="Print the effbench version and exit.",
@@ -48,23 +42,29 @@ def _root(
     return None
 
 
-def _register() -> None:
-    from effbench.cli import run as _run
-    from effbench.cli import sensors as _sensors
-
-    _run.register(app)
-    _sensors.register(app)
-    for optional in ("hardware", "report", "compare", "plan", "models", "wheelhouse", "project", "reference", "wrap"):
+def build_app(verb: Optional[str] = None) -> typer.Typer:
+    """The command-line app with every verb, or with ``verb`` alone: a command then imports only its own
+    module (``effbench project --json`` answers without loading the sweep's config and options)."""
+    app = typer.Typer(name="effbench", help=APP_HELP, no_args_is_help=True, add_completion=False,
+                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    app.callback()(_root)
+    for name in (verb,) if verb in VERBS else VERBS:
         try:
-            module = __import__(f"effbench.cli.{optional}", fromlist=["register"])
+            module = __import__(f"effbench.cli.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:
-            if e.name != f"effbench.cli.{optional}":
+            if e.name != f"effbench.cli.{name}" or name in ("run", "sensors"):
                 raise
             continue
         module.register(app)
+    return app
 
 
-_register()
+def __getattr__(name: str) -> typer.Typer:
+    """``effbench.cli.app``: the whole app, built on first use (PEP 562)."""
+    if name == "app":
+        globals()["app"] = full = build_app()
+        return full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -77,8 +77,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     """The ``effbench`` command: run ``argv`` (default: ``sys.argv[1:]``), every error one line on stderr and a non-zero exit."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("EFFBENCH_DEBUG") == "1"
+    verb = next((a for a in args if not a.startswith("-")), None)
     try:
-        rv = app(args=args, prog_name="effbench", standalone_mode=False)
+        rv = build_app(verb)(args=args, prog_name="effbench", standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:

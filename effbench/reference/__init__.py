@@ -8,21 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import median
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from effbench.reference.mlenergy import CITATION, SOURCE, SOURCE_ID, TASKS, ReferencePoint, find, points
-from effbench.results.schema import (
-    BackendInfo,
-    Energy,
-    HardwareInfo,
-    Latency,
-    ModelInfo,
-    QuantizationInfo,
-    Record,
-    ServingInfo,
-    Throughput,
-    WorkloadInfo,
-)
+
+if TYPE_CHECKING:  # the record models load with to_record: a projection reads the points only
+    from effbench.results.schema import Record
 
 __all__ = ["CITATION", "SOURCE", "SOURCE_ID", "TASKS", "ReferencePoint", "Workload", "find", "points", "to_record",
            "workload", "records_for"]
@@ -64,6 +55,19 @@ def workload(name: str, arch: Optional[str] = None) -> Workload:
 def to_record(p: ReferencePoint) -> Record:
     """A result record of basis ``reference``: one serving replica of ``num_gpus`` GPUs at the point's
     concurrency, with the published throughput, power, energy and inter-token latencies."""
+    from effbench.results.schema import (
+        BackendInfo,
+        Energy,
+        HardwareInfo,
+        Latency,
+        ModelInfo,
+        QuantizationInfo,
+        Record,
+        ServingInfo,
+        Throughput,
+        WorkloadInfo,
+    )
+
     itl = Latency(p50=p.itl_ms["p50"], p90=p.itl_ms["p90"], p95=p.itl_ms["p95"], p99=p.itl_ms["p99"])
     model_id = f"arch:{p.arch}" if p.arch else p.model_id
     return Record(
