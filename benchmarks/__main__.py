@@ -2,7 +2,7 @@
 
 Suites: cpu-sweep (a), gpu-sweep --model PATH (b), sensor-overhead (c), runner-overhead (d),
 time-to-result [--from RUN_DIR] (e), launcher-overhead (f), serving-load, serving-peers, energy-calibration
-(simulated GPU sensors). Results go under benchmarks/results/<hardware>/. On a shared machine run each
+(simulated GPU sensors), projection-speed. Results go under benchmarks/results/<hardware>/. On a shared machine run each
 CPU-heavy suite alone (e.g. under ``flock /tmp/effbench-cpu.lock``).
 """
 from __future__ import annotations
@@ -53,7 +53,8 @@ SUITES: dict[str, Callable[[argparse.Namespace], None]] = {
     "sensor-overhead": _sensor_overhead,
     "time-to-result": _time_to_result,
     **{name.replace("_", "-"): _module_suite(name) for name in
-       ("runner_overhead", "launcher_overhead", "serving_load", "serving_peers", "energy_calibration")},
+       ("runner_overhead", "launcher_overhead", "serving_load", "serving_peers", "energy_calibration",
+        "projection_speed")},
 }
 
 

@@ -283,6 +283,20 @@ def bench_llamacpp() -> str:
             f"| token generation | {t['eff_tg']['median']:.1f} | {t['direct_tg']['median']:.1f} |\n\n" + verdict)
 
 
+def bench_projection_speed() -> str:
+    d = _json(f"{MACHINE}/projection_speed.json")
+    p, pl, g = d["project_call"], d["plan_call"], d["grid"]
+    return (f"On {d['hardware']} (`python -m benchmarks run projection-speed`; from `{MACHINE}/projection_speed.json`):\n\n"
+            "| call | median | min - max | runs | target |\n|---|---:|---:|---:|---:|\n"
+            f"| `{p['command']}` (a fresh process each) | {p['median_s']:.2f} s | {p['min_s']:.2f} - {p['max_s']:.2f} s | "
+            f"{p['runs']} | < {d['targets']['project_call_s']['target_s']:.0f} s |\n"
+            f"| `{pl['command']}` | {pl['median_s']:.2f} s | {pl['min_s']:.2f} - {pl['max_s']:.2f} s | {pl['runs']} | "
+            f"< {d['targets']['plan_call_s']['target_s']:.0f} s |\n"
+            f"| `project_grid`: {len(g['models'])} models x {len(g['profiles'])} GPUs x {len(g['gpus'])} GPU counts x "
+            f"{len(g['concurrencies'])} concurrencies, one call in this process | {g['seconds']:.2f} s | - | "
+            f"{g['points']} points | - |")
+
+
 LAUNCHER_OVERHEAD = "benchmarks/results/intel-r-xeon-r-processor/launcher_overhead.json"
 
 
@@ -914,6 +928,7 @@ BLOCKS = [
     Block("benchmarks/README.md", "bench-quant-ratios", (QUANT_SWEEP,), bench_quant_ratios),
     Block("benchmarks/README.md", "bench-llamacpp", (f"{MACHINE}/llamacpp_overhead.json",), bench_llamacpp),
     Block("benchmarks/README.md", "bench-launcher", (LAUNCHER_OVERHEAD,), bench_launcher),
+    Block("benchmarks/README.md", "bench-projection-speed", (f"{MACHINE}/projection_speed.json",), bench_projection_speed),
     Block("benchmarks/README.md", "bench-serving", (SERVING_LOAD,), bench_serving),
     Block("benchmarks/README.md", "bench-serving-vllm", (SERVING_LOAD_VLLM,), bench_serving_vllm),
     Block("benchmarks/README.md", "bench-serving-peers", (SERVING_PEERS, SERVING_PEERS_ROUNDS, SERVING_PEERS_C8,
