@@ -51,12 +51,14 @@ def fitted_file() -> dict[str, Any]:
     physics = pf.leave_one_model_out(samples, transfer=False)
     bands = {"new_model": pf.bands(lomo, lambda h: h.sample.model), "new_gpu": pf.bands(logo, lambda h: h.sample.model),
              "new_tp": pf.bands(loto, lambda h: h.sample.model),
+             "new_scheme": pf.bands(pf.leave_one_scheme_out(samples), lambda h: h.sample.model),
              "new_model_physics_only": pf.bands(physics, lambda h: h.sample.model)}
     return {"coefficients": f.to_dict(), "data_version": SOURCE, "source": SOURCE,
             "source_short": "ML.ENERGY Leaderboard v3 (published vLLM measurements)",
             "fitted_models": sorted({s.model for s in samples}),
             "fitted_families": sorted({s.config.arch.family for s in samples}),
             "fitted_profiles": sorted({s.config.profile.id for s in samples}),
+            "fitted_schemes": sorted({s.config.scheme for s in samples}),
             "fitted_configs": sorted({(s.model, s.config.profile.id, s.config.gpus) for s in samples}),
             "fitted_points": [s.key for s in samples], "bands": _rounded(bands)}
 
@@ -81,6 +83,7 @@ def validation() -> dict[str, Any]:
                                                                          else "tensor_parallel")},
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
             "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)},
+            "leave_one_scheme_out": {"by_scheme": pf.table(pf.leave_one_scheme_out(samples), lambda h: h.fold)},
             "efficiency_transfer": transfer_check(samples)}
 
 
@@ -151,7 +154,7 @@ def main() -> None:
     v = validation()
     data = {"suite": "projection_error", "source": SOURCE, "citation": CITATION,
             "method": "held out: leave-one-model-out, leave-one-GPU-out (fit on one GPU, predict the other), "
-                      "leave-one-TP-degree-out; "
+                      "leave-one-TP-degree-out, leave-one-scheme-out (fp8, mxfp4); "
                       "predicted effective batch from max_num_seqs and KV capacity; errors |predicted / published - 1|",
             **_rounded(v), "bands": shipped["bands"], "coefficients": _without_anchors(shipped["coefficients"]), "before": BEFORE,
             "previous": PREVIOUS, "targets": targets(v)}

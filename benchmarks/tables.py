@@ -780,6 +780,11 @@ def projection_validation() -> str:
         other = "H100" if gpu == "b200" else "B200"
         rows.append(_err_row(f"new GPU: {gpu} (fit on {other} only)", logo["by_gpu"][gpu]))
     rows.append(_err_row("new TP degree (each GPU count left out)", loto["by_gpus"]["all"], d["bands"]["new_tp"]["all"]))
+    loso = d.get("leave_one_scheme_out", {}).get("by_scheme", {})
+    for scheme in sorted(k for k in loso if k != "all"):
+        rows.append(_err_row(f"new scheme: {scheme} (fit on the other schemes)", loso[scheme]))
+    if "all" in loso:
+        rows.append(_err_row("new scheme: fp8 and mxfp4", loso["all"], d["bands"]["new_scheme"]["all"]))
     b = d["before"]
     rows.append(f"| before (commit {b['commit']}): new model, all | {b['points']} | {b['output_tokens_per_s']['median']:.0%} / "
                 f"{b['output_tokens_per_s']['p90']:.0%} | - | - | {b['joules_per_token']['median']:.0%} / "

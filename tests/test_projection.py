@@ -452,6 +452,20 @@ def test_a_scheme_no_reference_point_ran_says_its_kernels_are_unmeasured():
     assert any(n.startswith("no reference point runs int4") for n in q["notes"])
     bf16 = pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, prompt_tokens=512, output_tokens=256)
     assert not any(n.startswith("no reference point runs") for n in bf16["notes"])
+    # ... and its band adds the held-out error of a scheme the fit never saw (fp8, mxfp4 each left out)
+    data = pj.shipped().data
+    assert data["fitted_schemes"] == ["bf16", "fp8", "mxfp4"]
+    unseen = data["bands"]["new_scheme"]["all"]
+    assert unseen["points"] == 172 and unseen["coverage"] >= 0.9
+    assert any("a scheme the fit never saw" in n for n in q["notes"])
+    seen_band = pj.band(shipped("llama-3.1-8b"), "h100-sxm", 1, pj.shipped(), 1.0, "bf16")
+    unseen_band = pj.band(shipped("llama-3.1-8b"), "h100-sxm", 1, pj.shipped(), 1.0, "int4")
+    for m, f in unseen_band["factor"].items():
+        ln = math.log(seen_band["factor"][m]), math.log(unseen["factor"][m])
+        assert f == pytest.approx(math.exp(math.hypot(*ln)), rel=1e-9) and f > seen_band["factor"][m]
+    assert all(q["band"]["factor"][m] >= unseen["factor"][m] for m in unseen["factor"])
+    fp8 = pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=8, prompt_tokens=512, output_tokens=256, scheme="fp8")
+    assert not any("a scheme the fit never saw" in n for n in fp8["notes"])
 
 
 def test_host_stalled_points_are_found_by_their_own_published_figures() -> None:

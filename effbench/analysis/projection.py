@@ -494,12 +494,14 @@ def transfer_support(c: Config, batch: float, fit: Fit) -> float:
     return fit.transfer.support(transfer_features(c, batch)) if fit.transfer is not None else 0.0
 
 
-def band(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped, support: float = 1.0) -> dict[str, Any]:
+def band(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped, support: float = 1.0,
+         scheme: Optional[str] = None) -> dict[str, Any]:
     """The 95% band (factors: the truth within projection / f .. x f) from held-out residuals of the
     architecture's family and the kind of extrapolation; a family new to the fit says so. ``support``
     (``transfer_support``): where few measured shapes stand near the configuration (other lengths, say),
     the efficiency transfer corrects little and the new-model band moves toward the physics alone's
-    (geometric interpolation of the two held-out bands)."""
+    (geometric interpolation of the two held-out bands). A ``scheme`` no reference point ran widens the
+    band by the held-out error of a scheme the fit never saw (leave-one-scheme-out)."""
     basis, notes = basis_of(arch, profile_id, gpus, fitted)
     table = fitted.data["bands"]
     key = {"new GPU": "new_gpu", "new TP degree": "new_tp"}.get(basis, "new_model")
@@ -515,8 +517,14 @@ def band(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped, support: 
                      f"{'little' if s < 0.5 else 'most'} of the physics' error); band between the transferred and the "
                      "physics-only held-out bands")
     if basis == "new GPU" and arch.name not in fitted.models:  # two extrapolations: combine in log space
-        other = table["new_model"].get(arch.family) or table["new_model"]["all"]
-        factors = {m: math.exp(math.hypot(math.log(f), math.log(other["factor"][m]))) for m, f in factors.items()}
+        factors = _combined(factors, table["new_model"].get(arch.family) or table["new_model"]["all"])
+    unseen = scheme is not None and "new_scheme" in table and scheme not in fitted.data.get("fitted_schemes", [scheme])
+    if unseen:  # all families: one dense model ran a quantized scheme, too few for a dense band of its own
+        other = table["new_scheme"]["all"]
+        factors = _combined(factors, other)
+        notes.append(f"no reference point runs {scheme}: the band adds the held-out error of a scheme the fit never saw "
+                     f"(fp8 and mxfp4 each left out, {other['points']} points: tokens/s "
+                     f"x{other['factor']['output_tokens_per_s']:.2f}, ITL p50 x{other['factor']['itl_p50']:.2f})")
     method = (f"95th percentile of held-out |ln(projected / published)|, {basis} ({key.replace('_', ' ')} residuals of "
               f"{'all families' if first else arch.family + ' models'}: {fam['points']} points); coverage of held-out points "
               f"{fam['coverage']:.0%}; {fitted.data['source_short']}")
@@ -526,6 +534,11 @@ def band(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped, support: 
         factors = {m: max(f, widest["factor"][m]) for m, f in factors.items()}
     return {"factor": factors, "basis": basis, "confidence": CONFIDENCE, "first_of_family": first, "method": method,
             "notes": notes}
+
+
+def _combined(factors: dict[str, float], other: dict[str, Any]) -> dict[str, float]:
+    """Two independent extrapolations' 95% factors, combined in log space (root-sum-square)."""
+    return {m: math.exp(math.hypot(math.log(f), math.log(other["factor"][m]))) for m, f in factors.items()}
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -760,7 +773,7 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
         notes.append(f"no reference point runs {scheme}: its kernels are taken to read its weight bytes as efficiently as "
                      "the fitted schemes' do, which no measurement backs (in the external check of docs/size-a-gpu-rental.md "
                      "an int4 MoE ran at about twice the projected TPOT); measure before relying on it")
-    b = band(arch, prof.id, gpus, fitted, transfer_support(c, p.effective_batch, fitted.fit))
+    b = band(arch, prof.id, gpus, fitted, transfer_support(c, p.effective_batch, fitted.fit), scheme)
     notes += b.pop("notes")
     f = b["factor"]
     b["interval"] = {"output_tokens_per_s": _interval(p.output_tokens_per_s, f["output_tokens_per_s"]),

@@ -8,7 +8,8 @@ targets): milliseconds, so leave-one-out over every model runs in seconds.
 Held-out validation never fits on the point it predicts:
 - leave-one-model-out: each architecture predicted by a fit on the others;
 - leave-one-GPU-out: H100 predicted by a fit on B200 only, and B200 by a fit on H100 only;
-- leave-one-TP-degree-out: each GPU count predicted by a fit on the others.
+- leave-one-TP-degree-out: each GPU count predicted by a fit on the others;
+- leave-one-scheme-out: each quantized scheme (fp8, mxfp4) predicted by a fit on the other schemes.
 The predicted effective batch comes from ``max_num_seqs`` and the KV capacity, never from the
 published ``avg_batch_size`` of the point predicted.
 """
@@ -394,6 +395,13 @@ def leave_one_gpu_out(samples: Sequence[Sample]) -> list[HeldOut]:
 
 def leave_one_tp_out(samples: Sequence[Sample]) -> list[HeldOut]:
     return _held_out(samples, lambda s: str(s.config.gpus), lambda s, n: str(s.config.gpus) != n)
+
+
+def leave_one_scheme_out(samples: Sequence[Sample]) -> list[HeldOut]:
+    """Each quantized scheme (fp8, mxfp4) predicted by a fit that never saw it: the error of projecting a
+    scheme no reference point ran (int4, NVFP4), whose kernels' efficiency the fit cannot know."""
+    return _held_out(samples, lambda s: s.config.scheme if s.config.scheme != "bf16" else None,
+                     lambda s, k: s.config.scheme != k)
 
 
 def summary(ratios: Sequence[float]) -> dict[str, float]:
