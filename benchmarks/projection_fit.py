@@ -80,7 +80,9 @@ def validation() -> dict[str, Any]:
                                                            else "gpu_bound"),
                                     "by_attention_parallelism": pf.table(lomo, lambda h: "data_parallel"
                                                                          if h.sample.config.data_parallel > 1
-                                                                         else "tensor_parallel")},
+                                                                         else "tensor_parallel"),
+                                    "gpu_bound_tensor_parallel": pf.table(lomo, lambda h: "in" if (
+                                        h.sample.key not in stalled and h.sample.config.data_parallel == 1) else "out")},
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
             "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)},
             "leave_one_scheme_out": {"by_scheme": pf.table(pf.leave_one_scheme_out(samples), lambda h: h.fold)},

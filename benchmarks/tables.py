@@ -771,6 +771,9 @@ def projection_validation() -> str:
                              quality["gpu_bound"]))
     if "host_stalled" in quality:
         rows.append(_err_row("new model: the host-stalled points alone", quality["host_stalled"]))
+    if "in" in lomo.get("gpu_bound_tensor_parallel", {}):
+        rows.append(_err_row("new model: all but the host-stalled and data-parallel points",
+                             lomo["gpu_bound_tensor_parallel"]["in"]))
     if "data_parallel" in lomo.get("by_attention_parallelism", {}):
         rows.append(_err_row("new model: data-parallel attention (one model)",
                              lomo["by_attention_parallelism"]["data_parallel"]))
