@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from benchmarks.common import RESULTS, write_json
 
@@ -40,19 +41,38 @@ PREVIOUS = {"commit": "3e50781", "points": 482, "models": 15,
                                   "h100-sxm": {"output_tokens_per_s": 0.123, "joules_per_token": 0.129}}}
 
 
-def fitted_file() -> dict[str, Any]:
+@dataclass(frozen=True)
+class HeldOut:
+    """Every held-out prediction of the reference points, computed once for the fit file and the validation."""
+
+    samples: list[Any]
+    lomo: list[Any]  # leave-one-model-out
+    logo: list[Any]  # leave-one-GPU-out
+    loto: list[Any]  # leave-one-TP-degree-out
+    loso: list[Any]  # leave-one-scheme-out
+
+
+def held_out() -> HeldOut:
+    from effbench.analysis import projection_fit as pf
+
+    samples = pf.reference_samples()
+    return HeldOut(samples, pf.leave_one_model_out(samples), pf.leave_one_gpu_out(samples), pf.leave_one_tp_out(samples),
+                   pf.leave_one_scheme_out(samples))
+
+
+def fitted_file(held: Optional[HeldOut] = None) -> dict[str, Any]:
     """The shipped fit's content (also what the currency test recomputes)."""
     from effbench.analysis import projection_fit as pf
     from effbench.reference import SOURCE
 
-    samples = pf.reference_samples()
-    lomo, logo, loto = pf.leave_one_model_out(samples), pf.leave_one_gpu_out(samples), pf.leave_one_tp_out(samples)
+    ho = held or held_out()
+    samples = ho.samples
     f = pf.fit(samples)
     physics = pf.leave_one_model_out(samples, transfer=False)
-    bands = {"new_model": pf.bands(lomo, lambda h: h.sample.model), "new_gpu": pf.bands(logo, lambda h: h.sample.model),
-             "new_tp": pf.bands(loto, lambda h: h.sample.model),
-             "new_scheme": pf.bands(pf.leave_one_scheme_out(samples), lambda h: h.sample.model),
-             "new_model_physics_only": pf.bands(physics, lambda h: h.sample.model)}
+    by_model = lambda x: x.sample.model  # noqa: E731
+    bands = {"new_model": pf.bands(ho.lomo, by_model), "new_gpu": pf.bands(ho.logo, by_model),
+             "new_tp": pf.bands(ho.loto, by_model), "new_scheme": pf.bands(ho.loso, by_model),
+             "new_model_physics_only": pf.bands(physics, by_model)}
     return {"coefficients": f.to_dict(), "data_version": SOURCE, "source": SOURCE,
             "source_short": "ML.ENERGY Leaderboard v3 (published vLLM measurements)",
             "fitted_models": sorted({s.model for s in samples}),
@@ -63,11 +83,11 @@ def fitted_file() -> dict[str, Any]:
             "fitted_points": [s.key for s in samples], "bands": _rounded(bands)}
 
 
-def validation() -> dict[str, Any]:
+def validation(held: Optional[HeldOut] = None) -> dict[str, Any]:
     from effbench.analysis import projection_fit as pf
 
-    samples = pf.reference_samples()
-    lomo, logo, loto = pf.leave_one_model_out(samples), pf.leave_one_gpu_out(samples), pf.leave_one_tp_out(samples)
+    ho = held or held_out()
+    samples, lomo, logo, loto = ho.samples, ho.lomo, ho.logo, ho.loto
     fam = lambda h: h.sample.config.arch.family  # noqa: E731
     stalled = pf.host_stalled(samples)
     return {"points": len(samples), "models": sorted({s.model for s in samples}),
@@ -85,7 +105,7 @@ def validation() -> dict[str, Any]:
                                         h.sample.key not in stalled and h.sample.config.data_parallel == 1) else "out")},
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
             "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)},
-            "leave_one_scheme_out": {"by_scheme": pf.table(pf.leave_one_scheme_out(samples), lambda h: h.fold)},
+            "leave_one_scheme_out": {"by_scheme": pf.table(ho.loso, lambda h: h.fold)},
             "efficiency_transfer": transfer_check(samples)}
 
 
@@ -151,9 +171,10 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from effbench.reference import CITATION, SOURCE
 
-    shipped = fitted_file()
+    held = held_out()
+    shipped = fitted_file(held)
     FIT.write_text(json.dumps(shipped, indent=1) + "\n")
-    v = validation()
+    v = validation(held)
     data = {"suite": "projection_error", "source": SOURCE, "citation": CITATION,
             "method": "held out: leave-one-model-out, leave-one-GPU-out (fit on one GPU, predict the other), "
                       "leave-one-TP-degree-out, leave-one-scheme-out (fp8, mxfp4); "

@@ -461,6 +461,11 @@ class Shipped:
     def profiles(self) -> set[str]:
         return set(self.data["fitted_profiles"])
 
+    @property
+    def schemes(self) -> set[str]:
+        """The weight formats some fitted reference point ran (the fit saw no other scheme's kernels)."""
+        return set(self.data["fitted_schemes"])
+
 
 @lru_cache(maxsize=1)
 def shipped() -> Shipped:
@@ -518,8 +523,8 @@ def band(arch: StepShape, profile_id: str, gpus: int, fitted: Shipped, support: 
                      "physics-only held-out bands")
     if basis == "new GPU" and arch.name not in fitted.models:  # two extrapolations: combine in log space
         factors = _combined(factors, table["new_model"].get(arch.family) or table["new_model"]["all"])
-    unseen = scheme is not None and "new_scheme" in table and scheme not in fitted.data.get("fitted_schemes", [scheme])
-    if unseen:  # all families: one dense model ran a quantized scheme, too few for a dense band of its own
+    if scheme is not None and scheme not in fitted.schemes:
+        # all families: one dense model ran a quantized scheme, too few for a dense band of its own
         other = table["new_scheme"]["all"]
         factors = _combined(factors, other)
         notes.append(f"no reference point runs {scheme}: the band adds the held-out error of a scheme the fit never saw "
@@ -697,13 +702,6 @@ def _exact_reference(arch: str, profile_id: str, gpus: int, concurrency: int, sc
     return None
 
 
-def _reference_schemes() -> set[str]:
-    """The schemes some published reference point ran (the fit saw no other scheme's kernels)."""
-    from effbench.reference import points
-
-    return {p.scheme for p in points()}
-
-
 def _interval(value: float, factor: float) -> list[float]:
     return [value / factor, value * factor]
 
@@ -769,7 +767,7 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
     ref = _exact_reference(arch.name, prof.id, gpus, concurrency, scheme, workload)
     if ref is not None:
         return {**common, **_reference_fields(ref), "notes": notes}, p, c
-    if scheme not in _reference_schemes():
+    if scheme not in fitted.schemes:
         notes.append(f"no reference point runs {scheme}: its kernels are taken to read its weight bytes as efficiently as "
                      "the fitted schemes' do, which no measurement backs (in the external check of docs/size-a-gpu-rental.md "
                      "an int4 MoE ran at about twice the projected TPOT); measure before relying on it")
