@@ -790,6 +790,24 @@ def projection_validation() -> str:
     return "\n".join(rows)
 
 
+PROJECTION_EXPERIMENTS = "benchmarks/results/reference/projection_experiments.json"
+
+
+def projection_experiments() -> str:
+    """docs/size-a-gpu-rental.md: alternatives to the shipped projection, held out the same way."""
+    d = _json(PROJECTION_EXPERIMENTS)
+    rows = ["| variant (leave one model out) | tok/s median / p90 | ITL p50 | ITL p95 | J/token | GPU-bound TP points: tok/s "
+            "| fitted per-layer cost |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for v in d["variants"].values():
+        a, g = v["all"], v["gpu_bound_tensor_parallel"]["output_tokens_per_s"]
+        cells = " | ".join(f"{a[m]['median']:.1%} / {a[m]['p90']:.1%}" for m in ("output_tokens_per_s", "itl_p50", "itl_p95",
+                                                                                 "joules_per_token"))
+        rows.append(f"| {_cell(v['description'])} | {cells} | {g['median']:.1%} / {g['p90']:.1%} | "
+                    f"{v['layer_us_median_over_folds']:.0f} µs |")
+    return "\n".join(rows) + (f"\n\n{d['points']} points ({d['gpu_bound_tensor_parallel_points']} GPU-bound tensor-parallel); "
+                               "`python -m benchmarks.projection_experiments`.")
+
+
 PROJECTION_EXTERNAL = "benchmarks/results/reference/projection_external.json"
 
 
@@ -949,6 +967,7 @@ BLOCKS = [
     Block("docs/size-a-gpu-rental.md", "plan-example", (QUANT_SWEEP, "hardware/"), plan_example),
     Block("docs/size-a-gpu-rental.md", "projection-validation", (PROJECTION_ERROR,), projection_validation),
     Block("docs/size-a-gpu-rental.md", "projection-external", (PROJECTION_EXTERNAL,), projection_external),
+    Block("docs/size-a-gpu-rental.md", "projection-experiments", (PROJECTION_EXPERIMENTS,), projection_experiments),
     Block("docs/size-a-gpu-rental.md", "plan-gpu-70b", ("effbench/reference/", "effbench/analysis/projection_fit.json",
                                                         "hardware/"),
           plan_gpu_70b),

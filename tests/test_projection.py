@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error
@@ -445,6 +446,20 @@ def test_external_check_is_cited_and_current() -> None:
     assert len(rows) >= 20 and all(r["source_url"].startswith("https://") and r["source_date"] for r in rows)
     committed = json.loads(ext.OUT.read_text())
     assert ext.run()["summary"] == committed["summary"], "rerun python -m benchmarks.projection_external"
+
+
+def test_experiments_file_holds_out_the_shipped_model_as_the_validation_does() -> None:
+    """The docs' "tried, not kept" table (benchmarks/results/reference/projection_experiments.json) was taken
+    with the current model: its shipped row is the committed leave-one-model-out validation, and every
+    variant was scored on every point."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "reference"
+    exp = json.loads((root / "projection_experiments.json").read_text())
+    lomo = json.loads((root / "projection_error.json").read_text())["leave_one_model_out"]["by_family"]["all"]
+    for m, s in exp["variants"]["shipped"]["all"].items():
+        assert s["median"] == pytest.approx(lomo[m]["median"], abs=1e-4), f"{m}: rerun benchmarks.projection_experiments"
+        assert s["p90"] == pytest.approx(lomo[m]["p90"], abs=1e-4), m
+    assert {"host_overlap", "fit_without_host_stalled", "fit_without_data_parallel"} <= exp["variants"].keys()
+    assert all(v["all"]["output_tokens_per_s"]["points"] == exp["points"] == 482 for v in exp["variants"].values())
 
 
 def test_a_scheme_no_reference_point_ran_says_its_kernels_are_unmeasured():

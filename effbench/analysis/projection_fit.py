@@ -93,7 +93,8 @@ def reference_samples() -> list[Sample]:
 # harness): the GPU did less work per step, not more. The validation reports the error without them
 # beside the error on all points. In ML.ENERGY v3 these are 18 single-B200 GPQA points of five reasoning
 # models (2-6x the step of their chat runs at the same batch, at about half the power). The fit keeps
-# them: left out of it, the held-out error on the other points did not improve (tokens/s p90 35% vs 34%).
+# them: left out of it, the held-out error on the other points did not improve (docs/size-a-gpu-rental.md,
+# the experiments table).
 STALL_RATIO = 2.0
 BATCH_NEAR = 2.0
 
@@ -198,8 +199,8 @@ def _fit_overlapped(samples: Sequence[Sample], dec: np.ndarray, pre: np.ndarray,
 
 def fit(samples: Sequence[Sample], overlap: bool = False, transfer: bool = True) -> Fit:
     """The global coefficients from these samples. ``overlap``: the step as max(GPU terms, host terms)
-    (async scheduling overlaps them) instead of their sum; evaluated held out on the reference data it
-    is worse (leave-one-model-out tokens/s 19% vs 17%, ITL p50 19% vs 15%), so the shipped fit adds.
+    (async scheduling overlaps them) instead of their sum; held out on the reference data it is worse
+    (docs/size-a-gpu-rental.md, the experiments table), so the shipped fit adds.
     ``transfer``: attach the samples as anchors of the efficiency transfer (``anchors``); without it, the
     physics alone."""
     if len({s.model for s in samples}) < 2 or len(samples) < 10:
