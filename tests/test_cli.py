@@ -111,3 +111,15 @@ def test_run_says_how_far_short_of_the_target_a_noisy_configuration_ended(tmp_pa
     stand_in(lambda: FakeBackend(timing=steady))
     run = effbench.run(tiny_config(model_dir, tmp_path / "ok", repeats=None, min_repeats=3, max_repeats=4, ci_target=0.9))
     assert target_hint(run.records) is None
+
+
+def test_hostile_strings_in_an_error_are_shown_escaped_not_obeyed():
+    """A model name carrying a terminal escape sequence, a carriage return and a zero-width mark comes
+    back escaped on the one error line; other scripts (Korean) come back as they are."""
+    line = assert_one_line_error(effbench("project", "--model", "arch:\x1b[31mevil\r\u200bx", "--hardware", "h100-sxm",
+                                          "--concurrency", "8", "--workload", "gpqa"), "unknown architecture")
+    assert "\x1b" not in line and "\u200b" not in line and "\r" not in line
+    assert "\\x1b[31mevil" in line and "\\u200bx" in line
+    korean = assert_one_line_error(effbench("project", "--model", "arch:한국어-모델", "--hardware", "h100-sxm",
+                                            "--concurrency", "8", "--workload", "gpqa"), "unknown architecture")
+    assert "한국어-모델" in korean

@@ -46,8 +46,10 @@ def comma_items(values: Optional[list[str]]) -> list[str]:
 
 
 def one_line(text: object) -> str:
-    """A message as one line: whitespace and newlines collapsed (scripts grep stderr line by line)."""
-    return " ".join(str(text).split())
+    """A message as one line: whitespace and newlines collapsed (scripts grep stderr line by line), and
+    any other character a terminal would act on (escape sequences, zero-width marks) shown escaped, so a
+    hostile model name or path cannot recolour, move or hide the message."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(str(text).split()))
 
 
 def warn(message: str) -> None:
