@@ -8,6 +8,7 @@ import json
 import pytest
 from conftest import run_effbench as effbench
 
+from effbench.analysis import stepshape
 from effbench.hardware import profiles
 from effbench.models import arch
 
@@ -23,22 +24,37 @@ def test_catalogue_has_the_sizing_models_with_their_sources():
         assert raw[name]["config_source"].startswith("config.json values from huggingface.co/") and cat[name].stated_source
 
 
-@pytest.mark.parametrize("name", ["qwen3-30b-a3b", "gpt-oss-20b", "gpt-oss-120b"])
+@pytest.mark.parametrize("name", ["qwen3-30b-a3b", "gpt-oss-20b", "gpt-oss-120b", "qwen3-235b-a22b", "qwen3-coder-480b-a35b",
+                                  "deepseek-v3", "llama-4-scout", "llama-4-maverick"])
 def test_moe_active_parameters_match_the_model_card(name):
+    """Dense-first (DeepSeek-V3) and interleaved (Llama 4 Maverick) MoE layers included."""
     summary = arch.summarize(f"arch:{name}")
     assert summary.active_params is not None and summary.stated_active_params
-    assert abs(summary.active_params / summary.stated_active_params - 1) < 0.02, (name, summary.active_params)
+    assert abs(summary.active_params / summary.stated_active_params - 1) < 0.03, (name, summary.active_params)
     assert summary.active_params < summary.params.total / 5  # a mixture of experts uses a small share per token
 
 
+@pytest.mark.parametrize("name", ["nemotron-nano-9b-v2", "nemotron-nano-12b-v2", "llama-3.1-70b"])
+def test_models_without_experts_use_every_parameter(name):
+    assert arch.summarize(f"arch:{name}").active_params is None
+
+
 def test_dense_models_use_every_parameter_and_state_their_context():
-    s = arch.shape("arch:llama-3.1-70b")
-    assert s.active_params == s.total_params and s.experts == 0 and s.layers == 80 and s.max_context_tokens == 131_072
+    s = stepshape.shipped("llama-3.1-70b")
+    assert s.active_params == s.total_params - s.embedding_params and s.experts == 0 and s.layers == 80
+    assert s.max_context == 131_072
     assert s.kv_bytes(1) == 2 * 80 * 8 * 128 * 2  # K and V, layers, KV heads, head dim, bf16
+    assert arch.summarize("arch:llama-3.1-70b").kv_bytes_per_token_bf16 == 2 * 80 * 8 * 128 * 2
+
+
+def test_kv_per_token_counts_only_what_the_cache_holds():
+    """Nemotron-H caches K and V in its 4 attention layers only; DeepSeek-V3 caches MLA's 576-wide latent."""
+    assert arch.summarize("arch:nemotron-nano-9b-v2").kv_bytes_per_token_bf16 == 4 * 2 * 8 * 128 * 2
+    assert arch.summarize("arch:deepseek-v3").kv_bytes_per_token_bf16 == 61 * (512 + 64) * 2
 
 
 def test_sliding_window_kv_for_gpt_oss():
-    s = arch.shape("arch:gpt-oss-20b")
+    s = stepshape.shipped("gpt-oss-20b")
     per = 2 * 8 * 64 * 2
     assert s.kv_bytes(1000) == pytest.approx(12 * per * 1000 + 12 * per * 128)  # half the layers keep 128 tokens
 

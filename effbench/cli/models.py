@@ -66,7 +66,8 @@ def models_command(
     out.print("params: unique parameters from the config (tied embeddings once); active: used per token by a mixture of "
               "experts (the model card's figure in brackets); stated: the model card's count ('non-emb' = without "
               "embeddings), compared like for like. int8/int4: weights alone, before scales and unquantized layers; "
-              "fp32 weights in --json. context: the config's maximum (max_position_embeddings).")
+              "fp32 weights in --json. KV/token: K and V of the attention layers (MLA: its latent; Mamba layers keep a "
+              "fixed state instead), as vLLM caches them. context: the config's maximum (max_position_embeddings).")
 
 
 def register(app: typer.Typer) -> None:

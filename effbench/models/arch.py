@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from effbench.errors import EffbenchError, UnsupportedError
-from effbench.models.kv import kv_bytes_per_token
 
 PREFIX = "arch:"
 CATALOG_FILE = "catalog.json"
@@ -222,7 +221,7 @@ class ArchSummary:
     stated_params: Optional[float]
     stated_scope: Optional[str]
     stated_source: Optional[str]
-    kv_bytes_per_token_bf16: Optional[int]  # K and V of every layer, one token of one sequence
+    kv_bytes_per_token_bf16: Optional[int]  # K and V (MLA: its latent) of the attention layers, one token
     active_params: Optional[int] = None  # MoE: parameters used per token (None: dense, all of them)
     stated_active_params: Optional[float] = None
     max_context_tokens: Optional[int] = None
@@ -255,105 +254,25 @@ def summarize(location: str) -> ArchSummary:
     config = load_config(location)
     entry = catalog().get(location[len(PREFIX):]) if location.startswith(PREFIX) else None
     name = entry.name if entry else Path(location).parent.name
-    dims = shape(location)
+    # The projection's own reading of the config (one home for layer kinds, dense-first and interleaved
+    # MoE layers, shared experts, Mamba stacks), so this table and the projection agree on every model.
+    from effbench.analysis.stepshape import from_config
+
+    dims = from_config(name, config_dict(location))
     return ArchSummary(
         name=name, hf_id=entry.hf_id if entry else None, model_type=config.model_type,
         params=count_params(config),
         stated_params=entry.stated_params if entry else None,
         stated_scope=entry.stated_scope if entry else None,
         stated_source=entry.stated_source if entry else None,
-        kv_bytes_per_token_bf16=kv_bytes_per_token(config, 2),
+        kv_bytes_per_token_bf16=int(dims.kv_bytes(1, 2)),  # as vLLM caches it: attention layers only, MLA's latent
         # In the model card's scope, so the two compare like for like (gpt-oss counts no input embedding).
         active_params=(dims.active_params
-                       - (dims.embedding_params if entry and entry.stated_active_scope == "without-input-embedding" else 0)
+                       + (0 if dims.tied or (entry and entry.stated_active_scope == "without-input-embedding")
+                          else dims.embedding_params)
                        if dims.experts else None),
         stated_active_params=entry.stated_active_params if entry else None,
-        max_context_tokens=dims.max_context_tokens,
+        max_context_tokens=dims.max_context,
     )
 
 
-# -- shapes for sizing and projection ---------------------------------------------------------------
-@dataclass(frozen=True)
-class ArchShape:
-    """What sizing and the GPU projection need from a config: parameters (total, and used per token for
-    a mixture of experts), depth and width, the KV cache per layer (sliding-window layers stop growing at
-    their window) and the longest context the model supports."""
-
-    name: str
-    layers: int
-    hidden: int
-    heads: int
-    head_dim: int
-    kv_heads: int
-    vocab: int
-    total_params: int
-    embedding_params: int  # the input embedding (a lookup per token)
-    expert_params: int  # all experts of all layers (0 for a dense model)
-    experts: int  # routed experts per layer (0 for a dense model)
-    experts_per_token: int
-    layer_windows: tuple[Optional[int], ...]  # per layer: the sliding window, None for full attention
-    max_context_tokens: Optional[int]
-
-    @property
-    def active_params(self) -> int:
-        """Parameters used per token: everything but the experts a token is not routed to."""
-        if not self.experts:
-            return self.total_params
-        return int(self.total_params - self.expert_params * (1 - self.experts_per_token / self.experts))
-
-    @property
-    def dense_params(self) -> int:
-        return self.total_params - self.expert_params
-
-    def kv_bytes(self, context_tokens: float, element_size: float = 2) -> float:
-        """K and V of every layer for one sequence holding ``context_tokens`` tokens."""
-        per_layer_token = 2 * self.kv_heads * self.head_dim * element_size
-        return sum(per_layer_token * (min(context_tokens, w) if w else context_tokens) for w in self.layer_windows)
-
-    def attention_flops_per_token(self, context_tokens: float) -> float:
-        """Q.K and attention.V of one new token over its context, all layers (2 matmuls x 2 flops)."""
-        return sum(4 * self.heads * self.head_dim * (min(context_tokens, w) if w else context_tokens) for w in self.layer_windows)
-
-
-def _layer_windows(text: Any) -> tuple[Optional[int], ...]:
-    window = getattr(text, "sliding_window", None)
-    types = getattr(text, "layer_types", None)
-    n = text.num_hidden_layers
-    if window and types:
-        return tuple(window if t == "sliding_attention" else None for t in types[:n])
-    return (None,) * n
-
-
-def _expert_params(text: Any) -> tuple[int, int, int]:
-    """(all routed expert parameters, experts per layer, experts per token) from a MoE config."""
-    experts = getattr(text, "num_experts", None) or getattr(text, "num_local_experts", None) or 0
-    if not experts:
-        return 0, 0, 0
-    k = getattr(text, "num_experts_per_tok", None) or getattr(text, "experts_per_token", None) or 1
-    hidden = text.hidden_size
-    inter = getattr(text, "moe_intermediate_size", None) or text.intermediate_size
-    per_expert = 3 * hidden * inter  # gate, up and down projections
-    if text.model_type == "gpt_oss":
-        per_expert += 2 * inter + hidden  # gate_up and down biases
-    return per_expert * experts * text.num_hidden_layers, experts, k
-
-
-@lru_cache(maxsize=64)
-def shape(location: str) -> ArchShape:
-    """The shape of a shipped (``arch:NAME``) or local config; parameter counts from the meta device."""
-    if location.startswith(PREFIX) or not Path(location).is_file():  # a one-line error for unknown names
-        location = resolve_arch(location if location.startswith(PREFIX) else f"{PREFIX}{location}")[1]
-    config = load_config(location)
-    text = getattr(config, "text_config", config)
-    params = count_params(config)
-    heads = text.num_attention_heads
-    expert_total, experts, k = _expert_params(text)
-    entry = catalog().get(location[len(PREFIX):]) if location.startswith(PREFIX) else None
-    return ArchShape(
-        name=entry.name if entry else Path(location).parent.name, layers=text.num_hidden_layers, hidden=text.hidden_size,
-        heads=heads, head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or heads, vocab=text.vocab_size, total_params=params.total,
-        embedding_params=text.vocab_size * text.hidden_size, expert_params=expert_total, experts=experts,
-        experts_per_token=k, layer_windows=_layer_windows(text),
-        max_context_tokens=getattr(text, "max_position_embeddings", None),
-    )
