@@ -76,3 +76,12 @@ def test_new_hardware_profiles_and_interconnects():
                if p.kind == "gpu" and p.origin.endswith(".yaml") and "hardware" in p.origin)
     assert by_id["h100-sxm"].interconnect_gbps > 5 * by_id["h100-pcie"].interconnect_gbps  # NVLink vs PCIe
     assert by_id["v100-32gb"].peak_tflops.bf16 is None  # Volta has no bf16
+
+
+@pytest.mark.parametrize("name, expected", [("nemotron-nano-9b-v2", 4 * 2 * 8 * 128 * 2), ("llama-3.1-8b", 32 * 2 * 8 * 128 * 2)])
+def test_backends_kv_per_token_skips_mamba_layers(name, expected):
+    """What the transformers and vLLM backends record (and the memory check sizes by): K and V of the
+    attention layers only."""
+    from effbench.models.kv import kv_bytes_per_token
+
+    assert kv_bytes_per_token(arch.load_config(f"arch:{name}"), 2) == expected

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Optional
 
 from effbench.errors import EffbenchError
+from effbench.models.kv import layer_kinds
 
 
 @dataclass(frozen=True)
@@ -110,22 +111,6 @@ def _mamba(cfg: dict[str, Any]) -> tuple[int, int, int]:
     return params, nh * hd * d_state + conv_dim * (conv - 1), nh * hd * d_state
 
 
-def _layer_kinds(cfg: dict[str, Any]) -> list[str]:
-    """Per layer: 'attn+mlp', 'attn+moe', or for hybrid stacks 'mamba', 'attn', 'mlp', 'moe'."""
-    n = cfg["num_hidden_layers"]
-    pattern = cfg.get("hybrid_override_pattern")
-    if pattern:
-        return [{"M": "mamba", "*": "attn", "-": "mlp", "E": "moe"}[c] for c in pattern[:n]]
-    experts = _get(cfg, "num_experts", "num_local_experts", "n_routed_experts", default=0)
-    if not experts:
-        return ["attn+mlp"] * n
-    dense_first = cfg.get("first_k_dense_replace") or 0
-    step = cfg.get("interleave_moe_layer_step") or cfg.get("decoder_sparse_step") or 1
-    only_dense = set(cfg.get("mlp_only_layers") or [])
-    return ["attn+moe" if i >= dense_first and (i + 1) % step == 0 and i not in only_dense else "attn+mlp"
-            for i in range(n)]
-
-
 def _mlp_params(cfg: dict[str, Any], inter: int) -> int:
     gated = _get(cfg, "mlp_hidden_act", "hidden_act", default="silu") != "relu2"  # relu^2 MLPs have no gate
     return (3 if gated else 2) * cfg["hidden_size"] * inter
@@ -161,7 +146,7 @@ def from_config(name: str, config: dict[str, Any]) -> StepShape:
 
 def _from_text_config(name: str, cfg: dict[str, Any]) -> StepShape:
     h, vocab = cfg["hidden_size"], cfg["vocab_size"]
-    kinds = _layer_kinds(cfg)
+    kinds = layer_kinds(cfg)
     kind, attn_params, kv_per_token, attn_flops = _attention(cfg)
     routed, moe_fixed, experts, k = _moe_params(cfg) if any("moe" in x for x in kinds) else (0, 0, 0, 0)
     dense_inter = _get(cfg, "intermediate_size_mlp", "intermediate_size")

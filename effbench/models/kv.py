@@ -12,15 +12,37 @@ def kv_cache_bytes_per_token(layers: int, kv_heads: int, head_dim: int, element_
 
 
 def kv_bytes_per_token(config: Any, element_size: int) -> Optional[int]:
-    """From a Hugging Face config (its ``text_config`` for multimodal ones); None if it lacks the sizes."""
+    """From a Hugging Face config (its ``text_config`` for multimodal ones); None if it lacks the sizes.
+    Only attention layers cache K and V: a hybrid stack's Mamba layers keep a fixed state instead."""
     text = getattr(config, "text_config", config)
     try:
         heads = text.num_attention_heads
         kv_heads = getattr(text, "num_key_value_heads", None) or heads
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-        return kv_cache_bytes_per_token(text.num_hidden_layers, kv_heads, head_dim, element_size)
-    except AttributeError:
+        layers = sum("attn" in k for k in layer_kinds(text.to_dict())) if hasattr(text, "to_dict") else text.num_hidden_layers
+        return kv_cache_bytes_per_token(layers, kv_heads, head_dim, element_size)
+    except (AttributeError, KeyError, TypeError):
         return None
+
+
+def layer_kinds(cfg: dict[str, Any]) -> list[str]:
+    """Per layer: 'attn+mlp', 'attn+moe', or for hybrid stacks 'mamba', 'attn', 'mlp', 'moe'."""
+    pattern = cfg.get("hybrid_override_pattern")  # config.json of Nemotron-H
+    if pattern:
+        return [{"M": "mamba", "*": "attn", "-": "mlp", "E": "moe"}[c] for c in pattern[:cfg["num_hidden_layers"]]]
+    blocks = cfg.get("layers_block_type")  # the same stack as transformers' NemotronHConfig spells it
+    if isinstance(blocks, list) and blocks:
+        return [{"linear_attention": "mamba", "mamba": "mamba", "full_attention": "attn", "attention": "attn",
+                 "mlp": "mlp", "moe": "moe"}[b] for b in blocks]
+    n = cfg["num_hidden_layers"]
+    experts = next((cfg[k] for k in ("num_experts", "num_local_experts", "n_routed_experts") if cfg.get(k)), 0)
+    if not experts:
+        return ["attn+mlp"] * n
+    dense_first = cfg.get("first_k_dense_replace") or 0
+    step = cfg.get("interleave_moe_layer_step") or cfg.get("decoder_sparse_step") or 1
+    only_dense = set(cfg.get("mlp_only_layers") or [])
+    return ["attn+moe" if i >= dense_first and (i + 1) % step == 0 and i not in only_dense else "attn+mlp"
+            for i in range(n)]
 
 
 @dataclass(frozen=True)
