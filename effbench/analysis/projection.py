@@ -306,6 +306,13 @@ def transfer_features(c: Config, batch: float) -> list[float]:
             float(a.family == "hybrid"), math.log(max(c.data_parallel, 1))]
 
 
+def tp_sync_steps(gpus: int) -> float:
+    """How tensor parallelism's fixed cost per layer (its all-reduces' launch and synchronisation, and
+    the wait for the slowest GPU) grows with the GPU count: log2 of it, 0 on one GPU. Held out, it beats
+    a constant (docs/size-a-gpu-rental.md, the experiments table)."""
+    return math.log2(gpus) if gpus > 1 else 0.0
+
+
 def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
     """(the decode step of ``batch`` sequences, one request's prefill) as FEATURES-aligned vectors:
     seconds at the datasheet peaks for the roofline terms, counts in microseconds / milliseconds for
@@ -327,7 +334,7 @@ def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
         "linear": batch * 2 * a.active_params / n / peak,
         "attention": batch * a.attention_flops(ctx) / n / peak16,
         "comm": a.layers * 2 * batch * a.hidden * 2 * ring / link,
-        "layer": a.layers * _US, "tp_layer": (a.layers * _US if n > 1 else 0.0), "moe_layer": a.moe_layers * _US,
+        "layer": a.layers * _US, "tp_layer": a.layers * _US * tp_sync_steps(n), "moe_layer": a.moe_layers * _US,
         "step": _MS, "request": batch / max(c.data_parallel, 1) * 10 * _US, "prefill": 0.0,
         # block-scaled fp8 routed experts: the extra time of dequantising them in vLLM's fused-MoE kernels
         # (block scales in the main loop: the reference data has the Qwen3 fp8 MoEs slower than bf16), as a

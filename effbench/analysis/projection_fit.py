@@ -232,7 +232,7 @@ def fit(samples: Sequence[Sample], overlap: bool = False, transfer: bool = True)
 # in benchmarks/results/reference/projection_error.json.
 TRANSFER_SCALES = {"log_batch": 0.5, "log_weight_bytes_per_gpu": 2.0, "log_context": 0.25, "log_bandwidth": 0.3,
                    "log_peak_tflops": 0.3, "log_gpus": 0.5, "fp8": 0.5, "four_bit": 0.5, "moe": 0.5, "hybrid": 0.5,
-                   "log_data_parallel": 0.125}
+                   "log_data_parallel": 0.5}
 TRANSFER_PRIOR = 0.3
 
 
