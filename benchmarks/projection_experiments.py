@@ -3,6 +3,8 @@ rest on a committed result: leave-one-model-out on every ML.ENERGY v3 point, the
 
 - ``tp_layer_constant``: tensor parallelism's fixed cost per layer the same at every GPU count (the
   shipped model grows it with log2 of the count: ``projection.tp_sync_steps``);
+- ``power_reads_only``: memory power from the weight, expert and KV reads alone (the shipped model adds
+  the data movement they carry: ``projection.MEMORY_SHARE``);
 - ``host_overlap``: a step of smooth max(GPU terms, host terms), async scheduling overlapping the host's
   per-step work with the GPU's (``fit(..., overlap=True)``), instead of their sum;
 - ``fit_without_host_stalled``: the host-stalled points (``projection_fit.host_stalled``) left out of
@@ -88,6 +90,9 @@ def run() -> dict[str, Any]:
     add("shipped", "the shipped model: the step's terms add up; every point fitted", _lomo(samples))
     add("host_overlap", "step = smooth max(GPU terms + prefills, host terms) (async scheduling)",
         _lomo(samples, fit_kw={"overlap": True}))
+    with _replaced(projection, "MEMORY_SHARE", ("weights", "experts", "kv")):
+        add("power_reads_only", "memory power from the reads alone (the shipped model adds the all-reduce and the fp8 "
+            "experts' dequantisation)", _lomo(samples))
     with _replaced(projection, "tp_sync_steps", lambda n: 1.0 if n > 1 else 0.0):
         add("tp_layer_constant", "tensor parallelism's fixed cost per layer the same at 2, 4 and 8 GPUs (the shipped "
             "model: log2 of the GPU count)", _lomo(samples))

@@ -76,7 +76,11 @@ TASK_CONTEXT_OUTPUT_SHARE = {"lm-arena-chat": 0.97, "gpqa": 0.72, "sourcegraph-f
 FEATURES = ("weights", "experts", "kv", "linear", "attention", "comm", "layer", "tp_layer", "moe_layer", "step",
             "request", "prefill", "fp8_dequant")
 QUANTILES = ("p50", "p90", "p95")
-MEMORY_SHARE = ("weights", "experts", "kv")  # the terms whose time at the datasheet peak draws memory power
+# the terms whose time draws memory power: the reads at the datasheet peak, and the data-movement time
+# the read carries with it (the all-reduce over the link; dequantising block-scaled fp8 experts as they
+# stream in). Held out, J/token 10.5% / 29.7% vs 11.1% / 32.9% with the reads alone
+# (docs/size-a-gpu-rental.md, the experiments table).
+MEMORY_SHARE = ("weights", "experts", "kv", "comm", "fp8_dequant")
 COMPUTE_SHARE = ("linear", "attention")  # ... and tensor-core power
 CPU_FEATURES = ("step", "request")  # host work per engine step (scheduling, sampling, detokenising, streaming)
 # Units of the fixed-cost features, so their coefficients read as microseconds / milliseconds.
@@ -406,6 +410,15 @@ def step_times(dec: Sequence[float], pre: Sequence[float], lam: float, fit: "Fit
     return smooth_max(gpu + lam * t_pre, cpu, fit.overlap), smooth_max(gpu, cpu, fit.overlap), t_pre
 
 
+def power_shares(dec: Sequence[float], pre: Sequence[float], lam: float, step: float) -> tuple[float, float]:
+    """(memory, compute) share of a mean step of ``step`` seconds: the MEMORY_SHARE and COMPUTE_SHARE
+    terms of its decode step and its ``lam`` prefills, at the datasheet peaks."""
+    def share(group: Sequence[str]) -> float:
+        return sum(dec[FEATURES.index(f)] + lam * pre[FEATURES.index(f)] for f in group) / step
+
+    return share(MEMORY_SHARE), share(COMPUTE_SHARE)
+
+
 @dataclass(frozen=True)
 class Prediction:
     effective_batch: float
@@ -433,8 +446,7 @@ def predict(c: Config, fit: Fit, batch: Optional[float] = None) -> Prediction:
     step, t_dec, t_pre = step_times(dec, pre, lam, fit)
     itl = {q: 1000 * (a * t_dec + k * t_pre * burst(lam, q)) for q, (a, k) in fit.itl.items()}
     tps = b / step
-    mem = sum(dec[FEATURES.index(f)] + lam * pre[FEATURES.index(f)] for f in MEMORY_SHARE) / step
-    comp = sum(dec[FEATURES.index(f)] + lam * pre[FEATURES.index(f)] for f in COMPUTE_SHARE) / step
+    mem, comp = power_shares(dec, pre, lam, step)
     p0, pm, pc = fit.power
     watts = c.gpus * (c.profile.tdp_w or 0.0) * min(max(p0 + pm * mem + pc * comp, 0.1), 1.0)
     if fit.transfer is not None:

@@ -23,11 +23,9 @@ import numpy as np
 from scipy.optimize import least_squares, lsq_linear
 
 from effbench.analysis.projection import (
-    COMPUTE_SHARE,
     CONTEXT_OUTPUT_SHARE,
     CPU_FEATURES,
     FEATURES,
-    MEMORY_SHARE,
     QUANTILES,
     TASK_CONTEXT_OUTPUT_SHARE,
     TRANSFER_METRICS,
@@ -37,6 +35,7 @@ from effbench.analysis.projection import (
     burst,
     features,
     kv_capacity,
+    power_shares,
     predict,
     step_times,
     transfer_features,
@@ -232,7 +231,7 @@ def fit(samples: Sequence[Sample], overlap: bool = False, transfer: bool = True)
 # in benchmarks/results/reference/projection_error.json.
 TRANSFER_SCALES = {"log_batch": 0.5, "log_weight_bytes_per_gpu": 2.0, "log_context": 0.25, "log_bandwidth": 0.3,
                    "log_peak_tflops": 0.3, "log_gpus": 0.5, "fp8": 0.5, "four_bit": 0.5, "moe": 0.5, "hybrid": 0.5,
-                   "log_data_parallel": 0.5}
+                   "log_data_parallel": 0.25}
 TRANSFER_PRIOR = 0.3
 
 
@@ -262,8 +261,7 @@ def _fit_power(samples: Sequence[Sample], partial: Fit) -> tuple[float, float, f
         d, pr = features(s.config, s.batch)
         lam = s.batch / max(s.config.output_tokens, 1.0)
         step = p.step_ms / 1000
-        share = [sum(d[FEATURES.index(f)] + lam * pr[FEATURES.index(f)] for f in group) / step
-                 for group in (MEMORY_SHARE, COMPUTE_SHARE)]
+        share = power_shares(d, pr, lam, step)
         scale = s.config.gpus * (s.config.profile.tdp_w or 1.0) / s.power_w
         rows.append([scale, scale * share[0], scale * share[1]])
     p0, pm, pc = _robust_nnls(np.array(rows))
