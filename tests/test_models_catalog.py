@@ -8,9 +8,8 @@ import json
 import pytest
 from conftest import run_effbench as effbench
 
-from effbench.analysis import stepshape
 from effbench.hardware import profiles
-from effbench.models import arch
+from effbench.models import arch, stepshape
 
 REQUIRED = {"qwen3-8b", "qwen3-14b", "qwen3-32b", "gemma-3-12b", "gemma-3-27b", "llama-3.1-70b", "llama-3.3-70b", "qwen2.5-72b",
             "llama-3.1-405b", "exaone-4.0-32b", "qwen3-30b-a3b", "gpt-oss-20b", "gpt-oss-120b"}

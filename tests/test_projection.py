@@ -12,9 +12,9 @@ from conftest import assert_one_line_error
 from conftest import run_effbench as effbench
 
 from effbench.analysis import projection as pj
-from effbench.analysis.stepshape import StepShape, from_config, shipped
 from effbench.errors import EffbenchError
 from effbench.hardware.catalog import HardwareProfile
+from effbench.models.stepshape import StepShape, from_config, shipped
 
 GPU = HardwareProfile(id="toygpu", name="Toy", vendor="t", kind="gpu", memory_gb=80, memory_bandwidth_gbps=1000,
                       peak_tflops={"bf16": 100}, tdp_w=500, interconnect_gbps=100)
@@ -290,7 +290,7 @@ def test_fp8_of_a_vendor_block_scaled_moe_serves_that_checkpoint() -> None:
 
 
 def pj_shape(name: str) -> StepShape:
-    from effbench.analysis.stepshape import shipped as shape
+    from effbench.models.stepshape import shipped as shape
 
     return shape(name)
 

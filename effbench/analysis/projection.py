@@ -45,9 +45,9 @@ from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 from effbench.analysis.roofline import COMPUTE_DTYPE as SCHEME_COMPUTE_DTYPE
-from effbench.analysis.stepshape import StepShape
 from effbench.errors import EffbenchError
 from effbench.hardware.catalog import HardwareProfile
+from effbench.models.stepshape import StepShape
 
 CONFIDENCE = 0.95  # the band is a 95% interval, as every figure's (docs/method.md)
 FIT_FILE = "projection_fit.json"
@@ -666,8 +666,8 @@ def project_grid(models: Sequence[str], profiles: Sequence[HardwareProfile | str
     cannot run carries its one-line reason in ``error`` instead of a prediction. Requests are shaped by
     ``workload`` (a reference task) or by ``prompt_tokens`` and ``output_tokens``. With ``kv_limited``, a
     replica's concurrencies stop at the KV-capacity limit, which is added as a point of its own."""
-    from effbench.analysis.stepshape import of
     from effbench.hardware import get_profile
+    from effbench.models.stepshape import of
 
     fitted = shipped()
     profs = [get_profile(p, local=False) if isinstance(p, str) else p for p in profiles]
@@ -731,8 +731,8 @@ def project_point(model: str, hardware: str, *, gpus: int = 1, concurrency: int,
     """One point, as ``effbench project --json`` prints it: basis ``reference`` where the published data
     has exactly this point (model, GPU, GPUs, max_num_seqs = concurrency, scheme, workload), else
     ``projected`` with its band."""
-    from effbench.analysis.stepshape import of
     from effbench.hardware import get_profile
+    from effbench.models.stepshape import of
 
     if not model or model.lower() in ("arch:", ""):
         raise EffbenchError("--model needs an architecture: arch:NAME (see 'effbench models')")

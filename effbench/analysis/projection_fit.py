@@ -40,7 +40,7 @@ from effbench.analysis.projection import (
     step_times,
     transfer_features,
 )
-from effbench.analysis.stepshape import shipped as shipped_shape
+from effbench.models.stepshape import shipped as shipped_shape
 
 METRICS = ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token", "power_w", "effective_batch")
 BAND_METRICS = ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token")

@@ -256,7 +256,7 @@ def summarize(location: str) -> ArchSummary:
     name = entry.name if entry else Path(location).parent.name
     # The projection's own reading of the config (one home for layer kinds, dense-first and interleaved
     # MoE layers, shared experts, Mamba stacks), so this table and the projection agree on every model.
-    from effbench.analysis.stepshape import from_config
+    from effbench.models.stepshape import from_config
 
     dims = from_config(name, config_dict(location))
     return ArchSummary(

@@ -171,7 +171,7 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
     from one grid projection (effbench.analysis.projection.project_grid) per set of weight formats,
     each replica's concurrencies capped at its KV-capacity limit."""
     from effbench.analysis.projection import TP_SIZES, project_grid
-    from effbench.analysis.stepshape import shipped
+    from effbench.models.stepshape import shipped
 
     arch = shipped(name)
     prompt, output, task, shape_notes = _request_shape(req, name)

@@ -126,7 +126,7 @@ def _check_context(archs: Sequence[str], demand: Demand) -> None:
     if demand.prompt_tokens is None or demand.output_tokens is None:
         return
     from effbench.analysis.projection import check_lengths
-    from effbench.analysis.stepshape import shipped
+    from effbench.models.stepshape import shipped
 
     for name in archs:
         check_lengths(shipped(name), demand.prompt_tokens, demand.output_tokens)
