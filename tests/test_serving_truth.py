@@ -215,6 +215,21 @@ def test_server_metrics_are_scraped_and_cross_check_the_client(tmp_path):
     assert nm["exposed"] is False and nm["reason"]
 
 
+@pytest.mark.parametrize("lag_s, slow_s", [(0.3, 0.0), (0.0, 0.3), (0.15, 0.15)])
+def test_server_metrics_window_holds_exactly_the_measured_requests(tmp_path, lag_s, slow_s):
+    """A server that counts a finished request late (lag_s after its last byte) and answers /metrics
+    slowly (slow_s, a busy machine): the window still holds the 10 measured requests and their 60 tokens,
+    neither a warm-up request nor a lost measured one."""
+    import effbench
+
+    with StubServer(StubBehaviour(ttft_s=0.02, itl_s=0.005, tokens=6, metrics=True, metrics_lag_s=lag_s,
+                                  metrics_slow_s=slow_s)) as srv:
+        run = effbench.run(dict(scenario="serving", endpoint=srv.url, concurrency=[2], requests=10, warmup_requests=2,
+                                new_tokens=6, prompt_tokens=8, sensor="none", idle_s=0, out=str(tmp_path / "r")))
+    m = run.records[0].serving.server_metrics
+    assert m["exposed"] and m["requests_succeeded"] == 10 and m["generation_tokens"] == 60, m
+
+
 def test_energy_per_request_follows_the_work_of_each_request(tmp_path, monkeypatch):
     import effbench
     from effbench.sensors import SENSORS

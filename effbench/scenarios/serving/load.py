@@ -10,6 +10,7 @@ Two windows per point, each with its own sensor window (docs/method.md, "Serving
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import time
@@ -125,15 +126,22 @@ async def _run(client: Client, load: Load, make: Callable[[int, bool], Request],
     warm_done = asyncio.Event()
     if warm_left == 0:
         warm_done.set()
-    scraping: Optional[asyncio.Task[Any]] = None
-    if scraper is not None:
-        async def start_scraping() -> None:
-            await warm_done.wait()  # the warm-up's latencies stay out of the server's histograms
-            await scraper.start(client.base_url)
+    # The measured requests start once the warm-up has drained and the server's counters have been read
+    # (the window's baseline): a measured request the first scrape saw would be lost from the window, a
+    # warm-up request it did not see would be counted in it.
+    measured_ready = asyncio.Event()
+    if scraper is not None and warm_left:
+        await scraper.count_before(client.base_url)
 
-        scraping = asyncio.create_task(start_scraping())
-        if warm_left == 0:
-            await scraping  # nothing to wait for: the first scrape comes before the first send
+    async def open_measured() -> None:
+        await warm_done.wait()  # the warm-up's latencies stay out of the server's histograms
+        if scraper is not None:
+            await scraper.start(client.base_url, finished_since_count=sum(1 for r in run.results if r.warmup and r.ok))
+        measured_ready.set()
+
+    scraping = asyncio.create_task(open_measured())
+    if warm_left == 0:
+        await scraping  # nothing to wait for: the first scrape comes before the first send
 
     async def one(req: Request, scheduled: float) -> None:
         nonlocal in_flight, warm_left
@@ -154,19 +162,22 @@ async def _run(client: Client, load: Load, make: Callable[[int, bool], Request],
 
     hard_stop = run.started + budget_s
     if load.concurrency is not None:
-        await _closed_loop(run, load, make, one, warm_done, hard_stop)
+        await _closed_loop(run, load, make, one, measured_ready, hard_stop)
     else:
-        await _open_loop(run, load, make, one, warm_done, hard_stop)
+        await _open_loop(run, load, make, one, measured_ready, hard_stop)
     run.sending_finished()
     run.whole.close()
-    if scraping is not None and scraper is not None:
-        await scraping
-        run.server_metrics = await scraper.stop()
+    if not scraping.done():  # the warm-up never drained (the point's time ran out)
+        scraping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await scraping
+    elif scraper is not None:
+        run.server_metrics = await scraper.stop(expected_requests=sum(1 for r in run.results if r.ok and not r.warmup))
     return run
 
 
 async def _closed_loop(run: PointRun, load: Load, make: Callable[[int, bool], Request], one: Callable[..., Any],
-                       warm_done: asyncio.Event, hard_stop: float) -> None:
+                       measured_ready: asyncio.Event, hard_stop: float) -> None:
     assert load.concurrency is not None
     cap = load.requests if load.requests is not None else 10**9
     counter = {"next": 0}
@@ -177,8 +188,8 @@ async def _closed_loop(run: PointRun, load: Load, make: Callable[[int, bool], Re
             i = counter["next"]
             measured_i = i - load.warmup_requests
             now = time.perf_counter()
-            if measured_i >= 0 and not warm_done.is_set():
-                await warm_done.wait()
+            if measured_i >= 0 and not measured_ready.is_set():
+                await measured_ready.wait()
                 continue
             if measured_i >= 0 and not deadline and load.duration_s:
                 deadline.append(now + load.duration_s)
@@ -194,14 +205,14 @@ async def _closed_loop(run: PointRun, load: Load, make: Callable[[int, bool], Re
 
 
 async def _open_loop(run: PointRun, load: Load, make: Callable[[int, bool], Request], one: Callable[..., Any],
-                     warm_done: asyncio.Event, hard_stop: float) -> None:
+                     measured_ready: asyncio.Event, hard_stop: float) -> None:
     assert load.rate is not None
     tasks = []
     base = time.perf_counter()
     for i, off in enumerate(arrival_offsets(load.rate, load.arrival, load.warmup_requests, load.seed + 1)):
         await _sleep_until(base + off)
         tasks.append(asyncio.create_task(one(make(i, True), base + off)))
-    await warm_done.wait()  # warm-up drained: the measured arrivals start on a warm engine
+    await measured_ready.wait()  # the measured arrivals start on a warm engine, after the baseline scrape
     offsets = (list(load.schedule) if load.schedule is not None
                else arrival_offsets(load.rate, load.arrival, load.planned_requests, load.seed))
     base = time.perf_counter()

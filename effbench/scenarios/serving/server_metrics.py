@@ -31,6 +31,12 @@ CLIENT_GAP_ABS_TOL_MS = {"ttft": 20.0, "itl": 5.0}
 MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_TIMEOUT_S = 5.0
+# A server counts a finished request a moment after its last byte left (vLLM updates its counters in the
+# output processing that follows the response): the scrapes that open and close a point's window repeat,
+# SETTLE_STEP_S apart, until the finished-request and generated-token counters stop moving, for at most
+# SETTLE_MAX_S, so the window holds exactly the measured requests on a busy machine too.
+SETTLE_STEP_S = 0.05
+SETTLE_MAX_S = 2.0
 
 Labels = dict[str, str]
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -468,6 +474,10 @@ class _Window:
     def _hit_rate_gauge(self) -> float | None:
         return self.gauge("prefix_hit_rate_gauge").mean
 
+    def finished_requests(self) -> float:
+        """Requests the server counted as finished inside the window so far (failed ones included)."""
+        return (self.counter(self.names.requests_succeeded) or 0.0) if self.names is not None else 0.0
+
     def summary(self, url: str | None) -> ServerMetrics:
         m = ServerMetrics(exposed=True, url=url, source=self.source, scrapes=self.scrapes)
         if self.first_t is not None and self.last_t is not None:
@@ -524,6 +534,26 @@ class _HasBaseUrl(Protocol):
     def base_url(self) -> object: ...
 
 
+# The counters a finished request moves, in every engine's names (see SETTLE_STEP_S).
+_PROGRESS_SERIES = frozenset(n for e in ENGINES.values() for n in (*e.requests_succeeded, *e.generation_tokens))
+
+
+_FINISHED_SERIES = frozenset(n for e in ENGINES.values() for n in e.requests_succeeded)
+
+
+def _sum_of(samples: list[Sample], names: frozenset[str]) -> float:
+    return sum(x.value for x in samples if x.name in names and math.isfinite(x.value))
+
+
+def _progress(samples: list[Sample]) -> float:
+    return _sum_of(samples, _PROGRESS_SERIES)
+
+
+def _finished(samples: list[Sample]) -> float:
+    """Requests the server has counted as finished, all finish reasons, since it started."""
+    return _sum_of(samples, _FINISHED_SERIES)
+
+
 class MetricsScraper:
     """Scrapes ``/metrics`` every ``interval_s`` in a background task while a load point runs.
 
@@ -549,19 +579,18 @@ class MetricsScraper:
         self._lock = asyncio.Lock()
         self._window = _Window()
         self._result: ServerMetrics | None = None
+        self._finished_before: float | None = None  # see count_before
 
     @property
     def scrapes(self) -> int:
         return self._window.scrapes
 
-    async def start(self, target: str | _HasBaseUrl) -> bool:
-        """The first scrape; True when the server exposes metrics (then scraping goes on).
-        ``target``: the server's base URL, an ``httpx.AsyncClient`` with a ``base_url`` (used as
-        is, not closed), or anything else with a ``base_url`` (effbench's serving ``Client``)."""
+    def _connect(self, target: str | _HasBaseUrl) -> bool:
+        """The URL and HTTP client to scrape with; False (with ``reason``) where there is no URL."""
         import httpx
 
-        if self._http is not None or self._result is not None:
-            raise RuntimeError("a MetricsScraper is started once")
+        if self._http is not None:
+            return True
         if isinstance(target, httpx.AsyncClient):
             self._http, self._own_http = target, False
             base = str(target.base_url)
@@ -572,11 +601,33 @@ class MetricsScraper:
             self.reason = f"no http(s) URL to scrape ({base!r})"
             return False
         self.url = metrics_url(base)
-        if self._http is None:
-            # trust_env=False: a proxy from the environment must not sit between us and the server
-            self._http = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
+        # trust_env=False: a proxy from the environment must not sit between us and the server
+        self._http = self._http or httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
+        return True
+
+    async def count_before(self, target: str | _HasBaseUrl) -> None:
+        """Reads the server's finished-request count before a warm-up (nothing enters the window), so
+        ``start`` can wait until the warm-up's requests are counted too (see SETTLE_STEP_S)."""
+        if self._task is not None or self._result is not None or not self._connect(target):
+            return
         try:
-            await self._scrape()
+            self._finished_before = _finished((await self._read())[0])
+        except _NotExposed:
+            self._finished_before = None
+
+    async def start(self, target: str | _HasBaseUrl, finished_since_count: int = 0) -> bool:
+        """The first scrape; True when the server exposes metrics (then scraping goes on).
+        ``target``: the server's base URL, an ``httpx.AsyncClient`` with a ``base_url`` (used as
+        is, not closed), or anything else with a ``base_url`` (effbench's serving ``Client``).
+        ``finished_since_count``: requests that finished since ``count_before`` (the warm-up): the
+        first scrape waits until the server has counted them, so none of them enters the window."""
+        if self._task is not None or self._result is not None:
+            raise RuntimeError("a MetricsScraper is started once")
+        if not self._connect(target):
+            return False
+        at_least = None if self._finished_before is None else self._finished_before + finished_since_count
+        try:
+            await self._scrape(settle=True, at_least=at_least)
         except _NotExposed as e:
             self.reason = str(e)
             await self._close()
@@ -585,20 +636,23 @@ class MetricsScraper:
         self._task = asyncio.create_task(self._loop())
         return True
 
-    async def scrape_now(self) -> bool:
-        """One scrape outside the schedule; False when it failed (it is counted, never raised)."""
+    async def scrape_now(self, settle: bool = False) -> bool:
+        """One scrape outside the schedule (``settle``: repeated until the finished-request counters stop
+        moving, see SETTLE_STEP_S); False when it failed (it is counted, never raised)."""
         if not self.exposed or self._result is not None:
             return False
         try:
-            await self._scrape()
+            await self._scrape(settle)
             return True
         except _NotExposed as e:
             self.failed_scrapes += 1
             self.last_error = str(e)
             return False
 
-    async def stop(self) -> ServerMetrics:
-        """Ends the background scrapes, scrapes a last time and summarises the window."""
+    async def stop(self, expected_requests: int | None = None) -> ServerMetrics:
+        """Ends the background scrapes, scrapes a last time and summarises the window. ``expected_requests``:
+        the requests the client saw finish inside the window; the last scrape waits (up to SETTLE_MAX_S)
+        until the server has counted at least that many, so a late counter update is not lost."""
         if self._result is not None:
             return self._result
         if self._task is not None:
@@ -609,7 +663,12 @@ class MetricsScraper:
                 pass
             self._task = None
         if self.exposed:
-            await self.scrape_now()
+            await self.scrape_now(settle=True)
+            deadline = time.monotonic() + SETTLE_MAX_S
+            while (expected_requests and self._window.finished_requests() < expected_requests
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(SETTLE_STEP_S)
+                await self.scrape_now()
             m = self._window.summary(self.url)
             m.failed_scrapes, m.last_error = self.failed_scrapes, self.last_error
         else:
@@ -625,19 +684,33 @@ class MetricsScraper:
             await asyncio.sleep(next_t - time.monotonic())
             await self.scrape_now()
 
-    async def _scrape(self) -> None:
-        """One scrape into the window; _NotExposed says why it could not be used."""
-        assert self._http is not None and self.url is not None
+    async def _scrape(self, settle: bool = False, at_least: float | None = None) -> None:
+        """One scrape into the window; _NotExposed says why it could not be used. ``settle``: the last of
+        the scrapes taken until the finished-request counters stop moving; ``at_least``: ... and until
+        the server has counted that many finished requests in all (both for at most SETTLE_MAX_S)."""
         async with self._lock:
-            text = await self._fetch(self._http, self.url)
-            t = time.monotonic()
-            # The first scrape reads everything, to judge the body; then only what is summarised.
-            # Off the event loop: the load's requests are timestamped on it.
-            keep = RELEVANT_SERIES if self._window.scrapes else None
-            samples, types = await asyncio.to_thread(_parse, text, keep)
-            if not samples and not types:
-                raise _NotExposed(f"{self.url} is not Prometheus text: {' '.join(text.split())[:80]!r}")
+            samples, types, t = await self._read()
+            deadline = t + SETTLE_MAX_S
+            while t < deadline and (settle or (at_least is not None and _finished(samples) < at_least)):
+                await asyncio.sleep(SETTLE_STEP_S)
+                again = await self._read()
+                moved = _progress(again[0]) != _progress(samples)
+                samples, types, t = again
+                if not moved and (at_least is None or _finished(samples) >= at_least):
+                    break
             self._window.add(samples, types, t)
+
+    async def _read(self) -> tuple[list[Sample], dict[str, str], float]:
+        """One fetched and parsed body. The window's first scrape parses everything, to judge the body;
+        later ones only what is summarised. Parsed off the event loop: the load's requests are
+        timestamped on it."""
+        assert self._http is not None and self.url is not None
+        text = await self._fetch(self._http, self.url)
+        t = time.monotonic()
+        samples, types = await asyncio.to_thread(_parse, text, RELEVANT_SERIES if self._window.scrapes else None)
+        if not samples and not types:
+            raise _NotExposed(f"{self.url} is not Prometheus text: {' '.join(text.split())[:80]!r}")
+        return samples, types, t
 
     @staticmethod
     async def _fetch(http: httpx.AsyncClient, url: str) -> str:

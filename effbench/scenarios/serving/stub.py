@@ -28,6 +28,8 @@ class StubBehaviour:
     tokens_per_chunk: int = 1  # tokens sent in one streamed chunk (a server that coalesces tokens)
     chat: bool = True  # serves /v1/chat/completions too
     metrics: bool = False  # exposes /metrics in vLLM's names (requests, tokens, TTFT and ITL histograms)
+    metrics_lag_s: float = 0.0  # a finished request is counted this long after its last byte (as a busy server)
+    metrics_slow_s: float = 0.0  # each /metrics answer takes this long (a scrape on a loaded machine)
     max_concurrent: int = 0  # completions generated at once; the rest queue (0: no limit). A known capacity:
     # max_concurrent / (ttft_s + (tokens - 1) x itl_s) requests/s
 
@@ -102,6 +104,7 @@ class StubServer:
                 if self.path == "/health":
                     return self._send(200, b"{}")
                 if self.path == "/metrics" and b.metrics:
+                    time.sleep(b.metrics_slow_s)
                     return self._send(200, stub.metrics.text().encode(), "text/plain; version=0.0.4")
                 self._send(404, b"{}")
 
@@ -163,11 +166,19 @@ class StubServer:
                     self._chunk({"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": tokens}})
                 self._raw(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
-                with m.lock:
-                    m.running -= 1
-                    m.generation_tokens += tokens
-                    m.prompt_tokens += 4
-                    m.succeeded += 1
+                self.wfile.flush()
+
+                def count() -> None:
+                    with m.lock:
+                        m.running -= 1
+                        m.generation_tokens += tokens
+                        m.prompt_tokens += 4
+                        m.succeeded += 1
+
+                if b.metrics_lag_s > 0:
+                    threading.Timer(b.metrics_lag_s, count).start()
+                else:
+                    count()
 
             def _chunk(self, obj: dict) -> None:
                 self._raw(f"data: {json.dumps(obj)}\n\n".encode())
