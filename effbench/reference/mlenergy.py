@@ -25,10 +25,15 @@ SOURCE = ("ML.ENERGY Leaderboard v3 public data (github.com/ml-energy/leaderboar
 TASKS = ("lm-arena-chat", "gpqa", "sourcegraph-fim")
 
 # The published model ids whose architecture effbench ships (effbench models): those points can be
-# compared with, and fitted by, the projection (every model of the v3 LLM data). Fine-tunes and
+# compared with, and fitted by, the projection (every LLM of the v3 leaderboard, shipped extract or not). Fine-tunes and
 # re-releases of one base (DeepSeek-V3.1 and R1-0528 of V3; Instruct and Thinking) share its shapes.
 ARCH_OF = {
     "meta-llama/Llama-3.1-8B-Instruct": "llama-3.1-8b",
+    "meta-llama/Llama-3.1-70B-Instruct": "llama-3.1-70b",
+    "meta-llama/Llama-3.3-70B-Instruct": "llama-3.3-70b",
+    "Qwen/Qwen3-14B": "qwen3-14b",
+    "google/gemma-3-27b-it": "gemma-3-27b",
+    "meta-llama/Llama-4-Maverick-17B-128E-Instruct": "llama-4-maverick",
     "meta-llama/Llama-3.1-405B-Instruct": "llama-3.1-405b",
     "meta-llama/Llama-3.1-405B-Instruct-FP8": "llama-3.1-405b",
     "Qwen/Qwen3-8B": "qwen3-8b",
@@ -53,7 +58,7 @@ ARCH_OF = {
     "nvidia/NVIDIA-Nemotron-Nano-12B-v2": "nemotron-nano-12b-v2",
 }
 # The published GPU names -> effbench hardware profile ids.
-PROFILE_OF = {"H100": "h100-sxm", "B200": "b200"}
+PROFILE_OF = {"H100": "h100-sxm", "H200": "h200", "B200": "b200"}
 # The published weight_precision -> the effbench scheme name of the weights as served.
 SCHEME_OF = {"bfloat16": "bf16", "fp8": "fp8", "mxfp4": "mxfp4"}
 # fp8 checkpoints whose weights carry a scale per 128 x 128 block (their config.json's
