@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from effbench.scenarios.serving import server_metrics
 from effbench.scenarios.serving.server_metrics import (
     CLIENT_GAP_ABS_TOL_MS,
     CLIENT_GAP_REL_TOL,
@@ -558,3 +559,32 @@ def test_cross_check_without_server_metrics() -> None:
     c = cross_check(ServerMetrics(exposed=False, reason="HTTP 404"), 300.0, 40.0)
     assert c["note"] is None and c["ttft"]["ratio"] is None and c["ttft"]["client_slower"] is None
     assert cross_check({}, 300.0, 40.0)["note"] is None
+
+
+def test_scraper_waits_for_late_counts_only_where_the_server_counts_requests(srv: MetricsServer,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that exposes no finished-request counter is not waited on for one (the settle bound is
+    set far beyond the test's own time limit: a wait would fail the test, not slow it); one that does is
+    waited on until it has counted the requests the client saw finish."""
+    monkeypatch.setattr(server_metrics, "SETTLE_MAX_S", 60.0)
+
+    async def without_counter() -> ServerMetrics:
+        srv.body = "vllm:num_requests_running 1\nvllm:generation_tokens_total 10\n"
+        scraper = MetricsScraper(interval_s=3600)
+        await scraper.count_before(srv.url)
+        assert await scraper.start(srv.url, finished_since_count=2)
+        srv.body = "vllm:num_requests_running 0\nvllm:generation_tokens_total 70\n"
+        return await asyncio.wait_for(scraper.stop(expected_requests=5), timeout=10)
+
+    m = run(without_counter)
+    assert m.exposed and m.generation_tokens == 60 and m.requests_succeeded is None
+
+    async def counted_late() -> ServerMetrics:
+        srv.body = vllm_text(**VLLM_FIRST)
+        scraper = MetricsScraper(interval_s=3600)
+        assert await scraper.start(srv.url)
+        asyncio.get_running_loop().call_later(0.3, lambda: setattr(srv, "body", vllm_text(**VLLM_LAST)))
+        return await asyncio.wait_for(scraper.stop(expected_requests=99), timeout=10)
+
+    m = run(counted_late)
+    assert m.requests_succeeded == 99 and m.generation_tokens == 25600

@@ -474,9 +474,10 @@ class _Window:
     def _hit_rate_gauge(self) -> float | None:
         return self.gauge("prefix_hit_rate_gauge").mean
 
-    def finished_requests(self) -> float:
-        """Requests the server counted as finished inside the window so far (failed ones included)."""
-        return (self.counter(self.names.requests_succeeded) or 0.0) if self.names is not None else 0.0
+    def finished_requests(self) -> float | None:
+        """Requests the server counted as finished inside the window so far (failed ones included);
+        None where it exposes no such counter."""
+        return self.counter(self.names.requests_succeeded) if self.names is not None else None
 
     def summary(self, url: str | None) -> ServerMetrics:
         m = ServerMetrics(exposed=True, url=url, source=self.source, scrapes=self.scrapes)
@@ -611,9 +612,11 @@ class MetricsScraper:
         if self._task is not None or self._result is not None or not self._connect(target):
             return
         try:
-            self._finished_before = _finished((await self._read())[0])
+            samples = (await self._read())[0]
         except _NotExposed:
-            self._finished_before = None
+            return
+        if any(x.name in _FINISHED_SERIES for x in samples):  # else there is nothing to wait for
+            self._finished_before = _finished(samples)
 
     async def start(self, target: str | _HasBaseUrl, finished_since_count: int = 0) -> bool:
         """The first scrape; True when the server exposes metrics (then scraping goes on).
@@ -665,7 +668,7 @@ class MetricsScraper:
         if self.exposed:
             await self.scrape_now(settle=True)
             deadline = time.monotonic() + SETTLE_MAX_S
-            while (expected_requests and self._window.finished_requests() < expected_requests
+            while (expected_requests and (done := self._window.finished_requests()) is not None and done < expected_requests
                    and time.monotonic() < deadline):
                 await asyncio.sleep(SETTLE_STEP_S)
                 await self.scrape_now()
