@@ -789,7 +789,7 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
     if scheme not in fitted.schemes:
         notes.append(f"no reference point runs {scheme}: its kernels are taken to read its weight bytes as efficiently as "
                      "the fitted schemes' do, which no measurement backs (in the external check of docs/size-a-gpu-rental.md "
-                     "an int4 MoE ran at about twice the projected TPOT); measure before relying on it")
+                     "an int4 MoE ran at 1.7x the projected TPOT); measure before relying on it")
     b = band(arch, prof.id, gpus, fitted, transfer_support(c, p.effective_batch, fitted.fit), scheme)
     notes += b.pop("notes")
     f = b["factor"]
