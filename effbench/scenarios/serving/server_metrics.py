@@ -474,11 +474,6 @@ class _Window:
     def _hit_rate_gauge(self) -> float | None:
         return self.gauge("prefix_hit_rate_gauge").mean
 
-    def finished_requests(self) -> float | None:
-        """Requests the server counted as finished inside the window so far (failed ones included);
-        None where it exposes no such counter."""
-        return self.counter(self.names.requests_succeeded) if self.names is not None else None
-
     def summary(self, url: str | None) -> ServerMetrics:
         m = ServerMetrics(exposed=True, url=url, source=self.source, scrapes=self.scrapes)
         if self.first_t is not None and self.last_t is not None:
@@ -536,22 +531,19 @@ class _HasBaseUrl(Protocol):
 
 
 # The counters a finished request moves, in every engine's names (see SETTLE_STEP_S).
-_PROGRESS_SERIES = frozenset(n for e in ENGINES.values() for n in (*e.requests_succeeded, *e.generation_tokens))
-
-
 _FINISHED_SERIES = frozenset(n for e in ENGINES.values() for n in e.requests_succeeded)
+_PROGRESS_SERIES = _FINISHED_SERIES | {n for e in ENGINES.values() for n in e.generation_tokens}
 
 
-def _sum_of(samples: list[Sample], names: frozenset[str]) -> float:
-    return sum(x.value for x in samples if x.name in names and math.isfinite(x.value))
+def _sum_of(samples: list[Sample], names: frozenset[str]) -> float | None:
+    """The sum of these series, None where the body has none of them."""
+    values = [x.value for x in samples if x.name in names and math.isfinite(x.value)]
+    return sum(values) if values else None
 
 
-def _progress(samples: list[Sample]) -> float:
-    return _sum_of(samples, _PROGRESS_SERIES)
-
-
-def _finished(samples: list[Sample]) -> float:
-    """Requests the server has counted as finished, all finish reasons, since it started."""
+def _finished(samples: list[Sample]) -> float | None:
+    """Requests the server has counted as finished, all finish reasons, since it started (None: it
+    exposes no such counter, so there is nothing to wait for)."""
     return _sum_of(samples, _FINISHED_SERIES)
 
 
@@ -581,6 +573,7 @@ class MetricsScraper:
         self._window = _Window()
         self._result: ServerMetrics | None = None
         self._finished_before: float | None = None  # see count_before
+        self._finished_at_start: float | None = None  # in the window's first scrape (see stop)
 
     @property
     def scrapes(self) -> int:
@@ -603,7 +596,7 @@ class MetricsScraper:
             return False
         self.url = metrics_url(base)
         # trust_env=False: a proxy from the environment must not sit between us and the server
-        self._http = self._http or httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
+        self._http = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
         return True
 
     async def count_before(self, target: str | _HasBaseUrl) -> None:
@@ -612,11 +605,9 @@ class MetricsScraper:
         if self._task is not None or self._result is not None or not self._connect(target):
             return
         try:
-            samples = (await self._read())[0]
+            self._finished_before = _finished((await self._read())[0])
         except _NotExposed:
-            return
-        if any(x.name in _FINISHED_SERIES for x in samples):  # else there is nothing to wait for
-            self._finished_before = _finished(samples)
+            pass
 
     async def start(self, target: str | _HasBaseUrl, finished_since_count: int = 0) -> bool:
         """The first scrape; True when the server exposes metrics (then scraping goes on).
@@ -630,7 +621,7 @@ class MetricsScraper:
             return False
         at_least = None if self._finished_before is None else self._finished_before + finished_since_count
         try:
-            await self._scrape(settle=True, at_least=at_least)
+            self._finished_at_start = _finished(await self._scrape(settle=True, at_least=at_least))
         except _NotExposed as e:
             self.reason = str(e)
             await self._close()
@@ -639,13 +630,13 @@ class MetricsScraper:
         self._task = asyncio.create_task(self._loop())
         return True
 
-    async def scrape_now(self, settle: bool = False) -> bool:
-        """One scrape outside the schedule (``settle``: repeated until the finished-request counters stop
-        moving, see SETTLE_STEP_S); False when it failed (it is counted, never raised)."""
+    async def scrape_now(self, settle: bool = False, at_least: float | None = None) -> bool:
+        """One scrape outside the schedule (``settle`` and ``at_least`` as ``_scrape`` takes them); False
+        when it failed (it is counted, never raised)."""
         if not self.exposed or self._result is not None:
             return False
         try:
-            await self._scrape(settle)
+            await self._scrape(settle, at_least)
             return True
         except _NotExposed as e:
             self.failed_scrapes += 1
@@ -666,12 +657,9 @@ class MetricsScraper:
                 pass
             self._task = None
         if self.exposed:
-            await self.scrape_now(settle=True)
-            deadline = time.monotonic() + SETTLE_MAX_S
-            while (expected_requests and (done := self._window.finished_requests()) is not None and done < expected_requests
-                   and time.monotonic() < deadline):
-                await asyncio.sleep(SETTLE_STEP_S)
-                await self.scrape_now()
+            start = self._finished_at_start
+            await self.scrape_now(settle=True, at_least=None if start is None or not expected_requests
+                                  else start + expected_requests)
             m = self._window.summary(self.url)
             m.failed_scrapes, m.last_error = self.failed_scrapes, self.last_error
         else:
@@ -687,21 +675,26 @@ class MetricsScraper:
             await asyncio.sleep(next_t - time.monotonic())
             await self.scrape_now()
 
-    async def _scrape(self, settle: bool = False, at_least: float | None = None) -> None:
-        """One scrape into the window; _NotExposed says why it could not be used. ``settle``: the last of
-        the scrapes taken until the finished-request counters stop moving; ``at_least``: ... and until
-        the server has counted that many finished requests in all (both for at most SETTLE_MAX_S)."""
+    async def _scrape(self, settle: bool = False, at_least: float | None = None) -> list[Sample]:
+        """One scrape into the window (its samples returned); _NotExposed says why it could not be used.
+        ``settle``: the last of the scrapes taken until the finished-request counters stop moving;
+        ``at_least``: ... and until the server has counted that many finished requests in all (both for
+        at most SETTLE_MAX_S)."""
+        def short(samples: list[Sample]) -> bool:
+            return at_least is not None and (_finished(samples) or 0.0) < at_least
+
         async with self._lock:
             samples, types, t = await self._read()
             deadline = t + SETTLE_MAX_S
-            while t < deadline and (settle or (at_least is not None and _finished(samples) < at_least)):
+            while t < deadline and (settle or short(samples)):
                 await asyncio.sleep(SETTLE_STEP_S)
                 again = await self._read()
-                moved = _progress(again[0]) != _progress(samples)
+                moved = _sum_of(again[0], _PROGRESS_SERIES) != _sum_of(samples, _PROGRESS_SERIES)
                 samples, types, t = again
-                if not moved and (at_least is None or _finished(samples) >= at_least):
+                if not moved and not short(samples):
                     break
             self._window.add(samples, types, t)
+            return samples
 
     async def _read(self) -> tuple[list[Sample], dict[str, str], float]:
         """One fetched and parsed body. The window's first scrape parses everything, to judge the body;
