@@ -25,6 +25,14 @@ def kv_bytes_per_token(config: Any, element_size: int) -> Optional[int]:
         return None
 
 
+def config_value(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
+    """The first of ``keys`` a config.json sets (configs of different families name one size differently)."""
+    for k in keys:
+        if cfg.get(k) is not None:
+            return cfg[k]
+    return default
+
+
 def layer_kinds(cfg: dict[str, Any]) -> list[str]:
     """Per layer: 'attn+mlp', 'attn+moe', or for hybrid stacks 'mamba', 'attn', 'mlp', 'moe'."""
     pattern = cfg.get("hybrid_override_pattern")  # config.json of Nemotron-H
@@ -35,7 +43,7 @@ def layer_kinds(cfg: dict[str, Any]) -> list[str]:
         return [{"linear_attention": "mamba", "mamba": "mamba", "full_attention": "attn", "attention": "attn",
                  "mlp": "mlp", "moe": "moe"}[b] for b in blocks]
     n = cfg["num_hidden_layers"]
-    experts = next((cfg[k] for k in ("num_experts", "num_local_experts", "n_routed_experts") if cfg.get(k)), 0)
+    experts = config_value(cfg, "num_experts", "num_local_experts", "n_routed_experts", default=0)
     if not experts:
         return ["attn+mlp"] * n
     dense_first = cfg.get("first_k_dense_replace") or 0

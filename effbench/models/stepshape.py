@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Optional
 
 from effbench.errors import EffbenchError
+from effbench.models.kv import config_value as _get
 from effbench.models.kv import layer_kinds
 
 
@@ -65,13 +66,6 @@ class StepShape:
     def attention_flops(self, context: float) -> float:
         """One new token against ``context`` tokens, all attention layers."""
         return sum(self.attn_flops_per_ctx * (min(context, w) if w else context) for w in self.windows)
-
-
-def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
-    for k in keys:
-        if cfg.get(k) is not None:
-            return cfg[k]
-    return default
 
 
 def _attention(cfg: dict[str, Any]) -> tuple[str, int, int, int]:
