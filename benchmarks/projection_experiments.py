@@ -81,7 +81,7 @@ def run() -> dict[str, Any]:
 
     samples = pf.reference_samples()
     stalled = pf.host_stalled(samples)
-    gpu_bound = frozenset(s.key for s in samples if s.key not in stalled and s.config.data_parallel == 1)
+    gpu_bound = pf.gpu_bound_tensor_parallel(samples)
     variants: dict[str, Any] = {}
 
     def add(name: str, description: str, ratios_fits: tuple[list[dict[str, float]], list[Any]]) -> None:

@@ -89,7 +89,7 @@ def validation(held: Optional[HeldOut] = None) -> dict[str, Any]:
     ho = held or held_out()
     samples, lomo, logo, loto = ho.samples, ho.lomo, ho.logo, ho.loto
     fam = lambda h: h.sample.config.arch.family  # noqa: E731
-    stalled = pf.host_stalled(samples)
+    stalled, gpu_bound = pf.host_stalled(samples), pf.gpu_bound_tensor_parallel(samples)
     return {"points": len(samples), "models": sorted({s.model for s in samples}),
             "host_stalled_points": sorted(stalled),
             "leave_one_model_out": {"by_family": pf.table(lomo, fam), "by_gpus": pf.table(lomo,
@@ -101,8 +101,8 @@ def validation(held: Optional[HeldOut] = None) -> dict[str, Any]:
                                     "by_attention_parallelism": pf.table(lomo, lambda h: "data_parallel"
                                                                          if h.sample.config.data_parallel > 1
                                                                          else "tensor_parallel"),
-                                    "gpu_bound_tensor_parallel": pf.table(lomo, lambda h: "in" if (
-                                        h.sample.key not in stalled and h.sample.config.data_parallel == 1) else "out")},
+                                    "gpu_bound_tensor_parallel": pf.table(lomo, lambda h: "in" if h.sample.key in gpu_bound
+                                                                          else "out")},
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
             "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)},
             "leave_one_scheme_out": {"by_scheme": pf.table(ho.loso, lambda h: h.fold)},

@@ -120,6 +120,13 @@ def host_stalled(samples: Sequence[Sample]) -> frozenset[str]:
     return frozenset(out)
 
 
+def gpu_bound_tensor_parallel(samples: Sequence[Sample]) -> frozenset[str]:
+    """The keys of the points the step-time physics describes: neither host-stalled nor run with
+    data-parallel attention (whose mean step the published median ITL does not follow)."""
+    stalled = host_stalled(samples)
+    return frozenset(s.key for s in samples if s.key not in stalled and s.config.data_parallel == 1)
+
+
 # -- the fit ----------------------------------------------------------------------------------------
 def _robust_nnls(rows: np.ndarray, iterations: int = 6, lower: Optional[np.ndarray] = None,
                  upper: Optional[np.ndarray] = None) -> np.ndarray:
