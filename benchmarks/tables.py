@@ -839,6 +839,27 @@ def projection_external() -> str:
                                "`python -m benchmarks.projection_external`).")
 
 
+def projection_unshipped_models() -> str:
+    """docs/size-a-gpu-rental.md: the projection against the leaderboard models effbench neither ships nor fits."""
+    d = _json(PROJECTION_EXTERNAL)["unshipped_leaderboard_models"]
+    metrics = ("output_tokens_per_s", "itl_p50_ms", "itl_p95_ms", "joules_per_token")
+
+    def cells(t: dict[str, Any]) -> str:
+        return " | ".join(f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} (x{t[m]['median_ratio']:.2f}, {t[m]['coverage']:.0%})"
+                          for m in metrics)
+
+    rows = ["| published model (task; GPUs) | n | tokens/s | ITL p50 | ITL p95 | J/token |", "|---|---:|---:|---:|---:|---:|"]
+    for model, t in d["summary"]["by_model"].items():
+        ps = [p for p in d["points"] if p["model_id"] == model]
+        where = ", ".join(sorted({f"{p['gpus']}x {p['gpu']}" for p in ps}))
+        rows.append(f"| {model} ({', '.join(sorted({p['task'] for p in ps}))}; {where}) | {t['points']} | {cells(t)} |")
+    a = d["summary"]["all"]
+    rows.append(f"| all | {a['points']} | {cells(a)} |")
+    return "\n".join(rows) + (f"\n\nEach cell: median / p90 of |projected / published - 1| (median projected / published, share "
+                               f"inside the 95% band). From `{d['data']}` ({len(d['files'])} files of {d['source']}; "
+                               "`python -m benchmarks.projection_external`).")
+
+
 # -- docs/method.md: the contracts, read from the code -------------------------------------------
 def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -967,6 +988,7 @@ BLOCKS = [
     Block("docs/size-a-gpu-rental.md", "plan-example", (QUANT_SWEEP, "hardware/"), plan_example),
     Block("docs/size-a-gpu-rental.md", "projection-validation", (PROJECTION_ERROR,), projection_validation),
     Block("docs/size-a-gpu-rental.md", "projection-external", (PROJECTION_EXTERNAL,), projection_external),
+    Block("docs/size-a-gpu-rental.md", "projection-unshipped-models", (PROJECTION_EXTERNAL,), projection_unshipped_models),
     Block("docs/size-a-gpu-rental.md", "projection-experiments", (PROJECTION_EXPERIMENTS,), projection_experiments),
     Block("docs/size-a-gpu-rental.md", "plan-gpu-70b", ("effbench/reference/", "effbench/analysis/projection_fit.json",
                                                         "hardware/"),

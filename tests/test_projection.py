@@ -445,7 +445,27 @@ def test_external_check_is_cited_and_current() -> None:
     rows = ext.load()
     assert len(rows) >= 20 and all(r["source_url"].startswith("https://") and r["source_date"] for r in rows)
     committed = json.loads(ext.OUT.read_text())
-    assert ext.run()["summary"] == committed["summary"], "rerun python -m benchmarks.projection_external"
+    rerun = ext.run()
+    assert rerun["summary"] == committed["summary"], "rerun python -m benchmarks.projection_external"
+    assert rerun["unshipped_leaderboard_models"]["summary"] == committed["unshipped_leaderboard_models"]["summary"]
+
+
+def test_leaderboard_models_never_fitted_are_projected_within_the_targets() -> None:
+    """The ML.ENERGY v3 models effbench does not ship (benchmarks/data/mlenergy_v3_unshipped.json) are a true
+    hold-out: none is in the shipped extract or the fit; projected as `effbench project --workload TASK`, they
+    meet the issue's held-out targets (median <= 12% for tokens/s and ITL p50, <= 15% for J/token) and every
+    published value lies in the 95% band."""
+    from benchmarks import projection_external as ext
+    from effbench.reference import points
+
+    held = json.loads(ext.UNSHIPPED.read_text())["points"]
+    shipped = {(p.model_id, p.task) for p in points()}
+    assert len(held) >= 80 and not {(p["model_id"], p["task"]) for p in held} & shipped
+    assert not {p["arch"] for p in held} & set(pj.shipped().models)
+    res = json.loads(ext.OUT.read_text())["unshipped_leaderboard_models"]["summary"]["all"]
+    assert res["output_tokens_per_s"]["median"] <= 0.12 and res["itl_p50_ms"]["median"] <= 0.12
+    assert res["joules_per_token"]["median"] <= 0.15
+    assert all(res[m]["coverage"] >= 0.9 for m in ("output_tokens_per_s", "itl_p50_ms", "itl_p95_ms", "joules_per_token"))
 
 
 def test_experiments_file_holds_out_the_shipped_model_as_the_validation_does() -> None:
