@@ -123,3 +123,13 @@ def test_hostile_strings_in_an_error_are_shown_escaped_not_obeyed():
     korean = assert_one_line_error(effbench("project", "--model", "arch:한국어-모델", "--hardware", "h100-sxm",
                                             "--concurrency", "8", "--workload", "gpqa"), "unknown architecture")
     assert "한국어-모델" in korean
+
+
+def test_command_list_shows_each_verb_summary_as_one_reflowed_paragraph() -> None:
+    from effbench.cli import build_app
+
+    app = build_app()
+    infos = list(app.registered_commands) + [g.typer_instance.info for g in app.registered_groups if g.typer_instance]
+    assert len(infos) >= 10
+    for info in infos:
+        assert info.short_help and "\n" not in info.short_help and "  " not in info.short_help, info.short_help

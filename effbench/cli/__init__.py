@@ -2,6 +2,7 @@
 error into one line on stderr (a traceback only with ``--debug``)."""
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from typing import NoReturn, Optional
@@ -56,7 +57,18 @@ def build_app(verb: Optional[str] = None) -> typer.Typer:
                 raise
             continue
         module.register(app)
+    for info in app.registered_commands + [g.typer_instance.info for g in app.registered_groups if g.typer_instance]:
+        _one_paragraph_summary(info)
     return app
+
+
+def _one_paragraph_summary(info: object) -> None:
+    """The command list shows each verb's first docstring paragraph as one reflowed line (the docstring's own
+    line breaks would otherwise cut it mid-sentence at the terminal's width)."""
+    callback = getattr(info, "callback", None)
+    text = getattr(info, "help", None) or (callback.__doc__ if callback is not None else None)
+    if text and not getattr(info, "short_help", None):
+        info.short_help = " ".join(inspect.cleandoc(str(text)).split("\n\n")[0].split())  # type: ignore[attr-defined]
 
 
 def __getattr__(name: str) -> typer.Typer:

@@ -154,8 +154,8 @@ def plan_command(
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV instead of a table."),
 ) -> None:
     """Rank hardware x scheme x batch size options for a target load: replicas, $/month, $/1M tokens,
-    kWh/month, CO2e/month, memory headroom. Unmeasured hardware is projected from the roofline and
-    labelled 'projected'."""
+    kWh/month, CO2e/month, memory headroom. Hardware nobody measured is labelled 'reference' (published
+    data) or 'projected' (the fitted GPU projection for arch:NAME, else a measured run's roofline), with its band."""
     from effbench.errors import EffbenchError, NoAnswer
     from effbench.hardware import parse_price_options
     from effbench.planner import Demand, PlanRequest, load_runs, parse_redundancy, plan
