@@ -148,6 +148,26 @@ def test_a_model_shipped_in_mxfp4_is_sized_in_it_too():
     assert all(o.scheme != "mxfp4" for o in arch_plan("arch:qwen3-8b", ["h100-sxm"], Demand(tokens_per_s=500)).options)
 
 
+def test_a_config_json_is_sized_like_the_shipped_architecture_it_copies(tmp_path):
+    """``--model arch:PATH`` (a Hugging Face config.json, as ``effbench project`` takes it) is sized on GPUs
+    like a shipped architecture: the same projected throughput per option (the projection reads shapes, not
+    names)."""
+    from effbench.models.arch import config_dict
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text(json.dumps(config_dict("arch:qwen3-8b")))
+    mine = arch_plan(f"arch:{tmp_path / 'mine'}", ["h200"], Demand(tokens_per_s=500))
+    shipped = arch_plan("arch:qwen3-8b", ["h200"], Demand(tokens_per_s=500))
+    key = lambda o: (o.gpus_per_replica, o.scheme, o.batch_size)  # noqa: E731
+    ours = {key(o): o.capacity_tokens_per_s for o in mine.options}
+    # within 1%: only the output length differs (qwen3-8b's own published chat length vs the models' median)
+    assert ours and ours == pytest.approx({key(o): o.capacity_tokens_per_s for o in shipped.options}, rel=0.01)
+    assert all(o.basis == "projected" and o.band for o in mine.options)
+    with pytest.raises(EffbenchError, match="lacks 'hidden_size'"):
+        (tmp_path / "bad.json").write_text(json.dumps({"model_type": "llama"}))
+        arch_plan(f"arch:{tmp_path / 'bad.json'}", ["h200"], Demand(tokens_per_s=500))
+
+
 def test_only_schemes_the_gpu_runs():
     p = arch_plan("arch:qwen3-8b", ["a100-80gb", "t4"], Demand(tokens_per_s=500))
     assert {o.scheme for o in p.options if o.hardware == "a100-80gb"} == {"bf16"}  # no fp8 tensor cores

@@ -128,7 +128,8 @@ def plan_command(
     max_ttft_ms: Optional[float] = unset("--max-ttft-ms", help="Drop options whose time to first token exceeds this."),
     max_tpot_ms: Optional[float] = unset("--max-tpot-ms", help="Drop options whose time per output token exceeds this."),
     hardware: Optional[list[str]] = unset("--hardware", help="Only these profile ids, comma-separated (default: all)."),
-    model: Optional[str] = unset("--model", "-m", help="Only records of this model id; arch:NAME also sizes GPUs nobody measured "
+    model: Optional[str] = unset("--model", "-m", help="Only records of this model id; arch:NAME (or "
+                                                       "arch:PATH of a config.json) also sizes GPUs nobody measured "
                                                        "(reference data, then the fitted projection)."),
     workload: Optional[str] = unset("--workload", help="Request shape of a tokens/s target for reference/projected options: "
                                                        "lm-arena-chat (default), gpqa, sourcegraph-fim."),

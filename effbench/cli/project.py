@@ -13,7 +13,8 @@ from effbench.cli._console import cell, fmt, out, unset
 
 
 def project_command(
-    model: str = typer.Option(..., "--model", "-m", help="An architecture: arch:NAME (see 'effbench models').",
+    model: str = typer.Option(..., "--model", "-m", help="An architecture: arch:NAME (see 'effbench models') or the path of a "
+                                                         "Hugging Face config.json.",
                               show_default=False),
     hardware: str = typer.Option(..., "--hardware", help="A GPU profile id (see 'effbench hardware list') or a profile YAML.",
                                  show_default=False),

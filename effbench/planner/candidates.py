@@ -107,13 +107,27 @@ def roofline_options(measured: Measured, targets: Sequence[HardwareProfile], req
 
 # -- models nobody measured here: the reference data and the GPU projection model -------------------
 def arch_name(model_id: Optional[str]) -> Optional[str]:
-    """The shipped architecture a model id names (``arch:NAME``), else None."""
+    """The architecture a model id names: a shipped name (``arch:NAME``), or the path of a Hugging Face
+    config.json (``arch:PATH``, the file or its folder; as ``effbench project`` takes it); else None."""
+    from pathlib import Path
+
     from effbench.models.arch import PREFIX, catalog
 
     if not model_id or not model_id.lower().startswith(PREFIX):
         return None
-    name = model_id[len(PREFIX):].lower()
-    return name if name in catalog() else None
+    name = model_id[len(PREFIX):]
+    if name.lower() in catalog():
+        return name.lower()
+    path = Path(name).expanduser()
+    path = path / "config.json" if path.is_dir() else path
+    return str(path) if name and path.is_file() else None
+
+
+def _config_location(name: str) -> str:
+    """Where ``config_dict`` reads an architecture ``arch_name`` returned: the shipped copy, or the file."""
+    from effbench.models.arch import PREFIX, catalog
+
+    return f"{PREFIX}{name}" if name in catalog() else name
 
 
 def known_arch(model_id: Optional[str]) -> Optional[str]:
@@ -144,10 +158,10 @@ def _native_scheme(name: str) -> Optional[str]:
     """The weight format of the architecture's own checkpoint where it is not bf16 (its config's
     quantization_config: gpt-oss ships mxfp4 experts)."""
     from effbench.analysis.projection import WEIGHT_BYTES
-    from effbench.models.arch import PREFIX, config_dict
+    from effbench.models.arch import config_dict
 
     try:
-        q = (config_dict(f"{PREFIX}{name}").get("quantization_config") or {}).get("quant_method")
+        q = (config_dict(_config_location(name)).get("quantization_config") or {}).get("quant_method")
     except EffbenchError:
         return None
     return q if q in WEIGHT_BYTES else None
@@ -171,9 +185,9 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
     from one grid projection (effbench.analysis.projection.project_grid) per set of weight formats,
     each replica's concurrencies capped at its KV-capacity limit."""
     from effbench.analysis.projection import TP_SIZES, project_grid
-    from effbench.models.stepshape import shipped
+    from effbench.models.stepshape import of
 
-    arch = shipped(name)
+    arch = of(name)
     prompt, output, task, shape_notes = _request_shape(req, name)
     workload = task if task is not None and req.demand.prompt_tokens is None else None
     gpus_of = [p for p in targets if p.kind == "gpu"]

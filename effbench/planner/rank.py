@@ -126,7 +126,7 @@ def _check_context(archs: Sequence[str], demand: Demand) -> None:
     if demand.prompt_tokens is None or demand.output_tokens is None:
         return
     from effbench.analysis.projection import check_lengths
-    from effbench.models.stepshape import shipped
+    from effbench.models.stepshape import of
 
     for name in archs:
-        check_lengths(shipped(name), demand.prompt_tokens, demand.output_tokens)
+        check_lengths(of(name), demand.prompt_tokens, demand.output_tokens)
