@@ -521,3 +521,29 @@ def test_host_stalled_points_are_found_by_their_own_published_figures() -> None:
     slow_hot = dataclasses.replace(gpqa, tokens_per_s=chat.tokens_per_s / 3, power_w=chat.power_w * 1.2)
     assert pf.host_stalled([chat, slow_cool]) == {slow_cool.key}
     assert not pf.host_stalled([chat, slow_hot])  # slower and hotter: the GPU did more work (longer contexts)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"num_hidden_layers": -4}, "num_hidden_layers is -4; it must be a whole number >= 1"),
+    ({"num_attention_heads": 0}, "num_attention_heads is 0"),
+    ({"hidden_size": "4096"}, "hidden_size is '4096'"),
+    ({"hidden_size": float("nan")}, "hidden_size is nan"),
+    ({"num_hidden_layers": True}, "num_hidden_layers is True"),
+    ({"intermediate_size": [1, 2]}, "intermediate_size is [1, 2]"),
+    ({"num_key_value_heads": 3}, "32 attention heads are not a multiple of its 3 key/value heads"),
+    ({"num_local_experts": 2, "num_experts_per_tok": 8}, "8 experts per token of 2 experts"),
+    ({"max_position_embeddings": 0}, "max_position_embeddings is 0"),
+    ({"hidden_size": None}, "lacks 'hidden_size'"),
+])
+def test_a_mistyped_config_json_is_one_line_naming_the_field(tmp_path, change, needle):
+    from effbench.models.arch import config_dict
+
+    cfg = {**config_dict("arch:llama-3.1-8b"), **change}
+    if change.get("num_local_experts"):
+        cfg["model_type"], cfg["architectures"] = "mixtral", ["MixtralForCausalLM"]
+    cfg = {k: v for k, v in cfg.items() if v is not None or k != "hidden_size"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    p = effbench("project", "--model", str(path), "--hardware", "h100-sxm", "--concurrency", "8", "--workload", "lm-arena-chat")
+    assert p.returncode == 2
+    assert_one_line_error(p, needle)

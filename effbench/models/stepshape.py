@@ -129,13 +129,54 @@ def _family(kinds: list[str]) -> str:
     return "moe" if any("moe" in k for k in kinds) else "dense"
 
 
+# The config fields that count something (sizes, heads, layers, experts, lengths): a whole number where
+# given (null: not given), at least 1 for the first four. A mistyped config fails here in one line that
+# names the field, not as a division by zero deep in the arithmetic.
+REQUIRED_COUNTS = ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size")
+COUNTS = (*REQUIRED_COUNTS, "num_key_value_heads", "head_dim", "attention_head_dim", "intermediate_size",
+          "intermediate_size_mlp", "moe_intermediate_size", "num_experts", "num_local_experts", "n_routed_experts",
+          "num_experts_per_tok", "experts_per_token", "n_shared_experts", "max_position_embeddings", "sliding_window",
+          "kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+          "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups", "mamba_num_groups", "conv_kernel")
+
+
 def from_config(name: str, config: dict[str, Any]) -> StepShape:
     """The step shape of a Hugging Face ``config.json`` (its ``text_config`` for multimodal ones)."""
     cfg = config.get("text_config") or config
+    if not isinstance(cfg, dict):
+        raise EffbenchError(f"architecture '{name}': its text_config is not a JSON object")
+    _check_counts(name, cfg)
     try:
-        return _from_text_config(name, cfg)
-    except (KeyError, TypeError, ZeroDivisionError) as e:
+        shape = _from_text_config(name, cfg)
+    except KeyError as e:
         raise EffbenchError(f"architecture '{name}': its config lacks {e} that the projection needs") from None
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise EffbenchError(f"architecture '{name}': its config does not describe a model the projection can read "
+                            f"({e})") from None
+    _check_shape(shape)
+    return shape
+
+
+def _check_counts(name: str, cfg: dict[str, Any]) -> None:
+    for key in COUNTS:
+        v = cfg.get(key)
+        if key in REQUIRED_COUNTS and v is None:
+            continue  # reported as missing by the reading itself (KeyError), or found under another name
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (1 if key in REQUIRED_COUNTS else 0)):
+            least = "a whole number >= 1" if key in REQUIRED_COUNTS else "a whole number >= 0"
+            raise EffbenchError(f"architecture '{name}': its config's {key} is {v!r}; it must be {least}")
+
+
+def _check_shape(a: StepShape) -> None:
+    """What the counts must satisfy together (each is already a whole number)."""
+    if a.attention == "gqa" and (a.kv_heads < 1 or a.heads % a.kv_heads):
+        raise EffbenchError(f"architecture '{a.name}': {a.heads} attention heads are not a multiple of its {a.kv_heads} "
+                            "key/value heads; check num_key_value_heads")
+    if a.experts and not 1 <= a.experts_per_token <= a.experts:
+        raise EffbenchError(f"architecture '{a.name}': {a.experts_per_token} experts per token of {a.experts} experts; "
+                            "check num_experts_per_tok")
+    if a.max_context is not None and a.max_context < 1:
+        raise EffbenchError(f"architecture '{a.name}': max_position_embeddings is {a.max_context}; it must be >= 1")
 
 
 def _from_text_config(name: str, cfg: dict[str, Any]) -> StepShape:
