@@ -47,7 +47,7 @@ SERVING_KEYS = tuple(ServingConfig.model_fields)
 class SweepConfig(BaseModel):
     """Everything that defines a sweep. Its JSON form is written to ``run.json``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     model: list[str] = Field(default_factory=lambda: [DEFAULT_MODEL], min_length=1, json_schema_extra=cli(
         f"Model: 'smollm2-135m' (bundled), a checkpoint dir, a .gguf file or a hub id; {LIST_HELP}.", "--model", "-m",

@@ -133,3 +133,15 @@ def test_command_list_shows_each_verb_summary_as_one_reflowed_paragraph() -> Non
     assert len(infos) >= 10
     for info in infos:
         assert info.short_help and "\n" not in info.short_help and "  " not in info.short_help, info.short_help
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["wrap", "--idle-s", "nan", "--", "true"], "--idle-s: must be a finite number >= 0"),
+    (["wrap", "--segment-s", "inf", "--", "true"], "--segment-s: must be a finite number > 0"),
+    (["run", "--idle-s", "inf"], "finite number"),
+])
+def test_non_finite_numbers_are_refused_in_one_line(args, needle, tmp_path):
+    p = effbench(*args, cwd=tmp_path)
+    assert p.returncode == 2
+    assert_one_line_error(p, needle)
+    assert not list(tmp_path.iterdir())  # refused before anything ran or was written

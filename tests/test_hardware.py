@@ -100,6 +100,8 @@ def test_user_profile_is_listed_and_replaces_a_shipped_one():
     ({"match": ["H100("]}, ["match", "regular expression"]),
     ({"price_date": "last week"}, ["price_date"]),
     ({"id": "Has Spaces"}, ["id"]),
+    ({"memory_bandwidth_gbps": float("inf")}, ["memory_bandwidth_gbps", "finite"]),
+    ({"tdp_w": float("nan")}, ["tdp_w", "finite"]),
 ])
 def test_broken_user_profile_names_file_and_key(change, needles):
     path = write_user_profile({**TEST_GPU, **change})

@@ -3,6 +3,7 @@
 the records are; the command's exit code is effbench's."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -61,10 +62,10 @@ def wrap_command(
     request and per token over its steady window, and energy attributed to each request."""
     from effbench.wrap.runner import WrapOptions, default_out_dir, wrap
 
-    if segment_s <= 0:
-        raise typer.BadParameter("must be > 0", param_hint="--segment-s")
-    if idle_s < 0:
-        raise typer.BadParameter("must be >= 0", param_hint="--idle-s")
+    if not math.isfinite(segment_s) or segment_s <= 0:
+        raise typer.BadParameter("must be a finite number > 0", param_hint="--segment-s")
+    if not math.isfinite(idle_s) or idle_s < 0:
+        raise typer.BadParameter("must be a finite number >= 0", param_hint="--idle-s")
     if fmt not in ("auto", "guidellm", "aiperf", "vllm", "csv"):
         raise typer.BadParameter("choose auto, guidellm, aiperf, vllm or csv", param_hint="--format")
     argv = list(command or [])

@@ -28,7 +28,7 @@ DATE_PATTERN = r"^\d{4}-\d{2}(-\d{2})?$"
 class PeakTflops(BaseModel):
     """Dense peak throughput by dtype in TFLOP/s (int8 in TOPS); ``None`` where unsupported or unknown."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     fp32: Optional[float] = Field(None, gt=0)
     bf16: Optional[float] = Field(None, gt=0)
     fp16: Optional[float] = Field(None, gt=0)
@@ -37,7 +37,7 @@ class PeakTflops(BaseModel):
 
 
 class HardwareProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(pattern=ID_PATTERN)
     name: str = Field(min_length=1)
@@ -140,8 +140,8 @@ def _validation_message(e: ValidationError) -> str:
 
 def profile_from_dict(data: Any, origin: str) -> HardwareProfile:
     if not isinstance(data, dict):
-        raise EffbenchError(f"hardware profile '{origin}' must be a YAML mapping of keys (id, name, ...), not "
-                            f"{type(data).__name__}")
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise EffbenchError(f"hardware profile '{origin}' must be a YAML mapping of keys (id, name, ...), not {found}")
     try:
         return HardwareProfile.model_validate({**data, "origin": origin})
     except ValidationError as e:
@@ -161,7 +161,7 @@ def _load_dir(directory: Path) -> list[HardwareProfile]:
 
 # -- prices ------------------------------------------------------------------------------------
 class PriceOverride(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     price_per_hour_usd: float = Field(ge=0, allow_inf_nan=False)
     price_source: Optional[str] = None
     price_date: Optional[str] = Field(None, pattern=DATE_PATTERN)

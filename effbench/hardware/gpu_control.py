@@ -38,7 +38,7 @@ class GpuConfig(BaseModel):
     ``gpu_clocks``): power limits in W and locked SM clocks in MHz. Empty: the GPU's settings are left
     as they are."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     power_limits: list[float] = Field(default_factory=list, json_schema_extra=cli(
         f"NVIDIA GPU power limits to sweep, in W, {LIST_HELP} (needs root; originals restored).",

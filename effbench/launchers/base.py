@@ -37,7 +37,7 @@ class LauncherOptions(BaseModel):
     """A launcher's own options (``--launcher-opt key=value``, or the sweep file's ``launcher:``
     section); each launcher declares its subclass as ``Options``, its fields' descriptions the help."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TimeoutOptions(LauncherOptions):

@@ -12,7 +12,7 @@ from effbench.config_fields import cli
 
 
 class OfflineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     repeats: Optional[int] = Field(default=None, ge=1, json_schema_extra=cli(
         "Exactly this many repeats per configuration.", "--repeats", "-r",

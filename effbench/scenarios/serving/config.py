@@ -15,7 +15,7 @@ class ServingConfig(BaseModel):
     """The serving scenario's own keys: the sweep file's ``serving:`` section; on the command line and
     as top-level sweep-file keys they keep their plain names (``--rates``, ``rates: 1,2,inf``)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     endpoint: Optional[str] = Field(default=None, json_schema_extra=cli(
         "Serving: the base URL of an OpenAI-compatible server already running (vLLM, SGLang, TGI, llama.cpp, "
