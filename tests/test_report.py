@@ -242,6 +242,20 @@ def test_plots_without_data_are_skipped_with_a_note(tmp_path: Path) -> None:
     assert any("tokens/J" in s for s in files.skipped)
 
 
+def test_a_missing_energy_figure_says_why_in_the_records_own_words(tmp_path: Path) -> None:
+    """No sensor: rerun with one. A sensor that ran but could not attribute energy (its timeline missed the
+    window): the record's own reason, not 'no sensor'."""
+    run, base = _base()
+    for name, sensor, basis, needle in (("none", "none", None, "rerun with --sensor"),
+                                        ("missed", "estimate", "the power timeline covers only 0% of the window",
+                                         "sensor estimate ran, but the power timeline covers only 0% of the window")):
+        rec = _record(base, profile=None, detected="Some CPU", model="m", scheme="fp32", batch=1, decode=5.0, tpj=None,
+                      status="unavailable", ppl=None)
+        rec["energy"].update(sensor=sensor, basis=basis)
+        files = write_report([_write_run(tmp_path / name, run, [rec], "h")], tmp_path / f"out-{name}")
+        assert needle in files.markdown.read_text(), name
+
+
 # -- statistics --------------------------------------------------------------------------------
 
 def test_pareto_front_keeps_only_non_dominated(two_machines: list[Path]) -> None:

@@ -166,7 +166,7 @@ def vs_batch(rows: Sequence[Row], metrics: Sequence[Metric], title: str, out_dir
     panels = [m for m in metrics if has_data(rows, m)]
     missing = [m.label for m in metrics if m not in panels]
     if not panels:
-        return Plot(title, None, note="; ".join(_why(m) for m in metrics))
+        return Plot(title, None, note="; ".join(_why(m, rows) for m in metrics))
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(PANEL_SIZE[0] * len(panels), PANEL_SIZE[1]), squeeze=False)
     lines = series(rows, always)
@@ -186,7 +186,7 @@ def vs_batch(rows: Sequence[Row], metrics: Sequence[Metric], title: str, out_dir
         _estimated_badge(ax, rows, [metric])
     _legend_outside(axes[0][-1])
     _title(fig, title, len(panels))
-    note = "not shown: " + "; ".join(_why(m) for m in metrics if m not in panels) if missing else ""
+    note = "not shown: " + "; ".join(_why(m, rows) for m in metrics if m not in panels) if missing else ""
     return Plot(title, _save(fig, out_dir, name), caption=_caption(metrics), note=note)
 
 
@@ -197,8 +197,17 @@ def _known(metric: Metric, r: Row) -> float:
     return v
 
 
-def _why(metric: Metric) -> str:
-    return f"no {metric.label} in these records" + (f" ({metric.missing})" if metric.missing else "")
+def _why(metric: Metric, rows: Sequence[Row] = ()) -> str:
+    """Why no record has ``metric``: for an energy figure where a sensor did run, the records' own reason
+    (their energy basis: say, the power timeline did not cover the measured window), not 'no sensor'."""
+    reason = metric.missing
+    sensed = [r for r in rows if r.energy_sensor not in (None, "none") and r.energy_basis]
+    if metric.energy and sensed:
+        bases = sorted({r.energy_basis or "" for r in sensed})
+        sensors = ", ".join(sorted({r.energy_sensor or "" for r in sensed}))
+        reason = f"sensor {sensors} ran, but {bases[0]}" + (f"; {len(bases) - 1} more reason(s) in the records"
+                                                              if len(bases) > 1 else "")
+    return f"no {metric.label} in these records" + (f" ({reason})" if reason else "")
 
 
 def _caption(metrics: Sequence[Metric]) -> str:
@@ -223,7 +232,7 @@ def scatter(rows: Sequence[Row], x: Metric, y: Metric, title: str, out_dir: Path
     maximised, or x minimised with ``x_lower_is_better``) is drawn."""
     usable = [r for r in rows if x.value(r) is not None and y.value(r) is not None]
     if not usable:
-        missing = [_why(m) for m in (x, y) if not has_data(rows, m)]
+        missing = [_why(m, rows) for m in (x, y) if not has_data(rows, m)]
         return Plot(title, None, note="; ".join(missing) or "no configuration has both values")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=PANEL_SIZE)
@@ -309,7 +318,7 @@ def serving_curves(rows: Sequence[Row], panels: Sequence[tuple[Sequence[Metric],
     usable = [(ms, fx, xl) for ms, fx, xl in panels if any(has_data(rows, m) for m in ms)
               and any(fx(r) is not None for r in rows)]
     if not usable:
-        return Plot(title, None, note="; ".join(_why(m) for ms, _, _ in panels for m in ms))
+        return Plot(title, None, note="; ".join(_why(m, rows) for ms, _, _ in panels for m in ms))
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(usable), figsize=(PANEL_SIZE[0] * len(usable), PANEL_SIZE[1]),
                              squeeze=False)
