@@ -547,3 +547,22 @@ def test_a_mistyped_config_json_is_one_line_naming_the_field(tmp_path, change, n
     p = effbench("project", "--model", str(path), "--hardware", "h100-sxm", "--concurrency", "8", "--workload", "lm-arena-chat")
     assert p.returncode == 2
     assert_one_line_error(p, needle)
+
+
+def test_poisson_quantile_is_smooth_and_finite_for_any_rate() -> None:
+    """The median prefill count of a step: the interpolated sum up to POISSON_SUM_UP_TO, a closed form
+    beyond (a huge batch of one-token requests: the sum's first terms underflow)."""
+    below, above = pj.poisson_quantile(pj.POISSON_SUM_UP_TO - 1e-9, 0.5), pj.poisson_quantile(pj.POISSON_SUM_UP_TO + 1e-9, 0.5)
+    assert above == pytest.approx(below, abs=0.01)
+    for lam in (1e3, 1e6, 1e9):
+        assert pj.poisson_quantile(lam, 0.5) == pytest.approx(lam - 2 / 3, rel=1e-9)
+        assert lam < pj.poisson_quantile(lam, 0.95) < lam + 2 * math.sqrt(lam)
+
+
+@pytest.mark.parametrize("prompt, output", [(0, 1), (1, 1), (100_000, 16)])
+def test_extreme_but_valid_shapes_project_finite_figures(prompt, output) -> None:
+    grid = pj.project_grid(["arch:llama-3.1-8b", "arch:qwen3-30b-a3b", "arch:nemotron-nano-9b-v2"], ["h100-sxm", "b200"],
+                           (1, 8), (1, 4096, 10**6), prompt, output, ("bf16", "fp8"))
+    ok = [g for g in grid if not g.error]
+    assert ok and all(math.isfinite(v) for g in ok for v in (g.result["output_tokens_per_s"], g.result["tpot_ms"],
+                                                              g.result["tpot_p95_ms"], g.result["joules_per_token"]))

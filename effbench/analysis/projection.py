@@ -255,7 +255,7 @@ def kv_capacity(c: Config, output_share: float) -> float:
         c.arch, c.scheme)
     if usable <= 0:
         return 0.0
-    return usable / seq_bytes(c, c.prompt_tokens + output_share * c.output_tokens)
+    return usable / seq_bytes(c, max(c.prompt_tokens + output_share * c.output_tokens, 1.0))  # a sequence holds >= 1 token
 
 
 def effective_batch(c: Config, fit: Fit) -> float:
@@ -361,10 +361,20 @@ def features(c: Config, batch: float) -> tuple[list[float], list[float]]:
     return [dec[f] for f in FEATURES], [pre.get(f, 0.0) for f in FEATURES]
 
 
+POISSON_SUM_UP_TO = 50.0  # above: the closed form below (the sum's first terms underflow from lam ~ 745)
+
+
 def poisson_quantile(lam: float, q: float) -> float:
-    """The q-quantile of a Poisson count, interpolated between integers (a smooth function of lam)."""
+    """The q-quantile of a Poisson count, interpolated between integers (a smooth function of lam). For
+    lam > POISSON_SUM_UP_TO, lam + z sqrt(lam) - 1 + (z^2 + 2) / 6 (z the normal q-quantile), within 0.01
+    of the interpolated sum there and closer beyond (a step of a huge batch with one-token outputs)."""
     if lam <= 0:
         return 0.0
+    if lam > POISSON_SUM_UP_TO:
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(q)
+        return lam + z * math.sqrt(lam) - 1 + (z * z + 2) / 6
     k, pmf = 0, math.exp(-lam)
     cdf_prev, cdf = 0.0, pmf
     while cdf < q and k < 1000:
