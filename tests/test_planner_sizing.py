@@ -18,6 +18,7 @@ from test_planner import (  # noqa: F401  (the autouse test GPUs come with it)
     test_gpus,
 )
 
+from effbench.analysis.projection import project_point as pj_point
 from effbench.errors import EffbenchError
 from effbench.hardware import parse_price_options
 from effbench.planner import Demand, PlanRequest, parse_redundancy, plan
@@ -37,6 +38,22 @@ def test_headroom_and_redundancy_by_hand():
     assert o.usd_per_million_tokens == pytest.approx(8.0 / (1200 * 3600) * 1e6)               # at the target load
     assert o.usd_per_million_tokens_at_capacity == pytest.approx(2.0 / (500 * 3600) * 1e6)   # one replica fully used
     assert o.kwh_per_month == pytest.approx(4 * 150 * 730 / 1000)
+
+
+def test_a_tiny_load_still_needs_one_replica():
+    p = plan([record()], request(Demand(tokens_per_s=1e-9)))
+    (o,) = p.options
+    assert o.active_replicas == o.replicas == 1 and 0 < o.utilisation < 1e-9
+
+
+def test_a_replica_that_cannot_hold_one_sequence_says_what_does_not_fit():
+    """The weights alone, or one sequence's KV cache beside them, each against the memory vLLM can use."""
+    with pytest.raises(EffbenchError, match=r"its weights need 141\.1 GB of the 75\.3 GB vLLM can use on 1x h100-sxm"):
+        pj_point("arch:llama-3.1-70b", "h100-sxm", concurrency=1, workload="gpqa")
+    with pytest.raises(EffbenchError, match="one sequence's KV cache at 10,000,000 prompt tokens needs"):
+        pj_point("arch:llama-4-scout", "b200", gpus=8, concurrency=1, prompt_tokens=10_000_000, output_tokens=1)
+    p = arch_plan("arch:llama-3.1-70b", ["h100-sxm"], Demand(tokens_per_s=2000))
+    assert any("bf16 on 1x h100-sxm: does not fit (its weights need" in e for e in p.excluded)
 
 
 @pytest.mark.parametrize("text, k", [("N+1", 1), ("n + 2", 2), ("N", 0), (None, 0)])

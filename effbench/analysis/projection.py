@@ -645,6 +645,20 @@ def memory_gb(c: Config, batch: float) -> float:
     return (w + kv) / 1e9 + RUNTIME_OVERHEAD_GB * c.gpus
 
 
+def does_not_fit(c: Config) -> str:
+    """Why not one sequence of ``c``'s prompt fits: the weights alone, or one sequence's KV cache beside them."""
+    usable = c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9)
+    w = weight_bytes(c.arch, c.scheme)
+    where = (f"of the {usable / 1e9:,.1f} GB vLLM can use on {c.gpus}x {c.profile.id} ({GPU_MEMORY_UTILISATION:.0%} of "
+             f"{c.gpus * device_memory_bytes(c.profile) / 1e9:,.1f} GB, less {RUNTIME_OVERHEAD_GB:g} GB runtime per GPU)")
+    head = f"{c.arch.name} {c.scheme} does not fit {c.gpus}x {c.profile.id}"
+    if w >= usable:
+        return f"{head}: its weights need {w / 1e9:,.1f} GB {where}; try more --gpus or a smaller --scheme"
+    one = seq_bytes(c, max(c.prompt_tokens, 1.0))
+    return (f"{head}: one sequence's KV cache at {c.prompt_tokens:,.0f} prompt tokens needs {one / 1e9:,.1f} GB, and "
+            f"{(usable - w) / 1e9:,.1f} GB {where} are left beside the weights; try more --gpus or a shorter prompt")
+
+
 def max_concurrency(c: Config) -> int:
     """The most sequences of full length (prompt + output) whose KV cache fits beside the weights."""
     return int(kv_capacity(c, 1.0))
@@ -780,9 +794,7 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
     check_config(c)
     limit = max_concurrency(c)
     if kv_capacity(c, 0.0) < 1:
-        raise EffbenchError(f"{arch.name} {scheme} does not fit {gpus}x {prof.id}: weights alone need "
-                            f"{weight_bytes(arch, scheme) / 1e9:,.1f} GB of {gpus * device_memory_bytes(prof) / 1e9:,.1f} GB; "
-                            "try more --gpus")
+        raise EffbenchError(does_not_fit(c))
     p = predict(c, fitted.fit)
     if p.effective_batch < concurrency:
         notes.append(f"the KV cache holds about {p.effective_batch:.0f} sequences of this shape: projected at "

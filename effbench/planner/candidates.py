@@ -216,7 +216,8 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
                 row = points.get((prof.id, gpus, scheme), [])
                 if not row or all(g.result == {} for g in row):
                     if gpus == 1 or scheme == "bf16":
-                        excluded.append(f"{what}: does not fit (weights alone exceed {gpus * prof.memory_gb:g} GB)")
+                        why = next((g.error for g in row if g.error), None)
+                        excluded.append(f"{what}: does not fit" + (f" ({why.split(': ', 1)[-1]})" if why else ""))
                     continue
                 best, why = _best_concurrency(row, prof, req, shape_notes)
                 if best is None:

@@ -63,7 +63,7 @@ def economics(capacity: float, price_per_replica: Optional[float], spot_per_repl
     (the module docstring gives the arithmetic)."""
     d = req.demand.output_tokens_per_s
     u = req.max_utilisation if headroom else 1.0
-    active = math.ceil(d / (capacity * u) - 1e-9)
+    active = max(math.ceil(d / (capacity * u) - 1e-9), 1)  # any load needs one replica (the 1e-9: float round-off)
     n = active + req.redundancy
     usd_h = n * price_per_replica if price_per_replica is not None else None
     kwh = n * watts * req.hours_per_month / 1000 if watts is not None else None
