@@ -649,7 +649,7 @@ def does_not_fit(c: Config) -> str:
     """Why not one sequence of ``c``'s prompt fits: the weights alone, or one sequence's KV cache beside them."""
     usable = c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9)
     w = weight_bytes(c.arch, c.scheme)
-    where = (f"of the {usable / 1e9:,.1f} GB vLLM can use on {c.gpus}x {c.profile.id} ({GPU_MEMORY_UTILISATION:.0%} of "
+    where = (f"of the {usable / 1e9:,.1f} GB vLLM can use ({GPU_MEMORY_UTILISATION:.0%} of "
              f"{c.gpus * device_memory_bytes(c.profile) / 1e9:,.1f} GB, less {RUNTIME_OVERHEAD_GB:g} GB runtime per GPU)")
     head = f"{c.arch.name} {c.scheme} does not fit {c.gpus}x {c.profile.id}"
     if w >= usable:

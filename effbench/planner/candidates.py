@@ -216,8 +216,9 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
                 row = points.get((prof.id, gpus, scheme), [])
                 if not row or all(g.result == {} for g in row):
                     if gpus == 1 or scheme == "bf16":
-                        why = next((g.error for g in row if g.error), None)
-                        excluded.append(f"{what}: does not fit" + (f" ({why.split(': ', 1)[-1]})" if why else ""))
+                        why = next((g.error for g in row if g.error), None)  # "<what> does not fit ...: <reason>; try ..."
+                        reason = why.split(": ", 1)[-1].split("; try ")[0] if why else None
+                        excluded.append(f"{what}: does not fit" + (f" ({reason})" if reason else ""))
                     continue
                 best, why = _best_concurrency(row, prof, req, shape_notes)
                 if best is None:
