@@ -145,3 +145,22 @@ def test_non_finite_numbers_are_refused_in_one_line(args, needle, tmp_path):
     assert p.returncode == 2
     assert_one_line_error(p, needle)
     assert not list(tmp_path.iterdir())  # refused before anything ran or was written
+
+
+def test_more_threads_than_cpus_is_refused_before_anything_runs(tmp_path):
+    from effbench.sweep.checks import threads_error
+
+    assert threads_error(None, 2) is None and threads_error(2, 2) is None
+    assert "--threads 3 exceeds the 2 logical CPU(s)" in (threads_error(3, 2) or "")
+    p = effbench("run", "--threads", "100000", "--out", str(tmp_path / "run"))  # a BLAS build crashed on it
+    assert p.returncode == 2
+    assert_one_line_error(p, "--threads 100000 exceeds the")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("url, needle", [("http://[::1", "Invalid IPv6 URL"), ("http://:80", "no host"),
+                                         ("http://h:99999", "Port out of range")])
+def test_a_malformed_endpoint_is_one_line(url, needle, tmp_path):
+    p = effbench("run", "--scenario", "serving", "--endpoint", url, "--rates", "1", "--out", str(tmp_path / "run"))
+    assert p.returncode == 2
+    assert_one_line_error(p, "is not an http(s) URL", needle)

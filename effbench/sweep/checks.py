@@ -3,6 +3,7 @@ printed, so an impossible sweep is one line in milliseconds, not a progress bar,
 table of error records.
 
 - Options that contradict each other (``contradictions``).
+- More ``--threads`` than this machine's CPUs, for a launcher that runs here (``threads_error``).
 - Memory fit from the config alone (``nothing_fits``): the lower bound of ``measure/fit.py`` without
   the loaded weights and KV cache (token ids, one layer's prefill activations, the logits, from the
   model's config where it is at hand). When no configuration of the sweep can fit on its device, the
@@ -26,6 +27,25 @@ def contradictions(config: SweepConfig) -> Optional[str]:
     if config.resume and not config.out:
         return "--resume continues the run in --out: give --out RUN_DIR"
     return None
+
+
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity where the OS says, else all)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_error(threads: Optional[int], cpus: int) -> Optional[str]:
+    """Why ``--threads`` cannot run on ``cpus`` logical CPUs, else None: more threads than CPUs measure
+    their contention, not the backend (and some BLAS builds crash on absurd counts)."""
+    if threads is None or threads <= cpus:
+        return None
+    return (f"--threads {threads} exceeds the {cpus} logical CPU(s) this process may use; oversubscribed threads "
+            f"measure their contention, not the backend: give --threads {cpus} or fewer (or leave it out)")
 
 
 def context_error(dims: Optional[ModelDims], model_id: str, prompt_tokens: int, new_tokens: int) -> Optional[str]:

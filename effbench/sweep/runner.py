@@ -31,7 +31,7 @@ from effbench.sensors import AUTO as AUTO_SENSOR
 from effbench.sensors import SENSORS, EnergySensor
 from effbench.sensors import create as create_sensor
 from effbench.sweep.baseline import Baselines
-from effbench.sweep.checks import contradictions, nothing_fits
+from effbench.sweep.checks import contradictions, nothing_fits, threads_error, usable_cpus
 from effbench.sweep.observer import SweepObserver
 from effbench.sweep.plan import GroupSpec, expand
 from effbench.sweep.worker import GroupWorker, hardware_block, measure_idle, run_group
@@ -108,6 +108,9 @@ class Sweep:
         """Groups run on this machine: check the device and sensor here, before any model loads. A
         backend that cannot run here (missing package, no GPU for 'auto') becomes error records; a
         device the user named explicitly that is not present is an input error."""
+        too_many = threads_error(self.config.threads, usable_cpus())
+        if too_many:
+            raise EffbenchError(too_many)
         for name in self.devices:
             # Offline these are backends; serving, they are serving engines (ENGINES, another registry),
             # whose device is the one the backend of the same library resolves ("transformers" engine:

@@ -145,9 +145,22 @@ class ServingConfig(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _url(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not str(v).strip().startswith(("http://", "https://")):
-            raise ValueError(f"'{v}' is not an http(s) URL; give e.g. http://127.0.0.1:8000")
-        return v.strip().rstrip("/") if v else v
+        if v is None:
+            return v
+        url = str(v).strip()
+        bad = f"'{v}' is not an http(s) URL; give e.g. http://127.0.0.1:8000"
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(bad)
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (parsing the port raises on a malformed one)
+        except ValueError as e:
+            raise ValueError(f"{bad} ({e})") from None
+        if not parts.hostname:
+            raise ValueError(f"{bad} (no host)")
+        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _some_load(self) -> "ServingConfig":
