@@ -79,6 +79,34 @@ def test_non_finite_numbers_are_stored_as_null_not_a_crash(tmp_path):
     assert d["quality"]["perplexity"] is None and d["throughput"]["ttft_s"] is None
 
 
+def test_an_impossible_figure_is_dropped_and_flagged_when_written(tmp_path):
+    """A negative rate or energy (a sensor or timing fault) is not written as a measurement: None, and named
+    in energy.flags; the file reads back."""
+    s = RunStore(tmp_path / "run")
+    r = make_record("a", throughput={"decode_tokens_per_s": -3.0, "prefill_tokens_per_s": 50.0})
+    r.energy.joules_total = -1.0
+    s.append(r)
+    (d,) = s.record_dicts()
+    assert d["throughput"]["decode_tokens_per_s"] is None and d["throughput"]["prefill_tokens_per_s"] == 50.0
+    assert d["energy"]["joules_total"] is None
+    assert {"impossible-throughput.decode_tokens_per_s", "impossible-energy.joules_total"} <= set(d["energy"]["flags"])
+    _, (back,) = read_run_dir(s.path)
+    assert back.throughput.prefill_tokens_per_s == 50.0
+
+
+@pytest.mark.parametrize("section, field, value", [("throughput", "decode_tokens_per_s", -5.0),
+                                                   ("energy", "tokens_per_joule", "NaN"),
+                                                   ("energy", "joules_total", -0.5)])
+def test_a_results_file_with_an_impossible_figure_is_refused_in_one_line(tmp_path, section, field, value):
+    s = RunStore(tmp_path / "run")
+    s.append(make_record("a"))
+    d = s.record_dicts()[0]
+    d[section][field] = value
+    s.results_file.write_text(json.dumps(d).replace('"NaN"', "NaN") + "\n")
+    with pytest.raises(EffbenchError, match=rf"record 1 is invalid at '{section}.{field}': .*finite number >= 0"):
+        read_run_dir(s.path)
+
+
 def test_run_json_that_is_not_an_object_is_a_clear_error(tmp_path):
     s = RunStore(tmp_path / "run")
     s.path.mkdir()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -60,6 +60,49 @@ class Latency(_Section):
     ci95: dict[str, list[float]] = Field(default_factory=dict)  # percentile -> [low, high], distribution-free
 
 
+# The rates, times and energies a record states: each a finite number >= 0 where given. A results file
+# with a negative or NaN figure (hand-edited, foreign) is refused where it is read (validated with
+# READ_CONTEXT), not ranked or plotted; effbench's own writer drops such a figure and flags it
+# (``impossible_amounts_dropped``), so a file it wrote always reads back, and building a record in
+# process never fails on one.
+AMOUNTS = {"throughput": ("prefill_tokens_per_s", "decode_tokens_per_s", "e2e_tokens_per_s", "ttft_s", "tpot_s",
+                          "e2e_latency_s", "output_chars_per_s"),
+           "energy": ("joules_total", "joules_prefill", "joules_decode", "joules_per_token", "decode_joules_per_token",
+                      "tokens_per_joule", "joules_per_kchar", "uncertainty_rel", "joules_per_request", "mean_power_w",
+                      "idle_power_w", "coverage")}
+
+
+def _is_amount(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+READ_CONTEXT = {"reading": True}
+
+
+def _measured_amount(v: Optional[float], info: ValidationInfo) -> Optional[float]:
+    if v is not None and (info.context or {}).get("reading") and not _is_amount(v):
+        raise ValueError(f"must be a finite number >= 0 (got {v})")
+    return v
+
+
+def impossible_amounts_dropped(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` (a JSON dict) with every AMOUNTS figure that is not a finite number >= 0 set to None and
+    named in ``energy.flags`` ("impossible-<section>.<field>"): a sensor or timing fault, left out rather
+    than written as a measurement."""
+    dropped = []
+    for section, fields in AMOUNTS.items():
+        part = record.get(section)
+        if not isinstance(part, dict):
+            continue
+        for f in fields:
+            if part.get(f) is not None and not _is_amount(part[f]):
+                part[f] = None
+                dropped.append(f"impossible-{section}.{f}")
+    if dropped and isinstance(record.get("energy"), dict):
+        record["energy"]["flags"] = sorted(set(record["energy"].get("flags") or []) | set(dropped))
+    return record
+
+
 class Throughput(_Section):
     prefill_tokens_per_s: Optional[float] = None
     decode_tokens_per_s: Optional[float] = None
@@ -71,6 +114,11 @@ class Throughput(_Section):
     # Inter-token latency (one decode step of the batch) over every kept repeat, from per-token times;
     # None for an engine without a per-token hook.
     itl_ms: Optional[Latency] = None
+
+    @field_validator(*AMOUNTS["throughput"])
+    @classmethod
+    def _amounts(cls, v: Optional[float], info: ValidationInfo) -> Optional[float]:
+        return _measured_amount(v, info)
 
 
 class Energy(_Section):
@@ -108,6 +156,11 @@ class Energy(_Section):
     # Serving and wrap: energy per request attributed by work (docs/method.md, "Energy per request"):
     # {rule, joules_per_request: {p50, p90, p95, mean, n, ci95}, idle_share, joules_per_output_token, ...}
     attribution: Optional[dict[str, Any]] = None
+
+    @field_validator(*AMOUNTS["energy"])
+    @classmethod
+    def _amounts(cls, v: Optional[float], info: ValidationInfo) -> Optional[float]:
+        return _measured_amount(v, info)
 
 
 class Carbon(_Section):

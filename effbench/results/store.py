@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Optional
 from pydantic import ValidationError
 
 from effbench.errors import EffbenchError
-from effbench.results.schema import SCHEMA_VERSION, Record
+from effbench.results.schema import READ_CONTEXT, SCHEMA_VERSION, Record, impossible_amounts_dropped
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
@@ -128,7 +128,8 @@ class RunStore:
     def append(self, record: Record) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self._repair_tail()
-        line = json.dumps(finite(record.to_json_dict()), ensure_ascii=False, allow_nan=False) + "\n"
+        data = impossible_amounts_dropped(finite(record.to_json_dict()))
+        line = json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
         with self.results_file.open("a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -142,7 +143,7 @@ def validate_records(dicts: Iterable[dict[str, Any]], origin: str) -> list[Recor
         if version != SCHEMA_VERSION:
             raise EffbenchError(f"{origin}: record {i} has schema_version {version!r}; this effbench reads {SCHEMA_VERSION}")
         try:
-            records.append(Record.model_validate(d))
+            records.append(Record.model_validate(d, context=READ_CONTEXT))
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
