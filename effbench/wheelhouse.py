@@ -80,6 +80,27 @@ def _closure(roots: Iterable[Requirement], stop: set[str]) -> tuple[dict[str, st
     return found, missing
 
 
+def check_target(extras: Iterable[str], python_version: Optional[str]) -> None:
+    """One line for an extra effbench does not declare, or a node Python that is not a version effbench
+    runs on (``requires-python``), before pip is asked for anything."""
+    import re
+
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    declared = sorted(md.metadata("effbench").get_all("Provides-Extra") or [])
+    unknown = [e for e in extras if e not in declared]
+    if unknown:
+        raise EffbenchError(f"unknown effbench extra '{unknown[0]}': choose from {', '.join(declared)} (or --extras '')")
+    if python_version is None:
+        return
+    if not re.fullmatch(r"3(\.\d+){1,2}", python_version.strip()):
+        raise EffbenchError(f"--python-version '{python_version}' is not a Python 3 version like 3.10")
+    needs = md.metadata("effbench").get("Requires-Python") or ""
+    if needs and Version(python_version.strip()) not in SpecifierSet(needs):
+        raise EffbenchError(f"--python-version {python_version}: effbench needs Python {needs}")
+
+
 def plan(extras: Iterable[str] = DEFAULT_EXTRAS, skip: Iterable[str] = DEFAULT_SKIP,
          include: Iterable[str] = ()) -> Plan:
     """effbench's requirement closure minus what the skipped packages bring to the node."""

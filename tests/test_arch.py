@@ -347,3 +347,14 @@ def test_suite_exits_with_one_line_without_gpu(capsys: pytest.CaptureFixture) ->
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "needs an NVIDIA GPU" in out
+
+
+@pytest.mark.parametrize("extras, version, needle", [(["bogus"], None, "unknown effbench extra 'bogus'"),
+                                                     (["quant"], "abc", "is not a Python 3 version"),
+                                                     (["quant"], "3.8", "effbench needs Python >=3.10")])
+def test_wheelhouse_refuses_an_unknown_extra_or_python_in_one_line(extras, version, needle) -> None:
+    from effbench import wheelhouse as wh
+
+    with pytest.raises(EffbenchError, match=needle):
+        wh.check_target(extras, version)
+    wh.check_target(["quant", "test"], "3.12")  # declared extras, a supported Python

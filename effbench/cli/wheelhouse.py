@@ -26,8 +26,9 @@ def wheelhouse_command(
     """Build a folder of wheels to install effbench on a GPU node with no internet."""
     from effbench import wheelhouse as wh
 
-    extra_list = [e for e in extras.split(",") if e.strip()]
+    extra_list = [e.strip() for e in extras.split(",") if e.strip()]
     skip_list = [s.strip() for s in skip.split(",") if s.strip()]
+    wh.check_target(extra_list, python_version)
     if plan_only:
         p = wh.plan(extra_list, skip_list, include or [])
         for name, version in p.packages.items():
