@@ -96,7 +96,7 @@ def check_target(extras: Iterable[str], python_version: Optional[str]) -> None:
         return
     if not re.fullmatch(r"3(\.\d+){1,2}", python_version.strip()):
         raise EffbenchError(f"--python-version '{python_version}' is not a Python 3 version like 3.10")
-    needs = md.metadata("effbench").get("Requires-Python") or ""
+    needs = md.metadata("effbench")["Requires-Python"] or ""
     if needs and Version(python_version.strip()) not in SpecifierSet(needs):
         raise EffbenchError(f"--python-version {python_version}: effbench needs Python {needs}")
 
