@@ -15,6 +15,7 @@ import psutil
 
 import effbench
 from effbench.hardware import cpu_name
+from effbench.hardware.cpu import cpu_affinity
 
 _PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "safetensors", "gguf", "numpy",
              "optimum-quanto", "torchao", "bitsandbytes", "llama-cpp-python", "vllm", "nvidia-ml-py",
@@ -121,7 +122,7 @@ def collect(extra: Optional[dict[str, Any]] = None, load_torch: bool = True) -> 
             "model": cpu_name(),
             "physical_cores": psutil.cpu_count(logical=False),
             "logical_cpus": psutil.cpu_count(logical=True),
-            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "affinity": cpu_affinity(),
         },
         "memory_bytes": int(mem.total),
         "load_avg": load,

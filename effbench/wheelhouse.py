@@ -88,7 +88,8 @@ def check_target(extras: Iterable[str], python_version: Optional[str]) -> None:
     from packaging.specifiers import SpecifierSet
     from packaging.version import Version
 
-    declared = sorted(md.metadata("effbench").get_all("Provides-Extra") or [])
+    meta = md.metadata("effbench")
+    declared = sorted(meta.get_all("Provides-Extra") or [])
     unknown = [e for e in extras if e not in declared]
     if unknown:
         raise EffbenchError(f"unknown effbench extra '{unknown[0]}': choose from {', '.join(declared)} (or --extras '')")
@@ -96,7 +97,7 @@ def check_target(extras: Iterable[str], python_version: Optional[str]) -> None:
         return
     if not re.fullmatch(r"3(\.\d+){1,2}", python_version.strip()):
         raise EffbenchError(f"--python-version '{python_version}' is not a Python 3 version like 3.10")
-    needs = md.metadata("effbench")["Requires-Python"] or ""
+    needs = meta["Requires-Python"] or ""
     if needs and Version(python_version.strip()) not in SpecifierSet(needs):
         raise EffbenchError(f"--python-version {python_version}: effbench needs Python {needs}")
 

@@ -249,10 +249,15 @@ def device_memory_bytes(profile: HardwareProfile) -> float:
     return profile.memory_gb * (GIB if profile.memory_bandwidth_gbps >= HBM_MIN_BANDWIDTH_GBPS else 1e9)
 
 
+def usable_bytes(c: Config) -> float:
+    """What vLLM holds weights and KV cache in on the replica's GPUs: its memory utilisation of each, less
+    the runtime's overhead."""
+    return c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9)
+
+
 def kv_capacity(c: Config, output_share: float) -> float:
     """Sequences whose KV cache fits beside the weights, at prompt + ``output_share`` x output tokens each."""
-    usable = c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - weight_bytes(
-        c.arch, c.scheme)
+    usable = usable_bytes(c) - weight_bytes(c.arch, c.scheme)
     if usable <= 0:
         return 0.0
     return usable / seq_bytes(c, max(c.prompt_tokens + output_share * c.output_tokens, 1.0))  # a sequence holds >= 1 token
@@ -640,23 +645,22 @@ def memory_gb(c: Config, batch: float) -> float:
     KV cache at most the pool vLLM allocates (its memory utilisation of the device, less weights and
     overhead: a replica never holds more, it preempts)."""
     w = weight_bytes(c.arch, c.scheme)
-    pool = max(c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9) - w, 0.0)
+    pool = max(usable_bytes(c) - w, 0.0)
     kv = min(batch * seq_bytes(c, c.prompt_tokens + c.output_tokens), pool)
     return (w + kv) / 1e9 + RUNTIME_OVERHEAD_GB * c.gpus
 
 
-def does_not_fit(c: Config) -> str:
-    """Why not one sequence of ``c``'s prompt fits: the weights alone, or one sequence's KV cache beside them."""
-    usable = c.gpus * (device_memory_bytes(c.profile) * GPU_MEMORY_UTILISATION - RUNTIME_OVERHEAD_GB * 1e9)
-    w = weight_bytes(c.arch, c.scheme)
+def fit_shortfall(c: Config) -> tuple[str, str]:
+    """(what does not fit, what to change) where not one sequence of ``c``'s prompt fits: the weights
+    alone, or one sequence's KV cache beside them, against the memory vLLM can use (``usable_bytes``)."""
+    usable, w = usable_bytes(c), weight_bytes(c.arch, c.scheme)
     where = (f"of the {usable / 1e9:,.1f} GB vLLM can use ({GPU_MEMORY_UTILISATION:.0%} of "
              f"{c.gpus * device_memory_bytes(c.profile) / 1e9:,.1f} GB, less {RUNTIME_OVERHEAD_GB:g} GB runtime per GPU)")
-    head = f"{c.arch.name} {c.scheme} does not fit {c.gpus}x {c.profile.id}"
     if w >= usable:
-        return f"{head}: its weights need {w / 1e9:,.1f} GB {where}; try more --gpus or a smaller --scheme"
+        return f"its weights need {w / 1e9:,.1f} GB {where}", "a smaller --scheme"
     one = seq_bytes(c, max(c.prompt_tokens, 1.0))
-    return (f"{head}: one sequence's KV cache at {c.prompt_tokens:,.0f} prompt tokens needs {one / 1e9:,.1f} GB, and "
-            f"{(usable - w) / 1e9:,.1f} GB {where} are left beside the weights; try more --gpus or a shorter prompt")
+    return (f"one sequence's KV cache at {c.prompt_tokens:,.0f} prompt tokens needs {one / 1e9:,.1f} GB, and "
+            f"{(usable - w) / 1e9:,.1f} GB {where} are left beside the weights"), "a shorter prompt"
 
 
 def max_concurrency(c: Config) -> int:
@@ -794,7 +798,8 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
     check_config(c)
     limit = max_concurrency(c)
     if kv_capacity(c, 0.0) < 1:
-        raise EffbenchError(does_not_fit(c))
+        reason, remedy = fit_shortfall(c)
+        raise EffbenchError(f"{arch.name} {scheme} does not fit {gpus}x {prof.id}: {reason}; try more --gpus or {remedy}")
     p = predict(c, fitted.fit)
     if p.effective_batch < concurrency:
         notes.append(f"the KV cache holds about {p.effective_batch:.0f} sequences of this shape: projected at "

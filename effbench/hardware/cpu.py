@@ -148,6 +148,19 @@ def cached_bandwidth(name: str, measure: bool = True) -> Optional[dict]:
     return entry
 
 
+def cpu_affinity() -> Optional[int]:
+    """The logical CPUs this process may run on, where the OS says (None where it does not)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on: its affinity, else all of them."""
+    return cpu_affinity() or os.cpu_count() or 1
+
+
 def local_cpu_profile(measure: bool = True) -> Optional[HardwareProfile]:
     """This machine's CPU; ``None`` when the bandwidth is not cached and ``measure`` is False."""
     import psutil

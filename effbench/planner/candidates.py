@@ -184,7 +184,7 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
     one) meets the limit; the reference data where it has that point, else projected. The points come
     from one grid projection (effbench.analysis.projection.project_grid) per set of weight formats,
     each replica's concurrencies capped at its KV-capacity limit."""
-    from effbench.analysis.projection import TP_SIZES, project_grid
+    from effbench.analysis.projection import TP_SIZES, Config, fit_shortfall, project_grid
     from effbench.models.stepshape import of
 
     arch = of(name)
@@ -216,9 +216,8 @@ def arch_options(name: str, targets: Sequence[HardwareProfile], req: PlanRequest
                 row = points.get((prof.id, gpus, scheme), [])
                 if not row or all(g.result == {} for g in row):
                     if gpus == 1 or scheme == "bf16":
-                        why = next((g.error for g in row if g.error), None)  # "<what> does not fit ...: <reason>; try ..."
-                        reason = why.split(": ", 1)[-1].split("; try ")[0] if why else None
-                        excluded.append(f"{what}: does not fit" + (f" ({reason})" if reason else ""))
+                        reason, _ = fit_shortfall(Config(arch, prof, gpus, 1, prompt, output, scheme))
+                        excluded.append(f"{what}: does not fit ({reason})")
                     continue
                 best, why = _best_concurrency(row, prof, req, shape_notes)
                 if best is None:

@@ -29,16 +29,6 @@ def contradictions(config: SweepConfig) -> Optional[str]:
     return None
 
 
-def usable_cpus() -> int:
-    """The logical CPUs this process may run on (its affinity where the OS says, else all)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def threads_error(threads: Optional[int], cpus: int) -> Optional[str]:
     """Why ``--threads`` cannot run on ``cpus`` logical CPUs, else None: more threads than CPUs measure
     their contention, not the backend (and some BLAS builds crash on absurd counts)."""

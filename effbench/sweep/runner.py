@@ -18,6 +18,7 @@ from effbench.config import SweepConfig
 from effbench.environment import collect, now_iso
 from effbench.errors import ConfigError, EffbenchError, UnsupportedError
 from effbench.hardware import Detected, detect, get_profile, resolve_profile_id
+from effbench.hardware.cpu import usable_cpus
 from effbench.hardware.gpu_control import RESTORE_FILE as GPU_RESTORE_FILE
 from effbench.hardware.gpu_control import restoring_on_signals
 from effbench.launchers import GroupFailed, Launcher, create_launcher
@@ -31,7 +32,7 @@ from effbench.sensors import AUTO as AUTO_SENSOR
 from effbench.sensors import SENSORS, EnergySensor
 from effbench.sensors import create as create_sensor
 from effbench.sweep.baseline import Baselines
-from effbench.sweep.checks import contradictions, nothing_fits, threads_error, usable_cpus
+from effbench.sweep.checks import contradictions, nothing_fits, threads_error
 from effbench.sweep.observer import SweepObserver
 from effbench.sweep.plan import GroupSpec, expand
 from effbench.sweep.worker import GroupWorker, hardware_block, measure_idle, run_group
