@@ -4,7 +4,8 @@ Two hold-outs, each projected with effbench's projection API exactly as ``effben
 would (see ``benchmarks/data/README.md``):
 - ``benchmarks/data/external_vllm_points.csv``: published vLLM serving runs of other sources (model,
   GPU, GPU count, weight format, input/output length and concurrency, each with its citation): TPOT
-  (ITL p50) and output tokens/s;
+  (ITL p50) and output tokens/s; where the source logged GPU power over the run, power and J/token
+  (power / output tokens/s) and the median TTFT (against the projection's physics lower bound);
 - ``benchmarks/data/mlenergy_v3_unshipped.json``: the ML.ENERGY Leaderboard v3 files of models effbench
   does not ship (measured like the fitted data, by other models), projected with ``--workload TASK``
   as a planner would: output tokens/s, ITL p50 and p95, J/token and the running batch.
@@ -30,7 +31,10 @@ UNSHIPPED = HERE / "data" / "mlenergy_v3_unshipped.json"
 OUT = RESULTS / "reference" / "projection_external.json"
 # published figure -> (the `project --json` field that projects it, its band factor; None: no band)
 METRICS: dict[str, tuple[str, Optional[str]]] = {"tpot_ms": ("tpot_ms", "itl_p50"),
-                                               "output_tok_s": ("output_tokens_per_s", "output_tokens_per_s")}
+                                               "output_tok_s": ("output_tokens_per_s", "output_tokens_per_s"),
+                                               "power_w": ("power_w", None),
+                                               "joules_per_token": ("joules_per_token", "joules_per_token"),
+                                               "ttft_ms": ("ttft_ms", None)}
 LEADERBOARD_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "output_tokens_per_s": ("output_tokens_per_s", "output_tokens_per_s"), "itl_p50_ms": ("tpot_ms", "itl_p50"),
     "itl_p95_ms": ("tpot_p95_ms", "itl_p95"), "joules_per_token": ("joules_per_token", "joules_per_token"),
@@ -51,7 +55,7 @@ def _compared(projection: dict[str, Any], published: dict[str, Optional[float]],
     """Per metric: published, projected, their ratio, the band factor and whether the published value is inside."""
     out: dict[str, Any] = {}
     for m, (field, band_key) in metrics.items():
-        pub, proj = published[m], float(projection[field])
+        pub, proj = published.get(m), float(projection[field])
         factor = projection["band"]["factor"][band_key] if band_key else None
         ratio = proj / pub if pub else None
         out[m] = {"published": pub, "projected": round(proj, 4), "ratio": None if ratio is None else round(ratio, 4),
@@ -70,7 +74,10 @@ def project(row: dict[str, str]) -> dict[str, Any]:
                            "scheme": row["scheme"], "isl": int(row["isl"]), "osl": int(row["osl"]),
                            "concurrency": int(row["concurrency"]), "source": row["source_url"],
                            "band_basis": r["band"]["basis"], "effective_batch": round(r["effective_batch"], 1)}
-    return {**out, **_compared(r, {m: _num(row[m]) for m in METRICS}, METRICS)}
+    published = {m: _num(row[m]) for m in METRICS if m in row}
+    power, tok_s = published["power_w"], published["output_tok_s"]
+    published["joules_per_token"] = power / tok_s if power and tok_s else None  # the source's window, both figures
+    return {**out, **_compared(r, published, METRICS)}
 
 
 def project_leaderboard(p: dict[str, Any]) -> dict[str, Any]:
@@ -170,8 +177,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     write_json(args.out, res)
     a = res["summary"]["all"]
     for m in METRICS:
+        cover = f", band coverage {a[m]['coverage']:.0%}" if a[m]["coverage"] is not None else ""
         print(f"{m}: {a[m]['points']} points, median {a[m]['median']:.1%}, p90 {a[m]['p90']:.1%}, "
-              f"median ratio {a[m]['median_ratio']:.2f}, band coverage {a[m]['coverage']:.0%}")
+              f"median ratio {a[m]['median_ratio']:.2f}{cover}")
     b = res["unshipped_leaderboard_models"]["summary"]["all"]
     print(f"leaderboard models not shipped, {b['points']} points:")
     for m in LEADERBOARD_METRICS:

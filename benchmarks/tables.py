@@ -817,14 +817,18 @@ def projection_external() -> str:
     by_source: dict[str, list[dict[str, Any]]] = {}
     for p in d["points"]:
         by_source.setdefault(p["source"], []).append(p)
+    metrics = ("tpot_ms", "output_tok_s", "joules_per_token", "power_w", "ttft_ms")
 
     def cells(t: dict[str, Any]) -> str:
-        return " | ".join(f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} | x{t[m]['median_ratio']:.2f} | {t[m]['coverage']:.0%}"
-                          if t[m]["points"] else "- | - | -" for m in ("tpot_ms", "output_tok_s"))
+        def cell(m: str) -> str:
+            if not t[m]["points"]:
+                return "-"
+            band = f", {t[m]['coverage']:.0%}" if t[m]["coverage"] is not None else ""
+            return f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} (x{t[m]['median_ratio']:.2f}{band})"
+        return " | ".join(cell(m) for m in metrics)
 
-    rows = ["| published points | n | TPOT median / p90 | TPOT projected / published (median) | in 95% band | "
-            "tok/s median / p90 | tok/s projected / published (median) | in 95% band |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| published points | n | TPOT | tok/s | J/token | power | TTFT (physics lower bound) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for url, ps in by_source.items():
         gpus = "/".join(str(g) for g in sorted({p["gpus"] for p in ps}))
         lengths = ", ".join(f"{i}/{o}" for i, o in sorted({(p["isl"], p["osl"]) for p in ps}))
@@ -835,7 +839,10 @@ def projection_external() -> str:
         rows.append(f"| {label} | {len(ps)} | {cells(d['summary']['by_source'][url])} |")
     a = d["summary"]["all"]
     rows.append(f"| all | {a['points']} | {cells(a)} |")
-    return "\n".join(rows) + (f"\n\nFrom `{d['data']}` (one row per point, each with its citation; "
+    return "\n".join(rows) + (f"\n\nEach cell: median / p90 of |projected / published - 1| (median projected / published, share "
+                               "inside the 95% band where the projection gives one); \"-\": not published by the source, "
+                               "or not a serving figure (benchmarks/data/README.md). "
+                               f"From `{d['data']}` (one row per point, each with its citation; "
                                "`python -m benchmarks.projection_external`).")
 
 

@@ -448,6 +448,11 @@ def test_external_check_is_cited_and_current() -> None:
     rerun = ext.run()
     assert rerun["summary"] == committed["summary"], "rerun python -m benchmarks.projection_external"
     assert rerun["unshipped_leaderboard_models"]["summary"] == committed["unshipped_leaderboard_models"]["summary"]
+    # where a source logged its GPUs' power over the run, J/token is checked too: power / the same run's tokens/s
+    powered = [p for p in committed["points"] if p["power_w"]["published"]]
+    assert len(powered) >= 4 and all(
+        p["joules_per_token"]["published"] == pytest.approx(p["power_w"]["published"] / p["output_tok_s"]["published"])
+        for p in powered)
 
 
 def test_leaderboard_models_never_fitted_are_projected_within_the_targets() -> None:
