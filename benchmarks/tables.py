@@ -773,6 +773,8 @@ def projection_validation() -> str:
     rows.append(_err_row("new model: data-parallel attention (one model)", lomo["by_attention_parallelism"]["data_parallel"]))
     for g in sorted(k for k in lomo["by_gpus"] if k != "all"):
         rows.append(_err_row(f"new model, {g} GPU(s)", lomo["by_gpus"][g]))
+    for gpu in sorted(k for k in lomo["by_gpu"] if k != "all"):
+        rows.append(_err_row(f"new model, on {gpu}", lomo["by_gpu"][gpu]))
     for gpu in ("b200", "h100-sxm"):
         other = "H100" if gpu == "b200" else "B200"
         rows.append(_err_row(f"new GPU: {gpu} (fit on {other} only)", logo["by_gpu"][gpu]))
