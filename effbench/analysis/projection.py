@@ -830,8 +830,8 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
             "power_w": p.power_w, "tpot_ms": p.itl_ms["p50"], "tpot_p95_ms": p.itl_ms["p95"], "itl_ms": p.itl_ms,
             "tpot_percentiles_ms": p.itl_ms, "mean_step_ms": p.step_ms, "ttft_ms": p.ttft_ms,
             "ttft_note": ("one prefill plus the step it joins, no queueing: physics only, no band (the reference data "
-                          "publishes no TTFT); against published vLLM runs, 0.6-1.5x a lone request's TTFT but 3-7x below "
-                          "the median TTFT under load, where prompts queue behind each other (docs/size-a-gpu-rental.md)"),
+                          "publishes no TTFT); against published vLLM runs, 0.6-1.5x a lone request's TTFT, while medians under "
+                          "load ran 1.3-7x above it as prompts queue behind each other (docs/size-a-gpu-rental.md)"),
             "bound": p.bound, "band": b, "source": f"projection fitted to {fitted.data['source']}",
             "fitted_on": fitted.data["fitted_points"], "fitted_on_models": fitted.models,
             "fit_data_version": fitted.data["data_version"],
