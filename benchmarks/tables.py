@@ -829,7 +829,7 @@ def projection_external() -> str:
             return f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} (x{t[m]['median_ratio']:.2f}{band})"
         return " | ".join(cell(m) for m in metrics)
 
-    rows = ["| published points | n | TPOT | tok/s | J/token | power | TTFT (physics lower bound) |",
+    rows = ["| published points | n | TPOT | tok/s | J/token | power | TTFT (unqueued estimate) |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for url, ps in by_source.items():
         gpus = "/".join(str(g) for g in sorted({p["gpus"] for p in ps}))
