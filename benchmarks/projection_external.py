@@ -5,7 +5,7 @@ would (see ``benchmarks/data/README.md``):
 - ``benchmarks/data/external_vllm_points.csv``: published vLLM serving runs of other sources (model,
   GPU, GPU count, weight format, input/output length and concurrency, each with its citation): TPOT
   (ITL p50) and output tokens/s; where the source logged GPU power over the run, power and J/token
-  (power / output tokens/s) and the median TTFT (against the projection's physics lower bound);
+  (power / output tokens/s); where it published TTFT, TTFT (against the projection's unqueued estimate);
 - ``benchmarks/data/mlenergy_v3_unshipped.json``: the ML.ENERGY Leaderboard v3 files of models effbench
   does not ship (measured like the fitted data, by other models), projected with ``--workload TASK``
   as a planner would: output tokens/s, ITL p50 and p95, J/token and the running batch.
@@ -75,7 +75,7 @@ def project(row: dict[str, str]) -> dict[str, Any]:
                            "concurrency": int(row["concurrency"]), "source": row["source_url"],
                            "band_basis": r["band"]["basis"], "effective_batch": round(r["effective_batch"], 1)}
     published = {m: _num(row[m]) for m in METRICS if m in row}
-    power, tok_s = published["power_w"], published["output_tok_s"]
+    power, tok_s = published.get("power_w"), published.get("output_tok_s")
     published["joules_per_token"] = power / tok_s if power and tok_s else None  # the source's window, both figures
     return {**out, **_compared(r, published, METRICS)}
 
