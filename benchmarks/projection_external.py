@@ -8,7 +8,7 @@ would (see ``benchmarks/data/README.md``):
   (power / output tokens/s); where it published TTFT, TTFT (against the projection's unqueued estimate);
 - ``benchmarks/data/mlenergy_v3_unshipped.json``: the ML.ENERGY Leaderboard v3 files of models effbench
   does not ship (measured like the fitted data, by other models), projected with ``--workload TASK``
-  as a planner would: output tokens/s, ITL p50 and p95, J/token and the running batch.
+  as a planner would: output tokens/s, ITL p50, p90 and p95, J/token and the running batch.
 Per point the ratio projected / published and whether the published value lies inside the projection's
 95% band; per group the median and p90 of |projected / published - 1| and the band coverage. Writes
 ``benchmarks/results/reference/projection_external.json``.
@@ -32,13 +32,13 @@ OUT = RESULTS / "reference" / "projection_external.json"
 # published figure -> (the `project --json` field that projects it, its band factor; None: no band)
 METRICS: dict[str, tuple[str, Optional[str]]] = {"tpot_ms": ("tpot_ms", "itl_p50"),
                                                "output_tok_s": ("output_tokens_per_s", "output_tokens_per_s"),
-                                               "power_w": ("power_w", None),
+                                               "power_w": ("power_w", "power_w"),
                                                "joules_per_token": ("joules_per_token", "joules_per_token"),
                                                "ttft_ms": ("ttft_ms", None)}
 LEADERBOARD_METRICS: dict[str, tuple[str, Optional[str]]] = {
     "output_tokens_per_s": ("output_tokens_per_s", "output_tokens_per_s"), "itl_p50_ms": ("tpot_ms", "itl_p50"),
-    "itl_p95_ms": ("tpot_p95_ms", "itl_p95"), "joules_per_token": ("joules_per_token", "joules_per_token"),
-    "effective_batch": ("effective_batch", None)}
+    "itl_p90_ms": ("itl_ms.p90", "itl_p90"), "itl_p95_ms": ("tpot_p95_ms", "itl_p95"),
+    "joules_per_token": ("joules_per_token", "joules_per_token"), "effective_batch": ("effective_batch", None)}
 
 
 def load(path: Path = DATA) -> list[dict[str, str]]:
@@ -50,12 +50,18 @@ def _num(v: str) -> Optional[float]:
     return float(v) if v.strip() else None
 
 
+def _field(projection: dict[str, Any], name: str) -> Any:
+    """A field of the `project --json` output; ``a.b`` reads key b of object a."""
+    head, _, rest = name.partition(".")
+    return projection[head][rest] if rest else projection[head]
+
+
 def _compared(projection: dict[str, Any], published: dict[str, Optional[float]],
               metrics: dict[str, tuple[str, Optional[str]]]) -> dict[str, Any]:
     """Per metric: published, projected, their ratio, the band factor and whether the published value is inside."""
     out: dict[str, Any] = {}
     for m, (field, band_key) in metrics.items():
-        pub, proj = published.get(m), float(projection[field])
+        pub, proj = published.get(m), float(_field(projection, field))
         factor = projection["band"]["factor"][band_key] if band_key else None
         ratio = proj / pub if pub else None
         out[m] = {"published": pub, "projected": round(proj, 4), "ratio": None if ratio is None else round(ratio, 4),
@@ -89,7 +95,7 @@ def project_leaderboard(p: dict[str, Any]) -> dict[str, Any]:
     r = project_point(f"arch:{p['arch']}", p["profile"], gpus=p["num_gpus"], concurrency=p["max_num_seqs"],
                       workload=p["task"], scheme=SCHEME_OF.get(p["weight_precision"], p["weight_precision"]))
     published = {"output_tokens_per_s": p["output_tokens_per_s"], "itl_p50_ms": p["itl_ms"]["p50"],
-                 "itl_p95_ms": p["itl_ms"]["p95"], "joules_per_token": p["joules_per_token"],
+                 "itl_p90_ms": p["itl_ms"]["p90"], "itl_p95_ms": p["itl_ms"]["p95"], "joules_per_token": p["joules_per_token"],
                  "effective_batch": p["avg_batch_size"]}
     out = {"model_id": p["model_id"], "model": p["arch"], "task": p["task"], "gpu": p["profile"], "gpus": p["num_gpus"],
            "concurrency": p["max_num_seqs"], "band_basis": r["band"]["basis"]}

@@ -752,7 +752,8 @@ PROJECTION_ERROR = "benchmarks/results/reference/projection_error.json"
 
 def _err_row(label: str, t: dict[str, Any], band: Optional[dict[str, Any]] = None) -> str:
     cells = [f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} / {t[m]['mape']:.0%}" for m in ("output_tokens_per_s", "itl_p50",
-                                                                                       "itl_p95", "joules_per_token")]
+                                                                                       "itl_p90", "itl_p95",
+                                                                                       "joules_per_token", "power_w")]
     b = f"x{band['factor']['output_tokens_per_s']:.2f} ({band['coverage']:.0%})" if band else "-"
     return f"| {label} | {t['output_tokens_per_s']['points']} | " + " | ".join(cells) + f" | {b} |"
 
@@ -761,8 +762,9 @@ def projection_validation() -> str:
     """docs/size-a-gpu-rental.md: the held-out error table of the shipped projection."""
     d = _json(PROJECTION_ERROR)
     lomo, logo, loto = d["leave_one_model_out"], d["leave_one_gpu_out"], d["leave_one_tp_out"]
-    rows = ["| held out | n | tok/s median / p90 / mean | ITL p50 | ITL p95 | J/token | 95% band tok/s (coverage) |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| held out | n | tok/s median / p90 / mean | ITL p50 | ITL p90 | ITL p95 | J/token | power "
+            "| 95% band tok/s (coverage) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for fam in ("all", "dense", "moe", "hybrid"):
         rows.append(_err_row(f"new model: {fam}", lomo["by_family"][fam], d["bands"]["new_model"][fam]))
     rows.append(_err_row(f"new model: all but the {len(d['host_stalled_points'])} host-stalled points",
@@ -786,8 +788,8 @@ def projection_validation() -> str:
     rows.append(_err_row(f"new scheme: {' and '.join(schemes)}", loso["all"], d["bands"]["new_scheme"]["all"]))
     b = d["before"]
     rows.append(f"| before (commit {b['commit']}): new model, all | {b['points']} | {b['output_tokens_per_s']['median']:.0%} / "
-                f"{b['output_tokens_per_s']['p90']:.0%} / - | - | - | {b['joules_per_token']['median']:.0%} / "
-                f"{b['joules_per_token']['p90']:.0%} / - "
+                f"{b['output_tokens_per_s']['p90']:.0%} / - | - | - | - | {b['joules_per_token']['median']:.0%} / "
+                f"{b['joules_per_token']['p90']:.0%} / - | - "
                 f"| x{b['output_tokens_per_s']['band_factor']:.2f} |")
     return "\n".join(rows)
 
@@ -851,13 +853,14 @@ def projection_external() -> str:
 def projection_unshipped_models() -> str:
     """docs/size-a-gpu-rental.md: the projection against the leaderboard models effbench neither ships nor fits."""
     d = _json(PROJECTION_EXTERNAL)["unshipped_leaderboard_models"]
-    metrics = ("output_tokens_per_s", "itl_p50_ms", "itl_p95_ms", "joules_per_token")
+    metrics = ("output_tokens_per_s", "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "joules_per_token")
 
     def cells(t: dict[str, Any]) -> str:
         return " | ".join(f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} (x{t[m]['median_ratio']:.2f}, {t[m]['coverage']:.0%})"
                           for m in metrics)
 
-    rows = ["| published model (task; GPUs) | n | tokens/s | ITL p50 | ITL p95 | J/token |", "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| published model (task; GPUs) | n | tokens/s | ITL p50 | ITL p90 | ITL p95 | J/token |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for model, t in d["summary"]["by_model"].items():
         ps = [p for p in d["points"] if p["model_id"] == model]
         where = ", ".join(sorted({f"{p['gpus']}x {p['gpu']}" for p in ps}))

@@ -213,6 +213,22 @@ def test_bands_are_per_family_and_basis_and_cover_held_out_points() -> None:
     assert first["first_of_family"] and first["method"].startswith("first ssm model")
 
 
+def test_every_projected_figure_with_a_held_out_error_carries_its_band_and_percentiles_stay_ordered() -> None:
+    """tokens/s, J/token, power and ITL p50/p90/p95 each get a 95% interval from held-out residuals (ITL p90
+    and power included: the data publishes both); a higher ITL percentile's band never starts below a lower
+    one's."""
+    r = pj.project_point("arch:llama-3.1-70b", "h200", gpus=2, concurrency=32, workload="lm-arena-chat")
+    iv = r["band"]["interval"]
+    for key, value in (("output_tokens_per_s", r["output_tokens_per_s"]), ("joules_per_token", r["joules_per_token"]),
+                       ("power_w", r["power_w"]), *((f"itl_ms.{q}", r["itl_ms"][q]) for q in ("p50", "p90", "p95"))):
+        assert iv[key][0] < value < iv[key][1], key
+    assert iv["itl_ms.p50"][0] <= iv["itl_ms.p90"][0] <= iv["itl_ms.p95"][0]
+    assert iv["itl_ms.p50"][1] <= iv["itl_ms.p90"][1] <= iv["itl_ms.p95"][1]
+    held = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "reference"
+                       / "projection_error.json").read_text())["leave_one_model_out"]["by_family"]["all"]
+    assert {"itl_p90", "power_w"} <= set(held)
+
+
 def test_exact_published_point_is_reference_else_projected_with_a_band() -> None:
     r = pj.project_point("arch:llama-3.1-8b", "h100-sxm", concurrency=64, workload="lm-arena-chat")
     assert r["basis"] == "reference" and r["output_tokens_per_s"] == 5147.15 and r["joules_per_token"] == 0.11858

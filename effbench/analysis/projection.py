@@ -749,6 +749,17 @@ def _exact_reference(arch: str, profile_id: str, gpus: int, concurrency: int, sc
     return None
 
 
+def _percentile_intervals(itl_ms: dict[str, float], factors: dict[str, float]) -> dict[str, list[float]]:
+    """The ITL percentiles' bands, kept ordered: a higher percentile is never below a lower one, so its band
+    starts no lower than the lower one's, and the lower one's ends no higher than the higher one's."""
+    iv = {q: _interval(itl_ms[q], factors[f"itl_{q}"]) for q in QUANTILES}
+    for lo, hi in zip(QUANTILES, QUANTILES[1:]):
+        iv[hi][0] = max(iv[hi][0], iv[lo][0])
+    for lo, hi in reversed(list(zip(QUANTILES, QUANTILES[1:]))):
+        iv[lo][1] = min(iv[lo][1], iv[hi][1])
+    return {f"itl_ms.{q}": v for q, v in iv.items()}
+
+
 def _interval(value: float, factor: float) -> list[float]:
     return [value / factor, value * factor]
 
@@ -822,8 +833,8 @@ def _point(arch: StepShape, prof: HardwareProfile, gpus: int, concurrency: int, 
     f = b["factor"]
     b["interval"] = {"output_tokens_per_s": _interval(p.output_tokens_per_s, f["output_tokens_per_s"]),
                      "joules_per_token": _interval(p.joules_per_token, f["joules_per_token"]),
-                     "itl_ms.p50": _interval(p.itl_ms["p50"], f["itl_p50"]), "itl_ms.p95": _interval(p.itl_ms["p95"],
-                                                                                                     f["itl_p95"])}
+                     "power_w": _interval(p.power_w, f["power_w"]),
+                     **_percentile_intervals(p.itl_ms, f)}
     # relative half-widths
     b["output_tokens_per_s"], b["joules_per_token"] = f["output_tokens_per_s"] - 1, f["joules_per_token"] - 1
     return {**common, "basis": "projected", "output_tokens_per_s": p.output_tokens_per_s, "joules_per_token": p.joules_per_token,

@@ -42,8 +42,11 @@ from effbench.analysis.projection import (
 )
 from effbench.models.stepshape import shipped as shipped_shape
 
-METRICS = ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token", "power_w", "effective_batch")
+METRICS = ("output_tokens_per_s", "itl_p50", "itl_p90", "itl_p95", "joules_per_token", "power_w", "effective_batch")
+# the metrics the efficiency transfer's kernel is scored on (kernel_errors' columns)
 BAND_METRICS = ("output_tokens_per_s", "itl_p50", "itl_p95", "joules_per_token")
+# every projected figure's 95% band (bands): the scored ones, ITL p90 and the replica's power
+INTERVAL_METRICS = (*BAND_METRICS, "itl_p90", "power_w")
 _OMEGA_GRID = tuple(x / 20 for x in range(0, 41))  # 0 .. 2 in steps of 0.05
 
 
@@ -62,8 +65,9 @@ class Sample:
         return self.power_w / self.tokens_per_s
 
     def observed(self) -> dict[str, float]:
-        return {"output_tokens_per_s": self.tokens_per_s, "itl_p50": self.itl_ms["p50"], "itl_p95": self.itl_ms["p95"],
-                "joules_per_token": self.joules_per_token, "power_w": self.power_w, "effective_batch": self.batch}
+        return {"output_tokens_per_s": self.tokens_per_s, "itl_p50": self.itl_ms["p50"], "itl_p90": self.itl_ms["p90"],
+                "itl_p95": self.itl_ms["p95"], "joules_per_token": self.joules_per_token, "power_w": self.power_w,
+                "effective_batch": self.batch}
 
 
 def reference_samples() -> list[Sample]:
@@ -367,8 +371,9 @@ def nested_transfer_check(folds: Sequence[_Fold]) -> tuple[dict[str, dict[str, f
 # -- held-out validation --------------------------------------------------------------------------------
 def predicted(s: Sample, f: Fit) -> dict[str, float]:
     p = predict(s.config, f)
-    return {"output_tokens_per_s": p.output_tokens_per_s, "itl_p50": p.itl_ms["p50"], "itl_p95": p.itl_ms["p95"],
-            "joules_per_token": p.joules_per_token, "power_w": p.power_w, "effective_batch": p.effective_batch}
+    return {"output_tokens_per_s": p.output_tokens_per_s, "itl_p50": p.itl_ms["p50"], "itl_p90": p.itl_ms["p90"],
+            "itl_p95": p.itl_ms["p95"], "joules_per_token": p.joules_per_token, "power_w": p.power_w,
+            "effective_batch": p.effective_batch}
 
 
 @dataclass(frozen=True)
@@ -435,12 +440,13 @@ def bands(held: Sequence[HeldOut], nested_by: Callable[[HeldOut], str]) -> dict[
         fams.setdefault(h.sample.config.arch.family, []).append(h)
     out = {}
     for fam, hs in fams.items():
-        factors = {m: _factor([h.ratios[m] for h in hs]) for m in BAND_METRICS}
+        factors = {m: _factor([h.ratios[m] for h in hs]) for m in INTERVAL_METRICS}
         inside = []
         for h in hs:
             others = [o.ratios[m] for o in hs if nested_by(o) != nested_by(h) for m in ("output_tokens_per_s",)]
             f = _factor(others) if len(others) >= 10 else factors["output_tokens_per_s"]
             inside.append(abs(math.log(h.ratios["output_tokens_per_s"])) <= math.log(f))
-        coverage = {m: float(np.mean([abs(math.log(h.ratios[m])) <= math.log(factors[m]) for h in hs])) for m in BAND_METRICS}
+        coverage = {m: float(np.mean([abs(math.log(h.ratios[m])) <= math.log(factors[m]) for h in hs]))
+                    for m in INTERVAL_METRICS}
         out[fam] = {"points": len(hs), "factor": factors, "coverage": float(np.mean(inside)), "coverage_in_sample": coverage}
     return out

@@ -27,7 +27,7 @@ def project_command(
     scheme: str = typer.Option("bf16", "--scheme", help="Weights as served: bf16, fp16, fp8, int8, int4, mxfp4."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for scripts)."),
 ) -> None:
-    """Project output tokens/s, TPOT (inter-token latency p50/p95), effective batch, power, J/token and
+    """Project output tokens/s, TPOT (inter-token latency p50/p90/p95), effective batch, power, J/token and
     memory of a GPU serving configuration, with the 95% band of the projection (held-out error on
     published GPU data, per family and kind of extrapolation)."""
     from effbench.analysis.projection import project_point
@@ -49,9 +49,10 @@ def project_command(
 
     table.add_row("output tokens/s", fmt(r["output_tokens_per_s"], 0), rng("output_tokens_per_s", 0))
     table.add_row("TPOT (ITL) p50 ms", fmt(r["tpot_ms"], 1), rng("itl_ms.p50", 1))
+    table.add_row("TPOT (ITL) p90 ms", fmt(r["itl_ms"]["p90"], 1), rng("itl_ms.p90", 1))
     table.add_row("TPOT (ITL) p95 ms", fmt(r["tpot_p95_ms"], 1), rng("itl_ms.p95", 1))
     table.add_row("running sequences (effective batch)", fmt(r["effective_batch"], 0), "-")
-    table.add_row("power W (all GPUs)", fmt(r["power_w"], 0), "-")
+    table.add_row("power W (all GPUs)", fmt(r["power_w"], 0), rng("power_w", 0))
     table.add_row("J/token", fmt(r["joules_per_token"], 3), rng("joules_per_token", 3))
     table.add_row("memory GB", f"{fmt(r['memory_gb'], 1)} of {fmt(r.get('device_memory_gb', r['memory_capacity_gb']), 1)}", "-")
     table.add_row("max concurrency that fits", str(r["max_concurrency"]), "-")
