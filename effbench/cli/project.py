@@ -49,7 +49,7 @@ def project_command(
 
     table.add_row("output tokens/s", fmt(r["output_tokens_per_s"], 0), rng("output_tokens_per_s", 0))
     table.add_row("TPOT (ITL) p50 ms", fmt(r["tpot_ms"], 1), rng("itl_ms.p50", 1))
-    table.add_row("TPOT (ITL) p90 ms", fmt(r["itl_ms"]["p90"], 1), rng("itl_ms.p90", 1))
+    table.add_row("TPOT (ITL) p90 ms", fmt((r.get("itl_ms") or {}).get("p90"), 1), rng("itl_ms.p90", 1))
     table.add_row("TPOT (ITL) p95 ms", fmt(r["tpot_p95_ms"], 1), rng("itl_ms.p95", 1))
     table.add_row("running sequences (effective batch)", fmt(r["effective_batch"], 0), "-")
     table.add_row("power W (all GPUs)", fmt(r["power_w"], 0), rng("power_w", 0))
