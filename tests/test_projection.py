@@ -486,7 +486,8 @@ def test_leaderboard_models_never_fitted_are_projected_within_the_targets() -> N
     res = json.loads(ext.OUT.read_text())["unshipped_leaderboard_models"]["summary"]["all"]
     assert res["output_tokens_per_s"]["median"] <= 0.12 and res["itl_p50_ms"]["median"] <= 0.12
     assert res["joules_per_token"]["median"] <= 0.15
-    assert all(res[m]["coverage"] >= 0.9 for m in ("output_tokens_per_s", "itl_p50_ms", "itl_p95_ms", "joules_per_token"))
+    assert all(res[m]["coverage"] >= 0.9
+               for m in ("output_tokens_per_s", "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "joules_per_token"))
 
 
 def test_experiments_file_holds_out_the_shipped_model_as_the_validation_does() -> None:
