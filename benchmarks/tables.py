@@ -815,6 +815,15 @@ def projection_experiments() -> str:
 PROJECTION_EXTERNAL = "benchmarks/results/reference/projection_external.json"
 
 
+def _external_cell(t: dict[str, Any]) -> str:
+    """One figure of an external check: median / p90 of |projected / published - 1| (median projected /
+    published, share inside the band where the projection gives one); "-" where nothing was published."""
+    if not t["points"]:
+        return "-"
+    band = f", {t['coverage']:.0%}" if t["coverage"] is not None else ""
+    return f"{t['median']:.0%} / {t['p90']:.0%} (x{t['median_ratio']:.2f}{band})"
+
+
 def projection_external() -> str:
     """docs/size-a-gpu-rental.md: the projection against published vLLM runs it was never fitted on."""
     d = _json(PROJECTION_EXTERNAL)
@@ -824,12 +833,7 @@ def projection_external() -> str:
     metrics = ("tpot_ms", "output_tok_s", "joules_per_token", "power_w", "ttft_ms")
 
     def cells(t: dict[str, Any]) -> str:
-        def cell(m: str) -> str:
-            if not t[m]["points"]:
-                return "-"
-            band = f", {t[m]['coverage']:.0%}" if t[m]["coverage"] is not None else ""
-            return f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} (x{t[m]['median_ratio']:.2f}{band})"
-        return " | ".join(cell(m) for m in metrics)
+        return " | ".join(_external_cell(t[m]) for m in metrics)
 
     rows = ["| published points | n | TPOT | tok/s | J/token | power | TTFT (unqueued estimate) |",
             "|---|---:|---:|---:|---:|---:|---:|"]
@@ -856,8 +860,7 @@ def projection_unshipped_models() -> str:
     metrics = ("output_tokens_per_s", "itl_p50_ms", "itl_p90_ms", "itl_p95_ms", "joules_per_token")
 
     def cells(t: dict[str, Any]) -> str:
-        return " | ".join(f"{t[m]['median']:.0%} / {t[m]['p90']:.0%} (x{t[m]['median_ratio']:.2f}, {t[m]['coverage']:.0%})"
-                          for m in metrics)
+        return " | ".join(_external_cell(t[m]) for m in metrics)
 
     rows = ["| published model (task; GPUs) | n | tokens/s | ITL p50 | ITL p90 | ITL p95 | J/token |",
             "|---|---:|---:|---:|---:|---:|---:|"]

@@ -65,9 +65,14 @@ class Sample:
         return self.power_w / self.tokens_per_s
 
     def observed(self) -> dict[str, float]:
-        return {"output_tokens_per_s": self.tokens_per_s, "itl_p50": self.itl_ms["p50"], "itl_p90": self.itl_ms["p90"],
-                "itl_p95": self.itl_ms["p95"], "joules_per_token": self.joules_per_token, "power_w": self.power_w,
-                "effective_batch": self.batch}
+        return _figures(self.tokens_per_s, self.itl_ms, self.power_w, self.batch)
+
+
+def _figures(tokens_per_s: float, itl_ms: dict[str, float], power_w: float, batch: float) -> dict[str, float]:
+    """The METRICS of one point, published or predicted, under one set of names."""
+    return {"output_tokens_per_s": tokens_per_s, "itl_p50": itl_ms["p50"], "itl_p90": itl_ms["p90"],
+            "itl_p95": itl_ms["p95"], "joules_per_token": power_w / tokens_per_s, "power_w": power_w,
+            "effective_batch": batch}
 
 
 def reference_samples() -> list[Sample]:
@@ -255,12 +260,8 @@ def anchors(samples: Sequence[Sample], physics: Fit, scales: Optional[dict[str, 
     sc = {**TRANSFER_SCALES, **(scales or {})}
     rows = []
     for s in samples:
-        p = predict(s.config, physics)
-        pred = {"output_tokens_per_s": p.output_tokens_per_s, "itl_p50": p.itl_ms["p50"], "itl_p90": p.itl_ms["p90"],
-                "itl_p95": p.itl_ms["p95"], "power_w": p.power_w}
-        obs = {"output_tokens_per_s": s.tokens_per_s, "itl_p50": s.itl_ms["p50"], "itl_p90": s.itl_ms["p90"],
-               "itl_p95": s.itl_ms["p95"], "power_w": s.power_w}
-        rows.append((tuple(transfer_features(s.config, p.effective_batch)),
+        pred, obs = predicted(s, physics), s.observed()
+        rows.append((tuple(transfer_features(s.config, pred["effective_batch"])),
                      tuple(math.log(obs[m] / pred[m]) for m in TRANSFER_METRICS)))
     return Transfer(tuple(sc[f] for f in TRANSFER_FEATURES), TRANSFER_PRIOR if prior is None else prior, tuple(rows))
 
@@ -371,9 +372,7 @@ def nested_transfer_check(folds: Sequence[_Fold]) -> tuple[dict[str, dict[str, f
 # -- held-out validation --------------------------------------------------------------------------------
 def predicted(s: Sample, f: Fit) -> dict[str, float]:
     p = predict(s.config, f)
-    return {"output_tokens_per_s": p.output_tokens_per_s, "itl_p50": p.itl_ms["p50"], "itl_p90": p.itl_ms["p90"],
-            "itl_p95": p.itl_ms["p95"], "joules_per_token": p.joules_per_token, "power_w": p.power_w,
-            "effective_batch": p.effective_batch}
+    return _figures(p.output_tokens_per_s, p.itl_ms, p.power_w, p.effective_batch)
 
 
 @dataclass(frozen=True)
