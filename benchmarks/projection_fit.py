@@ -106,7 +106,28 @@ def validation(held: Optional[HeldOut] = None) -> dict[str, Any]:
             "leave_one_gpu_out": {"by_gpu": pf.table(logo, lambda h: h.fold), "by_family": pf.table(logo, fam)},
             "leave_one_tp_out": {"by_gpus": pf.table(loto, lambda h: h.fold), "by_family": pf.table(loto, fam)},
             "leave_one_scheme_out": {"by_scheme": pf.table(ho.loso, lambda h: h.fold)},
+            "light_load_power": light_load_power(lomo),
             "efficiency_transfer": transfer_check(samples)}
+
+
+LIGHT_LOAD_SEQUENCES = 16
+
+
+def light_load_power(lomo: list[Any]) -> dict[str, Any]:
+    """Projected / published replica power, held out (leave one model out), at LIGHT_LOAD_SEQUENCES running
+    sequences or fewer, per GPU and GPU count: the power model's bias where the fixed costs dominate a step
+    (median, min and max of the ratio; below 1: the GPUs drew more than projected)."""
+    import statistics
+
+    groups: dict[str, list[float]] = {}
+    for h in lomo:
+        if h.sample.batch <= LIGHT_LOAD_SEQUENCES:
+            c = h.sample.config
+            groups.setdefault(f"{c.profile.id}x{c.gpus}", []).append(h.ratios["power_w"])
+    return {"max_sequences": LIGHT_LOAD_SEQUENCES,
+            "by_replica": {k: {"points": len(v), "median_ratio": round(statistics.median(v), 4),
+                               "min_ratio": round(min(v), 4), "max_ratio": round(max(v), 4)}
+                           for k, v in sorted(groups.items())}}
 
 
 def transfer_check(samples: list[Any]) -> dict[str, Any]:
